@@ -1,0 +1,46 @@
+# Set-up is part of every target: a fresh clone needs only `make test` or `make demo`.
+VENV ?= .venv
+PY := $(VENV)/bin/python
+PIP := $(VENV)/bin/pip
+STAMP := $(VENV)/.installed
+export HF_HUB_OFFLINE ?= 1
+export TRANSFORMERS_OFFLINE ?= 1
+export TOKENIZERS_PARALLELISM ?= false
+
+.PHONY: setup test test-slow fuzz demo bench bench-quick lint clean
+
+$(PY):
+	python3 -m venv $(VENV)
+	$(PIP) install -q --upgrade pip
+
+# torch==2.13.0 first: on this machine it is a local CPU wheel; a bare `torch` would pull a CUDA build.
+$(STAMP): pyproject.toml | $(PY)
+	$(PIP) install -q "torch==2.13.0" || $(PIP) install -q "torch>=2.4"
+	$(PIP) install -q -e ".[dev]"
+	touch $(STAMP)
+
+setup: $(STAMP)
+
+lint: setup
+	$(VENV)/bin/ruff check textcl tests bench
+
+test: setup lint
+	$(VENV)/bin/pytest -q -x --durations=10
+
+test-slow: setup
+	$(VENV)/bin/pytest -q -m slow --durations=10
+
+fuzz: setup
+	TEXTCL_FUZZ_EXAMPLES=2000 $(VENV)/bin/pytest -q tests/test_fuzz.py
+
+demo: setup
+	$(VENV)/bin/textcl run recipes/quickstart.yaml
+
+bench: setup
+	$(PY) bench/run_all.py --mode full
+
+bench-quick: setup
+	$(PY) bench/run_all.py --mode quick
+
+clean:
+	rm -rf $(VENV) out .pytest_cache

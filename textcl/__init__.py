@@ -1,0 +1,2 @@
+"""textcl: contrastive fine-tuning for text embedders."""
+__version__ = "0.1.0"

@@ -1,0 +1,1 @@
+"""Sub-commands of the `textcl` CLI, one module each."""

@@ -1,0 +1,300 @@
+"""Typed, frozen configuration per concern and the YAML recipe loader.
+
+`load_recipe(path, overrides)` builds a `RunConfig`; unknown keys are an error naming the key and
+the closest valid one, `--set a.b=value` overrides are type-checked, and relative paths in a
+recipe resolve against the recipe's folder.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import json
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+
+from textcl.errors import ConfigError
+
+Precision = Literal["auto", "fp32", "bf16"]
+
+
+def _path(default: Any = None) -> Any:
+    """A field holding a filesystem path (or hub id), resolved relative to the recipe file."""
+    if isinstance(default, list):
+        return field(default_factory=list, metadata={"path": True})
+    return field(default=default, metadata={"path": True})
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    name_or_path: str = "all-MiniLM-L6-v2"  # "all-MiniLM-L6-v2" = bundled offline copy
+    max_seq_length: int | None = 256
+    precision: Precision = "auto"
+    batch_size: int = 64  # encoding batch size
+    trust_remote_code: bool = False
+    query_prompt: str = ""
+    document_prompt: str = ""
+    cache_dir: str | None = _path(None)  # on-disk embedding cache (None = off)
+
+
+@dataclass(frozen=True)
+class DataConfig:
+    train: str | None = _path(None)  # pairs file / folder / BEIR folder / HF id
+    format: str = "auto"  # auto|jsonl|csv|tsv|parquet|hf|beir|stsb|sick|flag|text
+    split: str = "train"  # split for BEIR folders and HF datasets
+    columns: dict[str, str] = field(default_factory=dict)  # role -> column name
+    on_error: Literal["raise", "skip"] = "raise"
+    max_examples: int | None = None
+    near_duplicate_threshold: float = 0.95  # cosine similarity for near-duplicate report
+
+
+@dataclass(frozen=True)
+class MiningConfig:
+    enabled: bool = True
+    num_negatives: int = 3
+    skip_top: int = 0
+    depth: int = 50
+    sampling: Literal["top", "random"] = "top"
+    absolute_margin: float | None = None
+    relative_margin: float | None = 0.05  # NV-Retriever TopK-PercPos: neg < (1-m) * pos
+    max_score: float | None = None
+    index: str = "exact"  # "exact" (chunked) or a FAISS factory string: Flat, IVF256,Flat, HNSW32 ...
+    query_chunk_size: int = 1024
+    corpus_chunk_size: int = 65536
+    recall_check_queries: int = 200
+    cross_encoder: str | None = _path(None)
+    cross_encoder_max_score: float | None = None
+    output: str | None = _path(None)
+
+
+@dataclass(frozen=True)
+class LossConfig:
+    name: Literal["infonce", "cosent", "simcse"] = "infonce"
+    temperature: float = 0.05
+    symmetric: bool = False
+    mask_false_negatives: bool = True
+    gather_across_devices: bool = True
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    output_dir: str = _path("out/model")
+    batch_size: int = 32
+    lr: float = 2e-5
+    epochs: int = 1
+    max_steps: int | None = None
+    warmup_ratio: float = 0.1
+    scheduler: Literal["linear", "cosine", "constant"] = "linear"
+    weight_decay: float = 0.01
+    max_grad_norm: float | None = 1.0
+    precision: Precision = "auto"
+    gradient_checkpointing: bool = False
+    gradcache_chunk_size: int | None = None  # mini-batch size for GradCache (None = off)
+    length_grouped: bool = False
+    eval_every: int | None = None  # steps; None = once per epoch
+    early_stopping_patience: int | None = None
+    save_every: int | None = None
+    keep_checkpoints: int = 2
+    nan_policy: Literal["stop", "skip"] = "stop"
+    log_every: int = 10
+
+
+@dataclass(frozen=True)
+class EvalConfig:
+    sts: list[str] = _path([])
+    retrieval: list[str] = _path([])
+    ood_sts: list[str] = _path([])
+    ood_retrieval: list[str] = _path([])
+    split: str = "test"
+    dev_split: str = "dev"
+    k_values: list[int] = field(default_factory=lambda: [1, 3, 5, 10, 100, 1000])
+    ignore_identical_ids: bool | None = None  # None = per-dataset MTEB default
+    search: str = "exact"  # exact or a FAISS factory string
+    metric_for_best: str | None = None  # e.g. "nfcorpus/ndcg@10"; None = first primary metric
+    forgetting_threshold: float = 1.0  # points of out-of-domain drop flagged as forgetting
+
+
+@dataclass(frozen=True)
+class IndexConfig:
+    enabled: bool = True
+    corpus: str | None = _path(None)
+    factory: str = "Flat"
+    output: str | None = _path(None)
+
+
+@dataclass(frozen=True)
+class RunConfig:
+    seed: int = 42
+    output_dir: str = _path("out/run")
+    skip: list[str] = field(default_factory=list)  # stages to skip: check, eval_base, mine, train, ...
+    model: ModelConfig = field(default_factory=ModelConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    mining: MiningConfig = field(default_factory=MiningConfig)
+    loss: LossConfig = field(default_factory=LossConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    eval: EvalConfig = field(default_factory=EvalConfig)
+    index: IndexConfig = field(default_factory=IndexConfig)
+
+
+# ---------------------------------------------------------------- type checking
+
+
+def _type_name(tp: Any) -> str:
+    return getattr(tp, "__name__", None) or str(tp).replace("typing.", "")
+
+
+def _coerce(value: Any, tp: Any, where: str) -> Any:
+    """Check `value` against annotation `tp`; return it (ints widen to float). Raise ConfigError."""
+    origin = typing.get_origin(tp)
+    args = typing.get_args(tp)
+    if tp is Any:
+        return value
+    if origin in (typing.Union, types.UnionType):
+        if value is None and type(None) in args:
+            return None
+        errors = []
+        for arg in args:
+            if arg is type(None):
+                continue
+            try:
+                return _coerce(value, arg, where)
+            except ConfigError as exc:
+                errors.append(str(exc))
+        raise ConfigError(f"{where}: expected {_type_name(tp)}, got {value!r}")
+    if origin is Literal:
+        if value in args:
+            return value
+        raise ConfigError(f"{where}: expected one of {list(args)}, got {value!r}")
+    if origin is list:
+        if not isinstance(value, list):
+            raise ConfigError(f"{where}: expected a list, got {value!r}")
+        return [_coerce(v, args[0], f"{where}[{i}]") for i, v in enumerate(value)]
+    if origin is dict:
+        if not isinstance(value, dict):
+            raise ConfigError(f"{where}: expected a mapping, got {value!r}")
+        return {_coerce(k, args[0], where): _coerce(v, args[1], f"{where}.{k}") for k, v in value.items()}
+    if tp is float:
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            return float(value)
+        raise ConfigError(f"{where}: expected a number, got {value!r}")
+    if tp is int:
+        if isinstance(value, int) and not isinstance(value, bool):
+            return value
+        raise ConfigError(f"{where}: expected an integer, got {value!r}")
+    if tp is bool:
+        if isinstance(value, bool):
+            return value
+        raise ConfigError(f"{where}: expected true or false, got {value!r}")
+    if tp is str:
+        if isinstance(value, str):
+            return value
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            return str(value)
+        raise ConfigError(f"{where}: expected a string, got {value!r}")
+    if dataclasses.is_dataclass(tp):
+        return _build(tp, value, where)
+    raise ConfigError(f"{where}: unsupported type {tp}")
+
+
+def _build(cls: type, data: Any, where: str, base_dir: Path | None = None) -> Any:
+    if isinstance(data, cls):
+        return data
+    if data is None:
+        data = {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"{where or 'recipe'}: expected a mapping, got {data!r}")
+    hints = typing.get_type_hints(cls)
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    kwargs = {}
+    for key, value in data.items():
+        name = f"{where}.{key}" if where else str(key)
+        if key not in fields:
+            close = difflib.get_close_matches(str(key), list(fields), n=1, cutoff=0.5)
+            hint = f"; did you mean '{close[0]}'?" if close else f"; valid keys: {', '.join(fields)}"
+            raise ConfigError(f"unknown key '{name}'{hint}")
+        tp = hints[key]
+        if dataclasses.is_dataclass(tp):
+            kwargs[key] = _build(tp, value, name, base_dir)
+            continue
+        value = _coerce(value, tp, name)
+        if base_dir is not None and fields[key].metadata.get("path"):
+            value = _resolve(value, base_dir)
+        kwargs[key] = value
+    return cls(**kwargs)
+
+
+def _resolve(value: Any, base_dir: Path) -> Any:
+    """Resolve relative paths against the recipe folder; leave hub ids and absolute paths alone."""
+    if isinstance(value, list):
+        return [_resolve(v, base_dir) for v in value]
+    if not isinstance(value, str) or value.startswith(("/", "~", "hf://")):
+        return value
+    candidate = base_dir / value
+    # "org/name" hub ids stay as they are unless such a path exists relative to the recipe.
+    if value.startswith((".", "..")) or candidate.exists() or "/" not in value:
+        return str(candidate.resolve()) if (candidate.exists() or value.startswith(".")) else value
+    return value
+
+
+def _parse_override(text: str) -> tuple[list[str], Any]:
+    if "=" not in text:
+        raise ConfigError(f"override '{text}' must look like section.key=value")
+    key, raw = text.split("=", 1)
+    try:
+        value = yaml.safe_load(raw) if raw != "" else ""
+    except yaml.YAMLError:
+        value = raw
+    return key.strip().split("."), value
+
+
+def apply_overrides(data: dict, overrides: list[str] | None) -> dict:
+    """Apply `a.b=value` overrides to a raw recipe mapping (values parsed as YAML scalars)."""
+    data = json.loads(json.dumps(data)) if data else {}
+    for text in overrides or []:
+        keys, value = _parse_override(text)
+        node = data
+        for k in keys[:-1]:
+            node = node.setdefault(k, {})
+            if not isinstance(node, dict):
+                raise ConfigError(f"override '{text}': '{k}' is not a section")
+        node[keys[-1]] = value
+    return data
+
+
+def load_recipe(path: str | Path | None = None, overrides: list[str] | None = None) -> RunConfig:
+    """Load a YAML recipe (or defaults when `path` is None), apply overrides, type-check everything."""
+    raw: dict = {}
+    base_dir = Path.cwd()
+    if path is not None:
+        path = Path(path)
+        if not path.is_file():
+            raise ConfigError(f"recipe not found: {path}")
+        try:
+            raw = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+        except yaml.YAMLError as exc:
+            raise ConfigError(f"{path}: invalid YAML: {exc}") from None
+        if not isinstance(raw, dict):
+            raise ConfigError(f"{path}: a recipe must be a mapping of sections")
+        base_dir = path.resolve().parent
+    raw = apply_overrides(raw, overrides)
+    # Overrides are given relative to the working directory, but keeping one rule (relative to the
+    # recipe) is simpler to explain; absolute paths are never touched.
+    try:
+        return _build(RunConfig, raw, "", base_dir)
+    except ConfigError as exc:
+        raise ConfigError(f"{path or 'config'}: {exc}") from None
+
+
+def to_dict(config: Any) -> dict:
+    return dataclasses.asdict(config)
+
+
+def save_config(config: Any, path: str | Path) -> None:
+    """Write the resolved config as YAML next to a run's outputs."""
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    Path(path).write_text(yaml.safe_dump(to_dict(config), sort_keys=False), encoding="utf-8")

@@ -1,0 +1,1 @@
+"""Data layer: readers/writers (io), hard-negative mining, batching."""

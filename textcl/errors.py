@@ -1,0 +1,32 @@
+"""Exception types raised at textcl's boundaries (recipes, files, public functions)."""
+
+from __future__ import annotations
+
+
+class TextclError(Exception):
+    """Base class: every error textcl raises on purpose."""
+
+
+class ConfigError(TextclError, ValueError):
+    """A recipe or override is invalid."""
+
+
+class DataError(TextclError, ValueError):
+    """Input data is malformed; the message names the file, line and field."""
+
+    def __init__(self, message: str, path: str | None = None, line: int | None = None,
+                 field: str | None = None):
+        where = ""
+        if path is not None:
+            where = f"{path}"
+            if line is not None:
+                where += f":{line}"
+            if field is not None:
+                where += f" field '{field}'"
+            where += ": "
+        super().__init__(where + message)
+        self.path, self.line, self.field = path, line, field
+
+
+class TrainingError(TextclError, RuntimeError):
+    """Training cannot continue (non-finite loss, resource fault)."""

@@ -1,0 +1,81 @@
+"""Records every stage shares: training examples, scored pairs, retrieval sets, and the Encode protocol.
+
+Fields are named by role (query, positives, negatives), never by column order.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Literal, Protocol
+
+import numpy as np
+
+Role = Literal["query", "document"]
+
+
+@dataclass(frozen=True)
+class Example:
+    """A query with one or more positives and optional hard negatives (pair or triplet)."""
+
+    query: str
+    positives: tuple[str, ...]
+    negatives: tuple[str, ...] = ()
+    query_id: str | None = None
+    positive_ids: tuple[str, ...] = ()
+    negative_ids: tuple[str, ...] = ()
+    scores: tuple[float, ...] = ()  # optional teacher/mining scores, aligned with negatives
+
+    def to_dict(self) -> dict:
+        out: dict = {"query": self.query, "positives": list(self.positives),
+                     "negatives": list(self.negatives)}
+        if self.query_id is not None:
+            out["query_id"] = self.query_id
+        if self.positive_ids:
+            out["positive_ids"] = list(self.positive_ids)
+        if self.negative_ids:
+            out["negative_ids"] = list(self.negative_ids)
+        if self.scores:
+            out["scores"] = list(self.scores)
+        return out
+
+
+@dataclass(frozen=True)
+class ScoredPair:
+    """Two sentences and a gold similarity score (STS-style)."""
+
+    sentence1: str
+    sentence2: str
+    score: float
+
+
+@dataclass(frozen=True)
+class Document:
+    title: str
+    text: str
+
+    @property
+    def full_text(self) -> str:
+        """MTEB/BEIR convention: title + " " + text, stripped."""
+        return (self.title + " " + self.text).strip()
+
+
+@dataclass
+class RetrievalSet:
+    """A BEIR-style retrieval set: corpus, queries and graded qrels (query -> doc -> grade)."""
+
+    name: str
+    corpus: dict[str, Document]
+    queries: dict[str, str]
+    qrels: dict[str, dict[str, int]]
+    split: str = "test"
+    meta: dict = field(default_factory=dict)
+
+    def positives(self, query_id: str) -> list[str]:
+        """Ids of documents judged relevant (grade > 0) for a query, in qrels order."""
+        return [d for d, g in self.qrels.get(query_id, {}).items() if g > 0]
+
+
+class Encode(Protocol):
+    """Texts in, one L2-normalised float32 row per text out."""
+
+    def __call__(self, texts: list[str], role: Role = "document") -> np.ndarray: ...
