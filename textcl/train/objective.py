@@ -1,0 +1,145 @@
+"""One optimisation step's loss: embed a `Batch`, gather across ranks, compute the configured loss
+(infonce / simcse / cosent) and back-propagate it (directly or through GradCache).
+
+Scaling contract: with DDP averaging parameter gradients over W ranks, the gradient equals the
+single-process gradient of the full (all-ranks) batch. InfoNCE/SimCSE: each rank's loss is its
+mean over local queries times B_local * W / B_global. CoSENT: every rank computes the same loss
+over the gathered pairs, unscaled.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import torch
+
+from textcl import distributed as D
+from textcl.config import LossConfig
+from textcl.data.batching import Batch
+from textcl.errors import ConfigError, TrainingError
+from textcl.gradcache import GradCache, NoSync
+from textcl.losses import (
+    KnownPositives,
+    cosent,
+    false_negative_mask,
+    info_nce,
+    normalize_text,
+    query_side_mask,
+)
+
+EmbedFn = Callable[[list[str], str], torch.Tensor]
+
+
+@dataclass
+class _Meta:
+    """What other ranks need to know about this rank's part of the batch (sizes, and texts/ids for
+    the false-negative masks)."""
+
+    n_queries: int
+    n_candidates: int
+    queries: list[str]
+    cand_texts: list[str]
+    cand_ids: list[str | None]
+    positive_sets: list[KnownPositives]
+    positive_ids: list[str | None]
+
+
+def _positive_sets(batch: Batch) -> list[KnownPositives]:
+    if batch.positive_sets:
+        return list(batch.positive_sets)
+    ids = batch.candidate_ids or [None] * len(batch.candidates)
+    g = batch.group_size
+    return [KnownPositives(ids=frozenset([ids[i * g]]) if ids[i * g] is not None else frozenset(),
+                           texts=frozenset([normalize_text(batch.candidates[i * g])]))
+            for i in range(len(batch))]
+
+
+def _meta(batch: Batch, with_texts: bool) -> _Meta:
+    ids = batch.candidate_ids or [None] * len(batch.candidates)
+    if not with_texts:
+        return _Meta(len(batch), len(batch.candidates), [], [], [], [], [])
+    return _Meta(len(batch), len(batch.candidates), list(batch.queries), list(batch.candidates), list(ids),
+                 _positive_sets(batch), [ids[i * batch.group_size] for i in range(len(batch))])
+
+
+def _exchange(batch: Batch, with_texts: bool, gather: bool) -> list[_Meta]:
+    metas = D.all_gather_object(_meta(batch, with_texts)) if gather else [_meta(batch, with_texts)]
+    empty = [r for r, m in enumerate(metas) if m.n_queries == 0]
+    if empty:  # every rank sees the same metas, so every rank raises: no hang
+        raise TrainingError(f"rank(s) {empty} got an empty batch; every rank needs at least one query "
+                            "(split batches so that each rank gets one, or drop the last batch)")
+    return metas
+
+
+def _contrastive(embed: EmbedFn, batch: Batch, cfg: LossConfig, gather: bool) -> torch.Tensor:
+    simcse = cfg.name == "simcse"
+    need_texts = cfg.mask_false_negatives or cfg.symmetric
+    metas = _exchange(batch, need_texts, gather)
+    r = D.rank() if gather else 0
+    q = embed(list(batch.queries), "document" if simcse else "query")
+    c = embed(list(batch.candidates), "document")
+    cand_sizes = [m.n_candidates for m in metas]
+    q_sizes = [m.n_queries for m in metas]
+    if gather:
+        c = D.gather_with_grad(c, cand_sizes)
+    label_offset, query_offset = sum(cand_sizes[:r]), sum(q_sizes[:r])
+    mask = query_mask = all_queries = None
+    if cfg.mask_false_negatives:
+        mask = false_negative_mask(batch.query_ids or [None] * len(batch), batch.queries,
+                                   [x for m in metas for x in m.cand_ids],
+                                   [x for m in metas for x in m.cand_texts], metas[r].positive_sets,
+                                   group_size=batch.group_size, label_offset=label_offset).to(q.device)
+    if cfg.symmetric:
+        all_queries = D.gather_with_grad(q, q_sizes) if gather else q
+        if cfg.mask_false_negatives:
+            query_mask = query_side_mask(metas[r].positive_ids, [batch.candidates[i * batch.group_size]
+                                                                 for i in range(len(batch))],
+                                         [x for m in metas for x in m.queries],
+                                         [x for m in metas for x in m.positive_sets],
+                                         query_offset=query_offset).to(q.device)
+    loss = info_nce(q, c, temperature=cfg.temperature, group_size=batch.group_size,
+                    label_offset=label_offset, mask=mask, symmetric=cfg.symmetric,
+                    all_queries=all_queries, query_offset=query_offset, query_mask=query_mask)
+    return loss * (len(batch) * len(metas) / sum(q_sizes))
+
+
+def _cosent(embed: EmbedFn, batch: Batch, cfg: LossConfig, gather: bool) -> torch.Tensor:
+    if batch.scores is None:
+        raise ConfigError("loss.name=cosent needs scored pairs (Batch.scores); use make_scored_batches")
+    sizes = [m.n_queries for m in _exchange(batch, False, gather)]
+    e1 = embed(list(batch.queries), "document")
+    e2 = embed(list(batch.candidates), "document")
+    scores = torch.tensor(batch.scores, dtype=torch.float32, device=e1.device)
+    if gather:
+        e1, e2 = D.gather_with_grad(e1, sizes), D.gather_with_grad(e2, sizes)
+        scores = D.gather_with_grad(scores, sizes)
+    return cosent(e1, e2, scores, temperature=cfg.temperature)
+
+
+def forward_backward(embed: EmbedFn, batch: Batch, loss_cfg: LossConfig, *, chunk_size: int | None = None,
+                     no_sync: NoSync | None = None) -> float:
+    """Compute `loss_cfg.name` on `batch`, call backward, return this rank's loss value.
+
+    `embed(texts, role)` returns [n, D] embeddings with grad. With several ranks and
+    `loss_cfg.gather_across_devices`, candidates (and, for the symmetric term, queries) of every
+    rank are gathered with gradient; anchors stay local; labels are offset by the candidate rows of
+    earlier ranks. `chunk_size` turns on GradCache; `no_sync()` (a context-manager factory, e.g. the
+    DDP model's `no_sync`) wraps all but the last backward. The returned value averaged over ranks
+    is the full-batch loss. A non-finite loss is still back-propagated (every rank must join the
+    collectives); the caller checks the value and skips the optimizer step.
+    """
+    if loss_cfg.name not in ("infonce", "simcse", "cosent"):
+        raise ConfigError(f"loss.name: unknown loss {loss_cfg.name!r}; use infonce, simcse or cosent")
+    cache = GradCache(embed, chunk_size, no_sync=no_sync) if chunk_size else None
+    emb = cache.embed if cache is not None else embed
+    gather = loss_cfg.gather_across_devices and D.is_distributed()
+    if loss_cfg.name == "cosent":
+        loss = _cosent(emb, batch, loss_cfg, gather)
+    else:
+        loss = _contrastive(emb, batch, loss_cfg, gather)
+    if cache is not None:
+        cache.backward(loss)
+    else:
+        loss.backward()
+    return float(loss.detach())
