@@ -72,7 +72,8 @@ def _pick_negatives(ex: Example, k: int, rng: np.random.Generator,
                     pool: list[tuple[str, str | None]]) -> list[tuple[str, str | None]]:
     """Exactly k negatives. Enough: k distinct, sampled without replacement. Fewer (but some): all of
     them in random order, repeated cyclically. None: k drawn uniformly from `pool` (every example's
-    negatives, or their positives when no example has negatives); known positives are masked later."""
+    negatives, or every positive when no example has negatives; never empty since each example has a
+    positive); known positives of the query among them are masked by the loss."""
     own = [(n, ex.negative_ids[j] if len(ex.negative_ids) == len(ex.negatives) else None)
            for j, n in enumerate(ex.negatives)]
     if k == 0:
@@ -82,8 +83,6 @@ def _pick_negatives(ex: Example, k: int, rng: np.random.Generator,
     if own:
         order = rng.permutation(len(own))
         return [own[order[j % len(own)]] for j in range(k)]
-    if not pool:
-        raise DataError(f"num_negatives={k} but no example has negatives or positives to borrow")
     return [pool[j] for j in rng.integers(0, len(pool), size=k)]
 
 
