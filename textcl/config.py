@@ -96,6 +96,7 @@ class TrainConfig:
     gradient_checkpointing: bool = False
     gradcache_chunk_size: int | None = None  # mini-batch size for GradCache (None = off)
     length_grouped: bool = False
+    num_negatives: int | None = None  # hard negatives per query; None = as many as the data has (<= mining.num_negatives)
     eval_every: int | None = None  # steps; None = once per epoch
     early_stopping_patience: int | None = None
     save_every: int | None = None

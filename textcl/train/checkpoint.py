@@ -1,0 +1,260 @@
+"""Atomic, verifiable training checkpoints and exact resume.
+
+A checkpoint is a folder `checkpoints/step-00000123/` holding the model weights (safetensors), the
+optimizer and scheduler state, every RNG state and the data position. It is written into a hidden
+temporary folder, every file is fsynced, sha256 checksums are written last, and only then is the
+folder renamed into place and the `latest` pointer replaced. A crash at any moment therefore leaves
+either the previous checkpoint or the new one, never a half-written folder that resume would pick.
+"""
+
+from __future__ import annotations
+
+import errno
+import hashlib
+import json
+import logging
+import os
+import random
+import shutil
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from safetensors.torch import load_model as load_safetensors_model
+from safetensors.torch import save_model as save_safetensors_model
+
+from textcl.errors import TrainingError
+
+log = logging.getLogger(__name__)
+
+CHECKSUMS = "checksums.json"
+LATEST = "latest"
+_TMP_PREFIX = ".tmp-"
+
+
+@dataclass
+class TrainerState:
+    """Everything besides tensors that a resumed run needs to continue exactly."""
+
+    step: int = 0  # optimizer steps taken (skipped non-finite steps included)
+    epoch: int = 0
+    batch_in_epoch: int = 0  # batches of `epoch` already consumed
+    skipped_steps: int = 0
+    best_metric: float | None = None
+    best_step: int | None = None
+    evals_without_improvement: int = 0
+    world_size: int = 1
+    history: list[dict] = field(default_factory=list)
+    fingerprint: dict = field(default_factory=dict)  # config fields that must not change on resume
+
+
+# ---------------------------------------------------------------- RNG state
+
+
+def rng_state() -> dict[str, Any]:
+    """Python, numpy and torch RNG states in a form `torch.load(weights_only=True)` accepts."""
+    np_state = np.random.get_state()
+    state: dict[str, Any] = {
+        "python": random.getstate(),
+        "numpy": {"kind": np_state[0], "keys": torch.from_numpy(np_state[1].astype(np.int64)),
+                  "pos": int(np_state[2]), "has_gauss": int(np_state[3]), "gauss": float(np_state[4])},
+        "torch": torch.get_rng_state(),
+    }
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def set_rng_state(state: dict[str, Any]) -> None:
+    version, internal, gauss = state["python"]
+    random.setstate((version, tuple(internal), gauss))
+    n = state["numpy"]
+    np.random.set_state((n["kind"], n["keys"].numpy().astype(np.uint32), n["pos"], n["has_gauss"], n["gauss"]))
+    torch.set_rng_state(state["torch"])
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+# ---------------------------------------------------------------- atomic file helpers
+
+
+def sha256_file(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def _fsync_file(path: Path) -> None:
+    with open(path, "rb") as fh:
+        os.fsync(fh.fileno())
+
+
+def _fsync_dir(path: Path) -> None:
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError:  # some filesystems cannot open directories; rename is still atomic there
+        return
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def write_atomic_text(path: Path, text: str) -> None:
+    """Replace `path` with `text` atomically (temp file, fsync, rename)."""
+    tmp = path.with_name(f"{_TMP_PREFIX}{path.name}")
+    with open(tmp, "w", encoding="utf-8") as fh:
+        fh.write(text)
+        fh.flush()
+        os.fsync(fh.fileno())
+    os.replace(tmp, path)
+    _fsync_dir(path.parent)
+
+
+def _resource_error(exc: OSError, target: Path) -> TrainingError:
+    if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+        what = "no space left on device"
+    else:
+        what = str(exc)
+    return TrainingError(f"could not write checkpoint {target}: {what}. The previous checkpoint is intact; "
+                         f"free disk space (or set train.keep_checkpoints lower) and resume with --resume")
+
+
+def atomic_folder(target: Path, write: Callable[[Path], None]) -> Path:
+    """Run `write(tmp)` into a temporary sibling folder, checksum + fsync it, then rename it to `target`.
+
+    On any error the temporary folder is removed and `target` (if it existed) is untouched.
+    """
+    target = Path(target)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = target.with_name(f"{_TMP_PREFIX}{target.name}-{os.getpid()}")
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir()
+    try:
+        write(tmp)
+        sums = {}
+        for file in sorted(p for p in tmp.rglob("*") if p.is_file()):
+            _fsync_file(file)
+            sums[file.relative_to(tmp).as_posix()] = sha256_file(file)
+        (tmp / CHECKSUMS).write_text(json.dumps(sums, indent=1, sort_keys=True), encoding="utf-8")
+        _fsync_file(tmp / CHECKSUMS)
+        _fsync_dir(tmp)
+        if target.exists():  # replace: move the old one aside first so rename is a single step
+            old = target.with_name(f"{_TMP_PREFIX}old-{target.name}-{os.getpid()}")
+            os.replace(target, old)
+            os.replace(tmp, target)
+            shutil.rmtree(old, ignore_errors=True)
+        else:
+            os.replace(tmp, target)
+        _fsync_dir(target.parent)
+    except OSError as exc:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise _resource_error(exc, target) from exc
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return target
+
+
+def verify_folder(folder: Path) -> None:
+    """Raise TrainingError unless every file listed in checksums.json exists with its sha256."""
+    folder = Path(folder)
+    sums_path = folder / CHECKSUMS
+    if not sums_path.is_file():
+        raise TrainingError(f"checkpoint {folder} has no {CHECKSUMS}: it was never completed")
+    try:
+        sums = json.loads(sums_path.read_text(encoding="utf-8"))
+    except (OSError, json.JSONDecodeError) as exc:
+        raise TrainingError(f"checkpoint {folder}: unreadable {CHECKSUMS} ({exc})") from None
+    for name, expected in sums.items():
+        file = folder / name
+        if not file.is_file():
+            raise TrainingError(f"checkpoint {folder}: file '{name}' is missing")
+        if sha256_file(file) != expected:
+            raise TrainingError(f"checkpoint {folder}: checksum mismatch for '{name}' (corrupted)")
+
+
+# ---------------------------------------------------------------- save / load
+
+
+def save_checkpoint(folder: Path, *, model: torch.nn.Module, optimizer: torch.optim.Optimizer,
+                    scheduler: Any, state: TrainerState) -> Path:
+    """Atomically write `folder` = checkpoints/step-N and point `checkpoints/latest` at it."""
+    folder = Path(folder)
+
+    def write(tmp: Path) -> None:
+        save_safetensors_model(model, str(tmp / "model.safetensors"))
+        torch.save(optimizer.state_dict(), tmp / "optimizer.pt")
+        torch.save(scheduler.state_dict(), tmp / "scheduler.pt")
+        torch.save(rng_state(), tmp / "rng.pt")
+        (tmp / "trainer_state.json").write_text(json.dumps(asdict(state), indent=1), encoding="utf-8")
+
+    atomic_folder(folder, write)
+    try:
+        write_atomic_text(folder.parent / LATEST, folder.name + "\n")
+    except OSError as exc:
+        raise _resource_error(exc, folder.parent / LATEST) from exc
+    log.info("saved checkpoint %s (step %d)", folder, state.step)
+    return folder
+
+
+def _torch_load(path: Path) -> Any:
+    # weights_only=True: a checkpoint is data, never code (no pickle of arbitrary objects).
+    return torch.load(path, map_location="cpu", weights_only=True)
+
+
+def load_checkpoint(folder: Path, *, model: torch.nn.Module, optimizer: torch.optim.Optimizer,
+                    scheduler: Any) -> TrainerState:
+    """Verify checksums, then restore model, optimizer, scheduler and RNG states in place."""
+    folder = Path(folder)
+    verify_folder(folder)
+    missing, unexpected = load_safetensors_model(model, str(folder / "model.safetensors"), strict=False)
+    if missing or unexpected:
+        raise TrainingError(f"checkpoint {folder} does not match the model: missing {missing[:3]}, "
+                            f"unexpected {unexpected[:3]}")
+    optimizer.load_state_dict(_torch_load(folder / "optimizer.pt"))
+    scheduler.load_state_dict(_torch_load(folder / "scheduler.pt"))
+    set_rng_state(_torch_load(folder / "rng.pt"))
+    raw = json.loads((folder / "trainer_state.json").read_text(encoding="utf-8"))
+    return TrainerState(**raw)
+
+
+def list_checkpoints(root: Path) -> list[Path]:
+    """Completed `step-N` folders under `root`, newest first (temporary folders are ignored)."""
+    root = Path(root)
+    if not root.is_dir():
+        return []
+    found = [p for p in root.iterdir() if p.is_dir() and p.name.startswith("step-")]
+    return sorted(found, key=lambda p: int(p.name.split("-")[1]), reverse=True)
+
+
+def find_resumable(root: Path) -> Path | None:
+    """The checkpoint named by `latest` if it verifies, else the newest one that does (with a warning)."""
+    root = Path(root)
+    candidates = list_checkpoints(root)
+    pointer = root / LATEST
+    if pointer.is_file():
+        named = root / pointer.read_text(encoding="utf-8").strip()
+        candidates = [named] + [c for c in candidates if c != named]
+    for folder in candidates:
+        try:
+            verify_folder(folder)
+            return folder
+        except TrainingError as exc:
+            log.warning("skipping checkpoint that does not verify: %s", exc)
+    return None
+
+
+def prune_checkpoints(root: Path, keep: int) -> None:
+    """Delete all but the newest `keep` step folders and any stale temporary folders."""
+    root = Path(root)
+    for stale in root.glob(f"{_TMP_PREFIX}*"):
+        if stale.is_dir() and not stale.name.endswith(f"-{os.getpid()}"):
+            shutil.rmtree(stale, ignore_errors=True)
+    for old in list_checkpoints(root)[max(keep, 1):]:
+        shutil.rmtree(old, ignore_errors=True)

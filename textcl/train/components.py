@@ -1,0 +1,104 @@
+"""The pieces the training loop assembles: accelerator, optimizer, LR schedule and the embed function.
+
+Each is a small function so the loop in `loop.py` reads top to bottom without setup noise.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from collections.abc import Callable
+from datetime import timedelta
+
+import torch
+from accelerate import Accelerator
+from accelerate.state import AcceleratorState
+from accelerate.utils import DistributedDataParallelKwargs, InitProcessGroupKwargs
+from sentence_transformers import SentenceTransformer
+
+from textcl.config import ModelConfig, TrainConfig
+from textcl.model import resolve_precision
+
+log = logging.getLogger(__name__)
+
+# Parameters whose name contains one of these get no weight decay (biases and normalisation scales).
+NO_DECAY = ("bias", "LayerNorm.weight", "layer_norm.weight", "layernorm.weight", "norm.weight")
+
+
+def build_accelerator(precision: str, *, timeout_s: int = 600) -> tuple[Accelerator, str]:
+    """An Accelerator with bf16 autocast where the hardware has bf16 units (or when asked), else fp32."""
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    resolved = resolve_precision(precision, device)
+    # The accelerator state is a process-wide singleton; reset it so a second train() in the same
+    # process (tests, notebooks) may use another precision. The process group itself is kept.
+    AcceleratorState._reset_state()
+    accelerator = Accelerator(
+        mixed_precision="bf16" if resolved == "bf16" else "no",
+        cpu=device == "cpu",
+        # Pooler weights of BERT-style models never receive gradients under mean pooling.
+        kwargs_handlers=[DistributedDataParallelKwargs(find_unused_parameters=True),
+                         InitProcessGroupKwargs(timeout=timedelta(seconds=timeout_s))],
+    )
+    return accelerator, resolved
+
+
+def build_optimizer(model: torch.nn.Module, cfg: TrainConfig) -> torch.optim.AdamW:
+    """AdamW; biases and LayerNorm weights are excluded from weight decay (standard BERT recipe)."""
+    decay, no_decay = [], []
+    for name, param in model.named_parameters():
+        if not param.requires_grad:
+            continue
+        (no_decay if any(k in name for k in NO_DECAY) else decay).append(param)
+    groups = [{"params": decay, "weight_decay": cfg.weight_decay},
+              {"params": no_decay, "weight_decay": 0.0}]
+    return torch.optim.AdamW([g for g in groups if g["params"]], lr=cfg.lr)
+
+
+def lr_factor(step: int, *, warmup: int, total: int, kind: str) -> float:
+    """Multiplier of the peak LR after `step` steps: linear warmup, then linear/cosine decay or constant."""
+    if step < warmup:
+        return (step + 1) / warmup
+    if kind == "constant":
+        return 1.0
+    progress = (step - warmup) / max(1, total - warmup)
+    progress = min(max(progress, 0.0), 1.0)
+    if kind == "cosine":
+        return 0.5 * (1.0 + math.cos(math.pi * progress))
+    return 1.0 - progress
+
+
+def build_scheduler(optimizer: torch.optim.Optimizer, cfg: TrainConfig,
+                    total_steps: int) -> torch.optim.lr_scheduler.LambdaLR:
+    warmup = math.ceil(cfg.warmup_ratio * total_steps)
+    return torch.optim.lr_scheduler.LambdaLR(
+        optimizer, lambda step: lr_factor(step, warmup=warmup, total=total_steps, kind=cfg.scheduler))
+
+
+def make_embed(model: torch.nn.Module, st_model: SentenceTransformer,
+               cfg: ModelConfig) -> Callable[[list[str], str], torch.Tensor]:
+    """`embed(texts, role) -> Tensor[n, D]` with grad: prompt, tokenize (max_seq_length), forward.
+
+    `model` is what runs forward (possibly DDP-wrapped with autocast); `st_model` is the plain
+    SentenceTransformer that owns the tokenizer. Embeddings are returned in float32.
+    """
+    prompts = {"query": cfg.query_prompt, "document": cfg.document_prompt}
+    device = st_model.device
+    # sentence-transformers >= 6 renamed `tokenize` to `preprocess`; both pad to the longest text.
+    tokenize = getattr(st_model, "preprocess", None) or st_model.tokenize
+
+    def embed(texts: list[str], role: str = "document") -> torch.Tensor:
+        prompt = prompts.get(role, "")
+        features = tokenize([prompt + t for t in texts] if prompt else list(texts))
+        features = {k: v.to(device) if isinstance(v, torch.Tensor) else v for k, v in features.items()}
+        return model(features)["sentence_embedding"].float()
+
+    return embed
+
+
+def enable_gradient_checkpointing(st_model: SentenceTransformer) -> None:
+    backbone = getattr(st_model[0], "auto_model", None)
+    if backbone is None or not hasattr(backbone, "gradient_checkpointing_enable"):
+        log.warning("gradient checkpointing is not supported by %s; continuing without it",
+                    type(st_model[0]).__name__)
+        return
+    backbone.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})

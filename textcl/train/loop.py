@@ -1,0 +1,325 @@
+"""The training loop: batches -> forward_backward -> AdamW step, on accelerate, readable top to bottom.
+
+Around the step: held-out evaluation every `eval_every` steps with best-checkpoint selection and
+early stopping, atomic checkpoints with exact resume, non-finite and out-of-memory guards, and a
+final output folder that holds the BEST model and loads with `SentenceTransformer(path)`.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import shutil
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from accelerate.utils import set_seed
+from tqdm.auto import tqdm
+
+from textcl.config import RunConfig, save_config
+from textcl.errors import ConfigError, TrainingError
+from textcl.model import Encoder, load_model
+from textcl.train import checkpoint as ckpt
+from textcl.train.card import write_model_card
+from textcl.train.components import (
+    build_accelerator,
+    build_optimizer,
+    build_scheduler,
+    enable_gradient_checkpointing,
+    make_embed,
+)
+from textcl.train.data import epoch_batch_maker, shard_batch
+from textcl.train.evaluation import build_evaluators, pick_metric
+from textcl.train.objective import forward_backward
+
+log = logging.getLogger(__name__)
+
+Callback = Callable[[dict], Any]  # called after every step with an event dict; return True to stop
+
+
+@dataclass
+class TrainResult:
+    output_dir: str
+    best_checkpoint: str | None
+    history: list[dict]
+    before: dict[str, float] = field(default_factory=dict)
+    after: dict[str, float] = field(default_factory=dict)
+    steps: int = 0
+    skipped_steps: int = 0
+    stopped_early: bool = False
+
+
+def train(config: RunConfig, examples: Sequence | None = None, *, dev: Callable | None = None,
+          ood: Callable | None = None, callbacks: Sequence[Callback] | None = None,
+          resume: bool | str = False, provenance: dict | None = None) -> TrainResult:
+    """Fine-tune `config.model` on `examples` (Example, ScoredPair or str, by `config.loss.name`).
+
+    `dev` / `ood` are `encode -> {metric: value}` callables; by default they come from
+    `config.eval` (dev split, and the out-of-domain sets). `resume=True` continues from
+    `output_dir/checkpoints/latest`, a string from that checkpoint folder.
+    """
+    tc = config.train
+    out_dir = Path(tc.output_dir)
+    ckpt_root = out_dir / "checkpoints"
+    accelerator, precision = build_accelerator(tc.precision)
+    world, rank, main = accelerator.num_processes, accelerator.process_index, accelerator.is_main_process
+    set_seed(config.seed)  # the one place random generators are seeded
+
+    if examples is None:
+        from textcl.train.data import load_training_data
+        examples, provenance = load_training_data(config)
+    if tc.batch_size < world:
+        raise ConfigError(f"train.batch_size={tc.batch_size} is the global batch; it must be >= the "
+                          f"{world} processes")
+    make_epoch = epoch_batch_maker(config, examples)
+    total_steps = tc.max_steps or sum(len(make_epoch(e)) for e in range(tc.epochs))
+    if total_steps < 1:
+        raise ConfigError(f"nothing to train: {len(examples)} examples give no batch of "
+                          f"batch_size={tc.batch_size}")
+
+    # --- model, optimizer, schedule (state restored before accelerate wraps the model)
+    model = load_model(config.model.name_or_path, device=str(accelerator.device),
+                       trust_remote_code=config.model.trust_remote_code,
+                       max_seq_length=config.model.max_seq_length)
+    if tc.gradient_checkpointing:
+        enable_gradient_checkpointing(model)
+    optimizer = build_optimizer(model, tc)
+    scheduler = build_scheduler(optimizer, tc, total_steps)
+    state = ckpt.TrainerState(world_size=world, fingerprint=_fingerprint(config, len(examples), world))
+    resume_from = _resume_path(resume, ckpt_root)
+    if resume_from is not None:
+        state = ckpt.load_checkpoint(resume_from, model=model, optimizer=optimizer, scheduler=scheduler)
+        _check_fingerprint(state.fingerprint, _fingerprint(config, len(examples), world), resume_from)
+        log.info("resumed from %s at step %d (epoch %d, batch %d)", resume_from, state.step, state.epoch,
+                 state.batch_in_epoch)
+    elif main and ckpt_root.exists():
+        log.info("fresh run: removing old checkpoints in %s (use --resume to continue them)", ckpt_root)
+        shutil.rmtree(ckpt_root)
+    accelerator.wait_for_everyone()
+    ddp_model = accelerator.prepare_model(model)
+    model.train()
+    embed = make_embed(ddp_model, model, config.model)
+    no_sync = (lambda: accelerator.no_sync(ddp_model)) if world > 1 else None
+    encoder = Encoder(model, precision=precision, batch_size=config.model.batch_size, show_progress=False,
+                      query_prompt=config.model.query_prompt, document_prompt=config.model.document_prompt)
+    evaluate_dev, evaluate_ood = build_evaluators(config, dev, ood)
+    if main:
+        save_config(config, out_dir / "textcl_config.yaml")
+
+    def evaluate(step: int) -> dict:
+        """Dev (and ood) metrics on the main process, broadcast so every rank takes the same decision."""
+        metrics: dict = {}
+        if main and evaluate_dev is not None:
+            model.eval()
+            metrics = {"dev": evaluate_dev(encoder), "ood": evaluate_ood(encoder) if evaluate_ood else {}}
+            model.train()
+        metrics = _broadcast(accelerator, metrics)
+        if metrics:
+            log.info("eval at step %d: %s", step, _short(metrics))
+        return metrics
+
+    def save_best(step: int, metrics: dict) -> None:
+        """Keep the best model by the dev metric; count evaluations without improvement."""
+        key, value = pick_metric(metrics["dev"], config.eval.metric_for_best)
+        state.history.append({"step": step, "eval": metrics, "metric": key})
+        if state.best_metric is None or value > state.best_metric:
+            state.best_metric, state.best_step, state.evals_without_improvement = value, step, 0
+            if main:
+                ckpt.atomic_folder(ckpt_root / "best", lambda tmp: model.save(str(tmp), create_model_card=False))
+        else:
+            state.evals_without_improvement += 1
+
+    def save(step: int) -> None:
+        if main:
+            ckpt.save_checkpoint(ckpt_root / f"step-{step:08d}", model=model, optimizer=optimizer,
+                                 scheduler=scheduler, state=state)
+            ckpt.prune_checkpoints(ckpt_root, tc.keep_checkpoints)
+        accelerator.wait_for_everyone()
+
+    # --- the base model's held-out numbers (also the baseline the best checkpoint has to beat)
+    if state.step == 0 and evaluate_dev is not None:
+        save_best(0, evaluate(0))
+
+    step_times: list[float] = []
+    window_examples, window_start = 0, time.perf_counter()
+    stop = state.step >= total_steps
+    bar = tqdm(total=total_steps, initial=state.step, desc="train", unit="step", disable=not main)
+    while not stop:
+        batches = make_epoch(state.epoch)
+        if not batches:
+            raise ConfigError(f"epoch {state.epoch} has no batch: too few examples for batch_size={tc.batch_size}")
+        while state.batch_in_epoch < len(batches) and not stop:
+            global_batch = batches[state.batch_in_epoch]
+            batch = shard_batch(global_batch, rank, world)
+            t0 = time.perf_counter()
+            loss, grad_norm, finite = _train_step(batch, embed, config, optimizer, scheduler, model,
+                                                  state.step + 1, no_sync)
+            step_times.append(time.perf_counter() - t0)
+            state.step += 1
+            state.batch_in_epoch += 1
+            window_examples += len(global_batch)
+            if not finite:
+                if tc.nan_policy == "stop":
+                    last = ckpt.find_resumable(ckpt_root)
+                    raise TrainingError(
+                        f"non-finite loss ({loss}) or gradient norm ({grad_norm}) at step {state.step} "
+                        f"(epoch {state.epoch}, batch {state.batch_in_epoch - 1}); last good checkpoint: "
+                        f"{last or 'none'}. Lower train.lr, check the data, or set train.nan_policy=skip")
+                state.skipped_steps += 1
+                log.warning("step %d: non-finite loss/gradient, step skipped (%d so far)", state.step,
+                            state.skipped_steps)
+            end_of_epoch = state.batch_in_epoch >= len(batches)
+            if end_of_epoch:
+                state.epoch, state.batch_in_epoch = state.epoch + 1, 0
+            last_step = state.step >= total_steps
+            lr = scheduler.get_last_lr()[0]
+            bar.update(1)
+            bar.set_postfix(loss=f"{loss:.4f}", lr=f"{lr:.2e}")
+            if state.step % tc.log_every == 0 or last_step:
+                elapsed = time.perf_counter() - window_start
+                entry = {"step": state.step, "epoch": state.epoch, "loss": loss, "lr": lr,
+                         "grad_norm": grad_norm, "examples_per_s": window_examples / max(elapsed, 1e-9)}
+                state.history.append(entry)
+                log.info("step %d/%d loss %.4f lr %.2e grad_norm %.3f %.1f examples/s", state.step,
+                         total_steps, loss, lr, grad_norm, entry["examples_per_s"])
+                window_examples, window_start = 0, time.perf_counter()
+
+            event = {"step": state.step, "epoch": state.epoch, "loss": loss, "lr": lr, "finite": finite}
+            stop_requested = any(bool(cb(event)) for cb in callbacks or ())
+            evaluate_now = evaluate_dev is not None and (
+                (tc.eval_every is not None and state.step % tc.eval_every == 0)
+                or (tc.eval_every is None and end_of_epoch) or last_step or stop_requested)
+            if evaluate_now:
+                save_best(state.step, evaluate(state.step))
+                patience = tc.early_stopping_patience
+                if patience is not None and state.evals_without_improvement >= patience:
+                    log.info("early stopping at step %d: no dev improvement in %d evaluations (best %.4f "
+                             "at step %s)", state.step, patience, state.best_metric, state.best_step)
+                    state.history.append({"step": state.step, "early_stopped": True})
+                    stop = True
+            stop = stop or last_step or stop_requested
+            if stop or evaluate_now or end_of_epoch or (tc.save_every and state.step % tc.save_every == 0):
+                save(state.step)
+    bar.close()
+
+    result = _finish(config, model, state, ckpt_root, provenance, step_times, main)
+    accelerator.wait_for_everyone()
+    return result
+
+
+def _train_step(batch: Any, embed: Callable, config: RunConfig, optimizer: torch.optim.Optimizer,
+                scheduler: Any, model: torch.nn.Module, step: int,
+                no_sync: Callable | None) -> tuple[float, float, bool]:
+    """One optimizer step. Returns (loss, grad_norm, finite); a non-finite step leaves weights as they were."""
+    tc = config.train
+    optimizer.zero_grad(set_to_none=True)
+    try:
+        loss = forward_backward(embed, batch, config.loss, chunk_size=tc.gradcache_chunk_size, no_sync=no_sync)
+    except (torch.OutOfMemoryError, MemoryError) as exc:
+        raise TrainingError(_oom_advice(step, tc, exc)) from exc
+    except RuntimeError as exc:
+        if "out of memory" not in str(exc).lower():
+            raise
+        raise TrainingError(_oom_advice(step, tc, exc)) from exc
+    params = [p for p in model.parameters() if p.grad is not None]
+    # max_norm=inf measures the norm (to detect inf/nan) without changing any gradient.
+    grad_norm = float(torch.nn.utils.clip_grad_norm_(params, tc.max_grad_norm or math.inf))
+    finite = math.isfinite(loss) and math.isfinite(grad_norm)
+    if torch.distributed.is_available() and torch.distributed.is_initialized():
+        flag = torch.tensor([1.0 if finite else 0.0], device=params[0].device if params else "cpu")
+        torch.distributed.all_reduce(flag, op=torch.distributed.ReduceOp.MIN)
+        finite = bool(flag.item() > 0)
+    if finite:
+        optimizer.step()
+    optimizer.zero_grad(set_to_none=True)
+    scheduler.step()  # the schedule follows steps taken, skipped ones included
+    return float(loss), grad_norm, finite
+
+
+def _oom_advice(step: int, tc: Any, exc: BaseException) -> str:
+    chunk = tc.gradcache_chunk_size
+    hint = (f"set train.gradcache_chunk_size lower than {chunk}" if chunk else
+            "set train.gradcache_chunk_size (e.g. 8) to keep the batch size in less memory")
+    return (f"out of memory at step {step} with train.batch_size={tc.batch_size}: {hint}, or use a "
+            f"smaller train.batch_size / model.max_seq_length, or enable train.gradient_checkpointing "
+            f"({type(exc).__name__}: {str(exc)[:200]})")
+
+
+def _finish(config: RunConfig, model: Any, state: ckpt.TrainerState, ckpt_root: Path,
+            provenance: dict | None, step_times: list[float], main: bool) -> TrainResult:
+    """Write the BEST model (or the last one without an evaluator), the model card and the config."""
+    out_dir = Path(config.train.output_dir)
+    best_dir = ckpt_root / "best"
+    evals = [h for h in state.history if "eval" in h]
+    before = evals[0]["eval"] if evals and evals[0]["step"] == 0 else {}
+    after = next((h["eval"] for h in evals if h["step"] == state.best_step), {})
+    if main:
+        if best_dir.is_dir():
+            ckpt.verify_folder(best_dir)
+            for item in best_dir.iterdir():
+                if item.name == ckpt.CHECKSUMS:
+                    continue
+                if item.is_dir():
+                    shutil.copytree(item, out_dir / item.name, dirs_exist_ok=True)
+                else:
+                    shutil.copy2(item, out_dir / item.name)
+            if state.best_step == 0:
+                log.warning("training never improved the dev metric; %s holds the base model", out_dir)
+        else:
+            model.save(str(out_dir), create_model_card=False)
+        write_model_card(out_dir, config=config, state=state, before=before, after=after,
+                         provenance=provenance or {})
+        save_config(config, out_dir / "textcl_config.yaml")
+    early = any(h.get("early_stopped") for h in state.history)
+    if step_times:
+        log.info("trained %d steps, median step %.3f s", state.step, sorted(step_times)[len(step_times) // 2])
+    return TrainResult(output_dir=str(out_dir), best_checkpoint=str(best_dir) if best_dir.is_dir() else None,
+                       history=state.history, before=before, after=after, steps=state.step,
+                       skipped_steps=state.skipped_steps, stopped_early=early)
+
+
+def _fingerprint(config: RunConfig, n_examples: int, world: int) -> dict:
+    """Settings that must match for a resumed run to continue the same trajectory."""
+    tc = config.train
+    return {"seed": config.seed, "model": config.model.name_or_path, "loss": asdict(config.loss),
+            "batch_size": tc.batch_size, "lr": tc.lr, "scheduler": tc.scheduler, "n_examples": n_examples,
+            "world_size": world, "max_steps": tc.max_steps, "epochs": tc.epochs}
+
+
+def _check_fingerprint(saved: dict, current: dict, where: Path) -> None:
+    diff = [k for k in current if saved.get(k) != current[k]]
+    if diff:
+        detail = ", ".join(f"{k}: {saved.get(k)!r} -> {current[k]!r}" for k in diff)
+        raise ConfigError(f"cannot resume from {where}: settings changed ({detail}); restore them or start a "
+                          f"fresh run in another train.output_dir")
+
+
+def _resume_path(resume: bool | str, ckpt_root: Path) -> Path | None:
+    if resume is False or resume is None:
+        return None
+    if isinstance(resume, str) and resume not in ("auto", "latest"):
+        ckpt.verify_folder(Path(resume))
+        return Path(resume)
+    found = ckpt.find_resumable(ckpt_root)
+    if found is None and resume is True:
+        raise ConfigError(f"--resume: no complete checkpoint in {ckpt_root}")
+    return found
+
+
+def _broadcast(accelerator: Any, obj: dict) -> dict:
+    if accelerator.num_processes == 1:
+        return obj
+    from accelerate.utils import broadcast_object_list
+    box = [obj]
+    broadcast_object_list(box, from_process=0)
+    return box[0]
+
+
+def _short(metrics: dict) -> str:
+    flat = {f"{part}/{k}": v for part, d in metrics.items() for k, v in d.items()}
+    keys = [k for k in flat if k.endswith(("ndcg@10", "spearman_cosine"))] or list(flat)[:6]
+    return ", ".join(f"{k}={flat[k]:.4f}" for k in keys)
