@@ -26,6 +26,7 @@ class DataError(TextclError, ValueError):
             where += ": "
         super().__init__(where + message)
         self.path, self.line, self.field = path, line, field
+        self.reason = message  # the message without the location prefix
 
 
 class TrainingError(TextclError, RuntimeError):

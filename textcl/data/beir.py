@@ -1,0 +1,163 @@
+"""BEIR retrieval folders: corpus.jsonl[.gz], queries.jsonl[.gz], qrels/{split}.tsv[.gz] (header, CRLF).
+
+Ids are checked for duplicates and qrels for unknown ids, with the file and line in every error.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections import Counter
+from pathlib import Path
+
+from textcl.data.source import LoadReport, check_id, check_text, get_text, handle, iter_jsonl, iter_lines
+from textcl.errors import DataError
+from textcl.types import Document, RetrievalSet
+
+log = logging.getLogger(__name__)
+
+
+def find_file(folder: Path, name: str) -> Path | None:
+    """`folder/name` or its gzipped twin, whichever exists."""
+    for candidate in (folder / name, folder / (name + ".gz")):
+        if candidate.is_file():
+            return candidate
+    return None
+
+
+def is_beir_folder(folder: Path) -> bool:
+    return folder.is_dir() and find_file(folder, "corpus.jsonl") is not None \
+        and find_file(folder, "queries.jsonl") is not None
+
+
+def load_beir_corpus(path: Path, report: LoadReport | None = None) -> dict[str, Document]:
+    corpus: dict[str, Document] = {}
+    for lineno, obj in iter_jsonl(path, report):
+        try:
+            doc_id = get_text(obj, "_id", str(path), lineno)
+            title = obj.get("title") or ""
+            check_text(title, str(path), lineno, "title", allow_empty=True)
+            text = get_text(obj, "text", str(path), lineno, allow_empty=bool(title.strip()))
+            if doc_id in corpus:
+                raise DataError(f"duplicate id '{doc_id}'", str(path), lineno, "_id")
+        except DataError as exc:
+            handle(exc, report)
+            continue
+        corpus[doc_id] = Document(title=title, text=text)
+    if not corpus:
+        raise DataError("empty corpus", str(path))
+    return corpus
+
+
+def load_beir_queries(path: Path, report: LoadReport | None = None) -> dict[str, str]:
+    queries: dict[str, str] = {}
+    for lineno, obj in iter_jsonl(path, report):
+        try:
+            qid = get_text(obj, "_id", str(path), lineno)
+            if qid in queries:
+                raise DataError(f"duplicate id '{qid}'", str(path), lineno, "_id")
+            queries[qid] = get_text(obj, "text", str(path), lineno)
+        except DataError as exc:
+            handle(exc, report)
+    return queries
+
+
+def _qrels_row(line: str, path: str, lineno: int) -> tuple[str, str, int] | None:
+    parts = line.split("\t")
+    if lineno == 1 and parts[0].strip().lower() in ("query-id", "query_id", "qid"):
+        return None  # header
+    if len(parts) == 4:  # TREC format: qid 0 docid score
+        parts = [parts[0], parts[2], parts[3]]
+    if len(parts) != 3:
+        raise DataError(f"wrong column count: expected 3 tab-separated fields, got {len(parts)}", path, lineno)
+    qid = check_id(parts[0].strip(), path, lineno, "query-id")
+    did = check_id(parts[1].strip(), path, lineno, "corpus-id")
+    try:
+        grade = float(parts[2])
+    except ValueError:
+        raise DataError(f"score is not a number: {parts[2]!r:.40}", path, lineno, "score") from None
+    if not grade.is_integer():
+        raise DataError(f"score must be an integer grade, got {parts[2]!r:.40}", path, lineno, "score")
+    return qid, did, int(grade)
+
+
+def load_qrels(path: Path, report: LoadReport | None = None, *, queries: dict | None = None,
+               corpus: dict | None = None, on_unknown: str = "raise",
+               unknown: Counter | None = None) -> dict[str, dict[str, int]]:
+    """BEIR qrels TSV: optional header `query-id corpus-id score`, CRLF and gzip tolerated.
+
+    With `queries`/`corpus` given, judgements naming unknown ids raise (`on_unknown="raise"`) or are
+    dropped and counted in `unknown` and `report` (`on_unknown="skip"`). Other bad rows raise, or are
+    skipped and counted when `report` is given.
+    """
+    qrels: dict[str, dict[str, int]] = {}
+    unknown = Counter() if unknown is None else unknown
+    for lineno, line in iter_lines(path, report):
+        if not line.strip():
+            continue
+        try:
+            row = _qrels_row(line, str(path), lineno)
+            if row is None:
+                continue
+            qid, did, grade = row
+            if did in qrels.get(qid, {}):
+                raise DataError(f"duplicate judgement for ('{qid}', '{did}')", str(path), lineno, "corpus-id")
+            bad = _unknown_id(qid, did, queries, corpus, str(path), lineno)
+            if bad is not None:
+                if on_unknown == "raise":
+                    raise bad
+                unknown[bad.reason.split(" '")[0]] += 1
+                if report is not None:
+                    report.skip(bad)
+                continue
+            qrels.setdefault(qid, {})[did] = grade
+        except DataError as exc:
+            handle(exc, report)
+    if sum(unknown.values()):
+        log.warning("%s: skipped %d qrels rows: %s", path, sum(unknown.values()), dict(unknown))
+    return qrels
+
+
+def _unknown_id(qid: str, did: str, queries: dict | None, corpus: dict | None, path: str,
+                lineno: int) -> DataError | None:
+    if queries is not None and qid not in queries:
+        return DataError(f"unknown query id '{qid}' (not in queries.jsonl)", path, lineno, "query-id")
+    if corpus is not None and did not in corpus:
+        return DataError(f"unknown doc id '{did}' (not in corpus.jsonl)", path, lineno, "corpus-id")
+    return None
+
+
+def count_qrels_rows(qrels: dict[str, dict[str, int]]) -> int:
+    return sum(len(v) for v in qrels.values())
+
+
+def load_beir(folder: str | Path, split: str = "test", *, on_unknown: str = "raise",
+              report: LoadReport | None = None) -> RetrievalSet:
+    """Load a BEIR folder. Only queries with qrels in `split` are kept (all: `meta["all_queries"]`).
+
+    Qrels naming unknown query or doc ids raise (`on_unknown="raise"`) or are dropped and counted
+    (`on_unknown="skip"`, also in `meta["skipped_qrels"]`). With `report` given, malformed rows are
+    skipped and counted there instead of raising.
+    """
+    if on_unknown not in ("raise", "skip"):
+        raise DataError(f"on_unknown must be 'raise' or 'skip', got {on_unknown!r}", str(folder))
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise DataError("not a BEIR folder (expected a directory)", str(folder))
+    corpus_path, queries_path = find_file(folder, "corpus.jsonl"), find_file(folder, "queries.jsonl")
+    qrels_path = find_file(folder / "qrels", f"{split}.tsv")
+    for name, p in (("corpus.jsonl", corpus_path), ("queries.jsonl", queries_path),
+                    (f"qrels/{split}.tsv", qrels_path)):
+        if p is None:
+            available = sorted(q.name.split(".")[0] for q in (folder / "qrels").glob("*.tsv*")) \
+                if (folder / "qrels").is_dir() else []
+            extra = f" (available splits: {', '.join(available)})" if available and "qrels" in name else ""
+            raise DataError(f"missing {name}{extra}", str(folder))
+    corpus = load_beir_corpus(corpus_path, report)
+    queries = load_beir_queries(queries_path, report)
+    unknown: Counter = Counter()
+    qrels = load_qrels(qrels_path, report, queries=queries, corpus=corpus, on_unknown=on_unknown,
+                       unknown=unknown)
+    split_queries = {q: queries[q] for q in qrels}
+    return RetrievalSet(name=folder.name, corpus=corpus, queries=split_queries, qrels=qrels, split=split,
+                        meta={"path": str(folder), "all_queries": len(queries),
+                              "skipped_qrels": dict(unknown)})
