@@ -97,9 +97,16 @@ def _table_examples(path: str, fmt: str, split: str, columns: dict | None, repor
     used = {c for col in mapping.values() for c in ([col] if isinstance(col, str) else col)}
     examples: list[Example] = []
     first_line: dict[str, tuple[int, str]] = {}  # query_id -> (line, query)
+    optional = [c for role in ("negative", "query_id", "positive_id", "negative_id", "scores")
+                for c in ([mapping[role]] if isinstance(mapping.get(role), str) else mapping.get(role, []))]
     for line, row in _chain(buffered, rows):
         for key in row.keys() - used:
             report.note(f"ignored column '{key}'")
+        if fmt in ("csv", "tsv"):  # a delimited file cannot say null: an empty optional cell means none
+            for col in optional:
+                if row.get(col) == "":
+                    row[col] = None
+                    report.note(f"empty optional cell '{col}' (read as none)")
         try:
             ex = row_to_example(row, mapping, path, line)
             if ex.query_id is not None:

@@ -17,7 +17,13 @@ from textcl.data.examples import (
     load_texts_with_report,
     row_to_example,
 )
-from textcl.data.scored import load_scored_pairs, load_scored_pairs_with_report, load_sick, load_stsb
+from textcl.data.scored import (
+    SCORED_ROLES,
+    load_scored_pairs,
+    load_scored_pairs_with_report,
+    load_sick,
+    load_stsb,
+)
 from textcl.data.source import (
     DelimitedRows,
     LoadReport,
@@ -31,7 +37,7 @@ from textcl.data.tables import FORMATS, detect_format
 from textcl.data.writers import write_examples
 
 __all__ = [
-    "EXAMPLE_ROLES", "FORMATS", "DelimitedRows", "LoadReport", "check_text", "count_qrels_rows",
+    "EXAMPLE_ROLES", "SCORED_ROLES", "FORMATS", "DelimitedRows", "LoadReport", "check_text", "count_qrels_rows",
     "detect_format", "examples_from_retrieval_set", "get_text", "iter_jsonl", "iter_lines", "load_beir",
     "load_beir_corpus", "load_beir_queries", "load_examples", "load_qrels", "load_scored_pairs",
     "load_scored_pairs_with_report", "load_sick", "load_stsb", "load_texts", "load_texts_with_report", "open_binary",
