@@ -1,1 +1,96 @@
-"""Evaluation: metrics, STS, retrieval, reports."""
+"""Evaluation: load configured STS and retrieval sets, run them, return flat metrics or a report.
+
+`evaluate(encode, eval_cfg, split)` -> {"{dataset}/spearman_cosine": ..., "{dataset}/ndcg@10": ...};
+`evaluate_sets` returns per-set results with their conventions (for `eval.report`). A set's name is
+its folder name (or file stem), which selects per-dataset defaults such as the identical-id rule.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+from textcl.config import EvalConfig
+from textcl.errors import DataError
+from textcl.eval.report import SetResult
+from textcl.eval.retrieval import evaluate_retrieval
+from textcl.eval.sts import evaluate_sts
+from textcl.types import Encode, ScoredPair
+
+log = logging.getLogger(__name__)
+
+__all__ = ["evaluate", "evaluate_sets", "evaluate_sts", "evaluate_retrieval", "dataset_name", "load_sts_set"]
+
+
+def dataset_name(path: str | Path) -> str:
+    """Folder name for folders; for STS-B's `sts-test.csv` the parent folder; else the file stem."""
+    p = Path(path)
+    if p.is_dir():
+        return p.resolve().name
+    if p.name.lower().startswith("sts-") and p.parent.name:
+        return p.resolve().parent.name
+    return p.name.split(".")[0]
+
+
+def load_sts_set(path: str | Path, split: str) -> list[ScoredPair]:
+    """STS-B folder/file, SICK TSV or generic scored pairs (format detected by textcl.data.io)."""
+    p = Path(path)
+    if not p.exists():
+        raise DataError("STS set not found", str(p))
+    if p.is_dir() and (p / "qrels").is_dir():
+        raise DataError("this is a BEIR retrieval folder; pass it with --retrieval", str(p))
+    try:
+        from textcl.data.io import load_scored_pairs
+    except ImportError:  # older data layer: STS-B and SICK only
+        from textcl.data.io import load_sick, load_stsb
+        if p.is_file() and "sentence_A" in p.open(encoding="utf-8").readline():
+            return load_sick(p, split)
+        return load_stsb(p, split)
+    if p.is_dir() and not (p / f"sts-{split}.csv").exists() and list(p.glob("sts-*.csv")):
+        available = sorted(f.stem[4:] for f in p.glob("sts-*.csv"))
+        raise DataError(f"no sts-{split}.csv (available splits: {', '.join(available)})", str(p))
+    return load_scored_pairs(p, split=split)
+
+
+def _load_beir(path: str | Path, split: str):
+    from textcl.data.io import load_beir
+    return load_beir(path, split)
+
+
+def evaluate_sets(encode: Encode, eval_cfg: EvalConfig, split: str | None = None, *,
+                  include_ood: bool = True) -> list[SetResult]:
+    """Run every configured set (in-domain, then out-of-domain) and keep the conventions of each."""
+    split = split or eval_cfg.split
+    sts_paths = list(eval_cfg.sts) + (list(eval_cfg.ood_sts) if include_ood else [])
+    ret_paths = list(eval_cfg.retrieval) + (list(eval_cfg.ood_retrieval) if include_ood else [])
+    ood = set(eval_cfg.ood_sts) | set(eval_cfg.ood_retrieval)
+    results: list[SetResult] = []
+    for path in sts_paths:
+        name = dataset_name(path)
+        pairs = load_sts_set(path, split)
+        metrics = evaluate_sts(encode, pairs, name)
+        results.append(SetResult("sts", name, split, metrics, {
+            "path": str(path), "n_pairs": len(pairs), "role": "query (both sides)",
+            "out_of_domain": path in ood, "primary": f"{name}/spearman_cosine"}))
+    for path in ret_paths:
+        rset = _load_beir(path, split)
+        details: dict = {"path": str(path), "out_of_domain": path in ood, "primary": f"{rset.name}/ndcg@10",
+                         "skipped_qrels": rset.meta.get("skipped_qrels", {})}
+        metrics = evaluate_retrieval(encode, rset, eval_cfg.k_values, eval_cfg.ignore_identical_ids,
+                                     eval_cfg.search, details=details)
+        results.append(SetResult("retrieval", rset.name, split, metrics, details))
+    if not results:
+        log.warning("no evaluation sets configured (eval.sts / eval.retrieval are empty)")
+    return results
+
+
+def evaluate(encode: Encode, eval_cfg: EvalConfig, split: str | None = None, *,
+             include_ood: bool = True) -> dict[str, float]:
+    """Flat metrics of every configured set: "{dataset}/ndcg@10", "{dataset}/spearman_cosine", ..."""
+    out: dict[str, float] = {}
+    for res in evaluate_sets(encode, eval_cfg, split, include_ood=include_ood):
+        clash = set(out) & set(res.metrics)
+        if clash:
+            raise DataError(f"two evaluation sets share the name '{res.dataset}'; rename a folder")
+        out.update(res.metrics)
+    return out

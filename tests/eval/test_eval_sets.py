@@ -1,0 +1,160 @@
+"""STS and retrieval evaluators on hand-checkable data (keyword encoder), bad input, report and CLI."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from textcl.config import EvalConfig
+from textcl.errors import DataError
+from textcl.eval import dataset_name, evaluate, evaluate_sets
+from textcl.eval.report import build_report, format_table, write_report
+from textcl.eval.retrieval import default_ignore_identical_ids, evaluate_retrieval
+from textcl.eval.sts import evaluate_sts, similarity_scores
+from textcl.types import Document, RetrievalSet, ScoredPair
+
+KEYWORDS = ["cat", "dog", "car", "tree", "river"]
+
+
+def write_beir(folder: Path, corpus: dict, queries: dict, qrels: list[tuple], split: str = "test") -> Path:
+    folder.mkdir(parents=True)
+    (folder / "corpus.jsonl").write_text("".join(json.dumps({"_id": k, "title": t, "text": x}) + "\n"
+                                                 for k, (t, x) in corpus.items()))
+    (folder / "queries.jsonl").write_text("".join(json.dumps({"_id": k, "text": v}) + "\n"
+                                                  for k, v in queries.items()))
+    (folder / "qrels").mkdir()
+    (folder / "qrels" / f"{split}.tsv").write_text(
+        "query-id\tcorpus-id\tscore\n" + "".join(f"{q}\t{d}\t{s}\n" for q, d, s in qrels))
+    return folder
+
+
+def toy_set(name: str = "toy") -> RetrievalSet:
+    corpus = {"d1": Document("", "cat cat"), "d2": Document("dog", "dog"), "d3": Document("car", ""),
+              "d4": Document("", "tree river"), "q2": Document("", "dog car")}
+    queries = {"q1": "cat", "q2": "dog car", "q3": "river"}
+    qrels = {"q1": {"d1": 1}, "q2": {"d2": 2, "d3": 1}, "q3": {"d4": 1}}
+    return RetrievalSet(name, corpus, queries, qrels)
+
+
+def test_retrieval_hand_checked(keyword_encoder):
+    enc = keyword_encoder(KEYWORDS)
+    details: dict = {}
+    m = evaluate_retrieval(enc, toy_set(), [1, 3], ignore_identical_ids=False, details=details)
+    # q1 -> d1 first; q3 -> d4 first; q2 -> its own id "q2" ("dog car") is the exact match, ranked first.
+    assert m["toy/mrr@1"] == pytest.approx(2 / 3)
+    assert details["identical_ids_dropped"] == 0 and details["n_queries_evaluated"] == 3
+    m2 = evaluate_retrieval(enc, toy_set(), [1, 3], ignore_identical_ids=True, details=details)
+    assert m2["toy/mrr@1"] == pytest.approx(1.0)
+    assert details["identical_ids_dropped"] == 1 and details["ignore_identical_ids_source"] == "explicit"
+    assert m2["toy/recall@3"] == pytest.approx(1.0)
+
+
+def test_identical_id_defaults_follow_mteb():
+    assert default_ignore_identical_ids("ArguAna")[0] is True
+    assert default_ignore_identical_ids("quora")[0] is True
+    assert default_ignore_identical_ids("FiQA2018")[0] is True
+    assert default_ignore_identical_ids("nfcorpus")[0] is False
+    assert default_ignore_identical_ids("scifact")[0] is False
+    value, source = default_ignore_identical_ids("my-private-set")
+    assert value is False and "not in the MTEB table" in source
+
+
+def test_sts_keys_and_values(keyword_encoder):
+    enc = keyword_encoder(KEYWORDS)
+    pairs = [ScoredPair("cat", "cat", 5.0), ScoredPair("cat dog", "cat", 3.0), ScoredPair("car", "tree", 0.0),
+             ScoredPair("river tree dog", "tree", 2.5)]
+    m = evaluate_sts(enc, pairs, "toy")
+    for sim in ("cosine", "dot", "euclidean", "manhattan"):
+        assert -1 <= m[f"toy/spearman_{sim}"] <= 1 and f"toy/pearson_{sim}" in m
+    assert m["toy/spearman_cosine"] == pytest.approx(1.0)
+
+
+def test_similarity_scores_signs():
+    a = np.array([[1.0, 0.0], [0.0, 2.0]])
+    b = np.array([[1.0, 0.0], [1.0, 0.0]])
+    s = similarity_scores(a, b)
+    np.testing.assert_allclose(s["cosine"], [1.0, 0.0])
+    np.testing.assert_allclose(s["dot"], [1.0, 0.0])
+    np.testing.assert_allclose(s["euclidean"], [0.0, -np.sqrt(5)])
+    np.testing.assert_allclose(s["manhattan"], [0.0, -3.0])
+
+
+# ---------------------------------------------------------------- bad input
+
+
+def test_empty_corpus_is_an_error(keyword_encoder):
+    rset = RetrievalSet("empty", {}, {"q": "cat"}, {"q": {"d": 1}})
+    with pytest.raises(DataError, match="empty corpus"):
+        evaluate_retrieval(keyword_encoder(KEYWORDS), rset, [10])
+
+
+def test_qrels_for_unknown_docs_are_counted(keyword_encoder, caplog):
+    rset = toy_set()
+    rset.qrels["q1"]["ghost"] = 1
+    details: dict = {}
+    m = evaluate_retrieval(keyword_encoder(KEYWORDS), rset, [3], ignore_identical_ids=True, details=details)
+    assert details["qrels_unknown_doc_ids"] == 1
+    assert "not in the corpus" in caplog.text
+    assert m["toy/recall@3"] == pytest.approx((0.5 + 1 + 1) / 3)  # ghost stays relevant, as in pytrec_eval
+
+
+def test_qrels_for_unknown_docs_in_beir_folder(tmp_path, keyword_encoder):
+    folder = write_beir(tmp_path / "toy", {"d1": ("", "cat")}, {"q1": "cat"}, [("q1", "d1", 1), ("q1", "zz", 1)])
+    cfg = EvalConfig(retrieval=[str(folder)], k_values=[1])
+    with pytest.raises(DataError, match="unknown doc id 'zz'"):
+        evaluate(keyword_encoder(KEYWORDS), cfg, "test")
+
+
+def test_mismatched_split_names_available_splits(tmp_path, keyword_encoder, shared_data):
+    folder = write_beir(tmp_path / "toy", {"d1": ("", "cat")}, {"q1": "cat"}, [("q1", "d1", 1)], split="dev")
+    with pytest.raises(DataError, match=r"missing qrels/test.tsv \(available splits: dev\)"):
+        evaluate(keyword_encoder(KEYWORDS), EvalConfig(retrieval=[str(folder)]), "test")
+    with pytest.raises(DataError, match=r"sts-validation.csv"):
+        evaluate(keyword_encoder(KEYWORDS), EvalConfig(sts=[str(shared_data / "stsbenchmark")]), "validation")
+
+
+def test_qrels_queries_all_unknown_is_an_error(keyword_encoder):
+    rset = RetrievalSet("x", {"d": Document("", "cat")}, {"a": "cat"}, {"b": {"d": 1}})
+    with pytest.raises(DataError, match="wrong split or mismatched files"):
+        evaluate_retrieval(keyword_encoder(KEYWORDS), rset, [1])
+
+
+def test_empty_sts_set_is_an_error(keyword_encoder):
+    with pytest.raises(DataError, match="no pairs"):
+        evaluate_sts(keyword_encoder(KEYWORDS), [], "x")
+
+
+# ---------------------------------------------------------------- evaluate + report
+
+
+def test_evaluate_config_and_report(tmp_path, keyword_encoder):
+    folder = write_beir(tmp_path / "arguana", {"d1": ("", "cat"), "q1": ("", "cat"), "d2": ("", "dog")},
+                        {"q1": "cat", "q2": "dog"}, [("q1", "d1", 1), ("q2", "d2", 1)])
+    sick = tmp_path / "sick.tsv"
+    sick.write_text("pair_ID\tsentence_A\tsentence_B\trelatedness_score\tSemEval_set\n"
+                    "1\tcat\tcat\t5.0\tTEST\n2\tcat\tdog\t1.0\tTEST\n3\tcar\tcar dog\t3.5\tTEST\n"
+                    "4\tcat\tcat\t1.0\tTRAIN\n")
+    cfg = EvalConfig(sts=[str(sick)], retrieval=[str(folder)], k_values=[1, 10])
+    enc = keyword_encoder(KEYWORDS)
+    flat = evaluate(enc, cfg, "test")
+    assert flat["arguana/ndcg@10"] == pytest.approx(1.0)  # ArguAna default drops the self-match q1
+    assert "sick/spearman_cosine" in flat
+    results = evaluate_sets(enc, cfg, "test")
+    report = build_report(results, {"name_or_path": "kw", "fingerprint": "abc", "precision": "fp32"})
+    rec = next(r for r in report["results"] if r["key"] == "arguana/ndcg@10")
+    assert rec["k"] == 10 and rec["ignore_identical_ids"] is True and rec["split"] == "test"
+    assert rec["precision"] == "fp32" and rec["model_fingerprint"] == "abc"
+    assert "MTEB default" in rec["ignore_identical_ids_source"]
+    path = write_report(report, tmp_path / "out" / "report.json")
+    assert json.loads(path.read_text())["sets"][0]["conventions"]["n_pairs"] == 3
+    table = format_table(report)
+    assert "arguana" in table and "ndcg@10 100.00" in table
+
+
+def test_dataset_name(tmp_path, shared_data):
+    assert dataset_name(shared_data / "nfcorpus") == "nfcorpus"
+    assert dataset_name(shared_data / "stsbenchmark" / "sts-test.csv") == "stsbenchmark"
+    assert dataset_name(tmp_path / "sick.tsv") == "sick"

@@ -1,0 +1,101 @@
+"""`textcl eval`: score a model on STS and retrieval sets and write a JSON report with its conventions."""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import logging
+import sys
+from pathlib import Path
+
+log = logging.getLogger(__name__)
+
+
+def register(subparsers) -> None:
+    p = subparsers.add_parser("eval", help="evaluate a model on STS and retrieval sets",
+                              description="Evaluate on STS (Spearman of cosine) and BEIR-style retrieval "
+                                          "(nDCG/MRR/Recall/MAP/P@k, trec_eval conventions).")
+    p.add_argument("--model", help="model folder or hub id (all-MiniLM-L6-v2 = bundled offline copy); "
+                                   "default: the recipe's model.name_or_path")
+    p.add_argument("--recipe", help="read sets and options from this recipe's eval: and model: sections")
+    p.add_argument("--sts", action="append", default=None, metavar="PATH",
+                   help="STS-B folder/file, SICK TSV or scored-pairs file (repeatable)")
+    p.add_argument("--retrieval", action="append", default=None, metavar="PATH",
+                   help="BEIR folder: corpus.jsonl, queries.jsonl, qrels/SPLIT.tsv (repeatable)")
+    p.add_argument("--split", default=None, help="split to evaluate (default: recipe eval.split or test)")
+    p.add_argument("--precision", choices=["auto", "fp32", "bf16"], default=None,
+                   help="encoding precision (auto = bf16 where the hardware has bf16 units)")
+    p.add_argument("--k", type=int, action="append", default=None, metavar="K",
+                   help="cut-offs for retrieval metrics (repeatable; default 1 3 5 10 100 1000)")
+    p.add_argument("--ignore-identical-ids", choices=["auto", "true", "false"], default=None,
+                   help="drop documents whose id equals the query id (auto = MTEB default per dataset)")
+    p.add_argument("--search", default=None, help='"exact" (default) or a FAISS factory string')
+    p.add_argument("--batch-size", type=int, default=None)
+    p.add_argument("--max-seq-length", type=int, default=None)
+    p.add_argument("--trust-remote-code", action="store_true", help="allow the model's own Python code")
+    p.add_argument("--cache-dir", default=None, help="on-disk embedding cache (keyed by weights + text)")
+    p.add_argument("--output", default=None, help="write the JSON report here")
+    p.add_argument("--no-progress", action="store_true")
+    p.set_defaults(func=run)
+
+
+def _configs(args: argparse.Namespace):
+    from textcl.config import EvalConfig, ModelConfig, load_recipe
+    from textcl.errors import ConfigError
+
+    if args.recipe:
+        cfg = load_recipe(args.recipe)
+        model_cfg, eval_cfg = cfg.model, cfg.eval
+    else:
+        # Without a recipe the model keeps its own max_seq_length unless --max-seq-length says otherwise.
+        model_cfg, eval_cfg = ModelConfig(max_seq_length=None), EvalConfig()
+    if args.model:
+        model_cfg = dataclasses.replace(model_cfg, name_or_path=args.model)
+    elif not args.recipe:
+        raise ConfigError("give --model PATH_OR_ID (or --recipe with a model: section)")
+    updates: dict = {}
+    if args.sts is not None or args.retrieval is not None:
+        updates.update(sts=[str(Path(p)) for p in args.sts or []],
+                       retrieval=[str(Path(p)) for p in args.retrieval or []], ood_sts=[], ood_retrieval=[])
+    if args.split:
+        updates["split"] = args.split
+    if args.k:
+        updates["k_values"] = sorted(set(args.k))
+    if args.ignore_identical_ids:
+        updates["ignore_identical_ids"] = {"auto": None, "true": True, "false": False}[args.ignore_identical_ids]
+    if args.search:
+        updates["search"] = args.search
+    eval_cfg = dataclasses.replace(eval_cfg, **updates)
+    m_updates = {k: v for k, v in (("precision", args.precision), ("batch_size", args.batch_size),
+                                   ("max_seq_length", args.max_seq_length), ("cache_dir", args.cache_dir))
+                 if v is not None}
+    if args.trust_remote_code:
+        m_updates["trust_remote_code"] = True
+    model_cfg = dataclasses.replace(model_cfg, **m_updates)
+    if not (eval_cfg.sts or eval_cfg.retrieval or eval_cfg.ood_sts or eval_cfg.ood_retrieval):
+        raise ConfigError("nothing to evaluate: give --sts PATH and/or --retrieval PATH "
+                          "(or a recipe with eval.sts / eval.retrieval)")
+    return model_cfg, eval_cfg
+
+
+def run(args: argparse.Namespace) -> int:
+    from textcl.eval import evaluate_sets
+    from textcl.eval.report import build_report, format_table, write_report
+    from textcl.model import Encoder, load_model
+
+    model_cfg, eval_cfg = _configs(args)
+    model = load_model(model_cfg.name_or_path, trust_remote_code=model_cfg.trust_remote_code,
+                       max_seq_length=model_cfg.max_seq_length)
+    encoder = Encoder(model, precision=model_cfg.precision, batch_size=model_cfg.batch_size,
+                      query_prompt=model_cfg.query_prompt, document_prompt=model_cfg.document_prompt,
+                      cache_dir=model_cfg.cache_dir, show_progress=not args.no_progress)
+    results = evaluate_sets(encoder, eval_cfg, eval_cfg.split)
+    model_info = {"name_or_path": model_cfg.name_or_path, "fingerprint": encoder.fingerprint,
+                  "precision": encoder.precision, "max_seq_length": model.max_seq_length,
+                  "query_prompt": encoder.prompts["query"], "document_prompt": encoder.prompts["document"],
+                  "device": str(encoder.device)}
+    report = build_report(results, model_info)
+    sys.stdout.write(format_table(report) + "\n")
+    if args.output:
+        log.info("report written to %s", write_report(report, args.output))
+    return 0
