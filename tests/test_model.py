@@ -1,0 +1,111 @@
+"""model.py: path resolution, safe loading, fingerprints, precision, and Encoder parity/order/cache."""
+
+from __future__ import annotations
+
+import json
+import shutil
+
+import numpy as np
+import pytest
+import torch
+
+from textcl.errors import ConfigError
+from textcl.model import Encoder, load_model, model_fingerprint, resolve_model_path, resolve_precision
+
+TEXTS = ["the cat", "a dog and a cat run in the river with the old man", "tea", "",
+         "what is the risk of heart disease for a man who eats meat and fish", "the cat"]
+
+
+@pytest.fixture(scope="module")
+def tiny(tiny_model_path):
+    return load_model(str(tiny_model_path), device="cpu")
+
+
+def test_resolve_model_path(tmp_path):
+    assert resolve_model_path(str(tmp_path)) == str(tmp_path)
+    bundled = resolve_model_path("all-MiniLM-L6-v2")
+    assert bundled == resolve_model_path("sentence-transformers/all-MiniLM-L6-v2")
+    assert (bundled.endswith("model") and (__import__("pathlib").Path(bundled) / "modules.json").is_file())
+    assert resolve_model_path("BAAI/bge-small-en-v1.5") == "BAAI/bge-small-en-v1.5"  # hub id passes through
+
+
+def test_remote_code_needs_opt_in(tmp_path, tiny_model_path):
+    folder = tmp_path / "m"
+    shutil.copytree(tiny_model_path, folder)
+    data = json.loads((folder / "config.json").read_text())
+    data["auto_map"] = {"AutoModel": "modeling_x.XModel"}
+    (folder / "config.json").write_text(json.dumps(data))
+    with pytest.raises(ConfigError, match="trust_remote_code: true"):
+        load_model(str(folder))
+
+
+def test_missing_model_is_a_clear_error(tmp_path):
+    with pytest.raises((ConfigError, OSError, ValueError)):
+        load_model(str(tmp_path / "nope" / "model-not-here"))
+
+
+def test_fingerprint_tracks_weights_not_name(tiny, tiny_model_path, tmp_path):
+    fp = model_fingerprint(tiny)
+    copy = tmp_path / "renamed"
+    shutil.copytree(tiny_model_path, copy)
+    other = load_model(str(copy), device="cpu")
+    assert model_fingerprint(other) == fp
+    with torch.no_grad():
+        next(other.parameters()).add_(1e-3)
+    assert model_fingerprint(other) != fp
+
+
+def test_resolve_precision():
+    assert resolve_precision("fp32", "cpu") == "fp32"
+    assert resolve_precision("bf16", "cpu") == "bf16"
+    assert resolve_precision("auto", "cpu") in ("fp32", "bf16")
+    with pytest.raises(ConfigError, match="auto, fp32 or bf16"):
+        resolve_precision("fp16", "cpu")
+
+
+def test_encoder_fp32_matches_sentence_transformers(tiny):
+    enc = Encoder(tiny, precision="fp32", batch_size=2, show_progress=False)
+    out = enc(TEXTS, "document")
+    ref = tiny.encode(TEXTS, normalize_embeddings=True, convert_to_numpy=True)
+    assert out.dtype == np.float32 and out.shape == ref.shape
+    np.testing.assert_allclose(out, ref, atol=1e-5)  # input order kept despite length sorting
+    np.testing.assert_allclose(np.linalg.norm(out, axis=1), 1.0, atol=1e-5)
+    assert enc.last_stats["batches"] >= 2
+
+
+def test_encoder_bf16_close_to_fp32_and_tracks_weight_updates(tiny_model_path):
+    model = load_model(str(tiny_model_path), device="cpu")
+    enc = Encoder(model, precision="bf16", show_progress=False)
+    ref = Encoder(model, precision="fp32", show_progress=False)(TEXTS)
+    out = enc(TEXTS)
+    assert out.dtype == np.float32
+    assert np.min(np.sum(out * ref, axis=1)) > 0.99
+    with torch.no_grad():  # training changes the fp32 weights: the bf16 copy must follow
+        for p in model.parameters():
+            p.mul_(-1.0)
+    after = enc(TEXTS)
+    ref_after = Encoder(model, precision="fp32", show_progress=False)(TEXTS)
+    assert np.min(np.sum(after * ref_after, axis=1)) > 0.99
+
+
+def test_prompts_and_roles(tiny):
+    enc = Encoder(tiny, precision="fp32", query_prompt="what ", document_prompt="", show_progress=False)
+    plain = Encoder(tiny, precision="fp32", show_progress=False)
+    np.testing.assert_allclose(enc(["cat"], "query"), plain(["what cat"], "query"), atol=1e-6)
+    np.testing.assert_allclose(enc(["cat"], "document"), plain(["cat"], "document"), atol=1e-6)
+    with pytest.raises(ConfigError, match="role"):
+        enc(["cat"], "passage")
+    assert enc([], "query").shape == (0, tiny.get_embedding_dimension())
+
+
+def test_cache_hit_and_key(tiny, tmp_path, monkeypatch):
+    enc = Encoder(tiny, precision="fp32", cache_dir=tmp_path, show_progress=False)
+    first = enc(TEXTS)
+    files = list(tmp_path.glob("*.npy"))
+    assert len(files) == 1
+    monkeypatch.setattr(enc, "_encode", lambda *a, **k: pytest.fail("cache miss"))
+    np.testing.assert_array_equal(enc(TEXTS), first)
+    enc_q = Encoder(tiny, precision="fp32", cache_dir=tmp_path, query_prompt="q: ", show_progress=False)
+    enc_q(TEXTS, "query")  # other settings: a new entry, not a stale hit
+    assert len(list(tmp_path.glob("*.npy"))) == 2
+    assert not list(tmp_path.glob("*.tmp*"))  # atomic write leaves no temp files
