@@ -1,0 +1,102 @@
+"""Semantic-search index: build/load/search round trip (exact and HNSW), fingerprint refusal, add, CLI."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from textcl.errors import ConfigError, DataError
+from textcl.search import SearchIndex, load_corpus
+from textcl.types import Document
+
+KEYWORDS = ["cat", "dog", "car", "tree", "river", "music", "book", "coffee"]
+
+
+def _corpus(n: int = 60) -> dict[str, Document]:
+    rng = np.random.default_rng(0)
+    out = {}
+    for i in range(n):
+        words = rng.choice(KEYWORDS, size=3, replace=True)
+        out[f"d{i}"] = Document(title=f"title {i}", text=" ".join(words) + f" filler{i}")
+    return out
+
+
+@pytest.mark.parametrize("factory", ["exact", "Flat", "HNSW32"])
+def test_build_load_search_round_trip(tmp_path, keyword_encoder, factory):
+    enc = keyword_encoder(KEYWORDS)
+    corpus = _corpus()
+    built = SearchIndex.build(enc, corpus, tmp_path / "idx", factory=factory, fingerprint="fp-kw", model="kw")
+    assert (tmp_path / "idx" / "embeddings.npy").is_file()
+    assert (tmp_path / "idx" / "index.faiss").is_file() == (factory != "exact")
+    cfg = json.loads((tmp_path / "idx" / "config.json").read_text())
+    assert cfg["count"] == 60 and cfg["fingerprint"] == "fp-kw"
+    if factory != "exact":
+        assert 0.9 <= cfg["recall"]["recall"] <= 1.0 and cfg["recall"]["queries"] == 60
+
+    loaded = SearchIndex.load(tmp_path / "idx", enc, fingerprint="fp-kw")
+    hits = loaded.search("dog dog dog", k=5)[0]
+    assert len(hits) == 5
+    assert [h.score for h in hits] == sorted([h.score for h in hits], reverse=True)
+    # The top hit must have the highest dog share; check against a brute-force computation.
+    emb = enc([d.full_text for d in corpus.values()])
+    best = float((emb @ enc(["dog dog dog"])[0]).max())
+    assert hits[0].score == pytest.approx(best, abs=1e-5)
+    assert "dog" in corpus[hits[0].id].text and hits[0].title == corpus[hits[0].id].title
+    # Same results from the built object and the reloaded one.
+    assert [h.id for h in built.search("river book", k=3)[0]] == [h.id for h in loaded.search("river book", 3)[0]]
+
+
+def test_refuses_other_model(tmp_path, keyword_encoder):
+    enc = keyword_encoder(KEYWORDS)
+    SearchIndex.build(enc, _corpus(10), tmp_path / "idx", fingerprint="fp-a", model="model-a")
+    with pytest.raises(ConfigError, match="built with model 'model-a'.*fingerprint fp-a"):
+        SearchIndex.load(tmp_path / "idx", enc, fingerprint="fp-b")
+    with pytest.raises(ConfigError, match="cannot verify the model"):
+        SearchIndex.load(tmp_path / "idx", enc)
+
+
+def test_add_appends_and_rejects_duplicates(tmp_path, keyword_encoder):
+    enc = keyword_encoder(KEYWORDS)
+    SearchIndex.build(enc, _corpus(10), tmp_path / "idx", factory="HNSW32", fingerprint="fp")
+    idx = SearchIndex.load(tmp_path / "idx", enc, fingerprint="fp")
+    assert idx.add({"new": Document("New", "coffee coffee coffee")}) == 1
+    again = SearchIndex.load(tmp_path / "idx", enc, fingerprint="fp")
+    assert len(again) == 11 and again.search("coffee coffee coffee", k=1)[0][0].id in {"new"} | {
+        i for i, d in _corpus(10).items() if d.text.count("coffee") == 3}
+    with pytest.raises(DataError, match="already in the index, e.g. 'new'"):
+        again.add({"new": Document("x", "cat")})
+
+
+def test_load_corpus_formats(tmp_path):
+    (tmp_path / "beir").mkdir()
+    (tmp_path / "beir" / "corpus.jsonl").write_text('{"_id": "a", "title": "T", "text": "x"}\n')
+    assert load_corpus(tmp_path / "beir") == {"a": Document("T", "x")}
+    (tmp_path / "c.jsonl").write_text('{"id": 7, "text": "y"}\n')
+    assert load_corpus(tmp_path / "c.jsonl") == {"7": Document("", "y")}
+    (tmp_path / "c.txt").write_text("first\n\nthird\n")
+    assert load_corpus(tmp_path / "c.txt") == {"1": Document("", "first"), "3": Document("", "third")}
+    (tmp_path / "bad.jsonl").write_text('{"_id": "a", "text": ""}\n')
+    with pytest.raises(DataError, match="bad.jsonl:1.*text"):
+        load_corpus(tmp_path / "bad.jsonl")
+    with pytest.raises(DataError, match="no corpus.jsonl"):
+        load_corpus(tmp_path)
+
+
+def test_cli_build_and_search(tmp_path, tiny_model_path, capsys):
+    from textcl.cli import main
+
+    # Distinct lengths: the fixture model tells texts apart mostly by length.
+    (tmp_path / "docs.txt").write_text("cat\nthe dog ran\na red car is fast\nthe green tree by the river\n")
+    out = tmp_path / "idx"
+    assert main(["index", "build", "--model", str(tiny_model_path), "--corpus", str(tmp_path / "docs.txt"),
+                 "--factory", "HNSW32", "--out", str(out), "--precision", "fp32"]) == 0
+    assert main(["index", "search", str(out), "the dog ran", "-k", "2", "--precision", "fp32"]) == 0
+    first = capsys.readouterr().out.splitlines()[-2].split("\t")
+    assert first[0] == "1" and first[2] == "2" and float(first[1]) == pytest.approx(1.0, abs=1e-4)
+    (tmp_path / "q.txt").write_text("a red car is fast\ncat\n")
+    assert main(["index", "search", str(out), "--queries", str(tmp_path / "q.txt"), "-k", "1",
+                 "--output", str(tmp_path / "res.jsonl"), "--precision", "fp32"]) == 0
+    rows = [json.loads(line) for line in (tmp_path / "res.jsonl").read_text().splitlines()]
+    assert [r["hits"][0]["id"] for r in rows] == ["3", "1"]

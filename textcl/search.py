@@ -1,0 +1,229 @@
+"""Semantic-search index on disk: build from a corpus with one model, reload, search, add; never mix models.
+
+A folder holds `embeddings.npy` (float32, L2-normalised), `index.faiss` (absent for factory "exact"),
+`ids.jsonl` (row -> id, title, snippet), `fingerprint.txt` (the model's weights fingerprint) and
+`config.json` (model, factory, counts, and the recall of an approximate index against exact search).
+Search uses `textcl.index` so results follow its layout: score desc, ties by ascending row.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from textcl.errors import ConfigError, DataError
+from textcl.index import build_faiss_index, exact_search, faiss_search, recall_at_k
+from textcl.types import Document, Encode
+
+log = logging.getLogger(__name__)
+
+FILES = ("embeddings.npy", "ids.jsonl", "fingerprint.txt", "config.json")
+SNIPPET_CHARS = 160
+
+
+@dataclass(frozen=True)
+class Hit:
+    id: str
+    score: float
+    title: str
+    snippet: str = ""
+
+
+def load_corpus(path: str | Path) -> dict[str, Document]:
+    """A BEIR folder (corpus.jsonl[.gz]), a corpus JSONL (_id|id, title, text) or a text file (one per line)."""
+    from textcl.data.io import iter_jsonl, iter_lines
+
+    p = Path(path)
+    if p.is_dir():
+        for name in ("corpus.jsonl", "corpus.jsonl.gz"):
+            if (p / name).is_file():
+                p = p / name
+                break
+        else:
+            raise DataError("folder has no corpus.jsonl (expected a BEIR folder)", str(path))
+    corpus: dict[str, Document] = {}
+    if p.name.endswith((".jsonl", ".jsonl.gz")):
+        for lineno, obj in iter_jsonl(p):
+            doc_id = str(obj.get("_id", obj.get("id", lineno)))
+            title, text = obj.get("title") or "", obj.get("text")
+            if not isinstance(text, str) or not (text.strip() or str(title).strip()):
+                raise DataError("missing or empty text", str(p), lineno, "text")
+            if doc_id in corpus:
+                raise DataError(f"duplicate id '{doc_id}'", str(p), lineno, "_id")
+            corpus[doc_id] = Document(title=str(title), text=text)
+    else:
+        for lineno, line in iter_lines(p):
+            if line.strip():
+                corpus[str(lineno)] = Document(title="", text=line.strip())
+    if not corpus:
+        raise DataError("empty corpus", str(p))
+    return corpus
+
+
+class SearchIndex:
+    """Embeddings + optional FAISS index + id map for one model (identified by its fingerprint)."""
+
+    def __init__(self, path: Path, embeddings: np.ndarray, rows: list[dict], config: dict, faiss_index=None):
+        self.path, self.embeddings, self.rows, self.config = path, embeddings, rows, config
+        self.faiss_index = faiss_index
+        self.encode: Encode | None = None
+
+    # ------------------------------------------------------------ build / load
+
+    @classmethod
+    def build(cls, encode: Encode, corpus: Mapping[str, Document], out: str | Path, *, factory: str = "Flat",
+              fingerprint: str | None = None, model: str | None = None, recall_k: int = 10,
+              recall_queries: Sequence[str] | None = None, max_recall_queries: int = 200,
+              seed: int = 0) -> SearchIndex:
+        """Encode `corpus` (title + text), build the index, measure approximate recall, write `out`."""
+        fingerprint = fingerprint or getattr(encode, "fingerprint", None)
+        if fingerprint is None:
+            raise ConfigError("SearchIndex.build needs the model fingerprint: pass an Encoder or fingerprint=...")
+        ids = list(corpus)
+        emb = encode([corpus[i].full_text for i in ids], "document").astype(np.float32)
+        rows = [_row(i, corpus[i]) for i in ids]
+        config = {"model": model, "fingerprint": fingerprint, "factory": factory, "dim": int(emb.shape[1]),
+                  "count": len(ids), "seed": seed}
+        index = cls(Path(out), emb, rows, config)
+        index.encode = encode
+        index._rebuild()
+        if factory != "exact":
+            config["recall"] = index._measure_recall(encode, recall_queries, recall_k, max_recall_queries, seed)
+        index.save()
+        return index
+
+    @classmethod
+    def load(cls, path: str | Path, encode: Encode | None = None, *, fingerprint: str | None = None) -> SearchIndex:
+        """Load a folder; with `encode`, check that it is the model the index was built with."""
+        path = Path(path)
+        missing = [f for f in FILES if not (path / f).is_file()]
+        if missing:
+            raise DataError(f"not a textcl index folder (missing {', '.join(missing)})", str(path))
+        config = json.loads((path / "config.json").read_text(encoding="utf-8"))
+        rows = [json.loads(line) for line in (path / "ids.jsonl").read_text(encoding="utf-8").splitlines()]
+        emb = np.load(path / "embeddings.npy")
+        faiss_index = None
+        if config["factory"] != "exact":
+            import faiss
+            faiss_index = faiss.read_index(str(path / "index.faiss"))
+            _set_search_params(faiss_index, config.get("search_params", {}))
+        index = cls(path, emb, rows, config, faiss_index)
+        if encode is not None:
+            index.attach(encode, fingerprint=fingerprint)
+        return index
+
+    def attach(self, encode: Encode, *, fingerprint: str | None = None) -> None:
+        """Use `encode` for text queries; refuse it when its fingerprint differs from the index's."""
+        given = fingerprint or getattr(encode, "fingerprint", None)
+        if given is None:
+            raise ConfigError("cannot verify the model: pass an Encoder (it has .fingerprint) or fingerprint=...")
+        if given != self.config["fingerprint"]:
+            raise ConfigError(
+                f"index {self.path} was built with model {self.config.get('model')!r} (fingerprint "
+                f"{self.config['fingerprint'][:12]}), but the given model has fingerprint {given[:12]}; "
+                "embeddings of different models are not comparable: search with the same model or rebuild")
+        self.encode = encode
+
+    # ------------------------------------------------------------ search / add
+
+    def __len__(self) -> int:
+        return len(self.rows)
+
+    def search_embeddings(self, queries: np.ndarray, k: int = 10) -> tuple[np.ndarray, np.ndarray]:
+        """Raw layout from textcl.index: scores/rows [n, k], padded (-inf, -1)."""
+        if self.faiss_index is None:
+            return exact_search(queries, self.embeddings, k)
+        return faiss_search(self.faiss_index, queries, k)
+
+    def search(self, queries: str | Sequence[str], k: int = 10) -> list[list[Hit]]:
+        """Top-k hits per query (a single string gives a list with one result list)."""
+        if self.encode is None:
+            raise ConfigError("no model attached: SearchIndex.load(path, encode) or index.attach(encode)")
+        texts = [queries] if isinstance(queries, str) else list(queries)
+        scores, rows = self.search_embeddings(self.encode(texts, "query"), k)
+        return [[Hit(self.rows[r]["id"], float(s), self.rows[r]["title"], self.rows[r]["snippet"])
+                 for s, r in zip(srow, rrow) if r >= 0] for srow, rrow in zip(scores, rows)]
+
+    def add(self, corpus: Mapping[str, Document]) -> int:
+        """Encode and append documents with the attached (fingerprint-checked) model; returns the count."""
+        if self.encode is None:
+            raise ConfigError("no model attached: load the index with the model it was built with")
+        known = {r["id"] for r in self.rows}
+        dup = [i for i in corpus if i in known]
+        if dup:
+            raise DataError(f"{len(dup)} ids already in the index, e.g. '{dup[0]}'", str(self.path))
+        ids = list(corpus)
+        emb = self.encode([corpus[i].full_text for i in ids], "document").astype(np.float32)
+        self.embeddings = np.concatenate([self.embeddings, emb])
+        self.rows += [_row(i, corpus[i]) for i in ids]
+        self.config["count"] = len(self.rows)
+        if self.faiss_index is not None:
+            self.faiss_index.add(np.ascontiguousarray(emb))
+        self.save()
+        return len(ids)
+
+    # ------------------------------------------------------------ internals
+
+    def save(self) -> None:
+        self.path.mkdir(parents=True, exist_ok=True)
+        np.save(self.path / "embeddings.npy", self.embeddings)
+        with (self.path / "ids.jsonl").open("w", encoding="utf-8") as f:
+            f.writelines(json.dumps(r, ensure_ascii=False) + "\n" for r in self.rows)
+        (self.path / "fingerprint.txt").write_text(self.config["fingerprint"] + "\n", encoding="utf-8")
+        if self.faiss_index is not None:
+            import faiss
+            faiss.write_index(self.faiss_index, str(self.path / "index.faiss"))
+        (self.path / "config.json").write_text(json.dumps(self.config, indent=2) + "\n", encoding="utf-8")
+
+    def _rebuild(self) -> None:
+        if self.config["factory"] == "exact":
+            return
+        self.faiss_index = build_faiss_index(self.embeddings, self.config["factory"], gpu=False,
+                                             seed=self.config.get("seed", 0))
+        self.config["search_params"] = _get_search_params(self.faiss_index)
+
+    def _measure_recall(self, encode: Encode, queries: Sequence[str] | None, k: int, limit: int,
+                        seed: int) -> dict:
+        """Recall@k of the approximate index against exact search, on real queries or sampled documents."""
+        rng = np.random.default_rng(seed)
+        if queries:
+            texts = list(queries)[:limit]
+            q, source = encode(texts, "query"), "queries"
+        else:
+            pick = np.sort(rng.choice(len(self.rows), min(limit, len(self.rows)), replace=False))
+            q, source = self.embeddings[pick], "corpus sample"
+        k = min(k, len(self.rows))
+        e_s, e_i = exact_search(q, self.embeddings, k)
+        a_s, a_i = faiss_search(self.faiss_index, q, k)
+        recall = recall_at_k(a_i, e_i, k, exact_scores=e_s, approx_scores=a_s)
+        log.info("index %s: recall@%d vs exact = %.4f on %d %s", self.config["factory"], k, recall, len(q), source)
+        return {"k": k, "queries": int(len(q)), "query_source": source, "recall": round(float(recall), 4)}
+
+
+def _row(doc_id: str, doc: Document) -> dict:
+    return {"id": doc_id, "title": doc.title, "snippet": doc.text[:SNIPPET_CHARS]}
+
+
+def _get_search_params(index) -> dict:
+    """Search-time parameters that faiss.write_index does not keep (HNSW efSearch, IVF nprobe)."""
+    import faiss
+    out = {}
+    base = faiss.downcast_index(index)
+    if hasattr(base, "hnsw"):
+        out["efSearch"] = int(base.hnsw.efSearch)
+    ivf = faiss.try_extract_index_ivf(index) if hasattr(faiss, "try_extract_index_ivf") else None
+    if ivf is not None:
+        out["nprobe"] = int(ivf.nprobe)
+    return out
+
+
+def _set_search_params(index, params: dict) -> None:
+    import faiss
+    space = faiss.ParameterSpace()
+    for name, value in params.items():
+        space.set_index_parameter(index, name, value)
