@@ -7,9 +7,10 @@ recipe resolve against the recipe's folder.
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import difflib
-import json
+import re
 import types
 import typing
 from dataclasses import dataclass, field
@@ -21,6 +22,7 @@ import yaml
 from textcl.errors import ConfigError
 
 Precision = Literal["auto", "fp32", "bf16"]
+_NUMBER = re.compile(r"^[-+]?(\d+\.?\d*|\.\d+)([eE][-+]?\d+)?$")
 
 
 def _path(default: Any = None) -> Any:
@@ -182,6 +184,9 @@ def _coerce(value: Any, tp: Any, where: str) -> Any:
     if tp is float:
         if isinstance(value, (int, float)) and not isinstance(value, bool):
             return float(value)
+        # YAML 1.1 reads `2e-5` (no dot) as a string; accept plain decimal/scientific notation only.
+        if isinstance(value, str) and _NUMBER.match(value.strip()):
+            return float(value)
         raise ConfigError(f"{where}: expected a number, got {value!r}")
     if tp is int:
         if isinstance(value, int) and not isinstance(value, bool):
@@ -253,16 +258,38 @@ def _parse_override(text: str) -> tuple[list[str], Any]:
     return key.strip().split("."), value
 
 
-def apply_overrides(data: dict, overrides: list[str] | None) -> dict:
-    """Apply `a.b=value` overrides to a raw recipe mapping (values parsed as YAML scalars)."""
-    data = json.loads(json.dumps(data)) if data else {}
+def _is_path_field(keys: list[str]) -> bool:
+    cls: Any = RunConfig
+    for i, k in enumerate(keys):
+        fields = {f.name: f for f in dataclasses.fields(cls)}
+        if k not in fields:
+            return False
+        if i == len(keys) - 1:
+            return bool(fields[k].metadata.get("path"))
+        cls = typing.get_type_hints(cls)[k]
+        if not dataclasses.is_dataclass(cls):
+            return False
+    return False
+
+
+def apply_overrides(data: dict, overrides: list[str] | None, base_dir: Path | None = None) -> dict:
+    """Apply `a.b=value` overrides to a raw recipe mapping (values parsed as YAML scalars).
+
+    With `base_dir`, path values given in overrides resolve against it (the working directory),
+    not against the recipe: `--set data.train=./my.jsonl` means the file the user sees.
+    """
+    data = copy.deepcopy(data) if data else {}
     for text in overrides or []:
         keys, value = _parse_override(text)
         node = data
         for k in keys[:-1]:
-            node = node.setdefault(k, {})
+            if node.get(k) is None:  # absent, or an empty YAML section (`train:`)
+                node[k] = {}
+            node = node[k]
             if not isinstance(node, dict):
                 raise ConfigError(f"override '{text}': '{k}' is not a section")
+        if base_dir is not None and _is_path_field(keys):
+            value = _resolve(value, base_dir)
         node[keys[-1]] = value
     return data
 
@@ -282,9 +309,8 @@ def load_recipe(path: str | Path | None = None, overrides: list[str] | None = No
         if not isinstance(raw, dict):
             raise ConfigError(f"{path}: a recipe must be a mapping of sections")
         base_dir = path.resolve().parent
-    raw = apply_overrides(raw, overrides)
-    # Overrides are given relative to the working directory, but keeping one rule (relative to the
-    # recipe) is simpler to explain; absolute paths are never touched.
+    # Recipe paths resolve against the recipe's folder, override paths against the working directory.
+    raw = apply_overrides(raw, overrides, base_dir=Path.cwd())
     try:
         return _build(RunConfig, raw, "", base_dir)
     except ConfigError as exc:

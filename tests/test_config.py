@@ -1,0 +1,104 @@
+"""Recipes: unknown keys name the key and the closest valid one, overrides are type-checked, paths
+resolve relative to the recipe (overrides: to the working directory), and saved configs round-trip."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import pytest
+
+from textcl.config import RunConfig, load_recipe, save_config
+from textcl.errors import ConfigError
+
+
+def recipe(tmp_path, text: str, name: str = "r.yaml"):
+    path = tmp_path / name
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(text, encoding="utf-8")
+    return path
+
+
+def test_defaults_without_a_recipe():
+    cfg = load_recipe()
+    assert isinstance(cfg, RunConfig) and cfg.train.lr == 2e-5 and cfg.loss.name == "infonce"
+
+
+@pytest.mark.parametrize("text, message", [
+    ("trian:\n  lr: 1.0e-5\n", r"r.yaml: unknown key 'trian'; did you mean 'train'\?"),
+    ("train:\n  learning_rate: 1.0e-5\n", r"unknown key 'train.learning_rate'"),
+    ("train:\n  lrr: 1.0e-5\n", r"r.yaml: unknown key 'train.lrr'; did you mean 'lr'\?"),
+    ("mining:\n  num_negative: 3\n", r"unknown key 'mining.num_negative'; did you mean 'num_negatives'\?"),
+    ("train:\n  zzzz: 1\n", r"unknown key 'train.zzzz'; valid keys: output_dir, batch_size, lr"),
+])
+def test_unknown_keys_name_key_and_closest(tmp_path, text, message):
+    with pytest.raises(ConfigError, match=message):
+        load_recipe(recipe(tmp_path, text))
+
+
+def test_scientific_notation_without_dot_is_a_number(tmp_path):
+    # YAML 1.1 reads `2e-5` as a string; recipes and `--set train.lr=2e-5` must still work.
+    assert load_recipe(recipe(tmp_path, "train:\n  lr: 3e-5\n")).train.lr == 3e-5
+    assert load_recipe(None, ["train.lr=2e-5"]).train.lr == 2e-5
+    assert load_recipe(None, ["train.lr=1"]).train.lr == 1.0 and isinstance(load_recipe(None, ["train.lr=1"]).train.lr,
+                                                                         float)
+
+
+@pytest.mark.parametrize("override, message", [
+    ("train.lr=fast", r"config: train.lr: expected a number, got 'fast'"),
+    ("train.batch_size=3.5", r"train.batch_size: expected an integer, got 3.5"),
+    ("train.batch_size=true", r"train.batch_size: expected an integer, got True"),
+    ("loss.name=triplet", r"loss.name: expected one of \['infonce', 'cosent', 'simcse'\], got 'triplet'"),
+    ("model.trust_remote_code=yes please", r"model.trust_remote_code: expected true or false"),
+    ("eval.k_values=[1, two]", r"eval.k_values\[1\]: expected an integer, got 'two'"),
+    ("train.lrr=1", r"unknown key 'train.lrr'; did you mean 'lr'\?"),
+    ("train", r"override 'train' must look like section.key=value"),
+    ("train.lr.x=1", r"train.lr: expected a number, got \{'x': 1\}"),
+])
+def test_overrides_are_type_checked(override, message):
+    with pytest.raises(ConfigError, match=message):
+        load_recipe(None, [override])
+
+
+def test_nested_overrides_and_empty_sections(tmp_path):
+    path = recipe(tmp_path, "train:\ndata:\n  columns:\n    query: q\n")  # `train:` is an empty section
+    cfg = load_recipe(path, ["train.batch_size=8", "data.columns.positive=answer", "mining.index=IVF16,Flat",
+                             "model.max_seq_length=null", "eval.k_values=[1, 10]"])
+    assert cfg.train.batch_size == 8 and cfg.data.columns == {"query": "q", "positive": "answer"}
+    assert cfg.mining.index == "IVF16,Flat" and cfg.model.max_seq_length is None and cfg.eval.k_values == [1, 10]
+
+
+def test_paths_resolve_relative_to_recipe_and_overrides_to_cwd(tmp_path, monkeypatch):
+    (tmp_path / "recipes" / "data").mkdir(parents=True)
+    (tmp_path / "recipes" / "data" / "pairs.jsonl").write_text("{}\n")
+    (tmp_path / "mine.jsonl").write_text("{}\n")
+    path = recipe(tmp_path, "data:\n  train: data/pairs.jsonl\neval:\n  sts: [../sts, /abs/sts]\n"
+                            "  retrieval: [org/dataset]\nmining:\n  output: ./mined.jsonl\n", "recipes/r.yaml")
+    monkeypatch.chdir(tmp_path)
+    cfg = load_recipe(path)
+    assert cfg.data.train == str(tmp_path / "recipes" / "data" / "pairs.jsonl")  # exists next to the recipe
+    assert cfg.eval.sts == [str(tmp_path / "sts"), "/abs/sts"]  # ./ and ../ always resolve; absolute untouched
+    assert cfg.eval.retrieval == ["org/dataset"]  # a hub id is not a path
+    assert cfg.mining.output == str(tmp_path / "recipes" / "mined.jsonl")
+    over = load_recipe(path, ["data.train=./mine.jsonl", "mining.output=mine.jsonl"])
+    assert over.data.train == str(tmp_path / "mine.jsonl") == over.mining.output  # relative to the cwd
+
+
+def test_invalid_recipes(tmp_path):
+    with pytest.raises(ConfigError, match=r"recipe not found: .*nope.yaml"):
+        load_recipe(tmp_path / "nope.yaml")
+    with pytest.raises(ConfigError, match=r"r.yaml: invalid YAML"):
+        load_recipe(recipe(tmp_path, "train: [unclosed\n"))
+    with pytest.raises(ConfigError, match=r"r.yaml: a recipe must be a mapping of sections"):
+        load_recipe(recipe(tmp_path, "- a\n- b\n"))
+    with pytest.raises(ConfigError, match=r"r.yaml: train: expected a mapping, got 5"):
+        load_recipe(recipe(tmp_path, "train: 5\n"))
+
+
+def test_save_config_round_trip(tmp_path):
+    cfg = load_recipe(recipe(tmp_path, "seed: 7\ntrain:\n  lr: 5e-5\n  batch_size: 16\ndata:\n  columns: {query: q}\n"
+                                       "eval:\n  k_values: [1, 5]\n"), ["loss.temperature=0.02"])
+    out = tmp_path / "run" / "config.yaml"
+    save_config(cfg, out)
+    back = load_recipe(out)
+    assert back == cfg
+    assert dataclasses.asdict(back) == dataclasses.asdict(cfg)
