@@ -4,7 +4,6 @@ by (seed, epoch) so a resumed run rebuilds the same order), and give each rank i
 
 from __future__ import annotations
 
-import json
 import logging
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -97,7 +96,6 @@ def load_training_data(config: RunConfig) -> tuple[list, dict]:
     provenance: dict = {"data": {"train": dc.train, "format": dc.format, "split": dc.split}}
     if config.loss.name == "infonce" and mined is not None and mined.exists():
         path, fmt = mined, "auto"
-        provenance["mining"] = {"file": str(mined), **_sidecar(mined)}
     elif dc.train is None:
         raise ConfigError("data.train is not set (and no mined file at mining.output)")
     else:
@@ -110,6 +108,8 @@ def load_training_data(config: RunConfig) -> tuple[list, dict]:
         items, report = io.load_examples(path, format=fmt, columns=dc.columns or None, split=dc.split,
                                          on_error=dc.on_error)
         provenance["load_report"] = {"kept": report.kept, "skipped": report.n_skipped}
+        if path == mined:  # what write_examples stored with the mined file (encoder, index, seed, ...)
+            provenance["mining"] = {"file": str(mined), "provenance": getattr(report, "provenance", None)}
     if dc.max_examples is not None and len(items) > dc.max_examples:
         log.info("data.max_examples=%d: using the first %d of %d items", dc.max_examples, dc.max_examples,
                  len(items))
@@ -119,13 +119,3 @@ def load_training_data(config: RunConfig) -> tuple[list, dict]:
     log.info("training on %d %s items from %s", len(items), config.loss.name, path)
     return items, provenance
 
-
-def _sidecar(path: Path) -> dict:
-    """Mining provenance written next to the mined file (`<file>.provenance.json`), if any."""
-    for candidate in (path.with_name(path.name + ".provenance.json"), path.with_suffix(".provenance.json")):
-        if candidate.is_file():
-            try:
-                return {"provenance": json.loads(candidate.read_text(encoding="utf-8"))}
-            except (OSError, json.JSONDecodeError) as exc:
-                log.warning("cannot read mining provenance %s: %s", candidate, exc)
-    return {}

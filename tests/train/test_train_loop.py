@@ -1,0 +1,91 @@
+"""The training loop on the tiny BERT: output folder, exact resume, best checkpoint, early stopping."""
+
+from __future__ import annotations
+
+import json
+
+import torch
+import yaml
+from sentence_transformers import SentenceTransformer
+from train_helpers import make_examples, tiny_config, weights
+
+from textcl.train import checkpoint as ckpt
+from textcl.train.components import lr_factor
+from textcl.train.loop import train
+from textcl.types import ScoredPair
+
+
+def test_output_loads_in_sentence_transformers_with_card_and_config(tiny_model_path, tmp_path, examples):
+    out = tmp_path / "out"
+    result = train(tiny_config(tiny_model_path, out), examples, provenance={"data": {"train": "synthetic"}})
+    assert result.steps == 6 and len([h for h in result.history if "loss" in h]) == 6
+    model = SentenceTransformer(str(out), device="cpu")
+    emb = model.encode(["cancer diet", "red car"])
+    assert emb.shape == (2, 32)
+    before = weights(tiny_model_path)
+    assert any(not torch.equal(before[k], v) for k, v in weights(out).items())  # it trained
+    card = (out / "README.md").read_text()
+    assert "synthetic" in card and "batch_size: 4" in card and "infonce" in card
+    saved = yaml.safe_load((out / "textcl_config.yaml").read_text())
+    assert saved["train"]["max_steps"] == 6 and saved["model"]["name_or_path"] == str(tiny_model_path)
+    assert all(h["lr"] >= 0 and h["examples_per_s"] > 0 for h in result.history if "loss" in h)
+
+
+def test_resume_is_bitwise_equal_to_an_uninterrupted_run(tiny_model_path, tmp_path, examples):
+    # 6 steps straight vs 3 steps, stop, resume, 3 more; dropout is on, so RNG state must be restored.
+    straight = train(tiny_config(tiny_model_path, tmp_path / "a"), examples)
+    stopped = train(tiny_config(tiny_model_path, tmp_path / "b"), examples,
+                    callbacks=[lambda event: event["step"] == 3])
+    assert stopped.steps == 3
+    resumed = train(tiny_config(tiny_model_path, tmp_path / "b"), examples, resume=True)
+    assert resumed.steps == 6 and straight.steps == 6
+    a, b = weights(tmp_path / "a"), weights(tmp_path / "b")
+    assert a.keys() == b.keys()
+    for key in a:
+        assert torch.equal(a[key], b[key]), key
+    losses_a = [h["loss"] for h in straight.history if "loss" in h]
+    losses_b = [h["loss"] for h in resumed.history if "loss" in h]
+    assert losses_a == losses_b
+
+
+def test_best_checkpoint_is_the_output_and_early_stopping(tiny_model_path, tmp_path, examples):
+    scores = iter([0.10, 0.20, 0.50, 0.30, 0.25, 0.90])  # step 0, 1, 2, 3, 4 (stop), never reached
+
+    def dev(encode):
+        emb = encode(["cancer diet"], "query")
+        assert emb.shape == (1, 32)
+        return {"toy/ndcg@10": next(scores)}
+
+    out = tmp_path / "out"
+    config = tiny_config(tiny_model_path, out, "train.eval_every=1", "train.early_stopping_patience=2",
+                         "train.save_every=1")
+    result = train(config, examples, dev=dev)
+    assert result.stopped_early and result.steps == 4
+    assert result.before == {"dev": {"toy/ndcg@10": 0.10}, "ood": {}}
+    assert result.after["dev"] == {"toy/ndcg@10": 0.50}
+    best = ckpt.TrainerState(**json.loads((out / "checkpoints" / "step-00000004" / "trainer_state.json").read_text()))
+    assert best.best_step == 2 and best.evals_without_improvement == 2
+    # The output folder holds the step-2 weights, not the step-4 ones.
+    assert weights(out).keys() == weights(out / "checkpoints" / "best").keys()
+    for key, value in weights(out / "checkpoints" / "best").items():
+        assert torch.equal(weights(out)[key], value)
+    last = {k.split(".", 2)[2]: v for k, v in weights(out / "checkpoints" / "step-00000004").items()}
+    assert any(not torch.equal(last[k], v) for k, v in weights(out).items())  # step 4 is not the output
+    card = (out / "README.md").read_text()
+    assert "| dev | toy/ndcg@10 | 0.1000 | 0.5000 | +0.4000 |" in card
+
+
+def test_cosent_and_simcse_train(tiny_model_path, tmp_path):
+    pairs = [ScoredPair(ex.query, ex.positives[0], float(i % 5)) for i, ex in enumerate(make_examples(12))]
+    result = train(tiny_config(tiny_model_path, tmp_path / "c", "loss.name=cosent", "train.max_steps=2"), pairs)
+    assert result.steps == 2 and all(torch.isfinite(torch.tensor(h["loss"])) for h in result.history)
+    texts = [ex.positives[0] for ex in make_examples(12)]
+    result = train(tiny_config(tiny_model_path, tmp_path / "s", "loss.name=simcse", "train.max_steps=2"), texts)
+    assert result.steps == 2
+
+
+def test_schedule_shapes():
+    assert [round(lr_factor(s, warmup=2, total=6, kind="linear"), 3) for s in range(6)] == \
+        [0.5, 1.0, 1.0, 0.75, 0.5, 0.25]
+    assert lr_factor(4, warmup=0, total=8, kind="cosine") == 0.5
+    assert lr_factor(100, warmup=2, total=8, kind="constant") == 1.0
