@@ -1,0 +1,45 @@
+"""Run by tests/train/test_train_distributed.py under torchrun (2 gloo processes); not a test itself."""
+
+from __future__ import annotations
+
+import hashlib
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).parent))
+
+from train_helpers import make_examples, tiny_config  # noqa: E402
+
+from textcl import distributed  # noqa: E402
+from textcl.errors import TrainingError  # noqa: E402
+from textcl.train import loop  # noqa: E402
+
+
+def main() -> None:
+    model_path, out, mode, n = sys.argv[1], Path(sys.argv[2]), sys.argv[3], int(sys.argv[4])
+    models = []
+    real_load = loop.load_model
+
+    def load(*args, **kwargs):
+        models.append(real_load(*args, **kwargs))
+        return models[-1]
+
+    loop.load_model = load
+
+    def callback(event: dict) -> None:
+        rank = distributed.rank()
+        if mode == "fail" and rank == 1 and event["step"] == 2:
+            raise TrainingError("rank 1 failed on purpose at step 2")
+        digest = hashlib.sha256()
+        for tensor in models[0].state_dict().values():
+            digest.update(tensor.detach().numpy().tobytes())
+        with open(out.parent / f"{out.name}-rank{rank}.txt", "a") as fh:
+            fh.write(f"{event['step']} {digest.hexdigest()}\n")
+
+    config = tiny_config(model_path, out, "train.max_steps=5", "train.save_every=10")
+    result = loop.train(config, make_examples(n), callbacks=[callback])
+    print(f"rank {distributed.rank()} steps {result.steps}", flush=True)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,51 @@
+"""Two gloo processes under torchrun: uneven data never hangs, ranks stay in sync, a rank failure
+ends the job with a clear error."""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+CHILD = Path(__file__).parent / "dist_child.py"
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _torchrun(tiny_model_path: Path, out: Path, mode: str, n: int, timeout: int = 120):
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", "--master_addr=127.0.0.1",
+           f"--master_port={_free_port()}", str(CHILD), str(tiny_model_path), str(out), mode, str(n)]
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "TOKENIZERS_PARALLELISM": "false"}
+    start = time.perf_counter()
+    proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=timeout)
+    return proc, time.perf_counter() - start
+
+
+@pytest.mark.slow
+def test_uneven_data_two_processes_finish_in_sync(tiny_model_path, tmp_path):
+    # 11 examples, global batch 4: the epoch ends with a 3-query batch (shards of 2 and 1 queries).
+    proc, seconds = _torchrun(tiny_model_path, tmp_path / "out", "uneven", 11)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "rank 0 steps 5" in proc.stdout and "rank 1 steps 5" in proc.stdout
+    rank0 = (tmp_path / "out-rank0.txt").read_text().splitlines()
+    rank1 = (tmp_path / "out-rank1.txt").read_text().splitlines()
+    assert len(rank0) == 5 and rank0 == rank1  # identical weights on both ranks after every step
+    assert (tmp_path / "out" / "model.safetensors").is_file()
+    assert seconds < 90, f"took {seconds:.0f}s"
+
+
+@pytest.mark.slow
+def test_rank_failure_ends_the_job_with_a_clear_error(tiny_model_path, tmp_path):
+    proc, seconds = _torchrun(tiny_model_path, tmp_path / "out", "fail", 16)
+    assert proc.returncode != 0
+    assert "rank 1 failed on purpose at step 2" in proc.stderr
+    assert seconds < 90, f"took {seconds:.0f}s (a hang would hit the timeout)"
