@@ -49,7 +49,7 @@ class DataConfig:
     train: str | None = _path(None)  # pairs file / folder / BEIR folder / HF id
     format: str = "auto"  # auto|jsonl|csv|tsv|parquet|hf|beir|stsb|sick|flag|text
     split: str = "train"  # split for BEIR folders and HF datasets
-    columns: dict[str, str] = field(default_factory=dict)  # role -> column name
+    columns: dict[str, str | list[str]] = field(default_factory=dict)  # role -> column name(s)
     on_error: Literal["raise", "skip"] = "raise"
     max_examples: int | None = None
     near_duplicate_threshold: float = 0.95  # cosine similarity for near-duplicate report

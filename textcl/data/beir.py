@@ -34,8 +34,8 @@ def load_beir_corpus(path: Path, report: LoadReport | None = None) -> dict[str, 
     for lineno, obj in iter_jsonl(path, report):
         try:
             doc_id = get_text(obj, "_id", str(path), lineno)
-            title = obj.get("title") or ""
-            check_text(title, str(path), lineno, "title", allow_empty=True)
+            title = obj.get("title")
+            title = "" if title is None else check_text(title, str(path), lineno, "title", allow_empty=True)
             text = get_text(obj, "text", str(path), lineno, allow_empty=bool(title.strip()))
             if doc_id in corpus:
                 raise DataError(f"duplicate id '{doc_id}'", str(path), lineno, "_id")

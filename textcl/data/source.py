@@ -169,7 +169,9 @@ def iter_jsonl(path: str | Path, report: LoadReport | None = None) -> Iterator[t
 
 
 def _json_type(value: Any) -> str:
-    return {list: "array", str: "string", bool: "boolean", type(None): "null"}.get(type(value), "number")
+    names = {list: "array", dict: "object", str: "string", bool: "boolean", type(None): "null", int: "number",
+             float: "number"}
+    return names.get(type(value), type(value).__name__)
 
 
 class DelimitedRows:
@@ -211,6 +213,8 @@ class DelimitedRows:
         for _lineno, parts in self._iter:
             if parts:
                 break
+            if self.report is not None:
+                self.report.note("blank line")
         else:
             raise DataError("empty file (no header line)", self.path, 1)
         names = [p.strip() for p in parts]
