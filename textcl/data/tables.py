@@ -57,7 +57,8 @@ def detect_format(path: str | Path) -> str:
             return _SUFFIXES[suffix]
         raise DataError(f"cannot detect the format from suffix {suffix or '(none)'!r}; known suffixes: "
                         f"{', '.join(_SUFFIXES)} (or pass format=, one of {', '.join(FORMATS)})", str(p))
-    if _HUB_ID.match(str(path)) and not str(path).startswith("."):
+    known_suffix = Path(p.name.lower().removesuffix(".gz")).suffix in _SUFFIXES
+    if _HUB_ID.match(str(path)) and not str(path).startswith(".") and not known_suffix:
         return "hf"
     raise DataError("file not found", str(p))
 
