@@ -9,7 +9,7 @@ import logging
 from collections import Counter
 from pathlib import Path
 
-from textcl.data.source import LoadReport, check_id, check_text, get_text, handle, iter_jsonl, iter_lines
+from textcl.data.source import LoadReport, check_text, get_text, handle, iter_jsonl, iter_lines
 from textcl.errors import DataError
 from textcl.types import Document, RetrievalSet
 
@@ -69,8 +69,14 @@ def _qrels_row(line: str, path: str, lineno: int) -> tuple[str, str, int] | None
         parts = [parts[0], parts[2], parts[3]]
     if len(parts) != 3:
         raise DataError(f"wrong column count: expected 3 tab-separated fields, got {len(parts)}", path, lineno)
-    qid = check_id(parts[0].strip(), path, lineno, "query-id")
-    did = check_id(parts[1].strip(), path, lineno, "corpus-id")
+    qid, did = parts[0].strip(), parts[1].strip()
+    for value, name in ((qid, "query-id"), (did, "corpus-id")):
+        if not value:
+            raise DataError("empty id", path, lineno, name)
+    try:
+        return qid, did, int(parts[2])
+    except ValueError:
+        pass
     try:
         grade = float(parts[2])
     except ValueError:

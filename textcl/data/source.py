@@ -140,9 +140,18 @@ def iter_lines(path: str | Path, report: LoadReport | None = None) -> Iterator[t
     counted when `report.on_error == "skip"`."""
     for lineno, raw in iter_raw_lines(path):
         try:
-            yield lineno, decode(raw, str(path), lineno)
-        except DataError as exc:
-            handle(exc, report)
+            text = raw.decode("utf-8")  # fast path; `decode` explains failures
+        except UnicodeDecodeError:
+            try:
+                decode(raw, str(path), lineno)
+            except DataError as exc:
+                handle(exc, report)
+            continue
+        if lineno == 1 and text.startswith("\ufeff"):
+            text = text[1:]
+        if text.endswith("\n"):
+            text = text[:-2] if text.endswith("\r\n") else text[:-1]
+        yield lineno, text
 
 
 def iter_jsonl(path: str | Path, report: LoadReport | None = None) -> Iterator[tuple[int, dict]]:
@@ -247,7 +256,7 @@ def check_text(value: Any, path: str, line: int | None, name: str, *, allow_empt
                         path, line, name)
     if not allow_empty and not value.strip():
         raise DataError("empty text", path, line, name)
-    if _SURROGATE.search(value):
+    if not value.isascii() and _SURROGATE.search(value):  # isascii is O(1): skip the scan for ASCII
         raise DataError("invalid Unicode (lone surrogate)", path, line, name)
     return value
 
