@@ -307,3 +307,18 @@ def test_bad_parquet_and_stsb_as_examples(tmp_path, shared_data):
         load_examples(w(tmp_path / "x.parquet", b"PAR1 not really"))
     with pytest.raises(DataError, match=r"stsbenchmark: stsb holds scored pairs, not training examples"):
         load_examples(shared_data / "stsbenchmark")
+
+
+def test_hub_ids_and_missing_local_files(tmp_path, monkeypatch):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    with pytest.raises(DataError, match=r"^someorg/somedata: cannot load Hugging Face dataset"):
+        load_examples("someorg/somedata")  # a hub id: tried with load_dataset, offline here
+    with pytest.raises(DataError, match=r"data/missing.jsonl: file not found"):
+        load_examples("data/missing.jsonl")  # a data suffix: a local file, never a hub id
+
+
+def test_huge_fields_load(tmp_path):
+    big = "word " * 60_000  # 300k characters: beyond csv's default 128 KiB field limit
+    examples, _ = load_examples(w(tmp_path / "a.csv", f'query,positive\nq,"{big}"\n'))
+    assert examples[0].positives[0] == big
+    assert load_examples(w(tmp_path / "a.jsonl", jl({"query": big, "positive": "p"})))[0][0].query == big
