@@ -64,10 +64,12 @@ class MiningConfig:
     sampling: Literal["top", "random"] = "top"
     absolute_margin: float | None = None
     relative_margin: float | None = 0.05  # NV-Retriever TopK-PercPos: neg < (1-m) * pos
+    margin_reference: Literal["max", "min"] = "max"  # which of a row's positives the margins compare to
+    rows: Literal["query", "pair"] = "query"  # retrieval sets: one row per query (all positives) or per pair
     max_score: float | None = None
     index: str = "exact"  # "exact" (chunked) or a FAISS factory string: Flat, IVF256,Flat, HNSW32 ...
     query_chunk_size: int = 1024
-    corpus_chunk_size: int = 65536
+    corpus_chunk_size: int = 16384  # also the unit of work per rank when distributed
     recall_check_queries: int = 200
     cross_encoder: str | None = _path(None)
     cross_encoder_max_score: float | None = None
