@@ -1,0 +1,49 @@
+"""`textcl run RECIPE`: data check, base evaluation, mining, training, evaluation, index and report."""
+
+from __future__ import annotations
+
+import argparse
+
+
+def register(subparsers) -> None:
+    p = subparsers.add_parser(
+        "run", help="run a recipe end to end (check, eval_base, mine, train, eval_tuned, index, report)",
+        description="Run every stage of a recipe. Finished stages whose inputs did not change are reused; "
+                    "list stages under `skip:` in the recipe (or --set 'skip=[mine]') to leave them out.")
+    p.add_argument("recipe", help="YAML recipe (see recipes/)")
+    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                   help="override a recipe value, e.g. --set seed=1 --set output_dir=out/x --set train.lr=1e-4")
+    p.add_argument("--force", action="append", default=[], metavar="STAGE",
+                   help="re-run this stage (and what depends on its result) even if its inputs are unchanged; "
+                        "'all' re-runs everything")
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from textcl.config import load_recipe
+    from textcl.pipeline import run_pipeline
+    from textcl.report import format_table
+
+    config = load_recipe(args.recipe, args.overrides)
+    summary = run_pipeline(config, recipe=args.recipe, force=args.force)
+    print()
+    print("stages: " + ", ".join(f"{name} {st['status']}" for name, st in summary.get("stages", {}).items()))
+    data = summary.get("data") or {}
+    for warning in data.get("warnings", []):
+        print(f"data warning: {warning}")
+    print()
+    print(format_table(summary.get("before", {}), summary.get("after", {}), summary.get("ood_metrics", [])))
+    flags = summary.get("flags", {})
+    for f in flags.get("forgetting", []):
+        print(f"FORGETTING: {f['metric']} dropped {f['drop_points']:.2f} points (threshold {f['threshold_points']})")
+    for f in flags.get("overfitting", []):
+        print(f"OVERFITTING: dev {f['metric']} fell {f['drop_points']:.2f} points after step {f['best_step']} "
+              "while the train loss kept falling")
+    index = summary.get("index")
+    if index:
+        print(f"\nindex: {index['path']} ({index['count']} documents, {index['factory']}); try: "
+              f"textcl index search {index['path']} \"your query\"")
+    if summary.get("report"):
+        print(f"report: {summary['report']}")
+        print(f"summary: {summary['output_dir']}/summary.json")
+    return 0

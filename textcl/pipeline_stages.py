@@ -1,0 +1,299 @@
+"""The bodies of the pipeline stages (see `textcl.pipeline` for skipping and resuming).
+
+Each stage declares its inputs (config sections + file fingerprints) and returns a JSON-able result;
+large outputs (mined file, model, index, similarity samples, history) are files in output_dir.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from dataclasses import asdict, replace
+from pathlib import Path
+
+import numpy as np
+
+from textcl.config import RunConfig
+from textcl.pipeline import Context, NotApplicable, Stage, fingerprint_path
+from textcl.types import Document, Encode, Example, RetrievalSet
+
+log = logging.getLogger(__name__)
+SIM_QUERIES, SIM_CORPUS, SIM_RANDOM_NEGATIVES = 300, 3000, 3
+
+
+# ---------------------------------------------------------------- shared helpers
+
+
+def encoder_for(ctx: Context, model_path: str) -> Encode:
+    """A textcl Encoder for `model_path` with the recipe's model settings (cached per path)."""
+    key = f"encoder:{model_path}"
+    if key not in ctx.cache:
+        from textcl.model import Encoder, load_model
+        mc = ctx.config.model
+        model = load_model(model_path, trust_remote_code=mc.trust_remote_code, max_seq_length=mc.max_seq_length)
+        ctx.cache[key] = Encoder(model, precision=mc.precision, batch_size=mc.batch_size,
+                                 query_prompt=mc.query_prompt, document_prompt=mc.document_prompt,
+                                 cache_dir=mc.cache_dir, show_progress=False)
+    return ctx.cache[key]
+
+
+def _eval_paths(config: RunConfig) -> list[str]:
+    ec = config.eval
+    return [*ec.sts, *ec.retrieval, *ec.ood_sts, *ec.ood_retrieval]
+
+
+def _is_beir(path: str | None) -> bool:
+    return path is not None and Path(path).is_dir() and (Path(path) / "qrels").is_dir()
+
+
+def load_train_examples(config: RunConfig) -> tuple[list[Example], list | None]:
+    """Training rows as Examples for the data check (scored pairs and raw texts are mapped onto them)."""
+    from textcl.data import io
+
+    dc = config.data
+    if dc.train is None:
+        raise NotApplicable("data.train is not set")
+    if config.loss.name == "cosent":
+        pairs = io.load_scored_pairs(dc.train, format=dc.format, split=dc.split, columns=dc.columns or None)
+        return [Example(p.sentence1, (p.sentence2,)) for p in pairs][:dc.max_examples], None
+    if config.loss.name == "simcse":
+        return [Example(t, (t,)) for t in io.load_texts(dc.train)][:dc.max_examples], None
+    examples, report = io.load_examples(dc.train, format=dc.format, columns=dc.columns or None, split=dc.split,
+                                        on_error=dc.on_error)
+    examples = examples[:dc.max_examples]
+    return examples, _sources(dc.train, "source", len(examples))
+
+
+def _sources(path: str, column: str, n: int) -> list | None:
+    """The optional source column of a JSONL training file (None when absent or rows were skipped)."""
+    if not str(path).endswith((".jsonl", ".jsonl.gz")):
+        return None
+    from textcl.data.io import iter_jsonl
+    values = [obj.get(column) for _, obj in iter_jsonl(path)][:n]
+    return values if len(values) == n and any(v is not None for v in values) else None
+
+
+def examples_as_retrieval(examples: list[Example], limit: int = SIM_QUERIES) -> RetrievalSet:
+    """Training pairs as a tiny retrieval set (queries -> their positives) for similarity histograms."""
+    corpus: dict[str, Document] = {}
+    ids: dict[str, str] = {}
+    queries, qrels = {}, {}
+    for i, ex in enumerate(examples[:limit]):
+        for pos in ex.positives[:1]:
+            ids.setdefault(pos, f"p{len(ids)}")
+            corpus[ids[pos]] = Document("", pos)
+            queries[f"q{i}"] = ex.query
+            qrels[f"q{i}"] = {ids[pos]: 1}
+    return RetrievalSet("train-sample", corpus, queries, qrels, split="train")
+
+
+def similarity_samples(encode: Encode, rset: RetrievalSet, seed: int) -> dict[str, list[float]]:
+    """Cosine of each query to its positives, to its hardest non-relevant doc and to random ones."""
+    rng = np.random.default_rng(seed)
+    qids = sorted(rset.qrels)
+    if len(qids) > SIM_QUERIES:
+        qids = sorted(rng.choice(qids, SIM_QUERIES, replace=False).tolist())
+    relevant = {d for q in qids for d in rset.positives(q)}
+    others = sorted(set(rset.corpus) - relevant)
+    if len(others) > SIM_CORPUS:
+        others = sorted(rng.choice(others, SIM_CORPUS, replace=False).tolist())
+    doc_ids = sorted(relevant & set(rset.corpus)) + others
+    if not doc_ids or not qids:
+        return {}
+    d_emb = encode([rset.corpus[d].full_text for d in doc_ids], "document")
+    q_emb = encode([rset.queries[q] for q in qids], "query")
+    sims = q_emb @ d_emb.T
+    col = {d: j for j, d in enumerate(doc_ids)}
+    out: dict[str, list[float]] = {"positive": [], "hardest negative": [], "random negative": []}
+    for i, q in enumerate(qids):
+        pos = [col[d] for d in rset.positives(q) if d in col]
+        out["positive"] += [float(sims[i, j]) for j in pos]
+        neg = np.setdiff1d(np.arange(len(doc_ids)), pos)
+        if len(neg):
+            out["hardest negative"].append(float(sims[i, neg].max()))
+            pick = rng.choice(neg, min(SIM_RANDOM_NEGATIVES, len(neg)), replace=False)
+            out["random negative"] += [float(sims[i, j]) for j in pick]
+    return out
+
+
+def _similarity_source(ctx: Context) -> RetrievalSet | None:
+    from textcl.data.io import load_beir
+    ec = ctx.config.eval
+    if ec.retrieval:
+        return load_beir(ec.retrieval[0], ec.split)
+    if ctx.config.loss.name == "infonce" and ctx.config.data.train:
+        return examples_as_retrieval(load_train_examples(ctx.config)[0])
+    return None
+
+
+def _evaluate(ctx: Context, model_path: str, tag: str) -> dict:
+    """Test-split metrics (in-domain + out-of-domain) and similarity samples for one model."""
+    from textcl.eval import dataset_name, evaluate
+    ec = ctx.config.eval
+    encode = encoder_for(ctx, model_path)
+    metrics = evaluate(encode, ec, ec.split) if _eval_paths(ctx.config) else {}
+    ood_names = [dataset_name(p) for p in [*ec.ood_sts, *ec.ood_retrieval]]
+    rset = _similarity_source(ctx)
+    sims = similarity_samples(encode, rset, ctx.config.seed) if rset is not None else {}
+    sim_file = ctx.out / f"similarity_{tag}.json"
+    sim_file.write_text(json.dumps(sims) + "\n", encoding="utf-8")
+    if not metrics and not sims:
+        raise NotApplicable("no evaluation sets and no training pairs to measure")
+    return {"model": model_path, "metrics": {k: float(v) for k, v in metrics.items()},
+            "ood_metrics": sorted(k for k in metrics if k.split("/")[0] in ood_names),
+            "similarity_file": sim_file.name}
+
+
+# ---------------------------------------------------------------- stages
+
+
+def _check(ctx: Context) -> dict:
+    from textcl.data.diversity import diversity_report
+    cfg = ctx.config
+    examples, sources = load_train_examples(cfg)
+    encode = encoder_for(ctx, cfg.model.name_or_path)
+    tokenizer = encode.model.tokenizer if hasattr(encode, "model") else None
+    count = (lambda texts: [len(ids) for ids in tokenizer(texts)["input_ids"]]) if tokenizer is not None else None
+    report = diversity_report(examples, batch_size=cfg.train.batch_size, encode=encode,
+                              near_duplicate_threshold=cfg.data.near_duplicate_threshold, sources=sources,
+                              count_tokens=count, max_seq_length=cfg.model.max_seq_length)
+    (ctx.out / "data_check.json").write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
+    return report
+
+
+def _mine(ctx: Context) -> dict:
+    from textcl.data import io
+    from textcl.data.mining import mine, write_mined
+    cfg = ctx.config
+    if cfg.loss.name != "infonce" or not cfg.mining.enabled:
+        raise NotApplicable(f"mining is off (mining.enabled={cfg.mining.enabled}, loss={cfg.loss.name})")
+    if cfg.data.train is None:
+        raise NotApplicable("data.train is not set")
+    if _is_beir(cfg.data.train) and cfg.data.format in ("auto", "beir"):
+        source = io.load_beir(cfg.data.train, cfg.data.split)
+    else:
+        source = load_train_examples(cfg)[0]
+    mined, stats = mine(source, encoder_for(ctx, cfg.model.name_or_path), cfg.mining, seed=cfg.seed,
+                        progress=False)
+    write_mined(mined, cfg.mining.output, stats.provenance)
+    return {"output": cfg.mining.output, "file": fingerprint_path(cfg.mining.output), **stats.to_dict()}
+
+
+def _train(ctx: Context) -> dict:
+    from textcl.train import checkpoint as ckpt
+    from textcl.train.loop import train
+    cfg = ctx.config
+    mined = ctx.results.get("mine")
+    if mined is None and cfg.mining.output and Path(cfg.mining.output).exists() and "mine" not in cfg.skip:
+        # The mine stage did not produce this file in this configuration: do not train on a stale one.
+        cfg = replace(cfg, mining=replace(cfg.mining, output=None))
+    previous = ctx.cache.get("previous:train") or {}
+    resumable = ckpt.find_resumable(Path(cfg.train.output_dir) / "checkpoints")
+    resume = bool(resumable) and previous.get("complete") is False and \
+        previous.get("hash") == ctx.read_marker("train").get("hash")
+    if resume:
+        log.info("train: resuming the interrupted run from %s", resumable)
+    result = train(cfg, resume=resume)
+    (ctx.out / "history.json").write_text(json.dumps(result.history, indent=1, default=float) + "\n",
+                                          encoding="utf-8")
+    return {"model_dir": result.output_dir, "steps": result.steps, "skipped_steps": result.skipped_steps,
+            "stopped_early": result.stopped_early, "history_file": "history.json", "resumed": resume,
+            "dev_before": result.before, "dev_after": result.after,
+            "model": fingerprint_path(result.output_dir)}
+
+
+def _index(ctx: Context) -> dict:
+    from textcl.search import SearchIndex, load_corpus
+    cfg = ctx.config
+    if not cfg.index.enabled:
+        raise NotApplicable("index.enabled is false")
+    corpus_path, queries = _index_corpus(cfg)
+    if corpus_path is None:
+        raise NotApplicable("no corpus: set index.corpus (or eval.retrieval)")
+    model = (ctx.results.get("train") or {}).get("model_dir") or cfg.model.name_or_path
+    index = SearchIndex.build(encoder_for(ctx, model), load_corpus(corpus_path), cfg.index.output,
+                              factory=cfg.index.factory, model=model, recall_queries=queries, seed=cfg.seed)
+    index.config.update(query_prompt=cfg.model.query_prompt, document_prompt=cfg.model.document_prompt,
+                        corpus=str(corpus_path))
+    index.save()
+    return {"path": cfg.index.output, "factory": cfg.index.factory, "count": len(index), "model": model,
+            "recall": index.config.get("recall")}
+
+
+def _index_corpus(cfg: RunConfig) -> tuple[str | None, list[str] | None]:
+    if cfg.index.corpus:
+        return cfg.index.corpus, None
+    if cfg.eval.retrieval:
+        from textcl.data.io import load_beir
+        rset = load_beir(cfg.eval.retrieval[0], cfg.eval.split)
+        return cfg.eval.retrieval[0], list(rset.queries.values())
+    return None, None
+
+
+def _report(ctx: Context) -> dict:
+    from textcl.report import forgetting_flags, overfitting_flags, write_report
+    cfg = ctx.config
+    base, tuned = ctx.results.get("eval_base") or {}, ctx.results.get("eval_tuned") or {}
+    train = ctx.results.get("train") or {}
+    history_file = ctx.out / train.get("history_file", "history.json")
+    history = json.loads(history_file.read_text()) if train and history_file.is_file() else []
+    before, after = base.get("metrics", {}), tuned.get("metrics", {})
+    ood = sorted(set(base.get("ood_metrics", [])) | set(tuned.get("ood_metrics", [])))
+    similarity = {}
+    for tag, res in (("before", base), ("after", tuned)):
+        if res.get("similarity_file") and (ctx.out / res["similarity_file"]).is_file():
+            similarity[tag] = json.loads((ctx.out / res["similarity_file"]).read_text())
+    summary = {
+        "recipe": ctx.recipe, "output_dir": str(ctx.out), "seed": cfg.seed,
+        "base_model": cfg.model.name_or_path, "model_dir": train.get("model_dir"),
+        "before": before, "after": after,
+        "delta_points": {k: round(100 * (after[k] - before[k]), 4) for k in before if k in after},
+        "ood_metrics": ood,
+        "flags": {"forgetting": forgetting_flags(before, after, ood, cfg.eval.forgetting_threshold),
+                  "overfitting": overfitting_flags(history)},
+        "data": ctx.results.get("check"), "mining": ctx.results.get("mine"), "train": train or None,
+        "index": ctx.results.get("index"), "stages": dict(ctx.status),
+    }
+    summary["stages"]["report"] = {"status": "done"}
+    report_path = write_report(summary, history, similarity, ctx.out)
+    summary["report"] = str(report_path)
+    (ctx.out / "summary.json").write_text(json.dumps(summary, indent=2, default=str) + "\n", encoding="utf-8")
+    return summary
+
+
+def build_stages() -> list[Stage]:
+    def model_inputs(ctx: Context) -> dict:
+        return {"model": asdict(ctx.config.model), "model_files": fingerprint_path(ctx.config.model.name_or_path)}
+
+    def data_inputs(ctx: Context) -> dict:
+        return {"data": asdict(ctx.config.data), "train_file": fingerprint_path(ctx.config.data.train),
+                "loss": ctx.config.loss.name}
+
+    def eval_inputs(ctx: Context) -> dict:
+        return {"eval": asdict(ctx.config.eval), "seed": ctx.config.seed, "data": data_inputs(ctx),
+                "files": [fingerprint_path(p) for p in _eval_paths(ctx.config)]}
+
+    cfg = lambda ctx: ctx.config  # noqa: E731
+    return [
+        Stage("check", lambda c: {**data_inputs(c), **model_inputs(c), "batch_size": cfg(c).train.batch_size},
+              _check),
+        Stage("eval_base", lambda c: {**eval_inputs(c), **model_inputs(c)},
+              lambda c: _evaluate(c, cfg(c).model.name_or_path, "base")),
+        Stage("mine", lambda c: {**data_inputs(c), **model_inputs(c), "mining": asdict(cfg(c).mining),
+                                 "seed": cfg(c).seed}, _mine),
+        Stage("train", lambda c: {**data_inputs(c), **model_inputs(c), "loss": asdict(cfg(c).loss),
+                                  "train": asdict(cfg(c).train), "eval": asdict(cfg(c).eval), "seed": cfg(c).seed},
+              _train, depends=("mine",)),
+        Stage("eval_tuned", lambda c: {**eval_inputs(c), "model": asdict(cfg(c).model)},
+              lambda c: _evaluate(c, _tuned_model(c), "tuned"), depends=("train",)),
+        Stage("index", lambda c: {"index": asdict(cfg(c).index), "corpus": fingerprint_path(_index_corpus(cfg(c))[0]),
+                                  **model_inputs(c)}, _index, depends=("train",)),
+        Stage("report", lambda c: {}, _report, depends=("check", "eval_base", "mine", "train", "eval_tuned", "index")),
+    ]
+
+
+def _tuned_model(ctx: Context) -> str:
+    model_dir = (ctx.results.get("train") or {}).get("model_dir")
+    if not model_dir or not Path(model_dir).is_dir():
+        raise NotApplicable("no fine-tuned model (the train stage was skipped or did not run)")
+    return model_dir
