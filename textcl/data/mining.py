@@ -198,24 +198,10 @@ def _log_stats(stats: MiningStats) -> None:
 
 
 def write_mined(examples: list[Example], path: str, provenance: dict) -> None:
-    """Write rows with `io.write_examples` (JSONL/Parquet by suffix, provenance alongside)."""
-    from textcl.data import io
+    """Write rows with `io.write_examples` (JSONL/Parquet by suffix, provenance alongside; same bytes)."""
+    from textcl.data.io import write_examples
 
-    writer = getattr(io, "write_examples", None)
-    if writer is not None:
-        writer(examples, path, provenance)
-        return
-    # Until the shared writer exists: sorted-key JSONL rows and a provenance sidecar, deterministic bytes.
-    import json
-    from pathlib import Path
-
-    out = Path(path)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    with open(out, "w", encoding="utf-8", newline="\n") as fh:
-        for ex in examples:
-            fh.write(json.dumps(ex.to_dict(), ensure_ascii=False, sort_keys=True) + "\n")
-    Path(str(out) + ".provenance.json").write_text(json.dumps(provenance, indent=1, sort_keys=True) + "\n",
-                                                   encoding="utf-8")
+    write_examples(examples, path, provenance)
 
 
 def load_cross_encoder(name_or_path: str) -> PairScorer:

@@ -64,12 +64,14 @@ def _finish(plan_rows: list[Example], queries: list[str], corpus: list[str], cor
     known: list[set[int]] = [set() for _ in queries]
     for q, pos in zip(row_query, row_positives):
         known[q].update(pos)
-    return MiningPlan(
+    plan = MiningPlan(
         queries=queries, corpus=corpus, corpus_ids=corpus_ids, rows=plan_rows,
         row_query=np.asarray(row_query, dtype=np.int64), row_positives=row_positives,
-        query_positives=[frozenset(k) for k in known],
-        query_positive_texts=[frozenset(normalize_text(corpus[i]) for i in k) for k in known],
+        query_positives=[frozenset(k) for k in known], query_positive_texts=[],
         queries_without_positives=skipped)
+    # text_of memoises per corpus item: a document that is a positive of many queries is normalised once
+    plan.query_positive_texts = [frozenset(plan.text_of(i) for i in k) for k in known]
+    return plan
 
 
 def plan_from_retrieval(rset: RetrievalSet, extra_corpus: list[str] | None = None,

@@ -76,8 +76,9 @@ def _pair_scores(q_emb: np.ndarray, c_block: np.ndarray, start: int, pair_q: np.
                  out: np.ndarray) -> None:
     """Fill `out` for the pairs whose positive lies in the block starting at corpus index `start`."""
     sel = np.nonzero((pair_c >= start) & (pair_c < start + c_block.shape[0]))[0]
-    if sel.size:
-        out[sel] = np.einsum("ij,ij->i", q_emb[pair_q[sel]], c_block[pair_c[sel] - start])
+    for s in range(0, sel.size, 8192):  # bounded temporaries; each pair's dot product is row-local
+        part = sel[s:s + 8192]
+        out[part] = (q_emb[pair_q[part]] * c_block[pair_c[part] - start]).sum(axis=1)
 
 
 def _merge_all(results: list[tuple[np.ndarray, np.ndarray]], k: int) -> tuple[np.ndarray, np.ndarray]:

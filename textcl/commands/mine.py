@@ -1,0 +1,141 @@
+"""`textcl mine`: mine hard negatives for a BEIR split or a pairs file and write a dataset with provenance.
+
+Runs unchanged under `torchrun` / `accelerate launch -m textcl mine ...`: every rank encodes and
+searches its share of the corpus, rank 0 writes the (identical) result.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import sys
+
+log = logging.getLogger(__name__)
+
+# CLI flag -> recipe key; values are type-checked by the recipe loader like any `--set` override.
+OPTIONS = {
+    "num_negatives": int, "skip_top": int, "depth": int, "sampling": str, "relative_margin": str,
+    "absolute_margin": str, "margin_reference": str, "rows": str, "max_score": str, "index": str,
+    "query_chunk_size": int, "corpus_chunk_size": int, "recall_check_queries": int, "cross_encoder": str,
+    "cross_encoder_max_score": str,
+}
+MODEL_OPTIONS = {"precision": str, "batch_size": int, "max_seq_length": int, "cache_dir": str,
+                 "query_prompt": str, "document_prompt": str}
+
+
+def register(subparsers) -> None:
+    p = subparsers.add_parser("mine", help="mine hard negatives (FAISS or exact search) without false negatives",
+                              description=__doc__.splitlines()[0])
+    src = p.add_argument_group("input (one of --retrieval, --pairs, or the recipe's data.train)")
+    src.add_argument("--retrieval", metavar="BEIR_DIR", help="BEIR folder; rows are its qrels positives")
+    src.add_argument("--split", default=None, help="qrels split / dataset split (default: recipe data.split)")
+    src.add_argument("--pairs", metavar="FILE", help="pairs/triplets file (JSONL, CSV, TSV, Parquet, HF)")
+    src.add_argument("--columns", default=None, help="role=column,... for --pairs (e.g. query=q,positive=doc)")
+    src.add_argument("--corpus", metavar="FILE", help="extra candidate texts (one per line or JSONL 'text')")
+    p.add_argument("--model", help="model folder or hub id (default: recipe model.name_or_path)")
+    p.add_argument("--recipe", help="YAML recipe: reads its model:, data: and mining: sections")
+    p.add_argument("--seed", type=int, default=None, help="sampling / index seed (default: recipe seed, 42)")
+    p.add_argument("--output", help="output .jsonl / .jsonl.gz / .parquet (default: recipe mining.output)")
+    for name, tp in {**OPTIONS, **MODEL_OPTIONS}.items():
+        p.add_argument("--" + name.replace("_", "-"), type=tp, default=None, dest=name)
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="any recipe override")
+    p.add_argument("--no-progress", action="store_true")
+    p.set_defaults(func=run)
+
+
+def _config(args: argparse.Namespace):
+    from textcl.config import load_recipe
+    overrides = list(args.set)
+    for name in OPTIONS:
+        if getattr(args, name) is not None:
+            overrides.append(f"mining.{name}={getattr(args, name)}")
+    for name in MODEL_OPTIONS:
+        if getattr(args, name) is not None:
+            overrides.append(f"model.{name}={getattr(args, name)}")
+    if args.model:
+        overrides.append(f"model.name_or_path={args.model}")
+    if args.split:
+        overrides.append(f"data.split={args.split}")
+    if args.seed is not None:
+        overrides.append(f"seed={args.seed}")
+    return load_recipe(args.recipe, overrides)
+
+
+def _source(args: argparse.Namespace, cfg):
+    """The rows to mine for: a RetrievalSet or a list of Examples."""
+    from pathlib import Path
+
+    from textcl.data.io import load_beir, load_examples, parse_columns_arg
+    from textcl.errors import ConfigError
+
+    if args.retrieval and args.pairs:
+        raise ConfigError("give --retrieval or --pairs, not both")
+    if args.retrieval:
+        return load_beir(args.retrieval, cfg.data.split)
+    path = args.pairs or cfg.data.train
+    if path is None:
+        raise ConfigError("nothing to mine: give --retrieval BEIR_DIR, --pairs FILE or a recipe with data.train")
+    if cfg.data.format == "beir" or (not args.pairs and Path(path, "corpus.jsonl").exists()) \
+            or (not args.pairs and Path(path, "corpus.jsonl.gz").exists()):
+        return load_beir(path, cfg.data.split)
+    columns = parse_columns_arg(args.columns) if args.columns else cfg.data.columns
+    examples, report = load_examples(path, format=cfg.data.format, columns=columns or None,
+                                     split=cfg.data.split, on_error=cfg.data.on_error)
+    report.log()
+    return examples[:cfg.data.max_examples] if cfg.data.max_examples else examples
+
+
+def _init_distributed() -> bool:
+    """Join the process group torchrun/accelerate describe in the environment; True if we created it."""
+    import torch
+    import torch.distributed as dist
+    if int(os.environ.get("WORLD_SIZE", "1")) <= 1 or dist.is_initialized():
+        return False
+    # gloo carries the pickled top-k lists; the model itself runs on this rank's GPU when there is one.
+    dist.init_process_group(backend="gloo")
+    if torch.cuda.is_available():
+        torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", "0")))
+    return True
+
+
+def run(args: argparse.Namespace) -> int:
+    import torch
+
+    from textcl.data.io import load_texts
+    from textcl.data.mining import mine, write_mined
+    from textcl.data.mining_search import dist_info
+    from textcl.errors import ConfigError
+    from textcl.model import Encoder, load_model
+
+    cfg = _config(args)
+    output = args.output or cfg.mining.output
+    if not output:
+        raise ConfigError("give --output FILE (or mining.output in the recipe)")
+    created = _init_distributed()
+    try:
+        rank, world = dist_info()
+        source = _source(args, cfg)
+        extra = load_texts(args.corpus) if args.corpus else None
+        device = f"cuda:{os.environ.get('LOCAL_RANK', '0')}" if torch.cuda.is_available() else "cpu"
+        m = cfg.model
+        model = load_model(m.name_or_path, device=device, trust_remote_code=m.trust_remote_code,
+                           max_seq_length=m.max_seq_length)
+        encoder = Encoder(model, precision=m.precision, batch_size=m.batch_size, query_prompt=m.query_prompt,
+                          document_prompt=m.document_prompt, cache_dir=m.cache_dir,
+                          show_progress=not args.no_progress and rank == 0)
+        progress = not args.no_progress and rank == 0
+        examples, stats = mine(source, encoder, cfg.mining, seed=cfg.seed, extra_corpus=extra, progress=progress)
+        if rank == 0:
+            stats.provenance["model"] = m.name_or_path
+            stats.provenance["precision"] = encoder.precision
+            write_mined(examples, output, stats.provenance)
+            log.info("wrote %d rows to %s on %d process(es); timings %s", len(examples), output, world,
+                     json.dumps({k: round(v, 2) for k, v in stats.timings.items()}))
+            sys.stdout.write(json.dumps(stats.to_dict(), indent=1) + "\n")
+    finally:
+        if created:
+            import torch.distributed as dist
+            dist.destroy_process_group()
+    return 0
