@@ -34,10 +34,10 @@ def normalize_text(text: str) -> str:
 
 def _length_stats(lengths: Sequence[int]) -> dict:
     if not lengths:
-        return {"min": 0, "p50": 0, "p90": 0, "p99": 0, "max": 0, "mean": 0.0}
+        return {"min": 0, "p50": 0.0, "p90": 0.0, "p99": 0.0, "max": 0, "mean": 0.0}
     arr = np.asarray(lengths)
-    return {"min": int(arr.min()), "p50": int(np.percentile(arr, 50)), "p90": int(np.percentile(arr, 90)),
-            "p99": int(np.percentile(arr, 99)), "max": int(arr.max()), "mean": round(float(arr.mean()), 2)}
+    pct = {f"p{q}": round(float(np.percentile(arr, q)), 1) for q in (50, 90, 99)}
+    return {"min": int(arr.min()), **pct, "max": int(arr.max()), "mean": round(float(arr.mean()), 2)}
 
 
 def _duplicate_groups(keys: Sequence[str]) -> Counter:

@@ -1,0 +1,185 @@
+"""Pipeline: stage hashing, skipping and resuming (fake stages), then `textcl run` end to end on the tiny
+model: every stage, cached re-run, partial re-run after a config or data change, skip list."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import yaml
+
+from textcl.config import RunConfig, load_recipe
+from textcl.errors import ConfigError
+from textcl.pipeline import Context, NotApplicable, Stage, fingerprint_path, run_pipeline, run_stage
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+# ---------------------------------------------------------------- framework, with fake stages
+
+
+def _stages(calls: list, value: dict):
+    first = Stage("a", lambda c: {"x": value["x"]}, lambda c: calls.append("a") or {"out": value["x"] * 2})
+    second = Stage("b", lambda c: {}, lambda c: calls.append("b") or {"got": c.results["a"]["out"]},
+                   depends=("a",))
+    return first, second
+
+
+def _run(ctx: Context, stages, skip=(), force=()) -> None:
+    for st in stages:
+        run_stage(ctx, st, set(skip), force=st.name in force)
+
+
+def test_stage_reuse_invalidation_and_skip(tmp_path):
+    calls: list = []
+    value = {"x": 1}
+    ctx = Context(RunConfig(), tmp_path)
+    _run(ctx, _stages(calls, value))
+    assert calls == ["a", "b"] and ctx.results["b"] == {"got": 2}
+    marker = json.loads((tmp_path / "stages" / "a.json").read_text())
+    assert marker["complete"] and marker["result"] == {"out": 2} and marker["inputs"]["inputs"] == {"x": 1}
+
+    ctx = Context(RunConfig(), tmp_path)  # same inputs: nothing runs, results come from the markers
+    _run(ctx, _stages(calls, value))
+    assert calls == ["a", "b"] and ctx.status["a"]["status"] == "cached" and ctx.results["b"] == {"got": 2}
+
+    value["x"] = 5  # an input of "a" changed: "a" re-runs, and "b" because a's result changed
+    ctx = Context(RunConfig(), tmp_path)
+    _run(ctx, _stages(calls, value))
+    assert calls == ["a", "b", "a", "b"] and ctx.results["b"] == {"got": 10}
+
+    ctx = Context(RunConfig(), tmp_path)  # skipped: the earlier result is kept for downstream stages
+    _run(ctx, _stages(calls, value), skip=("a",))
+    assert calls == ["a", "b", "a", "b"] and ctx.status["a"]["status"] == "skipped, previous result kept"
+    assert ctx.status["b"]["status"] == "cached"
+
+    ctx = Context(RunConfig(), tmp_path)  # forced: runs even though nothing changed
+    _run(ctx, _stages(calls, value), force=("a",))
+    assert calls[-1] == "a" and ctx.status["b"]["status"] == "cached"  # same result -> b still valid
+
+
+def test_interrupted_stage_reruns_and_not_applicable(tmp_path):
+    calls: list = []
+
+    def boom(ctx):
+        calls.append("boom")
+        raise KeyboardInterrupt
+
+    ctx = Context(RunConfig(), tmp_path)
+    with pytest.raises(KeyboardInterrupt):
+        run_stage(ctx, Stage("a", lambda c: {}, boom), set())
+    assert json.loads((tmp_path / "stages" / "a.json").read_text())["complete"] is False
+    run_stage(ctx, Stage("a", lambda c: {}, lambda c: {"ok": 1}), set())  # incomplete marker: runs again
+    assert ctx.status["a"]["status"] == "done" and ctx.results["a"] == {"ok": 1}
+
+    def nothing(ctx):
+        raise NotApplicable("no eval sets")
+
+    run_stage(ctx, Stage("n", lambda c: {}, nothing), set())
+    assert ctx.status["n"]["status"] == "not applicable: no eval sets" and ctx.results["n"] is None
+
+
+def test_fingerprint_path_tracks_content(tmp_path):
+    f = tmp_path / "a.txt"
+    f.write_text("one")
+    first = fingerprint_path(str(f))
+    f.write_text("two")
+    assert fingerprint_path(str(f)) != first
+    assert fingerprint_path("org/model") == {"id": "org/model"} and fingerprint_path(None) is None
+
+
+def test_unknown_skip_stage_is_an_error(tmp_path):
+    cfg = load_recipe(None, [f"output_dir={tmp_path}", "skip=[trian]"])
+    with pytest.raises(ConfigError, match=r"skip: unknown stage\(s\) \['trian'\]; valid stages: check, eval_base"):
+        run_pipeline(cfg)
+
+
+# ---------------------------------------------------------------- end to end on the tiny model
+
+
+def _tiny_project(root: Path, model: Path) -> Path:
+    """A 24-pair training file, a BEIR held-out folder and an OOD folder, and a recipe using them."""
+    words = ["cat", "dog", "car", "tree", "river", "music", "book", "coffee"]
+    train = [{"query": f"what about the {w} {i}", "positive": f"the {w} is here {i}", "source": "s1" if i else "s2"}
+             for i in range(3) for w in words]
+    (root / "train.jsonl").write_text("".join(json.dumps(r) + "\n" for r in train))
+    for name, n in (("heldout", 8), ("general", 4)):
+        folder = root / name
+        (folder / "qrels").mkdir(parents=True)
+        (folder / "corpus.jsonl").write_text("".join(
+            json.dumps({"_id": f"d{i}", "title": words[i], "text": f"all about {words[i]} {'x ' * i}"}) + "\n"
+            for i in range(n)))
+        (folder / "queries.jsonl").write_text("".join(
+            json.dumps({"_id": f"q{i}", "text": f"{words[i]} {'y ' * i}"}) + "\n" for i in range(n)))
+        for split in ("dev", "test"):
+            (folder / "qrels" / f"{split}.tsv").write_text(
+                "query-id\tcorpus-id\tscore\n" + "".join(f"q{i}\td{i}\t1\n" for i in range(n)))
+    recipe = {"seed": 3, "output_dir": "./out", "model": {"name_or_path": str(model), "max_seq_length": 32,
+                                                        "precision": "fp32", "batch_size": 16},
+              "data": {"train": "train.jsonl"}, "mining": {"num_negatives": 1, "depth": 5},
+              "train": {"batch_size": 8, "max_steps": 2, "lr": 1e-4, "precision": "fp32", "eval_every": 1},
+              "eval": {"retrieval": ["heldout"], "ood_retrieval": ["general"], "k_values": [1, 10]},
+              "index": {"factory": "HNSW32"}}
+    path = root / "recipe.yaml"
+    path.write_text("# tiny test recipe\n" + yaml.safe_dump(recipe))
+    return path
+
+
+def _statuses(out: Path) -> dict:
+    return {k: v["status"] for k, v in json.loads((out / "summary.json").read_text())["stages"].items()}
+
+
+def test_run_end_to_end_resume_and_partial_rerun(tmp_path, tiny_model_path, capsys):
+    from textcl.cli import main
+
+    recipe = _tiny_project(tmp_path, tiny_model_path)
+    out = tmp_path / "out"
+    assert main(["run", str(recipe)]) == 0
+    printed = capsys.readouterr().out
+    assert "in-domain     heldout/ndcg@10" in printed and f"report: {out}/report.md" in printed
+    assert set(_statuses(out).values()) == {"done"}
+    summary = json.loads((out / "summary.json").read_text())
+    assert set(summary["before"]) == set(summary["after"]) and "heldout/ndcg@10" in summary["before"]
+    assert summary["ood_metrics"] and all(k.startswith("general/") for k in summary["ood_metrics"])
+    assert summary["data"]["examples"] == 24 and summary["data"]["sources"] == {"s1": 16, "s2": 8}
+    assert summary["train"]["steps"] == 2 and summary["index"]["count"] == 8
+    assert (out / "mined.jsonl").is_file() and (out / "model" / "config.json").is_file()
+    assert (out / "index" / "index.faiss").is_file() and (out / "report.html").is_file()
+    for png in ("training", "heldout", "similarity", "mining", "before_after"):
+        assert (out / "plots" / f"{png}.png").stat().st_size > 5000
+
+    markers = {p.name: p.stat().st_mtime_ns for p in (out / "stages").glob("*.json")}
+    assert main(["run", str(recipe)]) == 0  # nothing changed: every stage reused
+    assert _statuses(out) == {**dict.fromkeys(["check", "eval_base", "mine", "train", "eval_tuned", "index"],
+                                              "cached"), "report": "done"}
+    assert all((out / "stages" / n).stat().st_mtime_ns == t for n, t in markers.items() if n != "report.json")
+
+    assert main(["run", str(recipe), "--set", "train.lr=2e-4"]) == 0  # only training and what follows it
+    assert _statuses(out) == {"check": "cached", "eval_base": "cached", "mine": "cached", "train": "done",
+                              "eval_tuned": "done", "index": "done", "report": "done"}
+
+    with (tmp_path / "train.jsonl").open("a") as f:  # new data: everything that reads it re-runs
+        f.write(json.dumps({"query": "one more", "positive": "another row"}) + "\n")
+    assert main(["run", str(recipe), "--set", "train.lr=2e-4"]) == 0
+    st = _statuses(out)
+    assert st["check"] == st["mine"] == st["train"] == "done" and st["eval_base"] == "done"
+
+
+def test_run_skip_list(tmp_path, tiny_model_path):
+    recipe = _tiny_project(tmp_path, tiny_model_path)
+    cfg = load_recipe(recipe, ["skip=[check, mine, train, index]"])
+    summary = run_pipeline(cfg, recipe=str(recipe))
+    st = summary["stages"]
+    assert st["check"]["status"] == st["mine"]["status"] == st["train"]["status"] == "skipped"
+    assert st["eval_tuned"]["status"].startswith("not applicable: no fine-tuned model")
+    assert st["eval_base"]["status"] == "done" and summary["after"] == {} and summary["before"]
+    out = tmp_path / "out"
+    assert not (out / "mined.jsonl").exists() and not (out / "model").exists() and not (out / "index").exists()
+    assert "heldout/ndcg@10" in (out / "report.md").read_text()
+
+
+def test_bundled_recipes_have_a_doc_comment():
+    for path in sorted((ROOT / "recipes").glob("*.yaml")):
+        first = path.read_text().splitlines()[0]
+        assert first.startswith("# ") and len(first) > 20, f"{path.name} must start with a doc comment"
