@@ -137,6 +137,7 @@ class RunConfig:
     seed: int = 42
     output_dir: str = _path("out/run")
     skip: list[str] = field(default_factory=list)  # stages to skip: check, eval_base, mine, train, ...
+    launcher: str | None = None  # `textcl run` trains in subprocesses, e.g. "accelerate launch --multi_gpu"
     model: ModelConfig = field(default_factory=ModelConfig)
     data: DataConfig = field(default_factory=DataConfig)
     mining: MiningConfig = field(default_factory=MiningConfig)
