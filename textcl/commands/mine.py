@@ -49,8 +49,9 @@ def _config(args: argparse.Namespace):
     from textcl.config import load_recipe
     overrides = list(args.set)
     for name in OPTIONS:
-        if getattr(args, name) is not None:
-            overrides.append(f"mining.{name}={getattr(args, name)}")
+        value = getattr(args, name)
+        if value is not None:  # "none" switches a margin / threshold off
+            overrides.append(f"mining.{name}={'null' if str(value).lower() == 'none' else value}")
     for name in MODEL_OPTIONS:
         if getattr(args, name) is not None:
             overrides.append(f"model.{name}={getattr(args, name)}")
