@@ -183,3 +183,15 @@ def test_bundled_recipes_have_a_doc_comment():
     for path in sorted((ROOT / "recipes").glob("*.yaml")):
         first = path.read_text().splitlines()[0]
         assert first.startswith("# ") and len(first) > 20, f"{path.name} must start with a doc comment"
+
+
+@pytest.mark.slow  # a subprocess start (torch import) costs ~10 s
+def test_train_stage_under_a_launcher(tmp_path, tiny_model_path):
+    """`launcher:` runs training in subprocesses (accelerate launch on GPUs); "python" = one process here."""
+    recipe = _tiny_project(tmp_path, tiny_model_path)
+    cfg = load_recipe(recipe, ["launcher=python", "skip=[check, eval_base, mine, index]"])
+    summary = run_pipeline(cfg, recipe=str(recipe))
+    assert summary["stages"]["train"]["status"] == "done" and summary["train"]["launcher"] == "python"
+    assert summary["train"]["steps"] == 2 and summary["after"]["heldout/ndcg@10"] >= 0
+    history = json.loads((tmp_path / "out" / "history.json").read_text())
+    assert [h["step"] for h in history if "loss" in h] == [2]  # log_every=10: the last step is logged

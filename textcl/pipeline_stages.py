@@ -11,14 +11,12 @@ import logging
 from dataclasses import asdict, replace
 from pathlib import Path
 
-import numpy as np
-
 from textcl.config import RunConfig
+from textcl.eval.similarity import examples_as_retrieval, similarity_samples
 from textcl.pipeline import Context, NotApplicable, Stage, fingerprint_path
-from textcl.types import Document, Encode, Example, RetrievalSet
+from textcl.types import Encode, Example, RetrievalSet
 
 log = logging.getLogger(__name__)
-SIM_QUERIES, SIM_CORPUS, SIM_RANDOM_NEGATIVES = 300, 3000, 3
 
 
 # ---------------------------------------------------------------- shared helpers
@@ -71,49 +69,6 @@ def _sources(path: str, column: str, n: int) -> list | None:
     from textcl.data.io import iter_jsonl
     values = [obj.get(column) for _, obj in iter_jsonl(path)][:n]
     return values if len(values) == n and any(v is not None for v in values) else None
-
-
-def examples_as_retrieval(examples: list[Example], limit: int = SIM_QUERIES) -> RetrievalSet:
-    """Training pairs as a tiny retrieval set (queries -> their positives) for similarity histograms."""
-    corpus: dict[str, Document] = {}
-    ids: dict[str, str] = {}
-    queries, qrels = {}, {}
-    for i, ex in enumerate(examples[:limit]):
-        for pos in ex.positives[:1]:
-            ids.setdefault(pos, f"p{len(ids)}")
-            corpus[ids[pos]] = Document("", pos)
-            queries[f"q{i}"] = ex.query
-            qrels[f"q{i}"] = {ids[pos]: 1}
-    return RetrievalSet("train-sample", corpus, queries, qrels, split="train")
-
-
-def similarity_samples(encode: Encode, rset: RetrievalSet, seed: int) -> dict[str, list[float]]:
-    """Cosine of each query to its positives, to its hardest non-relevant doc and to random ones."""
-    rng = np.random.default_rng(seed)
-    qids = sorted(rset.qrels)
-    if len(qids) > SIM_QUERIES:
-        qids = sorted(rng.choice(qids, SIM_QUERIES, replace=False).tolist())
-    relevant = {d for q in qids for d in rset.positives(q)}
-    others = sorted(set(rset.corpus) - relevant)
-    if len(others) > SIM_CORPUS:
-        others = sorted(rng.choice(others, SIM_CORPUS, replace=False).tolist())
-    doc_ids = sorted(relevant & set(rset.corpus)) + others
-    if not doc_ids or not qids:
-        return {}
-    d_emb = encode([rset.corpus[d].full_text for d in doc_ids], "document")
-    q_emb = encode([rset.queries[q] for q in qids], "query")
-    sims = q_emb @ d_emb.T
-    col = {d: j for j, d in enumerate(doc_ids)}
-    out: dict[str, list[float]] = {"positive": [], "hardest negative": [], "random negative": []}
-    for i, q in enumerate(qids):
-        pos = [col[d] for d in rset.positives(q) if d in col]
-        out["positive"] += [float(sims[i, j]) for j in pos]
-        neg = np.setdiff1d(np.arange(len(doc_ids)), pos)
-        if len(neg):
-            out["hardest negative"].append(float(sims[i, neg].max()))
-            pick = rng.choice(neg, min(SIM_RANDOM_NEGATIVES, len(neg)), replace=False)
-            out["random negative"] += [float(sims[i, j]) for j in pick]
-    return out
 
 
 def _similarity_source(ctx: Context) -> RetrievalSet | None:
@@ -193,13 +148,33 @@ def _train(ctx: Context) -> dict:
         previous.get("hash") == ctx.read_marker("train").get("hash")
     if resume:
         log.info("train: resuming the interrupted run from %s", resumable)
-    result = train(cfg, resume=resume)
-    (ctx.out / "history.json").write_text(json.dumps(result.history, indent=1, default=float) + "\n",
+    result = asdict(train(cfg, resume=resume)) if not cfg.launcher else _launch_training(ctx, cfg, resume)
+    (ctx.out / "history.json").write_text(json.dumps(result["history"], indent=1, default=float) + "\n",
                                           encoding="utf-8")
-    return {"model_dir": result.output_dir, "steps": result.steps, "skipped_steps": result.skipped_steps,
-            "stopped_early": result.stopped_early, "history_file": "history.json", "resumed": resume,
-            "dev_before": result.before, "dev_after": result.after,
-            "model": fingerprint_path(result.output_dir)}
+    return {"model_dir": result["output_dir"], "steps": result["steps"], "skipped_steps": result["skipped_steps"],
+            "stopped_early": result["stopped_early"], "history_file": "history.json", "resumed": resume,
+            "dev_before": result["before"], "dev_after": result["after"], "launcher": cfg.launcher,
+            "model": fingerprint_path(result["output_dir"])}
+
+
+def _launch_training(ctx: Context, cfg: RunConfig, resume: bool) -> dict:
+    """Train in subprocesses started by `cfg.launcher` (e.g. accelerate launch); rank 0 writes the result."""
+    import shlex
+    import subprocess
+
+    from textcl.config import save_config
+    from textcl.errors import TrainingError
+    config_path, result_path = ctx.out / "stages" / "train_config.yaml", ctx.out / "stages" / "train_result.json"
+    save_config(cfg, config_path)
+    result_path.unlink(missing_ok=True)
+    cmd = [*_resolve_launcher(shlex.split(cfg.launcher)), "-m", "textcl.pipeline_stages", str(config_path), str(result_path)]
+    cmd += ["--resume"] if resume else []
+    log.info("train: launching %s", " ".join(cmd))
+    proc = subprocess.run(cmd, check=False)
+    if proc.returncode != 0 or not result_path.is_file():
+        raise TrainingError(f"the training processes failed (exit code {proc.returncode}): {' '.join(cmd)}; "
+                            "their log is above. Re-running `textcl run` resumes from the last checkpoint")
+    return json.loads(result_path.read_text(encoding="utf-8"))
 
 
 def _index(ctx: Context) -> dict:
@@ -297,3 +272,34 @@ def _tuned_model(ctx: Context) -> str:
     if not model_dir or not Path(model_dir).is_dir():
         raise NotApplicable("no fine-tuned model (the train stage was skipped or did not run)")
     return model_dir
+
+
+def _resolve_launcher(argv: list[str]) -> list[str]:
+    """"python" is this interpreter; "accelerate" the one next to it when it is not on PATH (a venv)."""
+    import shutil
+    import sys
+    if argv and argv[0] in ("python", "python3"):
+        return [sys.executable, *argv[1:]]
+    beside = Path(sys.executable).parent / argv[0] if argv else None
+    if argv and shutil.which(argv[0]) is None and beside is not None and beside.is_file():
+        return [str(beside), *argv[1:]]
+    return argv
+
+
+def _train_worker(argv: list[str]) -> int:
+    """Entry point of a launched training process: CONFIG.yaml RESULT.json [--resume]."""
+    import os
+
+    from textcl.config import load_recipe
+    from textcl.train.loop import train
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+                        datefmt="%H:%M:%S")
+    result = train(load_recipe(argv[0]), resume="--resume" in argv[2:])
+    if int(os.environ.get("RANK", "0")) == 0:
+        Path(argv[1]).write_text(json.dumps(asdict(result), default=float) + "\n", encoding="utf-8")
+    return 0
+
+
+if __name__ == "__main__":
+    import sys
+    sys.exit(_train_worker(sys.argv[1:]))

@@ -82,8 +82,9 @@ def plot_heldout(history: Sequence[Mapping], path: Path) -> Path | None:
 def plot_similarity(before: Mapping[str, Sequence[float]], after: Mapping[str, Sequence[float]] | None,
                     path: Path) -> Path | None:
     """Histograms of cosine similarity: positives vs negatives, base model (left) and fine-tuned (right)."""
-    panels = [("base model", before)] + ([("fine-tuned", after)] if after else [])
-    if not any(len(v) for _, d in panels for v in d.values()):
+    panels = [(t, d) for t, d in (("base model", before), ("fine-tuned", after))
+              if d and any(len(v) for v in d.values())]
+    if not panels:
         return None
     plt = _plt()
     fig, axes = plt.subplots(1, len(panels), figsize=(6 * len(panels), 4), sharey=True, squeeze=False)
