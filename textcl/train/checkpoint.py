@@ -26,7 +26,7 @@ import torch
 from safetensors.torch import load_model as load_safetensors_model
 from safetensors.torch import save_model as save_safetensors_model
 
-from textcl.errors import TrainingError
+from textcl.errors import ConfigError, TrainingError
 
 log = logging.getLogger(__name__)
 
@@ -258,3 +258,34 @@ def prune_checkpoints(root: Path, keep: int) -> None:
             shutil.rmtree(stale, ignore_errors=True)
     for old in list_checkpoints(root)[max(keep, 1):]:
         shutil.rmtree(old, ignore_errors=True)
+
+
+# ---------------------------------------------------------------- resume policy
+
+
+def run_fingerprint(config: Any, n_examples: int, world: int) -> dict:
+    """Settings that must match for a resumed run to continue the same trajectory."""
+    tc = config.train
+    return {"seed": config.seed, "model": config.model.name_or_path, "loss": asdict(config.loss),
+            "batch_size": tc.batch_size, "lr": tc.lr, "scheduler": tc.scheduler, "n_examples": n_examples,
+            "world_size": world, "max_steps": tc.max_steps, "epochs": tc.epochs}
+
+
+def check_fingerprint(saved: dict, current: dict, where: Path) -> None:
+    diff = [k for k in current if saved.get(k) != current[k]]
+    if diff:
+        detail = ", ".join(f"{k}: {saved.get(k)!r} -> {current[k]!r}" for k in diff)
+        raise ConfigError(f"cannot resume from {where}: settings changed ({detail}); restore them or start a "
+                          f"fresh run in another train.output_dir")
+
+
+def resume_path(resume: bool | str, ckpt_root: Path) -> Path | None:
+    if resume is False or resume is None:
+        return None
+    if isinstance(resume, str) and resume not in ("auto", "latest"):
+        verify_folder(Path(resume))
+        return Path(resume)
+    found = find_resumable(ckpt_root)
+    if found is None and resume is True:
+        raise ConfigError(f"--resume: no complete checkpoint in {ckpt_root}")
+    return found

@@ -12,7 +12,7 @@ import math
 import shutil
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -89,11 +89,11 @@ def train(config: RunConfig, examples: Sequence | None = None, *, dev: Callable 
         enable_gradient_checkpointing(model)
     optimizer = build_optimizer(model, tc)
     scheduler = build_scheduler(optimizer, tc, total_steps)
-    state = ckpt.TrainerState(world_size=world, fingerprint=_fingerprint(config, len(examples), world))
-    resume_from = _resume_path(resume, ckpt_root)
+    state = ckpt.TrainerState(world_size=world, fingerprint=ckpt.run_fingerprint(config, len(examples), world))
+    resume_from = ckpt.resume_path(resume, ckpt_root)
     if resume_from is not None:
         state = ckpt.load_checkpoint(resume_from, model=model, optimizer=optimizer, scheduler=scheduler)
-        _check_fingerprint(state.fingerprint, _fingerprint(config, len(examples), world), resume_from)
+        ckpt.check_fingerprint(state.fingerprint, ckpt.run_fingerprint(config, len(examples), world), resume_from)
         log.info("resumed from %s at step %d (epoch %d, batch %d)", resume_from, state.step, state.epoch,
                  state.batch_in_epoch)
     elif main and ckpt_root.exists():
@@ -280,34 +280,6 @@ def _finish(config: RunConfig, model: Any, state: ckpt.TrainerState, ckpt_root: 
     return TrainResult(output_dir=str(out_dir), best_checkpoint=str(best_dir) if best_dir.is_dir() else None,
                        history=state.history, before=before, after=after, steps=state.step,
                        skipped_steps=state.skipped_steps, stopped_early=early)
-
-
-def _fingerprint(config: RunConfig, n_examples: int, world: int) -> dict:
-    """Settings that must match for a resumed run to continue the same trajectory."""
-    tc = config.train
-    return {"seed": config.seed, "model": config.model.name_or_path, "loss": asdict(config.loss),
-            "batch_size": tc.batch_size, "lr": tc.lr, "scheduler": tc.scheduler, "n_examples": n_examples,
-            "world_size": world, "max_steps": tc.max_steps, "epochs": tc.epochs}
-
-
-def _check_fingerprint(saved: dict, current: dict, where: Path) -> None:
-    diff = [k for k in current if saved.get(k) != current[k]]
-    if diff:
-        detail = ", ".join(f"{k}: {saved.get(k)!r} -> {current[k]!r}" for k in diff)
-        raise ConfigError(f"cannot resume from {where}: settings changed ({detail}); restore them or start a "
-                          f"fresh run in another train.output_dir")
-
-
-def _resume_path(resume: bool | str, ckpt_root: Path) -> Path | None:
-    if resume is False or resume is None:
-        return None
-    if isinstance(resume, str) and resume not in ("auto", "latest"):
-        ckpt.verify_folder(Path(resume))
-        return Path(resume)
-    found = ckpt.find_resumable(ckpt_root)
-    if found is None and resume is True:
-        raise ConfigError(f"--resume: no complete checkpoint in {ckpt_root}")
-    return found
 
 
 def _broadcast(accelerator: Any, obj: dict) -> dict:
