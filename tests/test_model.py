@@ -109,3 +109,14 @@ def test_cache_hit_and_key(tiny, tmp_path, monkeypatch):
     enc_q(TEXTS, "query")  # other settings: a new entry, not a stale hit
     assert len(list(tmp_path.glob("*.npy"))) == 2
     assert not list(tmp_path.glob("*.tmp*"))  # atomic write leaves no temp files
+
+
+def test_cache_follows_weight_changes(tiny_model_path, tmp_path):
+    model = load_model(str(tiny_model_path), device="cpu")
+    enc = Encoder(model, precision="fp32", cache_dir=tmp_path, show_progress=False)
+    before = enc(TEXTS)
+    with torch.no_grad():
+        next(model.parameters()).add_(0.5)
+    after = enc(TEXTS)
+    assert not np.allclose(before, after)  # no stale cache hit after training changed the weights
+    np.testing.assert_allclose(after, Encoder(model, precision="fp32", show_progress=False)(TEXTS), atol=1e-6)

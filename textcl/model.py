@@ -177,7 +177,11 @@ class Encoder:
             raise ConfigError(f"role must be 'query' or 'document', got {role!r}")
         texts = list(texts)
         prompt = self.prompts[role]
-        path = self._cache_path(texts, role) if self.cache_dir is not None else None
+        path = None
+        if self.cache_dir is not None:
+            # Recomputed per call: the weights may have been trained since the last call.
+            self.fingerprint = model_fingerprint(self.model)
+            path = self._cache_path(texts, role)
         if path is not None and path.is_file():
             cached = np.load(path)
             if cached.shape[0] == len(texts):
