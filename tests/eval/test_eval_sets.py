@@ -158,3 +158,21 @@ def test_dataset_name(tmp_path, shared_data):
     assert dataset_name(shared_data / "nfcorpus") == "nfcorpus"
     assert dataset_name(shared_data / "stsbenchmark" / "sts-test.csv") == "stsbenchmark"
     assert dataset_name(tmp_path / "sick.tsv") == "sick"
+
+
+def test_faiss_flat_equals_exact(keyword_encoder):
+    from textcl import index as tindex
+    if not hasattr(tindex, "search"):
+        pytest.skip("textcl.index.search (FAISS) not available in this build")
+    enc = keyword_encoder(KEYWORDS)
+    exact = evaluate_retrieval(enc, toy_set(), [1, 3], ignore_identical_ids=True)
+    flat = evaluate_retrieval(enc, toy_set(), [1, 3], ignore_identical_ids=True, search="Flat")
+    assert flat == pytest.approx(exact)
+
+
+def test_unknown_search_without_faiss_is_a_config_error(keyword_encoder, monkeypatch):
+    from textcl import index as tindex
+    from textcl.errors import ConfigError
+    monkeypatch.delattr(tindex, "search", raising=False)
+    with pytest.raises(ConfigError, match="only exact search"):
+        evaluate_retrieval(keyword_encoder(KEYWORDS), toy_set(), [1], ignore_identical_ids=False, search="HNSW32")
