@@ -5,10 +5,12 @@ Ranking conventions (trec_eval 9.x, checked against pytrec-eval-terrier by prope
 - relevant means grade > 0 (trec_eval's relevance_level 1 for integer grades); nDCG uses linear
   gain = grade for grade > 0, 0 otherwise, and the ideal ranking of all judged relevant documents;
 - MAP@k and Recall@k divide by all relevant documents of the query (not min(k, R)); P@k by k;
-- MRR@k is trec_eval's recip_rank on the run cut at k (pytrec_eval has no cut for it);
+- MRR@k is trec_eval's recip_rank on the run cut at k (pytrec_eval has no cut for it; MTEB computes
+  it in Python with tied scores in insertion order, so the two differ only on exact score ties);
 - a query is evaluated when it has a non-empty qrels entry AND a run entry (an empty run entry
   scores 0 everywhere); queries with judgements but no run entry are absent, as in pytrec_eval.
-The mean (`mean_metrics`) is over evaluated queries, as MTEB averages pytrec_eval's output.
+The mean (`mean_metrics`) is over evaluated queries, as MTEB averages pytrec_eval's output (MTEB
+then rounds to 5 decimals; we do not round).
 """
 
 from __future__ import annotations
