@@ -85,16 +85,17 @@ def _grads(model) -> dict[str, torch.Tensor]:
     return {n: p.grad.detach().clone() for n, p in model.named_parameters() if p.grad is not None}
 
 
-def _run_case(model, case, rank):
+def _run_case(model, case, rank, model_path):
     batch, sizes, over, chunk, use_ddp = case
     shard = split_batch(batch, sizes)[rank]
     model.zero_grad(set_to_none=True)
     cfg = LossConfig(**over)
     if use_ddp:  # DDP averages the gradients itself; no_sync keeps GradCache to one all-reduce
-        # BERT's pooler is unused by mean pooling: with find_unused_parameters=False DDP would silently
-        # never finish its reduction, so freeze it (as the trainer must, or pass find_unused_parameters)
-        for n, p in model.named_parameters():
-            p.requires_grad_("pooler" not in n)
+        from sentence_transformers import SentenceTransformer
+        model = SentenceTransformer(model_path, device="cpu").eval()  # fresh: no hooks of an earlier DDP
+        # BERT's pooler is unused by mean pooling: DDP would silently never finish its reduction
+        frozen = D.freeze_unused_parameters(model, lambda: st_embed(model, model)(["probe"], "query"))
+        assert frozen == ["0.model.pooler.dense.weight", "0.model.pooler.dense.bias"]
         ddp = torch.nn.parallel.DistributedDataParallel(model)
         value = forward_backward(st_embed(ddp, model), shard, cfg, chunk_size=chunk, no_sync=ddp.no_sync)
         return value, _grads(model)
@@ -120,7 +121,7 @@ def _worker(rank: int, init_file: str, model_path: str, out_dir: str) -> None:
         results["objects"] = D.all_gather_object({"r": rank})
         for name, case in scenarios().items():
             try:
-                results[name] = _run_case(model, case, rank)
+                results[name] = _run_case(model, case, rank, model_path)
             except TrainingError as exc:
                 results[name] = str(exc)
         torch.save(results, os.path.join(out_dir, f"rank{rank}.pt"))

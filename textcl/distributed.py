@@ -6,6 +6,7 @@ Everything is the identity on a single process (no torch.distributed group initi
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import torch
@@ -93,3 +94,21 @@ def all_reduce_mean(value: float) -> float:
     t = torch.tensor([value], dtype=torch.float64, device=collective_device())
     dist.all_reduce(t, op=dist.ReduceOp.SUM)
     return float(t.item()) / world_size()
+
+
+def freeze_unused_parameters(module: torch.nn.Module, probe: Callable[[], torch.Tensor]) -> list[str]:
+    """Set requires_grad=False on parameters that `probe()` (a forward pass) leaves without a gradient,
+    e.g. BERT's pooler under mean pooling; return their names.
+
+    Why: DDP with find_unused_parameters=False never finishes its reduction when a parameter gets no
+    gradient (gradients silently stay unsynced), and find_unused_parameters=True fails on this stack
+    ("Expected to mark a variable ready only once"). Call once, on every rank, before wrapping in DDP.
+    """
+    module.zero_grad(set_to_none=True)
+    probe().float().sum().backward()
+    unused = [n for n, p in module.named_parameters() if p.requires_grad and p.grad is None]
+    for n, p in module.named_parameters():
+        if n in unused:
+            p.requires_grad_(False)
+    module.zero_grad(set_to_none=True)
+    return unused

@@ -128,6 +128,9 @@ def forward_backward(embed: EmbedFn, batch: Batch, loss_cfg: LossConfig, *, chun
     DDP model's `no_sync`) wraps all but the last backward. The returned value averaged over ranks
     is the full-batch loss. A non-finite loss is still back-propagated (every rank must join the
     collectives); the caller checks the value and skips the optimizer step.
+
+    DDP: every parameter must get a gradient (call `distributed.freeze_unused_parameters` before
+    wrapping; find_unused_parameters=True fails with several forwards per step on this stack).
     """
     if loss_cfg.name not in ("infonce", "simcse", "cosent"):
         raise ConfigError(f"loss.name: unknown loss {loss_cfg.name!r}; use infonce, simcse or cosent")
