@@ -59,11 +59,19 @@ def epoch_batch_maker(config: RunConfig, items: Sequence) -> Callable[[int], lis
         else:
             batches = make_text_batches(items, tc.batch_size, rng=rng)
         world = world_size()
-        kept = [b for b in batches if len(b) >= world]
+        # A batch needs a query per process, and something to contrast: with one query and no
+        # negative (or one scored pair) the loss is identically zero, so such a step is wasted.
+        smallest = world if loss == "infonce" and negatives > 0 else max(world, 2)
+        kept = [b for b in batches if len(b) >= smallest]
         dropped = sum(len(b) for b in batches) - sum(len(b) for b in kept)
         if dropped:
-            log.warning("epoch %d: dropped %d examples in batches smaller than the %d processes", epoch,
-                        dropped, world)
+            log.warning("epoch %d: dropped %d examples in %d batches smaller than %d queries", epoch, dropped,
+                        len(batches) - len(kept), smallest)
+        small = sum(1 for b in kept if len(b) < tc.batch_size / 2)
+        if small > 0.1 * len(kept):
+            log.warning("epoch %d: %d of %d batches hold less than half of batch_size=%d (the duplicate-aware "
+                        "sampler keeps queries that share a positive apart); mined one-positive examples "
+                        "fill batches better", epoch, small, len(kept), tc.batch_size)
         cache.clear()
         cache[epoch] = kept
         return kept

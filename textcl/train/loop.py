@@ -188,7 +188,8 @@ def train(config: RunConfig, examples: Sequence | None = None, *, dev: Callable 
                          total_steps, loss, lr, grad_norm, entry["examples_per_s"])
                 window_examples, window_start = 0, time.perf_counter()
 
-            event = {"step": state.step, "epoch": state.epoch, "loss": loss, "lr": lr, "finite": finite}
+            event = {"step": state.step, "epoch": state.epoch, "loss": loss, "lr": lr, "finite": finite,
+                     "examples": len(global_batch)}
             stop_requested = any(bool(cb(event)) for cb in callbacks or ())
             evaluate_now = evaluate_dev is not None and (
                 (tc.eval_every is not None and state.step % tc.eval_every == 0)
