@@ -36,7 +36,9 @@ def main() -> None:
         with open(out.parent / f"{out.name}-rank{rank}.txt", "a") as fh:
             fh.write(f"{event['step']} {digest.hexdigest()}\n")
 
-    config = tiny_config(model_path, out, "train.max_steps=5", "train.save_every=10")
+    # GradCache with chunks of 1 query: several backward passes per step, all but the last under no_sync.
+    extra = ["train.gradcache_chunk_size=1"] if mode == "uneven" else []
+    config = tiny_config(model_path, out, "train.max_steps=5", "train.save_every=10", *extra)
     result = loop.train(config, make_examples(n), callbacks=[callback])
     print(f"rank {distributed.rank()} steps {result.steps}", flush=True)
 

@@ -32,7 +32,8 @@ def _torchrun(tiny_model_path: Path, out: Path, mode: str, n: int, timeout: int 
 
 @pytest.mark.slow
 def test_uneven_data_two_processes_finish_in_sync(tiny_model_path, tmp_path):
-    # 11 examples, global batch 4: the epoch ends with a 3-query batch (shards of 2 and 1 queries).
+    # 11 examples, global batch 4: the epoch ends with a 3-query batch (shards of 2 and 1 queries);
+    # GradCache on (chunk 1) so the no_sync path runs too.
     proc, seconds = _torchrun(tiny_model_path, tmp_path / "out", "uneven", 11)
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "rank 0 steps 5" in proc.stdout and "rank 1 steps 5" in proc.stdout

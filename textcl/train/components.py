@@ -35,8 +35,9 @@ def build_accelerator(precision: str, *, timeout_s: int = 600) -> tuple[Accelera
     accelerator = Accelerator(
         mixed_precision="bf16" if resolved == "bf16" else "no",
         cpu=device == "cpu",
-        # Pooler weights of BERT-style models never receive gradients under mean pooling.
-        kwargs_handlers=[DistributedDataParallelKwargs(find_unused_parameters=True),
+        # Parameters that get no gradient (BERT's pooler) are frozen before wrapping (see loop.py);
+        # find_unused_parameters=True fails with several forwards per backward (GradCache).
+        kwargs_handlers=[DistributedDataParallelKwargs(find_unused_parameters=False),
                          InitProcessGroupKwargs(timeout=timedelta(seconds=timeout_s))],
     )
     return accelerator, resolved

@@ -21,6 +21,7 @@ from accelerate.utils import set_seed
 from tqdm.auto import tqdm
 
 from textcl.config import RunConfig, save_config
+from textcl.distributed import freeze_unused_parameters
 from textcl.errors import ConfigError, TrainingError
 from textcl.model import Encoder, load_model
 from textcl.train import checkpoint as ckpt
@@ -100,6 +101,10 @@ def train(config: RunConfig, examples: Sequence | None = None, *, dev: Callable 
         log.info("fresh run: removing old checkpoints in %s (use --resume to continue them)", ckpt_root)
         shutil.rmtree(ckpt_root)
     accelerator.wait_for_everyone()
+    if world > 1:  # DDP needs a gradient for every trainable parameter; BERT's pooler gets none
+        model.eval()  # no dropout: the probe must not consume random numbers (exact resume)
+        frozen = freeze_unused_parameters(model, lambda: make_embed(model, model, config.model)(["probe"], "query"))
+        log.info("frozen parameters that receive no gradient: %s", frozen)
     ddp_model = accelerator.prepare_model(model)
     model.train()
     embed = make_embed(ddp_model, model, config.model)
