@@ -12,9 +12,9 @@ from dataclasses import asdict, replace
 from pathlib import Path
 
 from textcl.config import RunConfig
-from textcl.eval.similarity import examples_as_retrieval, similarity_samples
+from textcl.eval.similarity import examples_as_retrieval, scored_pair_samples, similarity_samples
 from textcl.pipeline import Context, NotApplicable, Stage, fingerprint_path
-from textcl.types import Encode, Example, RetrievalSet
+from textcl.types import Encode, Example
 
 log = logging.getLogger(__name__)
 
@@ -71,14 +71,18 @@ def _sources(path: str, column: str, n: int) -> list | None:
     return values if len(values) == n and any(v is not None for v in values) else None
 
 
-def _similarity_source(ctx: Context) -> RetrievalSet | None:
+def _similarity(ctx: Context, encode: Encode) -> dict[str, list[float]]:
+    """Histogram data: the first in-domain retrieval set, else STS set, else the training pairs."""
     from textcl.data.io import load_beir
-    ec = ctx.config.eval
+    from textcl.eval import load_sts_set
+    ec, seed = ctx.config.eval, ctx.config.seed
     if ec.retrieval:
-        return load_beir(ec.retrieval[0], ec.split)
+        return similarity_samples(encode, load_beir(ec.retrieval[0], ec.split), seed)
+    if ec.sts:
+        return scored_pair_samples(encode, load_sts_set(ec.sts[0], ec.split), seed=seed)
     if ctx.config.loss.name == "infonce" and ctx.config.data.train:
-        return examples_as_retrieval(load_train_examples(ctx.config)[0])
-    return None
+        return similarity_samples(encode, examples_as_retrieval(load_train_examples(ctx.config)[0]), seed)
+    return {}
 
 
 def _evaluate(ctx: Context, model_path: str, tag: str) -> dict:
@@ -88,8 +92,7 @@ def _evaluate(ctx: Context, model_path: str, tag: str) -> dict:
     encode = encoder_for(ctx, model_path)
     metrics = evaluate(encode, ec, ec.split) if _eval_paths(ctx.config) else {}
     ood_names = [dataset_name(p) for p in [*ec.ood_sts, *ec.ood_retrieval]]
-    rset = _similarity_source(ctx)
-    sims = similarity_samples(encode, rset, ctx.config.seed) if rset is not None else {}
+    sims = _similarity(ctx, encode)
     sim_file = ctx.out / f"similarity_{tag}.json"
     sim_file.write_text(json.dumps(sims) + "\n", encoding="utf-8")
     if not metrics and not sims:
@@ -108,7 +111,8 @@ def _check(ctx: Context) -> dict:
     examples, sources = load_train_examples(cfg)
     encode = encoder_for(ctx, cfg.model.name_or_path)
     tokenizer = encode.model.tokenizer if hasattr(encode, "model") else None
-    count = (lambda texts: [len(ids) for ids in tokenizer(texts)["input_ids"]]) if tokenizer is not None else None
+    count = (lambda texts: [len(ids) for ids in tokenizer(texts, verbose=False)["input_ids"]]) \
+        if tokenizer is not None else None
     report = diversity_report(examples, batch_size=cfg.train.batch_size, encode=encode,
                               near_duplicate_threshold=cfg.data.near_duplicate_threshold, sources=sources,
                               count_tokens=count, max_seq_length=cfg.model.max_seq_length)

@@ -12,7 +12,8 @@ from pathlib import Path
 import numpy as np
 
 log = logging.getLogger(__name__)
-COLORS = {"positive": "#2a9d8f", "hardest negative": "#e76f51", "random negative": "#8d99ae"}
+COLORS = {"positive": "#2a9d8f", "hardest negative": "#e76f51", "random negative": "#8d99ae",
+          "similar pairs (top 25% gold)": "#2a9d8f", "dissimilar pairs (bottom 25% gold)": "#8d99ae"}
 
 
 def _plt():
@@ -95,7 +96,7 @@ def plot_similarity(before: Mapping[str, Sequence[float]], after: Mapping[str, S
                 ax.hist(np.clip(values, -0.2, 1.0), bins=bins, alpha=0.6, label=f"{name} (n={len(values)})",
                         color=COLORS.get(name))
         ax.set_title(f"Cosine similarity, {title}")
-        ax.set_xlabel("cosine similarity to the query")
+        ax.set_xlabel("cosine similarity")
         ax.grid(alpha=0.3)
         ax.legend(fontsize=8)
     axes[0][0].set_ylabel("count")

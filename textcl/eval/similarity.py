@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from textcl.types import Document, Encode, Example, RetrievalSet
+from textcl.types import Document, Encode, Example, RetrievalSet, ScoredPair
 
 SIM_QUERIES, SIM_CORPUS, SIM_RANDOM_NEGATIVES = 300, 3000, 3
 
@@ -52,3 +52,20 @@ def similarity_samples(encode: Encode, rset: RetrievalSet, seed: int) -> dict[st
             pick = rng.choice(neg, min(SIM_RANDOM_NEGATIVES, len(neg)), replace=False)
             out["random negative"] += [float(sims[i, j]) for j in pick]
     return out
+
+
+def scored_pair_samples(encode: Encode, pairs: list[ScoredPair], limit: int = 1000,
+                        seed: int = 0) -> dict[str, list[float]]:
+    """Cosine of STS pairs in the top quarter of gold scores ("similar") vs the bottom quarter ("dissimilar")."""
+    if len(pairs) > limit:
+        pick = np.random.default_rng(seed).choice(len(pairs), limit, replace=False)
+        pairs = [pairs[i] for i in sorted(pick)]
+    if not pairs:
+        return {}
+    scores = np.array([p.score for p in pairs])
+    low, high = np.quantile(scores, [0.25, 0.75])
+    a = encode([p.sentence1 for p in pairs], "query")
+    b = encode([p.sentence2 for p in pairs], "query")
+    cos = np.sum(a * b, axis=1)
+    return {"similar pairs (top 25% gold)": cos[scores >= high].tolist(),
+            "dissimilar pairs (bottom 25% gold)": cos[scores <= low].tolist()}
