@@ -195,3 +195,22 @@ def test_train_stage_under_a_launcher(tmp_path, tiny_model_path):
     assert summary["train"]["steps"] == 2 and summary["after"]["heldout/ndcg@10"] >= 0
     history = json.loads((tmp_path / "out" / "history.json").read_text())
     assert [h["step"] for h in history if "loss" in h] == [2]  # log_every=10: the last step is logged
+
+
+def test_quickstart_data_is_regenerated_byte_for_byte(tmp_path):
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("make_quickstart", ROOT / "data" / "make_quickstart.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    counts = module.build(tmp_path)
+    assert counts == {"train": 448, "corpus": 160, "dev": 48, "test": 96, "general": 30}
+    committed = ROOT / "data" / "quickstart"
+    files = sorted(p.relative_to(tmp_path) for p in tmp_path.rglob("*") if p.is_file())
+    assert files == sorted(p.relative_to(committed) for p in committed.rglob("*") if p.is_file())
+    for rel in files:
+        assert (tmp_path / rel).read_bytes() == (committed / rel).read_bytes(), rel
+    # Held-out articles are never trained on: the split is by query AND by article.
+    train_docs = {json.loads(line)["positive_id"] for line in (committed / "train.jsonl").read_text().splitlines()}
+    test_docs = {line.split("\t")[1] for line in (committed / "heldout/qrels/test.tsv").read_text().splitlines()[1:]}
+    assert train_docs.isdisjoint(test_docs) and len(test_docs) == 48
