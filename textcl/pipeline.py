@@ -101,6 +101,7 @@ def run_stage(ctx: Context, stage: Stage, skip: set[str], force: bool = False) -
     """Run, reuse (same input hash) or skip one stage; record its status, result and hash in ctx."""
     previous = ctx.read_marker(stage.name)
     if stage.name in skip:
+        previous = previous if previous and previous.get("complete") else None
         ctx.results[stage.name] = previous["result"] if previous else None
         ctx.hashes[stage.name] = hash_inputs([previous["hash"], previous["result"]]) if previous else "skipped"
         reused = " (keeping the result of an earlier run)" if previous else ""

@@ -242,7 +242,9 @@ def _report(ctx: Context) -> dict:
 
 def build_stages() -> list[Stage]:
     def model_inputs(ctx: Context) -> dict:
-        return {"model": asdict(ctx.config.model), "model_files": fingerprint_path(ctx.config.model.name_or_path)}
+        from textcl.model import resolve_model_path
+        path = resolve_model_path(ctx.config.model.name_or_path)
+        return {"model": asdict(ctx.config.model), "model_files": fingerprint_path(path)}
 
     def data_inputs(ctx: Context) -> dict:
         return {"data": asdict(ctx.config.data), "train_file": fingerprint_path(ctx.config.data.train),
