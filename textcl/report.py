@@ -166,8 +166,11 @@ def _data_section(data: Mapping) -> list[str]:
 
 def render_html(markdown: str) -> str:
     """A self-contained HTML page from the report markdown (headings, tables, lists, images)."""
-    body, in_table = [], False
+    body, in_table, in_list = [], False, False
     for line in markdown.splitlines():
+        if in_list and not line.startswith("- "):
+            body.append("</ul>")
+            in_list = False
         if line.startswith("|"):
             cells = [c.strip() for c in line.strip("|").split("|")]
             if set("".join(cells)) <= set("-: "):
@@ -188,11 +191,14 @@ def render_html(markdown: str) -> str:
             level = len(line) - len(line.lstrip("#"))
             body.append(f"<h{level}>{_inline(line[level:].strip())}</h{level}>")
         elif line.startswith("- "):
+            if not in_list:
+                body.append("<ul>")
+                in_list = True
             body.append(f"<li>{_inline(line[2:])}</li>")
         elif line.strip():
             body.append(f"<p>{_inline(line)}</p>")
-    if in_table:
-        body.append("</table>")
+    body += ["</table>"] if in_table else []
+    body += ["</ul>"] if in_list else []
     style = ("body{font-family:sans-serif;max-width:960px;margin:2em auto;padding:0 1em}"
              "table{border-collapse:collapse}td,th{border:1px solid #ccc;padding:4px 8px}img{max-width:100%}")
     return (f"<!doctype html><html><head><meta charset='utf-8'><title>textcl report</title><style>{style}"
