@@ -165,6 +165,13 @@ def test_run_end_to_end_resume_and_partial_rerun(tmp_path, tiny_model_path, caps
     st = _statuses(out)
     assert st["check"] == st["mine"] == st["train"] == "done" and st["eval_base"] == "done"
 
+    marker = out / "stages" / "train.json"  # as if the run was killed during training: resume it
+    data = json.loads(marker.read_text())
+    marker.write_text(json.dumps({**data, "complete": False}))
+    assert main(["run", str(recipe), "--set", "train.lr=2e-4"]) == 0
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["stages"]["train"]["status"] == "done" and summary["train"]["resumed"] is True
+
 
 def test_run_skip_list(tmp_path, tiny_model_path):
     recipe = _tiny_project(tmp_path, tiny_model_path)
