@@ -102,8 +102,10 @@ def _exact(plan: MiningPlan, q_emb: np.ndarray, encode: Encode, cfg: MiningConfi
         t0 = time.perf_counter()
         c_block = np.asarray(encode(plan.corpus[s:e], "document"), dtype=np.float32)
         encode_s += time.perf_counter() - t0
-        local.append(exact_search(q_emb, c_block, k, query_chunk_size=cfg.query_chunk_size,
-                                  corpus_chunk_size=cfg.corpus_chunk_size, offset=s))
+        found = exact_search(q_emb, c_block, k, query_chunk_size=cfg.query_chunk_size,
+                             corpus_chunk_size=cfg.corpus_chunk_size, offset=s)
+        # merge as we go: memory stays one [n_queries, k] list, whatever the number of blocks
+        local = [found] if not local else [_merge_all([local[0], found], k)]
         _pair_scores(q_emb, c_block, s, pair_q, pair_c, pair_scores)
     gathered = _all_gather((local, pair_scores), world)
     results = [r for part, _ in gathered for r in part]
