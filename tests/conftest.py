@@ -31,7 +31,13 @@ def build_tiny_model(path: Path, seed: int = 0) -> Path:
     vocab = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", *WORDS, *[f"##{c}" for c in "abcdefghijklmnopqrstuvwxyz"],
              *list("abcdefghijklmnopqrstuvwxyz0123456789.,?!'-")]
     (hf_dir / "vocab.txt").write_text("\n".join(dict.fromkeys(vocab)) + "\n")
-    tokenizer = BertTokenizerFast(vocab_file=str(hf_dir / "vocab.txt"), do_lower_case=True)
+    # transformers 5 takes the vocabulary as `vocab` (a path or mapping); `vocab_file` is ignored there.
+    vocab_map = {tok: i for i, tok in enumerate(dict.fromkeys(vocab))}
+    try:
+        tokenizer = BertTokenizerFast(vocab=vocab_map, do_lower_case=True)
+    except TypeError:  # transformers 4.x
+        tokenizer = BertTokenizerFast(vocab_file=str(hf_dir / "vocab.txt"), do_lower_case=True)
+    assert tokenizer.vocab_size == len(vocab_map), "tiny tokenizer lost its vocabulary"
     tokenizer.save_pretrained(hf_dir)
     torch.manual_seed(seed)
     config = BertConfig(vocab_size=tokenizer.vocab_size, hidden_size=32, num_hidden_layers=2,
