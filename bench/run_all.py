@@ -14,7 +14,7 @@ import sys
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
-ORDER = ["encode", "mine", "mine_scale", "train", "quality"]
+ORDER = ["encode", "mine", "mine_scale", "search", "train", "quality"]
 
 
 def machine() -> str:
@@ -38,6 +38,7 @@ def main() -> int:
     parser = argparse.ArgumentParser()
     parser.add_argument("--mode", choices=["quick", "full"], default="quick")
     parser.add_argument("--only", nargs="*", default=None)
+    parser.add_argument("--assemble", action="store_true", help="only rebuild BENCHMARKS.md from bench/results")
     args = parser.parse_args()
     results = HERE / "results"
     results.mkdir(exist_ok=True)
@@ -46,7 +47,7 @@ def main() -> int:
     failed = []
     for script in scripts:
         name = script.stem[6:]
-        if args.only and name not in args.only:
+        if args.assemble or (args.only and name not in args.only):
             continue
         out = results / f"{name}.md"
         print(f"== {script.name} ({args.mode})", flush=True)
