@@ -68,3 +68,14 @@ def test_expected_collisions_formula():
 
 def test_normalize_text():
     assert normalize_text("  Héllo,   WORLD! ") == "hello world"
+
+
+def test_truncation_is_counted_and_warned():
+    """Length truncation drops tokens: the report counts every planted over-long query and positive."""
+    rows = [Example("short q", ("short doc",)), Example("long " * 30, ("short doc two",)),
+            Example("q three", ("word " * 50,)), Example("q four", ("word " * 51,))]
+    r = diversity_report(rows, batch_size=2, count_tokens=lambda texts: [len(t.split()) for t in texts],
+                         max_seq_length=20)
+    assert r["truncated_queries"] == 1 and r["truncated_positives"] == 2
+    assert any("2 positives are longer than max_seq_length" in w for w in r["warnings"])
+    assert any("1 queries are longer than max_seq_length" in w for w in r["warnings"])

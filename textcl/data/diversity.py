@@ -110,6 +110,7 @@ def diversity_report(examples: Sequence[Example], *, batch_size: int, encode: En
         q_tok, p_tok = count_tokens(queries[:max_embed]), count_tokens(positives[:max_embed])
         report["length_tokens"] = {"query": _length_stats(q_tok), "positive": _length_stats(p_tok)}
         if max_seq_length:
+            report["truncated_queries"] = sum(1 for t in q_tok if t > max_seq_length)
             report["truncated_positives"] = sum(1 for t in p_tok if t > max_seq_length)
     if encode is not None and n:
         report["near_duplicates"] = {
@@ -153,6 +154,8 @@ def _warnings(r: dict, batch_size: int) -> list[str]:
         top = max(src.values())
         if top / n > 0.9:
             out.append(f"unbalanced sources: one source holds {top / n:.0%} of the examples")
+    if r.get("truncated_queries"):
+        out.append(f"{r['truncated_queries']} queries are longer than max_seq_length and will be truncated")
     if r.get("truncated_positives"):
         out.append(f"{r['truncated_positives']} positives are longer than max_seq_length and will be truncated")
     return out
