@@ -89,6 +89,22 @@ def test_duplicate_aware_sampler_separates_shared_queries_and_positives():
     assert b.positive_sets[b.query_ids.index("q0")].ids == {"d0", "d1", "d2"}
 
 
+def test_queries_sharing_only_unsampled_positives_fill_batches():
+    """Real qrels (NFCorpus): many queries share some positive. Only the sampled positive separates
+    queries; the other shared positives stay in positive_sets so the loss masks them."""
+    shared = tuple(f"common doc {j}" for j in range(5))
+    exs = [Example(f"query {i}", (f"own doc {i}", *shared), query_id=f"q{i}",
+                   positive_ids=(f"own{i}", *[f"c{j}" for j in range(5)])) for i in range(32)]
+    batches = make_batches(exs, 8, num_negatives=0, rng=np.random.default_rng(0))
+    assert sum(len(b) for b in batches) == 32
+    assert sum(len(b) for b in batches[:3]) >= 12  # not one query per batch
+    for b in batches:
+        picked = [c for c in b.candidates]
+        assert len(set(picked)) == len(picked)  # never the same sampled positive twice in a batch
+        for ks in b.positive_sets:
+            assert {f"c{j}" for j in range(5)} <= set(ks.ids)
+
+
 def test_drop_last_and_length_grouping():
     exs = [Example(f"q{i} " + "w " * (i % 17), (f"p{i} " + "x " * (i % 17),), query_id=str(i))
            for i in range(200)]

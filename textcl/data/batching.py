@@ -86,10 +86,15 @@ def _pick_negatives(ex: Example, k: int, rng: np.random.Generator,
     return [pool[j] for j in rng.integers(0, len(pool), size=k)]
 
 
-def _conflict_keys(ex: Example, known: KnownPositives) -> set[str]:
-    keys = {_query_key(ex), "text:" + normalize_text(ex.query)}
-    keys.update("pid:" + i for i in known.ids)
-    keys.update("text:" + t for t in known.texts)
+def _conflict_keys(ex: Example, picked: tuple[str, str | None]) -> set[str]:
+    """Keys that must not repeat within a batch: the query and its *sampled* positive.
+
+    Only the sampled positive counts: separating queries that share ANY known positive starves
+    batches on real qrels (NFCorpus: 198 of 263 batches under half full), while the loss already
+    masks every in-batch candidate that is a known positive of the anchor (by id or text)."""
+    keys = {_query_key(ex), "text:" + normalize_text(ex.query), "text:" + normalize_text(picked[0])}
+    if picked[1] is not None:
+        keys.add("pid:" + picked[1])
     return keys
 
 
@@ -138,7 +143,8 @@ def make_batches(examples: Sequence[Example], batch_size: int, *, num_negatives:
 
     Per query: one positive drawn uniformly when it has several, and exactly `num_negatives`
     negatives (rule in `_pick_negatives`), so group_size = 1 + num_negatives everywhere. Queries that
-    share a query or a known positive are kept out of the same batch where possible. With
+    share a query or a sampled positive are kept out of the same batch where possible (other known
+    positives are masked by the loss via `positive_sets`). With
     `length_grouped`, items of similar length share a batch and batch order is shuffled.
     `start` skips the first batches (resume): the epoch is built in full, then sliced.
     """
@@ -161,7 +167,7 @@ def make_batches(examples: Sequence[Example], batch_size: int, *, num_negatives:
         picks.append(((ex.positives[j], pos_id), _pick_negatives(ex, num_negatives, rng, pool)))
     lengths = [len(ex.query) + len(p[0][0]) for ex, p in zip(examples, picks)]
     order = _epoch_order(lengths, batch_size, rng, length_grouped)
-    keys = [_conflict_keys(ex, known[_query_key(ex)]) for ex in examples]
+    keys = [_conflict_keys(ex, p[0]) for ex, p in zip(examples, picks)]
     groups = _duplicate_aware(order, keys, batch_size)
     if length_grouped:
         groups = [groups[i] for i in rng.permutation(len(groups))]
