@@ -7,17 +7,13 @@ scales. Logits are computed in float32 whatever the embedding dtype.
 
 from __future__ import annotations
 
-import unicodedata
 from collections.abc import Sequence
 from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
 
-
-def normalize_text(text: str) -> str:
-    """Key for "same text": NFKC, casefold, whitespace runs collapsed to one space, stripped."""
-    return " ".join(unicodedata.normalize("NFKC", text).casefold().split())
+from textcl.types import normalize_text  # one definition of "same text"
 
 
 @dataclass(frozen=True)

@@ -5,12 +5,19 @@ Fields are named by role (query, positives, negatives), never by column order.
 
 from __future__ import annotations
 
+import unicodedata
 from dataclasses import dataclass, field
 from typing import Literal, Protocol
 
 import numpy as np
 
 Role = Literal["query", "document"]
+
+
+def normalize_text(text: str) -> str:
+    """Key under which two texts count as the same (mining filters and loss masking agree on it):
+    NFKC, casefold, whitespace runs collapsed to one space, stripped."""
+    return " ".join(unicodedata.normalize("NFKC", text).casefold().split())
 
 
 @dataclass(frozen=True)

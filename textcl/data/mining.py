@@ -23,14 +23,13 @@ from textcl.data.mining_filters import (
     Thresholds,
     classify_candidates,
     cross_encoder_reject,
-    normalize_text,
     reference_scores,
     sample,
 )
 from textcl.data.mining_plan import MiningPlan, plan_from_examples, plan_from_retrieval
 from textcl.data.mining_search import find_candidates
 from textcl.errors import ConfigError
-from textcl.types import Encode, Example, RetrievalSet
+from textcl.types import Encode, Example, RetrievalSet, normalize_text
 
 log = logging.getLogger(__name__)
 

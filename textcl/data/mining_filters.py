@@ -7,7 +7,6 @@ add up to the number of candidates looked at.
 
 from __future__ import annotations
 
-import unicodedata
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
@@ -17,11 +16,6 @@ import numpy as np
 FILTERS = ("no_result", "positive_id", "positive_text", "query_text", "duplicate_text", "max_score", "margin",
            "cross_encoder")
 OUTCOMES = (*FILTERS, "selected", "unused")
-
-
-def normalize_text(text: str) -> str:
-    """NFKC, case-fold and collapse whitespace: the key under which two texts count as the same."""
-    return " ".join(unicodedata.normalize("NFKC", text).casefold().split())
 
 
 def margin_threshold(positive_score: float, absolute_margin: float | None,

@@ -14,9 +14,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from textcl.data.mining_filters import normalize_text
 from textcl.errors import DataError
-from textcl.types import Example, RetrievalSet
+from textcl.types import Example, RetrievalSet, normalize_text
 
 
 @dataclass
