@@ -25,6 +25,8 @@ sys.path.insert(0, str(ROOT))
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
+from common import write_section  # noqa: E402  (bench/ is on sys.path when run as a script)
+
 from textcl.data.io import load_beir  # noqa: E402
 from textcl.eval.metrics import evaluate_run, mean_metrics  # noqa: E402
 from textcl.index import exact_search  # noqa: E402
@@ -172,9 +174,7 @@ def main() -> int:
         f"textcl fp32 {100 * nd32:.2f}, textcl bf16 {100 * nd16:.2f} (difference {100 * (nd16 - nd32):+.2f}), "
         f"sentence-transformers fp32 {100 * nd_st:.2f}.", "",
     ]
-    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.out).write_text("\n".join(lines) + "\n")
-    print("\n".join(lines))
+    write_section(args.out, lines)
     return 0
 
 

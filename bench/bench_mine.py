@@ -29,6 +29,8 @@ sys.path.insert(0, str(ROOT))
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
+from common import write_section  # noqa: E402  (bench/ is on sys.path when run as a script)
+
 from textcl.config import MiningConfig  # noqa: E402
 from textcl.data.io import load_beir  # noqa: E402
 from textcl.data.mining import mine  # noqa: E402
@@ -124,9 +126,7 @@ def main() -> int:
               "- textcl never drops a row: queries whose candidates are all filtered keep their positives "
               "(in-batch negatives only) and are counted.", "",
               f"Command: `.venv/bin/python bench/bench_mine.py --mode {args.mode} --out {args.out}`", ""]
-    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.out).write_text("\n".join(lines))
-    print("\n".join(lines))
+    write_section(args.out, lines)
     return 0
 
 

@@ -23,6 +23,8 @@ import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+from common import write_section  # noqa: E402  (bench/ is on sys.path when run as a script)
+
 DIM, SUB = 384, 1000
 SIZES = {"quick": (1000, 20000), "full": (10000, 200000)}
 
@@ -117,9 +119,7 @@ def main() -> int:
               "cluster structure, the worst case for IVF: its recall here is a floor, not what real embeddings "
               "get (raise nprobe for more).", "",
               f"Command: `.venv/bin/python bench/bench_mine_scale.py --mode {args.mode} --out {args.out}`", ""]
-    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.out).write_text("\n".join(lines))
-    print("\n".join(lines))
+    write_section(args.out, lines)
     return 0
 
 

@@ -26,6 +26,8 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
+from common import write_section  # noqa: E402  (bench/ is on sys.path when run as a script)
+
 from textcl.index import exact_search, recall_at_k  # noqa: E402
 from textcl.search import SearchIndex  # noqa: E402
 from textcl.types import Document  # noqa: E402
@@ -99,9 +101,7 @@ def main() -> int:
                      f"{st_wall / wall:.2f}x / {st_cpu / cpu:.2f}x | {recall:.4f} |")
     lines += ["", f"Command: `python bench/bench_search.py --mode {args.mode}`. The machine was shared with other "
               "jobs while this ran: compare rows of this table, not absolute numbers across runs.", ""]
-    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.out).write_text("\n".join(lines), encoding="utf-8")
-    print("\n".join(lines))
+    write_section(args.out, lines)
     return 0
 
 

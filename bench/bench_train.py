@@ -26,6 +26,8 @@ sys.path.insert(0, str(ROOT))
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
+from common import write_section  # noqa: E402  (bench/ is on sys.path when run as a script)
+
 from textcl.config import EvalConfig, load_recipe  # noqa: E402
 from textcl.data.io import load_beir, load_examples  # noqa: E402
 from textcl.eval import evaluate  # noqa: E402
@@ -159,9 +161,7 @@ def main() -> int:
     cmd = " ".join(["bench/bench_train.py", *sys.argv[1:]])
     lines += ["", f"Command: `.venv/bin/python {cmd}`. Measured on a shared "
               "2-core machine while other jobs ran: absolute numbers are noisy; ratios come from the same run.", ""]
-    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.out).write_text("\n".join(lines), encoding="utf-8")
-    print("\n".join(lines))
+    write_section(args.out, lines)
     return 0
 
 
