@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from textcl.data.diversity import diversity_report, expected_collisions_per_batch, normalize_text
+from textcl.data.diversity import diversity_report, duplicate_key, expected_collisions_per_batch
 from textcl.types import Example
 
 KEYWORDS = ["cat", "dog", "car", "tree", "river", "music", "book", "coffee", "tea", "milk"]
@@ -67,7 +67,7 @@ def test_expected_collisions_formula():
 
 
 def test_normalize_text():
-    assert normalize_text("  Héllo,   WORLD! ") == "hello world"
+    assert duplicate_key("  Héllo,   WORLD! ") == "hello world"
 
 
 def test_truncation_is_counted_and_warned():

@@ -26,8 +26,9 @@ MAX_NEAR_DUPLICATE_RATE = 0.10
 MAX_COLLISIONS_PER_BATCH = 0.5
 
 
-def normalize_text(text: str) -> str:
-    """Case-, accent-, punctuation- and whitespace-insensitive form used for exact-duplicate checks."""
+def duplicate_key(text: str) -> str:
+    """Case-, accent-, punctuation- and whitespace-insensitive key for the duplicate report; looser on
+    purpose than `textcl.types.normalize_text`, which decides "same text" for mining and masking."""
     text = unicodedata.normalize("NFKD", text).encode("ascii", "ignore").decode("ascii").lower()
     return " ".join(re.sub(r"[^\w\s]", " ", text).split())
 
@@ -87,14 +88,14 @@ def diversity_report(examples: Sequence[Example], *, batch_size: int, encode: En
     n = len(examples)
     queries = [e.query for e in examples]
     positives = [e.positives[0] if e.positives else "" for e in examples]
-    pair_keys = [normalize_text(q) + "\t" + normalize_text(p) for q, p in zip(queries, positives)]
+    pair_keys = [duplicate_key(q) + "\t" + duplicate_key(p) for q, p in zip(queries, positives)]
     dup_pairs = _duplicate_groups(pair_keys)
-    dup_queries = _duplicate_groups([normalize_text(q) for q in queries])
-    pos_groups = Counter(normalize_text(p) for p in positives)
+    dup_queries = _duplicate_groups([duplicate_key(q) for q in queries])
+    pos_groups = Counter(duplicate_key(p) for p in positives)
     shared = {k: c for k, c in pos_groups.items() if c > 1}
     report: dict = {
         "examples": n,
-        "unique_queries": len({normalize_text(q) for q in queries}),
+        "unique_queries": len({duplicate_key(q) for q in queries}),
         "unique_positives": len(pos_groups),
         "with_negatives": sum(1 for e in examples if e.negatives),
         "exact_duplicate_pairs": sum(c - 1 for c in dup_pairs.values()),
