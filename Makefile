@@ -7,7 +7,7 @@ export HF_HUB_OFFLINE ?= 1
 export TRANSFORMERS_OFFLINE ?= 1
 export TOKENIZERS_PARALLELISM ?= false
 
-.PHONY: setup test test-slow fuzz demo bench bench-quick lint clean
+.PHONY: setup test test-slow fuzz demo bench bench-quick bench-quality lint clean
 
 $(PY):
 	python3 -m venv $(VENV)
@@ -41,6 +41,12 @@ bench: setup
 
 bench-quick: setup
 	$(PY) bench/run_all.py --mode quick
+
+# Fine-tuned quality, textcl vs sentence-transformers (hours on 2 CPU cores; on one GPU use JOBS=12).
+# Writes bench/results/quality/results.jsonl (resumable); copy it to bench/records/ to table it.
+JOBS ?= 1
+bench-quality: setup
+	$(PY) bench/bench_quality.py --mode full --jobs $(JOBS)
 
 clean:
 	rm -rf $(VENV) out .pytest_cache

@@ -12,28 +12,19 @@ from __future__ import annotations
 
 import argparse
 import copy
-import os
 import sys
 import time
-from pathlib import Path
 
 import numpy as np
 import torch
+from common import NFCORPUS as DATA
+from common import ROOT, write_section  # first: sets up sys.path and env
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-os.environ.setdefault("HF_HUB_OFFLINE", "1")
-os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-
-from common import write_section  # noqa: E402  (bench/ is on sys.path when run as a script)
-
-from textcl.data.io import load_beir  # noqa: E402
-from textcl.eval.metrics import evaluate_run, mean_metrics  # noqa: E402
-from textcl.index import exact_search  # noqa: E402
-from textcl.model import Encoder, load_model  # noqa: E402
-from textcl.types import RetrievalSet  # noqa: E402
-
-DATA = ROOT.parent / "shared" / "data" / "nfcorpus"
+from textcl.data.io import load_beir
+from textcl.eval.metrics import evaluate_run, mean_metrics
+from textcl.index import exact_search
+from textcl.model import Encoder, load_model
+from textcl.types import RetrievalSet
 
 
 def timed(fn, repeats: int) -> tuple[float, float, object]:

@@ -17,27 +17,19 @@ from __future__ import annotations
 
 import argparse
 import logging
-import os
 import sys
 import tempfile
 import time
 from collections import defaultdict
-from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-os.environ.setdefault("HF_HUB_OFFLINE", "1")
-os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+from common import NFCORPUS, ROOT, write_section  # first: sets up sys.path and env
 
-from common import write_section  # noqa: E402  (bench/ is on sys.path when run as a script)
+from textcl.config import MiningConfig
+from textcl.data.io import load_beir
+from textcl.data.mining import mine
+from textcl.model import Encoder, load_model, resolve_model_path
+from textcl.types import RetrievalSet
 
-from textcl.config import MiningConfig  # noqa: E402
-from textcl.data.io import load_beir  # noqa: E402
-from textcl.data.mining import mine  # noqa: E402
-from textcl.model import Encoder, load_model, resolve_model_path  # noqa: E402
-from textcl.types import RetrievalSet  # noqa: E402
-
-NFCORPUS = ROOT.parent / "shared" / "data" / "nfcorpus"
 SEQ, SEED = 256, 42
 log = logging.getLogger("bench_mine")
 

@@ -17,13 +17,9 @@ import resource
 import subprocess
 import sys
 import time
-from pathlib import Path
 
 import numpy as np
-
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-from common import write_section  # noqa: E402  (bench/ is on sys.path when run as a script)
+from common import ROOT, write_section  # first: sets up sys.path and env
 
 DIM, SUB = 384, 1000
 SIZES = {"quick": (1000, 20000), "full": (10000, 200000)}

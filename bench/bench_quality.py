@@ -31,18 +31,18 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-os.environ.setdefault("HF_HUB_OFFLINE", "1")
-os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-
-from common import write_section  # noqa: E402  (bench/ is on sys.path when run as a script)
+from common import DATA, ROOT, write_section  # first: sets up sys.path and env
 
 SEEDS = (42, 1, 2)
 NF, STS = "nfcorpus/ndcg@10", "stsbenchmark/spearman_cosine"
 PRIMARY = {"nfcorpus": NF, "stsb": STS}
 OTHER = {"nfcorpus": STS, "stsb": NF}
 
+# The grid's starting point, pinned so the labels keep their meaning when the recipes change (the
+# recipes now hold the dev winners): the first recipe versions, on top of which each setting applies.
+NF_BASE = ["mining.rows=query", "mining.num_negatives=1", "train.lr=2e-5", "train.max_steps=null", "train.epochs=1",
+           "train.batch_size=32", "train.eval_every=40"]
+STS_BASE = ["train.epochs=1", "train.batch_size=32", "train.lr=2e-5", "train.eval_every=45"]
 # textcl ablation grid, seed 42. Keys are labels; values are recipe overrides. NFCorpus train has
 # 2590 queries -> 81 steps per epoch at batch 32 (one row per query, one sampled positive per epoch).
 NF_GRID: dict[str, list[str]] = {
@@ -111,9 +111,9 @@ def run_textcl(exp: dict, work: Path, data: Path, model: str) -> dict:
             f"model.name_or_path={model}", "skip=[check,index]", "train.log_every=1000"]
     if exp["task"] == "nfcorpus":
         sets += [f"data.train={nf}", f"mining.output={work}/mined.jsonl", f"eval.retrieval=[{nf}]",
-                 f"eval.ood_sts=[{sts}]", "train.eval_every=40"]
+                 f"eval.ood_sts=[{sts}]", *NF_BASE]
     else:
-        sets += [f"data.train={sts}", f"eval.sts=[{sts}]", f"eval.ood_retrieval=[{nf}]", "train.eval_every=45"]
+        sets += [f"data.train={sts}", f"eval.sts=[{sts}]", f"eval.ood_retrieval=[{nf}]", *STS_BASE]
     sets += [*exp["sets"], *exp.get("extra", [])]  # later overrides win
     cmd = [sys.executable, "-m", "textcl", "run", str(recipe), *[a for s in sets for a in ("--set", s)]]
     subprocess.run(cmd, check=True, cwd=ROOT)
@@ -255,7 +255,8 @@ def launch(exps: list[dict], args: argparse.Namespace, results: Path) -> None:
             shutil.rmtree(work / "st", ignore_errors=True)
         else:
             tail = (work / "log.txt").read_text(errors="replace")[-3000:]
-            row = {**exp, "error": f"exit {rc}", "log_tail": tail}
+            why = "stopped at --time-limit" if rc == -9 else f"exit {rc}"
+            row = {**exp, "error": why, "log_tail": tail}
         with open(results, "a") as f:  # one line per experiment, appended as each ends
             f.write(json.dumps(row) + "\n")
         status = row.get("error") or f"{row.get('test', {}).get(PRIMARY[exp['task']], float('nan')):.4f}"
@@ -265,10 +266,12 @@ def launch(exps: list[dict], args: argparse.Namespace, results: Path) -> None:
         list(pool.map(one, todo))
 
 
-def best_setting(rows: dict[str, dict], task: str) -> tuple[str, list[str]] | None:
-    """The grid setting with the best DEV score (seed 42) for `task`; never chosen on test."""
-    grid = [r for r in rows.values() if r["task"] == task and r["impl"] == "textcl" and r["stage"] == 1
-            and r.get("best_dev") is not None]
+def best_setting(rows: dict[str, dict], task: str, forced: dict[str, str] | None = None
+                 ) -> tuple[str, list[str]] | None:
+    """The grid setting with the best DEV score (seed 42) for `task`, never chosen on test; or the
+    setting named with `--setting TASK=LABEL` (e.g. one chosen on dev by an earlier grid run)."""
+    grid = [r for r in rows.values() if r["task"] == task and r["impl"] == "textcl" and r["seed"] == 42
+            and r.get("best_dev") is not None and (not forced or task not in forced or r["label"] == forced[task])]
     if not grid:
         return None
     best = max(grid, key=lambda r: r["best_dev"])
@@ -278,27 +281,34 @@ def best_setting(rows: dict[str, dict], task: str) -> tuple[str, list[str]] | No
 def budget(sets: list[str]) -> dict:
     """Steps, batch and lr a textcl NFCorpus setting trains with (for ST's side-by-side run)."""
     from textcl.config import load_recipe
-    cfg = load_recipe(ROOT / "recipes" / "nfcorpus.yaml", sets)
+    cfg = load_recipe(ROOT / "recipes" / "nfcorpus.yaml", [*NF_BASE, *sets])
     steps_per_epoch = 2590 // cfg.train.batch_size
     steps = cfg.train.max_steps or cfg.train.epochs * steps_per_epoch
     return {"steps": steps, "batch_size": cfg.train.batch_size, "lr": cfg.train.lr}
 
 
-def plan(mode: str, rows: dict[str, dict]) -> tuple[list[dict], list[dict]]:
-    nf_grid, sts_grid = (NF_GRID, STS_GRID) if mode == "full" else (QUICK_NF, QUICK_STS)
-    seeds = SEEDS if mode == "full" else SEEDS[:1]
-    stage1 = [experiment("stsb", "sentence-transformers", "CoSENTLoss, 4 epochs, batch 16", s) for s in seeds]
-    stage1 += [experiment("nfcorpus", "textcl", k, 42, v) for k, v in reversed(nf_grid.items())]  # longest first
-    stage1 += [experiment("stsb", "textcl", k, 42, v) for k, v in sts_grid.items()]
+def plan(args: argparse.Namespace, rows: dict[str, dict]) -> tuple[list[dict], list[dict]]:
+    full = args.mode == "full"
+    grids = {"nfcorpus": NF_GRID if full else QUICK_NF, "stsb": STS_GRID if full else QUICK_STS}
+    for task, label in args.forced.items():  # --setting: no grid for this task, only the named setting
+        grids[task] = {label: {**NF_GRID, **STS_GRID}[label]}
+    seeds = SEEDS if full else SEEDS[:1]
+    stage1: list[dict] = []
+    if "stsb" in args.tasks:
+        stage1 += [experiment("stsb", "sentence-transformers", "CoSENTLoss, 4 epochs, batch 16", s) for s in seeds]
+    if "nfcorpus" in args.tasks:  # longest first
+        stage1 += [experiment("nfcorpus", "textcl", k, 42, v) for k, v in reversed(grids["nfcorpus"].items())]
+    if "stsb" in args.tasks:
+        stage1 += [experiment("stsb", "textcl", k, 42, v) for k, v in grids["stsb"].items()]
     stage2 = []
-    for task in ("nfcorpus", "stsb"):
-        chosen = best_setting(rows, task)
+    for task in args.tasks:
+        chosen = best_setting(rows, task, args.forced)
         if chosen is None:
             continue
         label, sets = chosen
         stage2 += [experiment(task, "textcl", label, s, sets, stage=2) for s in seeds if s != 42]
         if task == "nfcorpus":
-            b = budget(sets) if mode == "full" else {"steps": 6, "batch_size": 32, "lr": 2e-5}
+            b = budget(sets) if full else {"steps": 6, "batch_size": 32, "lr": 2e-5}
             for s in seeds:
                 e = experiment(task, "sentence-transformers", f"mine_hard_negatives defaults + MNRL, {b['steps']} "
                                f"steps, batch {b['batch_size']}, lr {b['lr']:g}", s, stage=2)
@@ -316,7 +326,7 @@ def _ms(values: list[float]) -> str:
 
 
 def report(rows: dict[str, dict], args: argparse.Namespace) -> list[str]:
-    lines = ["## Fine-tuned quality (NFCorpus retrieval, STS Benchmark)", ""]
+    lines = [f"## Fine-tuned quality{': ' + args.title if args.title else ' (NFCorpus retrieval, STS Benchmark)'}", ""]
     lines.append(f"Machine: {args.machine}. Mode `{args.mode}`. Model: all-MiniLM-L6-v2 ({args.model}). "
                  "Published base (MTEB): NFCorpus test nDCG@10 31.59, STS-B test Spearman 82.03.")
     lines += ["", "Headline: the textcl setting with the best DEV score in the ablation below (seed 42), run with "
@@ -328,7 +338,7 @@ def report(rows: dict[str, dict], args: argparse.Namespace) -> list[str]:
     for task in ("nfcorpus", "stsb"):
         key, other = PRIMARY[task], OTHER[task]
         base = next((r["base"] for r in rows.values() if r["task"] == task and "base" in r), None)
-        chosen = best_setting(rows, task)
+        chosen = best_setting(rows, task, args.forced)
         groups = []
         if chosen:
             groups.append(("textcl: " + chosen[0], [r for r in rows.values() if r["task"] == task
@@ -354,11 +364,12 @@ def report(rows: dict[str, dict], args: argparse.Namespace) -> list[str]:
         for r in sorted(grid, key=lambda r: -(r.get("best_dev") or 0)):
             lines.append(f"| {r['label']} | {r['steps']} ({r['best_step']}) | {100 * r['best_dev']:.2f} | "
                          f"{100 * r['test'][key]:.2f} | {100 * r['test'][other]:.2f} | {r['wall_s']:.0f} |")
-    failed = [r for r in load_all(Path(args.results) / "results.jsonl") if "error" in r and r["id"] not in rows]
+    failed = {r["id"]: r["error"] for r in load_all(args.results_file)
+              if "error" in r and r["id"] not in rows}
     if failed:
-        lines += ["", "Failed runs (see results.jsonl): " + ", ".join(r["id"] for r in failed)]
-    cmd = " ".join(["bench/bench_quality.py", *[a for a in sys.argv[1:] if a != "--assemble"]])
-    lines += ["", f"Command: `python {cmd}`. Results per run: `{args.results}/results.jsonl`.", ""]
+        lines += ["", "Not finished (see results.jsonl): " + ", ".join(f"{k} ({v})" for k, v in failed.items())]
+    cmd = args.command or "python " + " ".join(["bench/bench_quality.py", *sys.argv[1:]])
+    lines += ["", f"Command: `{cmd}`. Results per run: `{args.results_file}`.", *args.note, ""]
     return lines
 
 
@@ -366,44 +377,77 @@ def load_all(path: Path) -> list[dict]:
     return [json.loads(x) for x in path.read_text().splitlines() if x.strip()] if path.exists() else []
 
 
+def assemble_records(folder: Path, args: argparse.Namespace) -> int:
+    """One section per recorded results file (runs too long for `make bench`: GPU grids, CPU seeds)."""
+    lines: list[str] = []
+    for path in sorted(folder.glob("quality-*.jsonl")):
+        meta_file = path.with_suffix(".meta.json")
+        meta = json.loads(meta_file.read_text()) if meta_file.exists() else {}
+        ns = argparse.Namespace(**{**vars(args), "results_file": path, "machine": meta.get("machine", "?"),
+                                   "command": meta.get("command"), "note": meta.get("note", []),
+                                   "mode": meta.get("mode", "full"), "title": meta.get("title"),
+                                   "model": meta.get("model", args.model),
+                                   "forced": dict(x.split("=", 1) for x in meta.get("setting", []))})
+        lines += report(load_results(path), ns)
+    write_section(args.out, lines or ["## Fine-tuned quality", "", "No recorded runs in " + str(folder), ""])
+    return 0
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--mode", choices=["quick", "full"], default="quick")
     parser.add_argument("--out", default=str(ROOT / "bench" / "results" / "quality.md"))
     parser.add_argument("--results", default=str(ROOT / "bench" / "results" / "quality"),
-                        help="folder for results.jsonl (kept: a re-run skips finished experiments)")
+                        help="folder for results.jsonl, or a .jsonl file (kept: a re-run skips finished experiments)")
     parser.add_argument("--work", default=None, help="scratch folder for models (default: RESULTS/work)")
-    parser.add_argument("--data", default=str(ROOT.parent / "shared" / "data"), help="holds nfcorpus/, stsbenchmark/")
+    parser.add_argument("--data", default=str(DATA), help="holds nfcorpus/, stsbenchmark/")
     parser.add_argument("--model", default="all-MiniLM-L6-v2")
     parser.add_argument("--jobs", type=int, default=1, help="experiments at once (a GPU fits ~12 MiniLM runs)")
     parser.add_argument("--machine", default=None, help="hardware line for the table (default: detected)")
     parser.add_argument("--set", dest="extra", action="append", default=[], metavar="KEY=VALUE",
                         help="extra recipe override for every textcl run (model.* also applies to ST)")
+    parser.add_argument("--tasks", nargs="+", choices=["nfcorpus", "stsb"], default=["nfcorpus", "stsb"])
+    parser.add_argument("--setting", action="append", default=[], metavar="TASK=LABEL",
+                        help="skip the grid for TASK and run this grid setting (e.g. one chosen on dev earlier)")
     parser.add_argument("--time-limit", type=float, default=None,
                         help="seconds: stop unfinished experiments then and write the table from what finished")
+    parser.add_argument("--command", default=None, help="the command to print in the table (default: this one)")
+    parser.add_argument("--note", action="append", default=[], help="a line to add under the table")
     parser.add_argument("--assemble", action="store_true", help="only rebuild the section from results.jsonl")
+    parser.add_argument("--title", default=None, help="section title suffix")
+    parser.add_argument("--records", default=None,
+                        help="assemble one section per recorded run: DIR/*.jsonl with DIR/*.meta.json "
+                             "(machine, command, note, mode, title, setting) — what `make bench` prints")
     parser.add_argument("--run-one", default=None, help=argparse.SUPPRESS)
     args = parser.parse_args()
     args.data = str(Path(args.data).resolve())
+    args.forced = dict(x.split("=", 1) for x in args.setting)
+    if args.records:
+        return assemble_records(Path(args.records), args)
     if args.run_one:
         exp = json.loads(Path(args.run_one).read_text())
         work = Path(args.run_one).parent
-        res = run_one(exp, work, Path(args.data), args.model)
+        from textcl.model import resolve_model_path  # "all-MiniLM-L6-v2" -> the bundled offline copy
+        res = run_one(exp, work, Path(args.data), resolve_model_path(args.model))
         (work / "result.json").write_text(json.dumps(res))
         return 0
     results_dir = Path(args.results)
+    if results_dir.suffix == ".jsonl":  # a results file itself (e.g. bench/records/quality-h200.jsonl)
+        results_dir, args.results_file = results_dir.parent, results_dir
+    else:
+        args.results_file = results_dir / "results.jsonl"
     results_dir.mkdir(parents=True, exist_ok=True)
     args.work = args.work or str(results_dir / "work")
     if args.machine is None:
         import torch
         args.machine = (torch.cuda.get_device_name(0) if torch.cuda.is_available()
                         else f"CPU, {os.cpu_count()} cores") + f", torch {torch.__version__}"
-    results = results_dir / "results.jsonl"
+    results = args.results_file
     args.deadline = time.time() + args.time_limit if args.time_limit else None
     if not args.assemble:
-        stage1, _ = plan(args.mode, load_results(results))
+        stage1, _ = plan(args, load_results(results))
         launch(stage1, args, results)
-        _, stage2 = plan(args.mode, load_results(results))
+        _, stage2 = plan(args, load_results(results))
         launch(stage2, args, results)
     write_section(args.out, report(load_results(results), args))
     return 0

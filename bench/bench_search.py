@@ -13,7 +13,6 @@ not timed (the same model encodes for both; see bench_encode).
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 import tempfile
 import time
@@ -21,16 +20,11 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from common import ROOT, write_section  # first: sets up sys.path and env
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-os.environ.setdefault("HF_HUB_OFFLINE", "1")
-
-from common import write_section  # noqa: E402  (bench/ is on sys.path when run as a script)
-
-from textcl.index import exact_search, recall_at_k  # noqa: E402
-from textcl.search import SearchIndex  # noqa: E402
-from textcl.types import Document  # noqa: E402
+from textcl.index import exact_search, recall_at_k
+from textcl.search import SearchIndex
+from textcl.types import Document
 
 SIZES = {"quick": (50_000, 1_000), "full": (300_000, 5_000)}
 DIM, TOPICS, K = 384, 1000, 10

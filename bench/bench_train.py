@@ -13,29 +13,20 @@ from __future__ import annotations
 
 import argparse
 import logging
-import os
 import sys
 import tempfile
 import time
-from pathlib import Path
 
 import numpy as np
+from common import NFCORPUS, ROOT, write_section  # first: sets up sys.path and env
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-os.environ.setdefault("HF_HUB_OFFLINE", "1")
-os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+from textcl.config import EvalConfig, load_recipe
+from textcl.data.io import load_beir, load_examples
+from textcl.eval import evaluate
+from textcl.model import Encoder, resolve_model_path
+from textcl.train.loop import train
+from textcl.types import Example
 
-from common import write_section  # noqa: E402  (bench/ is on sys.path when run as a script)
-
-from textcl.config import EvalConfig, load_recipe  # noqa: E402
-from textcl.data.io import load_beir, load_examples  # noqa: E402
-from textcl.eval import evaluate  # noqa: E402
-from textcl.model import Encoder, resolve_model_path  # noqa: E402
-from textcl.train.loop import train  # noqa: E402
-from textcl.types import Example  # noqa: E402
-
-NFCORPUS = ROOT.parent / "shared" / "data" / "nfcorpus"
 BATCH, SEQ, LR, SEED = 32, 256, 2e-5, 42
 log = logging.getLogger("bench_train")
 

@@ -1,7 +1,9 @@
 """Run every benchmark in bench/ and assemble BENCHMARKS.md.
 
 Each `bench/bench_*.py` accepts `--mode quick|full --out FILE.md` and writes one markdown section
-(textcl next to its peer, same run, same data, with the ratio).
+(textcl next to its peer, same run, same data, with the ratio). The fine-tuned quality benchmark
+trains dozens of models (hours on this CPU, ~15 minutes on one GPU): `make bench-quality` runs it,
+and here its recorded runs (bench/records/quality-*.jsonl + .meta.json) are assembled into tables.
 """
 
 from __future__ import annotations
@@ -51,7 +53,10 @@ def main() -> int:
             continue
         out = results / f"{name}.md"
         print(f"== {script.name} ({args.mode})", flush=True)
-        rc = subprocess.call([sys.executable, str(script), "--mode", args.mode, "--out", str(out)])
+        how = ["--mode", args.mode]
+        if name == "quality":  # hours of training: `make bench-quality` runs it; here its recorded runs are tabled
+            how = ["--records", str(HERE / "records")]
+        rc = subprocess.call([sys.executable, str(script), *how, "--out", str(out)])
         if rc != 0:
             failed.append(script.name)
     sections = [p.read_text() for s in scripts if (p := results / f"{s.stem[6:]}.md").exists()]
