@@ -46,7 +46,7 @@ def test_every_grid_setting_is_a_valid_recipe_override(task, grid):
 
 
 def test_plan_runs_the_dev_winner_with_more_seeds_and_st_on_the_same_budget():
-    args = argparse.Namespace(mode="full", tasks=["nfcorpus"], forced={})
+    args = argparse.Namespace(mode="full", tasks=["nfcorpus"], forced={}, seeds=None)
     stage1, stage2 = bq.plan(args, {})
     assert {e["label"] for e in stage1} == set(bq.NF_GRID) and not stage2
     winner = bq.experiment("nfcorpus", "textcl", "pair rows, 1200 steps, lr 5e-5", 42,
@@ -75,7 +75,7 @@ def test_records_assemble_into_mean_and_std_tables(tmp_path):
 
 def test_committed_records_table():
     """The recorded GPU run names the dev-best settings (what the recipes use)."""
-    rows = bq.load_results(ROOT / "bench" / "records" / "quality-h200.jsonl")
+    rows = bq.load_results(ROOT / "bench" / "records" / "quality-1-h200.jsonl")
     assert bq.best_setting(rows, "nfcorpus")[0] == "pair rows, 1200 steps, lr 5e-5"
     assert bq.best_setting(rows, "stsb")[0] == "4 epochs, batch 32, lr 1e-4"
     nf = load_recipe(ROOT / "recipes" / "nfcorpus.yaml")
