@@ -2,7 +2,7 @@
 
 Same model (bundled all-MiniLM-L6-v2), same NFCorpus triplets (query, positive, one negative), batch
 32, max_seq_length 256, lr 2e-5, 10% warmup, linear decay, same number of steps, in ONE run:
-ST fp32 (default), ST bf16 (`bf16=True`), textcl bf16. Throughput = triplets/s between the end of the
+ST fp32 (default), ST bf16 (`bf16=True`), textcl bf16 and fp32. Throughput = triplets/s between the end of the
 first step and the end of the last (the first step's warm-up excluded, identically for all). After
 training, every model is scored on the NFCorpus dev split (nDCG@10) with the same exact evaluator.
 
@@ -132,7 +132,9 @@ def main() -> int:
                                                                                  f"{tmp}/st32")),
                          ("sentence-transformers bf16", lambda: run_st(model_path, data, steps, True, f"{tmp}/st16")),
                          ("textcl bf16", lambda: run_textcl(model_path, data, steps, f"{tmp}/tc",
-                                                            "train.length_grouped=true"))]:
+                                                            "train.length_grouped=true")),
+                         ("textcl fp32", lambda: run_textcl(model_path, data, steps, f"{tmp}/tc32",
+                                                            "train.length_grouped=true", "train.precision=fp32"))]:
             speed, model = fn()
             rows.append((name, speed, dev_ndcg(model) if do_eval else None))
             print(f"{name}: {speed:.2f} triplets/s", flush=True)
@@ -144,7 +146,7 @@ def main() -> int:
              "`MultipleNegativesRankingLoss` (scale 20 = temperature 0.05), NO_DUPLICATES sampler. "
              "Throughput excludes the first step and counts the triplets actually in each batch. Dev nDCG@10 by textcl's exact evaluator "
              + (f"(base model: {base:.4f})." if base is not None else "(not run in this mode: pass --eval).")
-             + " Steps run one after another: ST fp32, ST bf16, textcl.", "",
+             + " Steps run one after another: ST fp32, ST bf16, textcl bf16, textcl fp32.", "",
              "| setup | triplets/s | vs ST fp32 | vs ST bf16 | dev nDCG@10 after |", "|---|---|---|---|---|"]
     for name, speed, ndcg in rows:
         shown = f"{ndcg:.4f}" if ndcg is not None else "not measured"

@@ -33,7 +33,7 @@ def test_headline_setting_is_chosen_on_dev_not_test():
     assert bq.best_setting(rows, "stsb") is None
 
 
-@pytest.mark.parametrize("task,grid", [("nfcorpus", bq.NF_GRID), ("stsb", bq.STS_GRID)])
+@pytest.mark.parametrize("task,grid", [("nfcorpus", bq.NF_GRID), ("nfcorpus", bq.NF_EXTRA), ("stsb", bq.STS_GRID)])
 def test_every_grid_setting_is_a_valid_recipe_override(task, grid):
     recipe = ROOT / "recipes" / ("nfcorpus.yaml" if task == "nfcorpus" else "stsb.yaml")
     base = bq.NF_BASE if task == "nfcorpus" else bq.STS_BASE
@@ -115,3 +115,24 @@ def test_quick_mode_end_to_end_on_tiny_data(tmp_path, tiny_model_path, shared_da
         ("nfcorpus", "textcl"), ("nfcorpus", "sentence-transformers"), ("stsb", "textcl"),
         ("stsb", "sentence-transformers")}
     assert all(0 <= r["test"][bq.NF] <= 1 and -1 <= r["test"][bq.STS] <= 1 for r in rows.values())
+
+
+def test_assemble_keeps_sections_of_benches_not_rerun(tmp_path, monkeypatch):
+    """A fresh clone has no bench/results: `run_all.py --assemble` must keep the committed sections."""
+    import run_all
+    bench = tmp_path / "bench"
+    (bench / "results").mkdir(parents=True)
+    for name in ("encode", "train"):
+        (bench / f"bench_{name}.py").write_text("")
+    (tmp_path / "BENCHMARKS.md").write_text("# Benchmarks\n\n<!-- bench: encode -->\n## Encoding\n\nold encode\n\n"
+                                           "<!-- bench: train -->\n## Training\n\nold train | 1.2x\n")
+    (bench / "results" / "encode.md").write_text("## Encoding\n\nnew encode\n")
+    monkeypatch.setattr(run_all, "HERE", bench)
+    monkeypatch.setattr(run_all, "machine", lambda: "test machine")
+    monkeypatch.setattr(sys, "argv", ["run_all.py", "--assemble"])
+    assert run_all.main() == 0
+    text = (tmp_path / "BENCHMARKS.md").read_text()
+    assert "new encode" in text and "old encode" not in text
+    assert "old train | 1.2x" in text
+    assert text.index("<!-- bench: encode -->") < text.index("<!-- bench: train -->")
+    assert run_all.previous_sections(tmp_path / "BENCHMARKS.md")["train"].startswith("## Training")
