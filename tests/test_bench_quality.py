@@ -84,6 +84,20 @@ def test_committed_records_table():
     assert (sts.train.epochs, sts.train.batch_size, sts.train.lr) == (4, 32, 1e-4)
 
 
+def test_cpu_recipe_is_the_recorded_cpu_budget_setting():
+    """recipes/nfcorpus-cpu.yaml trains exactly what the recorded CPU run measured (paths aside)."""
+    from dataclasses import asdict
+    label = "CPU budget: 160 steps, lr 5e-5, symmetric loss"
+    rows = bq.load_results(ROOT / "bench" / "records" / "quality-3-cpu-nfcorpus.jsonl")
+    assert bq.best_setting(rows, "nfcorpus", {"nfcorpus": label})[0] == label
+    bench = load_recipe(ROOT / "recipes" / "nfcorpus.yaml", [*bq.NF_BASE, *bq.NF_EXTRA[label]])
+    recipe = load_recipe(ROOT / "recipes" / "nfcorpus-cpu.yaml")
+    for section in ("model", "mining", "loss", "train"):
+        a, b = asdict(getattr(bench, section)), asdict(getattr(recipe, section))
+        diff = {k for k in a if a[k] != b[k]} - {"output", "output_dir"}
+        assert not diff, (section, diff)
+
+
 @pytest.mark.slow
 def test_quick_mode_end_to_end_on_tiny_data(tmp_path, tiny_model_path, shared_data):
     """Both libraries train and are scored through the real code paths (tiny model, 400 documents)."""
