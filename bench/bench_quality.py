@@ -63,7 +63,7 @@ NF_GRID: dict[str, list[str]] = {
     "pair rows, 1200 steps, lr 5e-5": ["mining.rows=pair", "train.max_steps=1200", "train.lr=5e-5",
                                        "train.eval_every=150"],
 }
-# Not in the grid: for a 2-core CPU (~10 s per step at batch 32, seq 256) the dev-best setting among
+# Not in the grid: for a 2-core CPU (15-17 s per step at batch 32, seq 256, fp32) the dev-best setting among
 # the GPU grid's short runs (symmetric loss, best dev at step 160), capped at 160 steps. Run it with
 # --setting 'nfcorpus=CPU budget: 160 steps, lr 5e-5, symmetric loss' (ST gets the same 160 steps).
 NF_EXTRA: dict[str, list[str]] = {
