@@ -9,6 +9,8 @@ import torch
 
 from textcl.losses import (
     KnownPositives,
+    angle,
+    angle_similarity,
     cosent,
     false_negative_mask,
     info_nce,
@@ -169,6 +171,34 @@ def test_cosent_all_equal_scores_is_log_one():
     assert good.item() < 1e-2 < math.log(2) < bad.item()
 
 
+def _loop_angle_sim(x, y):
+    """AnglE's score with complex numbers: z, w from the halves; |sum(Re + Im of z_k conj(w_k))|
+    divided by |z| |w| (AnglE divides by the norm of the whole vector w, not coordinate-wise)."""
+    h = x.shape[0] // 2
+    z = torch.complex(x[:h].double(), x[h:].double())
+    w = torch.complex(y[:h].double(), y[h:].double())
+    q = z * w.conj()
+    return (q.real.sum() + q.imag.sum()).abs() / (z.abs().pow(2).sum().sqrt() * w.abs().pow(2).sum().sqrt())
+
+
+def test_angle_similarity_matches_complex_loop():
+    e1, e2 = _leaves((5, 6), (5, 6), seed=8)
+    want = torch.stack([_loop_angle_sim(e1[k], e2[k]) for k in range(5)])
+    assert torch.allclose(angle_similarity(e1, e2).double(), want, atol=1e-5)
+    assert torch.allclose(angle_similarity(e1, e1), torch.ones(5), atol=1e-5)  # same vector: 1
+
+
+def test_angle_is_cosent_ranking_over_angle_scores():
+    e1, e2 = _leaves((6, 4), (6, 4), seed=9)
+    scores = torch.tensor([0.0, 2.5, 5.0, 2.5, 1.0, 4.0])
+    sim = angle_similarity(e1, e2) / 0.05
+    want = torch.log(1 + sum(torch.exp(sim[j] - sim[i]) for i in range(6) for j in range(6)
+                             if scores[i] > scores[j]))
+    v, grads = _grads(lambda: angle(e1, e2, scores, temperature=0.05), e1, e2)
+    assert v.item() == pytest.approx(want.item(), rel=1e-5)
+    assert all(torch.isfinite(g).all() and g.abs().sum() > 0 for g in grads)
+
+
 def test_normalize_text():
     assert normalize_text("  Stra\u00dfe\tim  ＴＥＸＴ \n") == "strasse im text"
     assert normalize_text("ﬁne") == "fine"
@@ -203,3 +233,17 @@ def test_query_side_mask():
              KnownPositives(ids=frozenset({"a", "c"}))]
     mask = query_side_mask(["a"], ["text a"], ["Q zero", "q  ZERO", "q two"], known, query_offset=0)
     assert mask.tolist() == [[False, True, True]]
+
+
+def test_cosent_with_angle_weight_adds_the_angle_objective():
+    from textcl.config import LossConfig
+    from textcl.data.batching import Batch
+    from textcl.train.objective import forward_backward
+    table = dict(zip("abcdef", torch.randn(6, 8, generator=torch.Generator().manual_seed(10)).requires_grad_()))
+    batch = Batch(queries=list("abc"), candidates=list("def"), group_size=1, scores=[1.0, 4.0, 2.5])
+    embed = lambda texts, role: torch.stack([table[t] for t in texts])  # noqa: E731
+    e1, e2, s = embed(list("abc"), ""), embed(list("def"), ""), torch.tensor([1.0, 4.0, 2.5])
+    plain = forward_backward(embed, batch, LossConfig(name="cosent"))
+    both = forward_backward(embed, batch, LossConfig(name="cosent", angle_weight=0.5))
+    assert plain == pytest.approx(cosent(e1, e2, s).item(), rel=1e-6)
+    assert both == pytest.approx(plain + 0.5 * angle(e1, e2, s).item(), rel=1e-6)

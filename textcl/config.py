@@ -80,6 +80,7 @@ class MiningConfig:
 class LossConfig:
     name: Literal["infonce", "cosent", "simcse"] = "infonce"
     temperature: float = 0.05
+    angle_weight: float = 0.0  # cosent only: + angle_weight * AnglE's angle objective
     symmetric: bool = False
     mask_false_negatives: bool = True
     gather_across_devices: bool = True
@@ -95,6 +96,7 @@ class TrainConfig:
     warmup_ratio: float = 0.1
     scheduler: Literal["linear", "cosine", "constant"] = "linear"
     weight_decay: float = 0.01
+    layer_lr_decay: float = 1.0  # < 1: block i of L trains at lr * decay^(L - i) (lower layers move less)
     max_grad_norm: float | None = 1.0
     precision: Precision = "auto"
     gradient_checkpointing: bool = False

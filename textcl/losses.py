@@ -86,11 +86,33 @@ def cosent(emb1: torch.Tensor, emb2: torch.Tensor, scores: torch.Tensor, *,
     One value for the whole batch (not a per-row mean): under DDP every rank must compute it over the
     gathered pairs, unscaled, for the averaged gradient to equal the full-batch gradient.
     """
-    cos = F.cosine_similarity(emb1.float(), emb2.float(), dim=-1) / temperature
-    s = scores.to(cos.device, torch.float32)
-    diff = cos[None, :] - cos[:, None]  # diff[i, j] = cos_j - cos_i
+    return _rank_loss(F.cosine_similarity(emb1.float(), emb2.float(), dim=-1) / temperature, scores)
+
+
+def angle_similarity(emb1: torch.Tensor, emb2: torch.Tensor) -> torch.Tensor:
+    """AnglE's pairwise angle score (Li & Li, 2023): the halves of each embedding are the real and
+    imaginary parts of complex vectors z and w; the score is |sum_k Re(z_k conj(w_k)) + Im(...)| /
+    (|z| |w|), a similarity that keeps a gradient where cosine saturates. Equal to
+    sentence-transformers' `pairwise_angle_sim`."""
+    a, b = torch.chunk(emb1.float(), 2, dim=-1)
+    c, d = torch.chunk(emb2.float(), 2, dim=-1)
+    w2 = (c * c + d * d).sum(-1, keepdim=True)
+    re, im = (a * c + b * d) / w2, (b * c - a * d) / w2
+    scale = w2.sqrt() / (a * a + b * b).sum(-1, keepdim=True).sqrt()  # |w| / |z|
+    return ((re + im) * scale).sum(-1).abs()
+
+
+def _rank_loss(sim: torch.Tensor, scores: torch.Tensor) -> torch.Tensor:
+    s = scores.to(sim.device, torch.float32)
+    diff = sim[None, :] - sim[:, None]  # diff[i, j] = sim_j - sim_i
     diff = diff.masked_fill(~(s[:, None] > s[None, :]), float("-inf"))
     return torch.logsumexp(torch.cat([diff.new_zeros(1), diff.flatten()]), dim=0)
+
+
+def angle(emb1: torch.Tensor, emb2: torch.Tensor, scores: torch.Tensor, *,
+          temperature: float = 0.05) -> torch.Tensor:
+    """AnglE's angle objective: the CoSENT ranking loss over `angle_similarity` instead of cosine."""
+    return _rank_loss(angle_similarity(emb1, emb2) / temperature, scores)
 
 
 def false_negative_mask(query_ids: Sequence[str | None], query_texts: Sequence[str],

@@ -4,13 +4,15 @@ from __future__ import annotations
 
 import json
 
+import pytest
 import torch
 import yaml
 from sentence_transformers import SentenceTransformer
 from train_helpers import make_examples, tiny_config, weights
 
+from textcl.errors import ConfigError
 from textcl.train import checkpoint as ckpt
-from textcl.train.components import lr_factor
+from textcl.train.components import build_optimizer, layer_depth, lr_factor
 from textcl.train.loop import train
 from textcl.types import ScoredPair
 
@@ -79,9 +81,41 @@ def test_cosent_and_simcse_train(tiny_model_path, tmp_path):
     pairs = [ScoredPair(ex.query, ex.positives[0], float(i % 5)) for i, ex in enumerate(make_examples(12))]
     result = train(tiny_config(tiny_model_path, tmp_path / "c", "loss.name=cosent", "train.max_steps=2"), pairs)
     assert result.steps == 2 and all(torch.isfinite(torch.tensor(h["loss"])) for h in result.history)
+    result = train(tiny_config(tiny_model_path, tmp_path / "a", "loss.name=cosent", "loss.angle_weight=1.0",
+                               "train.max_steps=2"), pairs)
+    assert result.steps == 2 and all(torch.isfinite(torch.tensor(h["loss"])) for h in result.history)
     texts = [ex.positives[0] for ex in make_examples(12)]
     result = train(tiny_config(tiny_model_path, tmp_path / "s", "loss.name=simcse", "train.max_steps=2"), texts)
     assert result.steps == 2
+
+
+def test_layer_lr_decay_groups(tiny_model_path, tmp_path):
+    model = SentenceTransformer(str(tiny_model_path), device="cpu")
+    cfg = tiny_config(tiny_model_path, tmp_path, "train.layer_lr_decay=0.5", "train.lr=1.0").train
+    lr_of = {id(p): g["lr"] for g in build_optimizer(model, cfg).param_groups for p in g["params"]}
+    names = dict(model.named_parameters())
+    blocks = sorted({layer_depth(n, 99) for n in names if ".layer." in n})
+    top = len(blocks) + 1
+    for name, p in names.items():
+        want = 0.5 ** (top - layer_depth(name, len(blocks)))
+        assert lr_of[id(p)] == want, name
+    assert lr_of[id(names[next(n for n in names if "word_embeddings" in n)])] == 0.5 ** top
+    assert lr_of[id(names[next(n for n in names if f"layer.{len(blocks) - 1}." in n)])] == 0.5
+    # decay 1 (default): one lr for all, the two weight-decay groups as before
+    plain = build_optimizer(model, tiny_config(tiny_model_path, tmp_path).train)
+    assert [g["weight_decay"] for g in plain.param_groups] == [0.01, 0.0]
+    assert {g["lr"] for g in plain.param_groups} == {0.001}
+    # training with it: the logged lr is the top group's (the configured lr under the schedule)
+    result = train(tiny_config(tiny_model_path, tmp_path / "t", "train.layer_lr_decay=0.5", "train.lr=1e-3",
+                               "train.max_steps=2", "train.warmup_ratio=0", "train.scheduler=constant"),
+                   make_examples(8))
+    assert result.steps == 2 and [h["lr"] for h in result.history] == [1e-3, 1e-3]
+
+
+def test_layer_lr_decay_needs_numbered_layers(tiny_model_path, tmp_path):
+    cfg = tiny_config(tiny_model_path, tmp_path, "train.layer_lr_decay=0.8").train
+    with pytest.raises(ConfigError, match="layer_lr_decay"):
+        build_optimizer(torch.nn.Sequential(torch.nn.Linear(4, 4)), cfg)
 
 
 def test_schedule_shapes():

@@ -268,10 +268,15 @@ def run_fingerprint(config: Any, n_examples: int, world: int) -> dict:
     tc = config.train
     return {"seed": config.seed, "model": config.model.name_or_path, "loss": asdict(config.loss),
             "batch_size": tc.batch_size, "lr": tc.lr, "scheduler": tc.scheduler, "n_examples": n_examples,
-            "world_size": world, "max_steps": tc.max_steps, "epochs": tc.epochs}
+            "world_size": world, "max_steps": tc.max_steps, "epochs": tc.epochs,
+            "layer_lr_decay": tc.layer_lr_decay}
 
 
 def check_fingerprint(saved: dict, current: dict, where: Path) -> None:
+    from textcl.config import LossConfig, TrainConfig
+    # Options added after a checkpoint was written count as their defaults (old checkpoints resume).
+    saved = {"layer_lr_decay": TrainConfig.layer_lr_decay, **saved,
+             "loss": {**asdict(LossConfig()), **saved.get("loss", {})}}
     diff = [k for k in current if saved.get(k) != current[k]]
     if diff:
         detail = ", ".join(f"{k}: {saved.get(k)!r} -> {current[k]!r}" for k in diff)

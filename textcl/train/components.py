@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import logging
 import math
+import re
 from collections.abc import Callable
 from datetime import timedelta
 
@@ -17,6 +18,7 @@ from accelerate.utils import DistributedDataParallelKwargs, InitProcessGroupKwar
 from sentence_transformers import SentenceTransformer
 
 from textcl.config import ModelConfig, TrainConfig
+from textcl.errors import ConfigError
 from textcl.model import resolve_precision
 
 log = logging.getLogger(__name__)
@@ -43,16 +45,37 @@ def build_accelerator(precision: str, *, timeout_s: int = 600) -> tuple[Accelera
     return accelerator, resolved
 
 
+_LAYER = re.compile(r"(?:^|\.)(?:layer|layers|h|block|blocks)\.(\d+)\.")
+
+
+def layer_depth(name: str, num_layers: int) -> int:
+    """0 for embeddings, i + 1 for transformer block i, num_layers + 1 for everything above."""
+    m = _LAYER.search(name)
+    if m:
+        return int(m.group(1)) + 1
+    return 0 if "embed" in name else num_layers + 1
+
+
 def build_optimizer(model: torch.nn.Module, cfg: TrainConfig) -> torch.optim.AdamW:
-    """AdamW; biases and LayerNorm weights are excluded from weight decay (standard BERT recipe)."""
-    decay, no_decay = [], []
-    for name, param in model.named_parameters():
-        if not param.requires_grad:
-            continue
-        (no_decay if any(k in name for k in NO_DECAY) else decay).append(param)
-    groups = [{"params": decay, "weight_decay": cfg.weight_decay},
-              {"params": no_decay, "weight_decay": 0.0}]
-    return torch.optim.AdamW([g for g in groups if g["params"]], lr=cfg.lr)
+    """AdamW; biases and LayerNorm weights are excluded from weight decay (standard BERT recipe).
+
+    layer_lr_decay < 1: layer-wise LR decay (ELECTRA, BEiT): block i of L gets lr * decay^(L - i),
+    the embeddings lr * decay^(L + 1); the top (pooling, heads) the full lr. Lower layers move less.
+    """
+    named = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
+    depths = [int(m.group(1)) + 1 for n, _ in named if (m := _LAYER.search(n))]
+    num_layers = max(depths, default=0)
+    if cfg.layer_lr_decay != 1.0 and not depths:
+        raise ConfigError("train.layer_lr_decay: found no numbered transformer layers "
+                          "('layer.N.' in parameter names) in this model")
+    groups: dict[tuple[int, bool], list[torch.nn.Parameter]] = {}
+    for name, param in named:
+        depth = layer_depth(name, num_layers) if cfg.layer_lr_decay != 1.0 else num_layers + 1
+        groups.setdefault((depth, any(k in name for k in NO_DECAY)), []).append(param)
+    params = [{"params": ps, "weight_decay": 0.0 if no_decay else cfg.weight_decay,
+               "lr": cfg.lr * cfg.layer_lr_decay ** (num_layers + 1 - depth)}
+              for (depth, no_decay), ps in sorted(groups.items())]
+    return torch.optim.AdamW(params, lr=cfg.lr)
 
 
 def lr_factor(step: int, *, warmup: int, total: int, kind: str) -> float:

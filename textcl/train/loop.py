@@ -181,7 +181,7 @@ def train(config: RunConfig, examples: Sequence | None = None, *, dev: Callable 
             if end_of_epoch:
                 state.epoch, state.batch_in_epoch = state.epoch + 1, 0
             last_step = state.step >= total_steps
-            lr = scheduler.get_last_lr()[0]
+            lr = max(scheduler.get_last_lr())  # the top group (layer_lr_decay scales the rest)
             bar.update(1)
             bar.set_postfix(loss=f"{loss:.4f}", lr=f"{lr:.2e}")
             if state.step % tc.log_every == 0 or last_step:

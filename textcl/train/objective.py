@@ -21,6 +21,7 @@ from textcl.errors import ConfigError, TrainingError
 from textcl.gradcache import GradCache, NoSync
 from textcl.losses import (
     KnownPositives,
+    angle,
     cosent,
     false_negative_mask,
     info_nce,
@@ -114,7 +115,10 @@ def _cosent(embed: EmbedFn, batch: Batch, cfg: LossConfig, gather: bool) -> torc
     if gather:
         e1, e2 = D.gather_with_grad(e1, sizes), D.gather_with_grad(e2, sizes)
         scores = D.gather_with_grad(scores, sizes)
-    return cosent(e1, e2, scores, temperature=cfg.temperature)
+    loss = cosent(e1, e2, scores, temperature=cfg.temperature)
+    if cfg.angle_weight:
+        loss = loss + cfg.angle_weight * angle(e1, e2, scores, temperature=cfg.temperature)
+    return loss
 
 
 def forward_backward(embed: EmbedFn, batch: Batch, loss_cfg: LossConfig, *, chunk_size: int | None = None,
