@@ -13,7 +13,7 @@ import sys
 
 from textcl.errors import TextclError
 
-COMMANDS = ("check", "eval", "mine", "train", "run", "index")
+COMMANDS = ("check", "eval", "mine", "train", "run", "index", "soup")
 
 
 def build_parser() -> argparse.ArgumentParser:
