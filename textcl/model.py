@@ -87,19 +87,29 @@ def model_fingerprint(model: SentenceTransformer) -> str:
         t = tensor.detach().to("cpu", torch.float32).contiguous()
         h.update(f"{name}:{tuple(t.shape)}".encode())
         h.update(t.numpy().tobytes())
-    modules = []
-    for module in model:
-        cfg = module.get_config_dict() if hasattr(module, "get_config_dict") else {}
-        modules.append({"type": type(module).__name__, "config": cfg})
-    h.update(json.dumps(modules, sort_keys=True, default=str).encode())
+    h.update(json.dumps(module_stack(model), sort_keys=True, default=str).encode())
     h.update(str(model.max_seq_length).encode())
+    tokenizer = tokenizer_text(model)
+    if tokenizer is not None:
+        h.update(tokenizer.encode())
+    return h.hexdigest()
+
+
+def module_stack(model: SentenceTransformer) -> list[dict]:
+    """Each module's type and config, in order: the model's structure apart from weights and tokenizer."""
+    return [{"type": type(m).__name__, "config": m.get_config_dict() if hasattr(m, "get_config_dict") else {}}
+            for m in model]
+
+
+def tokenizer_text(model: SentenceTransformer) -> str | None:
+    """The tokenizer as text (the fast tokenizer's JSON, else its sorted vocabulary); None without one."""
     tokenizer = getattr(model, "tokenizer", None)
     backend = getattr(tokenizer, "backend_tokenizer", None)
     if backend is not None:
-        h.update(backend.to_str().encode())
-    elif tokenizer is not None:
-        h.update(json.dumps(sorted(tokenizer.get_vocab().items())).encode())
-    return h.hexdigest()
+        return backend.to_str()
+    if tokenizer is not None:
+        return json.dumps(sorted(tokenizer.get_vocab().items()))
+    return None
 
 
 @functools.lru_cache(maxsize=1)

@@ -20,29 +20,21 @@ import torch
 from safetensors.torch import load_file
 
 from textcl.errors import ConfigError
-from textcl.model import load_model, model_fingerprint
+from textcl.model import load_model, model_fingerprint, module_stack, tokenizer_text
 
 log = logging.getLogger(__name__)
 
 
-def _stack(model) -> list:
-    return [[type(m).__name__, m.get_config_dict() if hasattr(m, "get_config_dict") else {}] for m in model]
-
-
-def _tokenizer(model) -> str:
-    tok = getattr(model, "tokenizer", None)
-    backend = getattr(tok, "backend_tokenizer", None)
-    return backend.to_str() if backend is not None else json.dumps(sorted((tok.get_vocab() if tok else {}).items()))
-
-
-def _weights(path: Path, template, trust_remote_code: bool) -> tuple[dict[str, torch.Tensor], str | None]:
-    """(state dict, fingerprint or None for a checkpoint) of `path`, checked against `template`."""
+def _weights(path: Path, template, ref: dict[str, torch.Tensor],
+             trust_remote_code: bool) -> tuple[dict[str, torch.Tensor], str | None]:
+    """(state dict, fingerprint or None for a checkpoint) of `path`, checked against `template`
+    (the first model) and its state dict `ref`."""
     if (path / "modules.json").is_file():
         model = load_model(str(path), device="cpu", trust_remote_code=trust_remote_code)
-        if _stack(model) != _stack(template):
+        if module_stack(model) != module_stack(template):
             raise ConfigError(f"{path}: its module stack differs from the first model's; "
                               "only models fine-tuned from the same base can be averaged")
-        if _tokenizer(model) != _tokenizer(template):
+        if tokenizer_text(model) != tokenizer_text(template):
             raise ConfigError(f"{path}: its tokenizer differs from the first model's")
         state, fingerprint = model.state_dict(), model_fingerprint(model)
     elif (path / "model.safetensors").is_file():  # a textcl checkpoint: weights only
@@ -50,7 +42,6 @@ def _weights(path: Path, template, trust_remote_code: bool) -> tuple[dict[str, t
     else:
         raise ConfigError(f"{path}: neither a model folder (modules.json) nor a textcl checkpoint "
                           "(model.safetensors)")
-    ref = template.state_dict()
     if set(state) != set(ref):
         missing, extra = sorted(set(ref) - set(state)), sorted(set(state) - set(ref))
         raise ConfigError(f"{path}: weight names differ from the first model's "
@@ -83,12 +74,14 @@ def average_models(paths: Sequence[str | os.PathLike], output: str | os.PathLike
         raise ConfigError(f"{paths[0]}: the first input must be a model folder (modules.json), "
                           "not a checkpoint")
     model = load_model(str(paths[0]), device="cpu", trust_remote_code=trust_remote_code)
+    ref = model.state_dict()
     total = float(sum(weights))
     acc: dict[str, torch.Tensor] = {}
     first: dict[str, torch.Tensor] = {}
     fingerprints = []
     for i, (path, w) in enumerate(zip(paths, weights)):
-        state, fingerprint = _weights(path, model, trust_remote_code)
+        state, fingerprint = ((ref, model_fingerprint(model)) if i == 0  # the first input is `model` itself
+                              else _weights(path, model, ref, trust_remote_code))
         fingerprints.append(fingerprint)
         for name, tensor in state.items():
             tensor = tensor.detach().cpu()
@@ -101,7 +94,6 @@ def average_models(paths: Sequence[str | os.PathLike], output: str | os.PathLike
             part = tensor.double() * (w / total)
             acc[name] = part if i == 0 else acc[name] + part
         log.info("soup: added %s (weight %g)", path, w)
-    ref = model.state_dict()
     merged = {name: (acc[name].to(ref[name].dtype) if name in acc else first[name]) for name in ref}
     model.load_state_dict(merged, strict=True)
     out = Path(output)
