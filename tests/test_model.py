@@ -111,6 +111,22 @@ def test_cache_hit_and_key(tiny, tmp_path, monkeypatch):
     assert not list(tmp_path.glob("*.tmp*"))  # atomic write leaves no temp files
 
 
+def test_cache_key_survives_encoding(tiny_model_path, tmp_path, monkeypatch):
+    """Encoding sets the tokenizer's truncation state; the key must not depend on it (a second encoder
+    on a fresh copy of the model hits every entry the first one wrote, in any order)."""
+    model = load_model(str(tiny_model_path), device="cpu")
+    fp = model_fingerprint(model)
+    enc = Encoder(model, precision="fp32", cache_dir=tmp_path, show_progress=False)
+    enc(TEXTS)
+    assert model_fingerprint(model) == fp
+    second = enc(["a text encoded after the first call"], "query")
+    again = Encoder(load_model(str(tiny_model_path), device="cpu"), precision="fp32", cache_dir=tmp_path,
+                    show_progress=False)
+    monkeypatch.setattr(again, "_encode", lambda *a, **k: pytest.fail("cache miss"))
+    np.testing.assert_array_equal(again(["a text encoded after the first call"], "query"), second)
+    again(TEXTS)
+
+
 def test_cache_follows_weight_changes(tiny_model_path, tmp_path):
     model = load_model(str(tiny_model_path), device="cpu")
     enc = Encoder(model, precision="fp32", cache_dir=tmp_path, show_progress=False)

@@ -102,11 +102,19 @@ def module_stack(model: SentenceTransformer) -> list[dict]:
 
 
 def tokenizer_text(model: SentenceTransformer) -> str | None:
-    """The tokenizer as text (the fast tokenizer's JSON, else its sorted vocabulary); None without one."""
+    """The tokenizer as text (the fast tokenizer's JSON, else its sorted vocabulary); None without one.
+
+    The fast tokenizer's truncation and padding fields are dropped: they hold the settings of its last
+    call (max_length etc.), so they change as soon as it encodes, and a fingerprint built on them would
+    miss the embedding cache after every first encode. max_seq_length is hashed on its own.
+    """
     tokenizer = getattr(model, "tokenizer", None)
     backend = getattr(tokenizer, "backend_tokenizer", None)
     if backend is not None:
-        return backend.to_str()
+        state = json.loads(backend.to_str())
+        state.pop("truncation", None)
+        state.pop("padding", None)
+        return json.dumps(state, sort_keys=True)
     if tokenizer is not None:
         return json.dumps(sorted(tokenizer.get_vocab().items()))
     return None
