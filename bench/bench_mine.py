@@ -1,6 +1,7 @@
 """Hard-negative mining on NFCorpus train: textcl `mine` vs sentence-transformers' `mine_hard_negatives`.
 
-Same model (bundled all-MiniLM-L6-v2, bf16 for both, max_seq_length 256), same queries, positives
+Same model (bundled all-MiniLM-L6-v2, max_seq_length 256, one precision for both: bf16 where the CPU has
+bf16 instructions, else fp32), same queries, positives
 (all train qrels, grade > 0) and candidate corpus (every NFCorpus document), in ONE run:
 - cold: model load + encoding + search + selection, empty embedding caches;
 - warm: the same again with the embedding caches filled (textcl `Encoder(cache_dir=...)`, ST
@@ -22,7 +23,7 @@ import tempfile
 import time
 from collections import defaultdict
 
-from common import NFCORPUS, ROOT, write_section  # first: sets up sys.path and env
+from common import NFCORPUS, ROOT, bench_precision, write_section  # first: sets up sys.path and env
 
 from textcl.config import MiningConfig
 from textcl.data.io import load_beir
@@ -31,21 +32,30 @@ from textcl.model import Encoder, load_model, resolve_model_path
 from textcl.types import RetrievalSet
 
 SEQ, SEED = 256, 42
+PRECISION = bench_precision()
+QUICK_CORPUS = " (quick mode: every document these queries judge, then the corpus's first others)"
 log = logging.getLogger("bench_mine")
 
 
-def subset(rset: RetrievalSet, n_queries: int | None) -> RetrievalSet:
+def subset(rset: RetrievalSet, n_queries: int | None, n_docs: int | None = None) -> RetrievalSet:
+    """The first `n_queries` queries; with `n_docs`, a corpus of every document they judge, topped up
+    with the corpus's first other documents to `n_docs` (encoding the corpus dominates the run)."""
     if n_queries is None:
         return rset
     keep = list(rset.queries)[:n_queries]
-    return RetrievalSet(rset.name, rset.corpus, {q: rset.queries[q] for q in keep},
+    corpus = rset.corpus
+    if n_docs is not None:
+        judged = {d for q in keep for d in rset.qrels[q]}
+        others = set([d for d in rset.corpus if d not in judged][:max(0, n_docs - len(judged))])
+        corpus = {d: doc for d, doc in rset.corpus.items() if d in judged or d in others}
+    return RetrievalSet(rset.name, corpus, {q: rset.queries[q] for q in keep},
                         {q: rset.qrels[q] for q in keep}, rset.split, rset.meta)
 
 
 def textcl_run(rset: RetrievalSet, cache: str) -> tuple[float, dict]:
     t0 = time.perf_counter()
     model = load_model(resolve_model_path("all-MiniLM-L6-v2"), device="cpu", max_seq_length=SEQ)
-    enc = Encoder(model, precision="bf16", batch_size=64, cache_dir=cache, show_progress=False)
+    enc = Encoder(model, precision=PRECISION, batch_size=64, cache_dir=cache, show_progress=False)
     examples, stats = mine(rset, enc, MiningConfig(), seed=SEED, progress=False)
     wall = time.perf_counter() - t0
     fn = sum(1 for ex in examples for d in ex.negative_ids if rset.qrels[ex.query_id].get(d, 0) > 0)
@@ -61,7 +71,7 @@ def st_run(rset: RetrievalSet, cache: str, **kwargs) -> tuple[float, dict]:
 
     t0 = time.perf_counter()
     model = SentenceTransformer(resolve_model_path("all-MiniLM-L6-v2"), device="cpu",
-                                model_kwargs={"dtype": torch.bfloat16})
+                                model_kwargs={"dtype": torch.bfloat16 if PRECISION == "bf16" else torch.float32})
     model.max_seq_length = SEQ
     pairs = [(rset.queries[q], rset.corpus[d].full_text) for q in rset.queries for d in rset.positives(q)]
     ds = Dataset.from_dict({"query": [p[0] for p in pairs], "positive": [p[1] for p in pairs]})
@@ -84,7 +94,8 @@ def main() -> int:
     parser.add_argument("--out", default=str(ROOT / "bench" / "results" / "mine.md"))
     args = parser.parse_args()
     logging.basicConfig(level=logging.WARNING)
-    rset = subset(load_beir(NFCORPUS, "train"), 300 if args.mode == "quick" else None)
+    quick = args.mode == "quick"
+    rset = subset(load_beir(NFCORPUS, "train"), 100 if quick else None, 2000 if quick else None)
     res = {}
     with tempfile.TemporaryDirectory() as tc, tempfile.TemporaryDirectory() as ts:
         res["textcl cold"] = textcl_run(rset, tc)
@@ -98,7 +109,7 @@ def main() -> int:
     lines = [
         "## Hard-negative mining (NFCorpus train)", "",
         f"{len(rset.queries)} queries, {sum(len(rset.positives(q)) for q in rset.queries)} (query, positive) "
-        f"pairs, {n_docs} candidate documents; all-MiniLM-L6-v2 bf16, max_seq_length {SEQ}, CPU; mode "
+        f"pairs, {n_docs} candidate documents{QUICK_CORPUS if quick else ''}; all-MiniLM-L6-v2 {PRECISION} for both, max_seq_length {SEQ}, CPU; mode "
         f"`{args.mode}`. textcl: defaults (exact search, depth 50, 3 negatives, relative margin 0.05 vs the "
         "row's best positive, one row per query with all its positives). ST: `mine_hard_negatives` with its "
         "documented defaults (triplets, 3 negatives, no margin) and, last row, its recommended "
