@@ -107,6 +107,9 @@ class TrainConfig:
     early_stopping_patience: int | None = None
     save_every: int | None = None
     keep_checkpoints: int = 2
+    # WiSE-FT: after training, also score (1 - a) * base + a * best checkpoint on dev for each a here
+    # (the fine-tuned share); one that beats the best checkpoint becomes the model. [] = off.
+    interpolate_base: list[float] = field(default_factory=list)
     nan_policy: Literal["stop", "skip"] = "stop"
     log_every: int = 10
 

@@ -13,7 +13,7 @@ from __future__ import annotations
 import json
 import logging
 import os
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 import torch
@@ -51,6 +51,22 @@ def _weights(path: Path, template, ref: dict[str, torch.Tensor],
             raise ConfigError(f"{path}: weight '{name}' has shape {tuple(tensor.shape)}, "
                               f"the first model's {tuple(ref[name].shape)}")
     return state, fingerprint
+
+
+def interpolate(base: Mapping[str, torch.Tensor], tuned: Mapping[str, torch.Tensor],
+                alpha: float) -> dict[str, torch.Tensor]:
+    """(1 - alpha) * base + alpha * tuned for every floating-point tensor (computed in float64, cast back
+    to tuned's dtype and device); other tensors (integer buffers) are taken from `tuned`."""
+    if set(base) != set(tuned):
+        raise ConfigError("cannot interpolate: the two models' weight names differ")
+    out = {}
+    for name, t in tuned.items():
+        if t.is_floating_point():
+            mixed = base[name].detach().to(t.device, torch.float64) * (1.0 - alpha) + t.detach().double() * alpha
+            out[name] = mixed.to(t.dtype)
+        else:
+            out[name] = t
+    return out
 
 
 def average_models(paths: Sequence[str | os.PathLike], output: str | os.PathLike,

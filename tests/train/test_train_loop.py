@@ -123,3 +123,38 @@ def test_schedule_shapes():
         [0.5, 1.0, 1.0, 0.75, 0.5, 0.25]
     assert lr_factor(4, warmup=0, total=8, kind="cosine") == 0.5
     assert lr_factor(100, warmup=2, total=8, kind="constant") == 1.0
+
+
+@pytest.mark.parametrize("interpolation_wins", [True, False])
+def test_interpolate_base_keeps_the_dev_best_mix(tiny_model_path, tmp_path, examples, interpolation_wins):
+    # Dev at steps 0, 3, 6, then for alpha 0.25, 0.5, 0.75: the best checkpoint is step 3 (0.5).
+    late = [0.4, 0.6, 0.2] if interpolation_wins else [0.4, 0.45, 0.2]
+    scores = iter([0.1, 0.5, 0.3, *late])
+    out = tmp_path / "out"
+    config = tiny_config(tiny_model_path, out, "train.eval_every=3", "train.save_every=3",
+                         "train.interpolate_base=[0.75, 0.25, 0.5]")
+    result = train(config, examples, dev=lambda encode: {"toy/ndcg@10": next(scores)})
+    tried = [h for h in result.history if "interpolation" in h]
+    assert [h["interpolation"] for h in tried] == [0.25, 0.5, 0.75]
+    step3 = {k.split(".", 2)[2]: v for k, v in weights(out / "checkpoints" / "step-00000003").items()}
+    base = weights(tiny_model_path)
+    got = weights(out)
+    assert got.keys() == step3.keys() == base.keys()
+    card = (out / "README.md").read_text()
+    if interpolation_wins:
+        assert result.after["dev"] == {"toy/ndcg@10": 0.6}
+        for key, value in got.items():  # 0.5 x fine-tuned (step 3) + 0.5 x base
+            torch.testing.assert_close(value, 0.5 * step3[key] + 0.5 * base[key], rtol=0, atol=1e-6)
+        assert "0.5 x fine-tuned + 0.50 x base" in card
+    else:
+        assert result.after["dev"] == {"toy/ndcg@10": 0.5}
+        for key, value in got.items():
+            assert torch.equal(value, step3[key]), key
+        assert "interpolated" not in card
+    from textcl.eval.plots import eval_series
+    assert [s for s, _ in eval_series(result.history)["dev: toy/ndcg@10"]] == [0, 3, 6]  # not in the curve
+
+
+def test_interpolate_base_rejects_weights_outside_0_1(tiny_model_path, tmp_path, examples):
+    with pytest.raises(ConfigError, match="interpolate_base"):
+        train(tiny_config(tiny_model_path, tmp_path / "o", "train.interpolate_base=[0.5, 1.0]"), examples)

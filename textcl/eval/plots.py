@@ -55,6 +55,8 @@ def eval_series(history: Sequence[Mapping]) -> dict[str, list[tuple[int, float]]
     """{"dev: name/metric": [(step, value)], "ood: ...": [...]} from the trainer's eval entries."""
     out: dict[str, list[tuple[int, float]]] = {}
     for h in history:
+        if "interpolation" in h:  # WiSE-FT candidates scored after training: not a point of the curve
+            continue
         for group, metrics in (h.get("eval") or {}).items():
             for key, value in (metrics or {}).items():
                 if key.endswith(("ndcg@10", "spearman_cosine")):

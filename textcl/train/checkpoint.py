@@ -45,6 +45,7 @@ class TrainerState:
     skipped_steps: int = 0
     best_metric: float | None = None
     best_step: int | None = None
+    best_interpolation: float | None = None  # fine-tuned share when a WiSE-FT interpolation won on dev
     evals_without_improvement: int = 0
     world_size: int = 1
     history: list[dict] = field(default_factory=list)

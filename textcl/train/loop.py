@@ -73,6 +73,10 @@ def train(config: RunConfig, examples: Sequence | None = None, *, dev: Callable 
     if examples is None:
         from textcl.train.data import load_training_data
         examples, provenance = load_training_data(config)
+    bad_alphas = [a for a in tc.interpolate_base if not 0.0 < a < 1.0]
+    if bad_alphas:
+        raise ConfigError(f"train.interpolate_base: each value is the fine-tuned share of an interpolation with "
+                          f"the base model and must lie strictly between 0 and 1, got {bad_alphas}")
     if tc.batch_size < world:
         raise ConfigError(f"train.batch_size={tc.batch_size} is the global batch; it must be >= the "
                           f"{world} processes")
@@ -212,9 +216,49 @@ def train(config: RunConfig, examples: Sequence | None = None, *, dev: Callable 
                 save(state.step)
     bar.close()
 
+    if tc.interpolate_base:
+        if evaluate_dev is None:
+            log.warning("train.interpolate_base is set but there is no dev evaluator: interpolation skipped")
+        elif not state.best_step:
+            log.info("train.interpolate_base: the base model scored best on dev; no interpolation to try")
+        else:
+            _interpolate_with_base(config, model, state, ckpt_root, evaluate, accelerator)
     result = _finish(config, model, state, ckpt_root, provenance, step_times, main)
     accelerator.wait_for_everyone()
     return result
+
+
+def _interpolate_with_base(config: RunConfig, model: Any, state: ckpt.TrainerState, ckpt_root: Path,
+                           evaluate: Callable[[int], dict], accelerator: Any) -> None:
+    """WiSE-FT (Wortsman et al., 2022): score (1 - a) * base + a * best checkpoint on dev for every a in
+    train.interpolate_base, like any checkpoint; the best of them replaces checkpoints/best if it beats it.
+
+    Every rank sets the same weights (evaluation runs on the main process and is broadcast)."""
+    from textcl.soup import interpolate
+
+    accelerator.wait_for_everyone()  # checkpoints/best is written by the main process
+    mc = config.model
+    base = load_model(mc.name_or_path, device="cpu", trust_remote_code=mc.trust_remote_code,
+                      max_seq_length=mc.max_seq_length).state_dict()
+    tuned = load_model(str(ckpt_root / "best"), device="cpu", trust_remote_code=mc.trust_remote_code,
+                       max_seq_length=mc.max_seq_length).state_dict()
+    best_alpha = None
+    for alpha in sorted(set(config.train.interpolate_base)):
+        model.load_state_dict(interpolate(base, tuned, alpha))
+        metrics = evaluate(state.step)
+        key, value = pick_metric(metrics["dev"], config.eval.metric_for_best)
+        # "step" is the interpolated checkpoint's step: the entry describes that checkpoint, mixed with the base
+        state.history.append({"step": state.best_step, "interpolation": alpha, "eval": metrics, "metric": key})
+        log.info("interpolation %.2f x best (step %s) + %.2f x base: dev %s %.4f (best so far %.4f)", alpha,
+                 state.best_step, 1 - alpha, key, value, state.best_metric)
+        if value > state.best_metric:
+            state.best_metric, best_alpha = value, alpha
+            if accelerator.is_main_process:
+                ckpt.atomic_folder(ckpt_root / "best", lambda tmp: model.save(str(tmp), create_model_card=False))
+    state.best_interpolation = best_alpha
+    log.info("train.interpolate_base: %s", f"kept {best_alpha} x fine-tuned + {1 - best_alpha:.2f} x base"
+             if best_alpha is not None else "no interpolation beat the best checkpoint; it stays the model")
+    accelerator.wait_for_everyone()
 
 
 def _train_step(batch: Any, embed: Callable, config: RunConfig, optimizer: torch.optim.Optimizer,
@@ -262,7 +306,8 @@ def _finish(config: RunConfig, model: Any, state: ckpt.TrainerState, ckpt_root: 
     best_dir = ckpt_root / "best"
     evals = [h for h in state.history if "eval" in h]
     before = evals[0]["eval"] if evals and evals[0]["step"] == 0 else {}
-    after = next((h["eval"] for h in evals if h["step"] == state.best_step), {})
+    after = next((h["eval"] for h in evals if h["step"] == state.best_step
+                  and h.get("interpolation") == state.best_interpolation), {})
     if main:
         if best_dir.is_dir():
             ckpt.verify_folder(best_dir)
