@@ -5,7 +5,13 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from textcl.report import forgetting_flags, format_table, overfitting_flags, write_report
+from textcl.report import (
+    forgetting_flags,
+    format_table,
+    interpolation_trials,
+    overfitting_flags,
+    write_report,
+)
 
 BEFORE = {"dom/ndcg@10": 0.30, "dom/recall@10": 0.5, "gen/ndcg@10": 0.90, "sts/spearman_cosine": 0.80}
 AFTER = {"dom/ndcg@10": 0.70, "dom/recall@10": 0.9, "gen/ndcg@10": 0.87, "sts/spearman_cosine": 0.795}
@@ -93,3 +99,19 @@ def test_similarity_samples_for_histograms(keyword_encoder):
              ScoredPair("car", "tree", 1.0)]
     s = scored_pair_samples(enc, pairs)
     assert s["similar pairs (top 25% gold)"] == pytest.approx([1.0]) and s["dissimilar pairs (bottom 25% gold)"][0] < 0.01
+
+
+@pytest.mark.parametrize("mix_dev, line_end", [(0.65, "the model is the a=0.75 mix"),
+                                               (0.55, "the checkpoint stays the model")])
+def test_interpolation_trials_in_report(tmp_path, mix_dev, line_end):
+    history = _history([0.3, 0.6, 0.55], [2.0, 1.6, 1.2, 0.9])  # best checkpoint: step 2, dev 0.6
+    history += [{"step": 2, "interpolation": a, "metric": "dom/ndcg@10",
+                 "eval": {"dev": {"dom/ndcg@10": d}, "ood": {"gen/ndcg@10": 0.9}}}
+                for a, d in ((0.5, 0.58), (0.75, mix_dev))]
+    trials = interpolation_trials(history)
+    assert trials == [{"alpha": 0.5, "step": 2, "metric": "dom/ndcg@10", "dev": 0.58, "checkpoint_dev": 0.6},
+                      {"alpha": 0.75, "step": 2, "metric": "dom/ndcg@10", "dev": mix_dev, "checkpoint_dev": 0.6}]
+    summary = {"before": {}, "after": {}, "stages": {}, "interpolation": trials}
+    md = write_report(summary, history, {}, tmp_path).read_text()
+    assert ("WiSE-FT (`train.interpolate_base`), dev dom/ndcg@10 of a x step 2 + (1 - a) x base: a=0.5 0.5800, "
+            f"a=0.75 {mix_dev:.4f} vs 0.6000 for the checkpoint: {line_end}") in md

@@ -210,7 +210,7 @@ def _index_corpus(cfg: RunConfig) -> tuple[str | None, list[str] | None]:
 
 
 def _report(ctx: Context) -> dict:
-    from textcl.report import forgetting_flags, overfitting_flags, write_report
+    from textcl.report import forgetting_flags, interpolation_trials, overfitting_flags, write_report
     cfg = ctx.config
     base, tuned = ctx.results.get("eval_base") or {}, ctx.results.get("eval_tuned") or {}
     train = ctx.results.get("train") or {}
@@ -230,6 +230,7 @@ def _report(ctx: Context) -> dict:
         "ood_metrics": ood,
         "flags": {"forgetting": forgetting_flags(before, after, ood, cfg.eval.forgetting_threshold),
                   "overfitting": overfitting_flags(history)},
+        "interpolation": interpolation_trials(history),
         "data": ctx.results.get("check"), "mining": ctx.results.get("mine"), "train": train or None,
         "index": ctx.results.get("index"), "stages": dict(ctx.status),
     }

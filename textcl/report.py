@@ -52,6 +52,21 @@ def overfitting_flags(history: Sequence[Mapping], min_drop_points: float = OVERF
     return flags
 
 
+def interpolation_trials(history: Sequence[Mapping]) -> list[dict]:
+    """WiSE-FT candidates the trainer scored after training (`train.interpolate_base`), with the dev value
+    of the checkpoint they mix (step = that checkpoint's step)."""
+    trials = []
+    for h in history:
+        if "interpolation" not in h:
+            continue
+        key = h.get("metric")
+        checkpoint = next((e["eval"]["dev"].get(key) for e in history if "eval" in e and "interpolation" not in e
+                           and e["step"] == h["step"]), None)
+        trials.append({"alpha": h["interpolation"], "step": h["step"], "metric": key,
+                       "dev": (h["eval"].get("dev") or {}).get(key), "checkpoint_dev": checkpoint})
+    return trials
+
+
 def before_after_rows(before: Mapping[str, float], after: Mapping[str, float],
                       ood_keys: Sequence[str] = ()) -> list[tuple[str, str, float | None, float | None]]:
     """(set kind, metric, before, after) for every primary metric, in-domain first."""
@@ -118,6 +133,14 @@ def render_markdown(summary: Mapping, images: Mapping[str, str]) -> str:
         names = sorted({k.split("/")[0] for k in ood})
         checked = "out-of-domain sets: " + (", ".join(names) if names else "none configured")
         md.append(f"- no forgetting or overfitting flagged ({checked})")
+    trials = summary.get("interpolation") or []
+    if trials:
+        best = max(trials, key=lambda t: t["dev"])
+        kept = best["checkpoint_dev"] is None or best["dev"] > best["checkpoint_dev"]
+        md.append(f"- WiSE-FT (`train.interpolate_base`), dev {trials[0]['metric']} of a x step {trials[0]['step']} "
+                  f"+ (1 - a) x base: " + ", ".join(f"a={t['alpha']} {_fmt(t['dev'])}" for t in trials)
+                  + f" vs {_fmt(trials[0]['checkpoint_dev'])} for the checkpoint: "
+                  + (f"the model is the a={best['alpha']} mix" if kept else "the checkpoint stays the model"))
     md.append("")
     for name, title in (("heldout", "Held-out metrics over steps"), ("training", "Loss and learning rate"),
                         ("similarity", "Similarity of positives vs negatives"), ("mining", "Mining filters")):
