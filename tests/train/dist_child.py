@@ -38,9 +38,14 @@ def main() -> None:
 
     # GradCache with chunks of 1 query: several backward passes per step, all but the last under no_sync.
     extra = ["train.gradcache_chunk_size=1"] if mode == "uneven" else []
+    dev = None
+    if mode == "wise":  # dev at steps 0 and 5, then the 0.5 mix with the base wins (main process scores)
+        scores = iter([0.1, 0.5, 0.7])
+        dev = lambda encode: {"toy/ndcg@10": next(scores)}  # noqa: E731
+        extra = ["train.eval_every=5", "train.interpolate_base=[0.5]"]
     config = tiny_config(model_path, out, "train.max_steps=5", "train.save_every=10", *extra)
-    result = loop.train(config, make_examples(n), callbacks=[callback])
-    print(f"rank {distributed.rank()} steps {result.steps}", flush=True)
+    result = loop.train(config, make_examples(n), callbacks=[callback], dev=dev)
+    print(f"rank {distributed.rank()} steps {result.steps} after {result.after.get('dev')}", flush=True)
 
 
 if __name__ == "__main__":

@@ -11,6 +11,8 @@ import time
 from pathlib import Path
 
 import pytest
+import torch
+from safetensors.torch import load_file
 
 CHILD = Path(__file__).parent / "dist_child.py"
 
@@ -41,6 +43,21 @@ def test_uneven_data_two_processes_finish_in_sync(tiny_model_path, tmp_path):
     rank1 = (tmp_path / "out-rank1.txt").read_text().splitlines()
     assert len(rank0) == 5 and rank0 == rank1  # identical weights on both ranks after every step
     assert (tmp_path / "out" / "model.safetensors").is_file()
+    assert seconds < 90, f"took {seconds:.0f}s"
+
+
+@pytest.mark.slow
+def test_interpolate_base_two_processes(tiny_model_path, tmp_path):
+    # Evaluation runs on rank 0 and is broadcast: both ranks try the mix and finish together.
+    proc, seconds = _torchrun(tiny_model_path, tmp_path / "out", "wise", 16)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "rank 0 steps 5 after {'toy/ndcg@10': 0.7}" in proc.stdout
+    assert "rank 1 steps 5" in proc.stdout
+    base = load_file(str(tiny_model_path / "model.safetensors"))
+    tuned = {k.split(".", 2)[2]: v for k, v in
+             load_file(str(tmp_path / "out" / "checkpoints" / "step-00000005" / "model.safetensors")).items()}
+    for key, value in load_file(str(tmp_path / "out" / "model.safetensors")).items():
+        torch.testing.assert_close(value, 0.5 * tuned[key] + 0.5 * base[key], rtol=0, atol=1e-6)
     assert seconds < 90, f"took {seconds:.0f}s"
 
 
