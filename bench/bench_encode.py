@@ -18,8 +18,14 @@ import time
 
 import numpy as np
 import torch
+from common import (  # first: sets up sys.path and env
+    BF16_SKIPPED,
+    ROOT,
+    bench_precision,
+    bf16_rows,
+    write_section,
+)
 from common import NFCORPUS as DATA
-from common import ROOT, native_bf16, write_section  # first: sets up sys.path and env
 
 from textcl.data.io import load_beir
 from textcl.eval.metrics import evaluate_run, mean_metrics
@@ -85,7 +91,7 @@ def main() -> int:
     args = parser.parse_args()
     n_docs = args.docs or (1000 if args.mode == "quick" else None)
     repeats = args.repeats
-    with_bf16 = args.mode == "full" or native_bf16()  # emulated bf16 would take most of quick mode's time
+    with_bf16 = bf16_rows(args.mode)
 
     rset = load_beir(DATA, "test")
     if n_docs:
@@ -122,7 +128,8 @@ def main() -> int:
     }
     if not with_bf16:
         methods = {name: fn for name, fn in methods.items() if "bf16" not in name}
-    ceil_dtype, ceil_name = (torch.bfloat16, "bf16") if native_bf16() else (torch.float32, "fp32")
+    ceil_name = bench_precision()  # the machine's fast matmul dtype
+    ceil_dtype = torch.bfloat16 if ceil_name == "bf16" else torch.float32
     ceil_before = matmul_ceiling(16384, 384, 1536, ceil_dtype)
     results: dict = {}
     # Round-robin repeats, best of each: load from other jobs drifts, interleaving spreads it evenly.
@@ -175,9 +182,7 @@ def main() -> int:
         + f"sentence-transformers fp32 {100 * nd_st:.2f}.", "",
     ]
     if not with_bf16:
-        lines += ["bf16 rows not run: this CPU has no bf16 instructions (no AVX512-BF16 or AMX), so torch emulates "
-                  "bf16 at a fraction of fp32's speed and textcl's `precision: auto` uses fp32 here; "
-                  "`--mode full` measures them anyway.", ""]
+        lines += [BF16_SKIPPED, ""]
     write_section(args.out, lines)
     return 0
 

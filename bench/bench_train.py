@@ -18,7 +18,7 @@ import tempfile
 import time
 
 import numpy as np
-from common import NFCORPUS, ROOT, bench_precision, native_bf16, write_section  # first: path, env
+from common import BF16_SKIPPED, NFCORPUS, ROOT, bench_precision, bf16_rows, write_section  # first: path
 
 from textcl.config import EvalConfig, load_recipe
 from textcl.data.io import load_beir, load_examples
@@ -125,7 +125,7 @@ def main() -> int:
     steps = args.steps or (4 if args.mode == "quick" else 40)
     model_path = resolve_model_path("all-MiniLM-L6-v2")
     data = triplets(BATCH * steps * 2)  # twice what the steps use, so duplicate-aware samplers fill batches
-    with_bf16 = args.mode == "full" or native_bf16()  # emulated bf16 steps would take most of quick mode
+    with_bf16 = bf16_rows(args.mode)
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
         base = dev_ndcg(SentenceTransformer(model_path, device="cpu")) if do_eval else None
@@ -160,8 +160,7 @@ def main() -> int:
     lines += ["", f"Command: `.venv/bin/python {cmd}`. Measured on a shared "
               "2-core machine while other jobs ran: absolute numbers are noisy; ratios come from the same run.", ""]
     if not with_bf16:
-        lines += ["bf16 rows not run: this CPU has no bf16 instructions (no AVX512-BF16 or AMX), so torch emulates "
-                  "bf16 and textcl's `precision: auto` trains in fp32 here; `--mode full` measures them anyway.", ""]
+        lines += [BF16_SKIPPED, ""]
     write_section(args.out, lines)
     return 0
 

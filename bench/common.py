@@ -27,6 +27,16 @@ def native_bf16() -> bool:
     return "avx512_bf16" in flags or "amx_bf16" in flags
 
 
+def bf16_rows(mode: str) -> bool:
+    """Whether a bench runs its bf16 rows: always in full mode, in quick mode only where bf16 is native."""
+    return mode == "full" or native_bf16()
+
+
+BF16_SKIPPED = ("bf16 rows not run: this CPU has no bf16 instructions (no AVX512-BF16 or AMX), so torch emulates "
+                "bf16 at a fraction of fp32's speed and textcl's `precision: auto` uses fp32 here; `--mode full` "
+                "measures them anyway.")
+
+
 def bench_precision() -> str:
     """The precision both tools get where a bench compares them at one precision: bf16 if native, else fp32."""
     return "bf16" if native_bf16() else "fp32"
