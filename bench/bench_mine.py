@@ -27,7 +27,7 @@ from common import NFCORPUS, ROOT, bench_precision, write_section  # first: sets
 
 from textcl.config import MiningConfig
 from textcl.data.io import load_beir
-from textcl.data.mining import mine
+from textcl.mine import mine
 from textcl.model import Encoder, load_model, resolve_model_path
 from textcl.types import RetrievalSet
 

@@ -1,6 +1,6 @@
 """Mining at scale: Q queries x N random unit vectors (dim 384), exact chunked search vs an IVF index.
 
-Each configuration runs `textcl.data.mining.mine` in its own subprocess so that its peak RSS
+Each configuration runs `textcl.mine.mine` in its own subprocess so that its peak RSS
 (`ru_maxrss`) is its own. The "encoder" generates each text's vector on demand from its id
 (fixed 1000-id sub-blocks, so vectors never depend on how the corpus is chunked); a query is a noisy
 copy of its one positive document. The naive Q x N float32 score matrix is printed for scale.
@@ -56,7 +56,7 @@ class RandomVectors:
 
 def child(n_queries: int, n_docs: int, index: str, chunk: int) -> None:
     from textcl.config import MiningConfig
-    from textcl.data.mining import mine
+    from textcl.mine import mine
     from textcl.types import Document, RetrievalSet
 
     enc = RandomVectors(n_docs, n_queries)

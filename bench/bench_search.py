@@ -22,8 +22,8 @@ import numpy as np
 import torch
 from common import ROOT, write_section  # first: sets up sys.path and env
 
-from textcl.index import exact_search, recall_at_k
-from textcl.search import SearchIndex
+from textcl.index import SearchIndex
+from textcl.knn import exact_search, recall_at_k
 from textcl.types import Document
 
 SIZES = {"quick": (50_000, 1_000), "full": (300_000, 5_000)}

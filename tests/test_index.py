@@ -1,138 +1,102 @@
-"""Search parity: exact chunked search vs brute force, FAISS factory indexes vs exact (tie-tolerant)."""
+"""Semantic-search index: build/load/search round trip (exact and HNSW), fingerprint refusal, add, CLI."""
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pytest
-import torch
 
-from textcl.errors import ConfigError
-from textcl.index import (
-    _chunk_topk,
-    build_faiss_index,
-    exact_search,
-    faiss_search,
-    merge_topk,
-    parse_index_spec,
-    recall_at_k,
-    search,
-)
+from textcl.errors import ConfigError, DataError
+from textcl.index import SearchIndex, load_corpus
+from textcl.types import Document
+
+KEYWORDS = ["cat", "dog", "car", "tree", "river", "music", "book", "coffee"]
 
 
-@pytest.fixture(autouse=True)
-def _one_faiss_thread():
-    """OpenMP spinning on a busy 2-core machine makes small PQ trainings take seconds; one thread is faster."""
-    import faiss
-    before = faiss.omp_get_max_threads()
-    faiss.omp_set_num_threads(1)
-    yield
-    faiss.omp_set_num_threads(before)
-
-
-def _unit(rng: np.random.Generator, n: int, d: int) -> np.ndarray:
-    x = rng.standard_normal((n, d)).astype(np.float32)
-    return x / np.linalg.norm(x, axis=1, keepdims=True)
-
-
-def _brute(q: np.ndarray, c: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
-    sims = q @ c.T
-    idx = np.stack([np.lexsort((np.arange(c.shape[0]), -row))[:k] for row in sims])
-    return np.take_along_axis(sims, idx, 1), idx
-
-
-@pytest.mark.parametrize("qc,cc", [(7, 13), (1000, 100000), (3, 1)])
-def test_exact_matches_brute_force_for_any_chunking(qc, cc):
+def _corpus(n: int = 60) -> dict[str, Document]:
     rng = np.random.default_rng(0)
-    q, c = _unit(rng, 20, 16), _unit(rng, 57, 16)
-    s, i = exact_search(q, c, 10, query_chunk_size=qc, corpus_chunk_size=cc)
-    bs, bi = _brute(q, c, 10)
-    np.testing.assert_array_equal(i, bi)
-    np.testing.assert_allclose(s, bs, atol=1e-6)
+    out = {}
+    for i in range(n):
+        words = rng.choice(KEYWORDS, size=3, replace=True)
+        out[f"d{i}"] = Document(title=f"title {i}", text=" ".join(words) + f" filler{i}")
+    return out
 
 
-def test_ties_inside_one_chunk_go_to_the_lowest_index():
-    # 30 identical documents: whatever torch.topk picks, the answer must be indices 0..4.
-    c = np.tile(np.array([[1.0, 0.0]], dtype=np.float32), (30, 1))
-    c[7] = [0.0, 1.0]  # one worse document in the middle
-    q = np.array([[1.0, 0.0]], dtype=np.float32)
-    for cc in (30, 8, 1):
-        _, i = exact_search(q, c, 5, corpus_chunk_size=cc)
-        assert i[0].tolist() == [0, 1, 2, 3, 4]
-    s, i = _chunk_topk(torch.tensor([[0.5, 0.9, 0.5, 0.5, 0.9, 0.5]]), 3)
-    assert sorted(i[0].tolist()) == [0, 1, 4]
+@pytest.mark.parametrize("factory", ["exact", "Flat", "HNSW32"])
+def test_build_load_search_round_trip(tmp_path, keyword_encoder, factory):
+    enc = keyword_encoder(KEYWORDS)
+    corpus = _corpus()
+    built = SearchIndex.build(enc, corpus, tmp_path / "idx", factory=factory, fingerprint="fp-kw", model="kw")
+    assert (tmp_path / "idx" / "embeddings.npy").is_file()
+    assert (tmp_path / "idx" / "index.faiss").is_file() == (factory != "exact")
+    cfg = json.loads((tmp_path / "idx" / "config.json").read_text())
+    assert cfg["count"] == 60 and cfg["fingerprint"] == "fp-kw"
+    if factory != "exact":
+        assert 0.9 <= cfg["recall"]["recall"] <= 1.0 and cfg["recall"]["queries"] == 60
+
+    loaded = SearchIndex.load(tmp_path / "idx", enc, fingerprint="fp-kw")
+    hits = loaded.search("dog dog dog", k=5)[0]
+    assert len(hits) == 5
+    assert [h.score for h in hits] == sorted([h.score for h in hits], reverse=True)
+    # The top hit must have the highest dog share; check against a brute-force computation.
+    emb = enc([d.full_text for d in corpus.values()])
+    best = float((emb @ enc(["dog dog dog"])[0]).max())
+    assert hits[0].score == pytest.approx(best, abs=1e-5)
+    assert "dog" in corpus[hits[0].id].text and hits[0].title == corpus[hits[0].id].title
+    # Same results from the built object and the reloaded one.
+    assert [h.id for h in built.search("river book", k=3)[0]] == [h.id for h in loaded.search("river book", 3)[0]]
 
 
-def test_padding_when_corpus_smaller_than_k():
-    q = np.eye(2, dtype=np.float32)
-    s, i = exact_search(q, np.eye(2, dtype=np.float32), 4)
-    assert i.tolist() == [[0, 1, -1, -1], [1, 0, -1, -1]]
-    assert np.isneginf(s[:, 2:]).all()
+def test_refuses_other_model(tmp_path, keyword_encoder):
+    enc = keyword_encoder(KEYWORDS)
+    SearchIndex.build(enc, _corpus(10), tmp_path / "idx", fingerprint="fp-a", model="model-a")
+    with pytest.raises(ConfigError, match="built with model 'model-a'.*fingerprint fp-a"):
+        SearchIndex.load(tmp_path / "idx", enc, fingerprint="fp-b")
+    with pytest.raises(ConfigError, match="cannot verify the model"):
+        SearchIndex.load(tmp_path / "idx", enc)
 
 
-def test_merge_is_order_independent_and_keeps_padding_last():
-    a = (torch.tensor([[0.9, 0.5, -float("inf")]]), torch.tensor([[4, 2, -1]]))
-    b = (torch.tensor([[0.5, 0.7]]), torch.tensor([[1, 3]]))
-    ab = merge_topk(*a, *b, 4)
-    ba = merge_topk(*b, *a, 4)
-    assert ab[1].tolist() == ba[1].tolist() == [[4, 3, 1, 2]]
+def test_add_appends_and_rejects_duplicates(tmp_path, keyword_encoder):
+    enc = keyword_encoder(KEYWORDS)
+    SearchIndex.build(enc, _corpus(10), tmp_path / "idx", factory="HNSW32", fingerprint="fp")
+    idx = SearchIndex.load(tmp_path / "idx", enc, fingerprint="fp")
+    assert idx.add({"new": Document("New", "coffee coffee coffee")}) == 1
+    again = SearchIndex.load(tmp_path / "idx", enc, fingerprint="fp")
+    assert len(again) == 11 and again.search("coffee coffee coffee", k=1)[0][0].id in {"new"} | {
+        i for i, d in _corpus(10).items() if d.text.count("coffee") == 3}
+    with pytest.raises(DataError, match="already in the index, e.g. 'new'"):
+        again.add({"new": Document("x", "cat")})
 
 
-def _tie_tolerant_equal(s1, i1, s2, i2, atol=1e-5):
-    """Same scores; same indices wherever a score is not tied (faiss.contrib.evaluation style)."""
-    np.testing.assert_allclose(s1, s2, atol=atol)
-    for r in range(len(i1)):
-        tied = (np.abs(s1[r][:, None] - s1[r][None, :]) < atol).sum(1) > 1
-        above_kth = s1[r] > s1[r][-1] + atol  # a tie at the k-th place may be cut differently
-        keep = ~tied & above_kth
-        assert i1[r][keep].tolist() == i2[r][keep].tolist()
-        assert set(i1[r][above_kth].tolist()) == set(i2[r][above_kth].tolist())
+def test_load_corpus_formats(tmp_path):
+    (tmp_path / "beir").mkdir()
+    (tmp_path / "beir" / "corpus.jsonl").write_text('{"_id": "a", "title": "T", "text": "x"}\n')
+    assert load_corpus(tmp_path / "beir") == {"a": Document("T", "x")}
+    (tmp_path / "c.jsonl").write_text('{"id": 7, "text": "y"}\n')
+    assert load_corpus(tmp_path / "c.jsonl") == {"7": Document("", "y")}
+    (tmp_path / "c.txt").write_text("first\n\nthird\n")
+    assert load_corpus(tmp_path / "c.txt") == {"1": Document("", "first"), "3": Document("", "third")}
+    (tmp_path / "bad.jsonl").write_text('{"_id": "a", "text": ""}\n')
+    with pytest.raises(DataError, match="bad.jsonl:1.*text"):
+        load_corpus(tmp_path / "bad.jsonl")
+    with pytest.raises(DataError, match="no corpus.jsonl"):
+        load_corpus(tmp_path)
 
 
-def test_faiss_flat_equals_exact_search_tie_tolerant():
-    rng = np.random.default_rng(1)
-    q, c = _unit(rng, 50, 32), _unit(rng, 300, 32)
-    c[10] = c[20]  # an exact tie
-    es, ei = exact_search(q, c, 15, corpus_chunk_size=64)
-    fs, fi = search(q, c, 15, index="Flat")
-    _tie_tolerant_equal(es, ei, fs, fi)
-    assert recall_at_k(fi, ei, 15, es, fs) == 1.0
+def test_cli_build_and_search(tmp_path, tiny_model_path, capsys):
+    from textcl.cli import main
 
-
-@pytest.mark.parametrize("spec", ["IVF16,Flat|nprobe=16", "HNSW16", "IVF8,PQ4x4|nprobe=8"])
-def test_factory_strings_share_the_layout_and_report_recall(spec):
-    rng = np.random.default_rng(2)
-    q, c = _unit(rng, 40, 32), _unit(rng, 1000, 32)
-    es, ei = exact_search(q, c, 10)
-    fs, fi = search(q, c, 10, index=spec, seed=0)
-    assert fs.shape == (40, 10) and fi.dtype == np.int64 and fs.dtype == np.float32
-    assert (np.diff(fs, axis=1) <= 1e-6).all()  # descending
-    r = recall_at_k(fi, ei, 10)
-    assert 0.0 < r <= 1.0
-    if spec.startswith(("IVF16,Flat", "HNSW")):
-        assert r > 0.95  # full probing / a graph this small is essentially exact
-
-
-def test_ivf_is_deterministic_for_a_seed():
-    rng = np.random.default_rng(3)
-    q, c = _unit(rng, 30, 16), _unit(rng, 1000, 16)
-    a = faiss_search(build_faiss_index(c, "IVF32,Flat|nprobe=2", seed=5), q, 5)
-    b = faiss_search(build_faiss_index(c, "IVF32,Flat|nprobe=2", seed=5), q, 5)
-    np.testing.assert_array_equal(a[1], b[1])
-
-
-def test_bad_index_specs_say_what_is_wrong():
-    c = np.eye(4, dtype=np.float32)
-    with pytest.raises(ConfigError, match="invalid FAISS factory string 'Nope12'"):
-        build_faiss_index(c, "Nope12")
-    with pytest.raises(ConfigError, match="64 IVF lists need at least 64 corpus vectors, got 4"):
-        build_faiss_index(c, "IVF64,Flat")
-    with pytest.raises(ConfigError, match="must look like name=number"):
-        parse_index_spec("Flat|nprobe")
-    assert parse_index_spec("IVF8,Flat|nprobe=4, efSearch=2") == ("IVF8,Flat", {"nprobe": 4.0, "efSearch": 2.0})
-
-
-def test_recall_counts_tied_alternatives_as_found():
-    exact_i, exact_s = np.array([[0, 1]]), np.array([[0.9, 0.5]], dtype=np.float32)
-    approx_i, approx_s = np.array([[0, 2]]), np.array([[0.9, 0.5]], dtype=np.float32)
-    assert recall_at_k(approx_i, exact_i) == 0.5
-    assert recall_at_k(approx_i, exact_i, 2, exact_s, approx_s) == 1.0
+    # Distinct lengths: the fixture model tells texts apart mostly by length.
+    (tmp_path / "docs.txt").write_text("cat\nthe dog ran\na red car is fast\nthe green tree by the river\n")
+    out = tmp_path / "idx"
+    assert main(["index", "build", "--model", str(tiny_model_path), "--corpus", str(tmp_path / "docs.txt"),
+                 "--factory", "HNSW32", "--out", str(out), "--precision", "fp32"]) == 0
+    assert main(["index", "search", str(out), "the dog ran", "-k", "2", "--precision", "fp32"]) == 0
+    first = capsys.readouterr().out.splitlines()[-2].split("\t")
+    assert first[0] == "1" and first[2] == "2" and float(first[1]) == pytest.approx(1.0, abs=1e-4)
+    (tmp_path / "q.txt").write_text("a red car is fast\ncat\n")
+    assert main(["index", "search", str(out), "--queries", str(tmp_path / "q.txt"), "-k", "1",
+                 "--output", str(tmp_path / "res.jsonl"), "--precision", "fp32"]) == 0
+    rows = [json.loads(line) for line in (tmp_path / "res.jsonl").read_text().splitlines()]
+    assert [r["hits"][0]["id"] for r in rows] == ["3", "1"]

@@ -1,214 +1,229 @@
-"""Nearest-neighbour search with one output layout: exact chunked search and FAISS factory indexes.
+"""Semantic-search index on disk: build from a corpus with one model, reload, search, add; never mix models.
 
-Every search returns `(scores, indices)`, both shaped [n_queries, k], sorted by descending score,
-ties broken by ascending corpus index; rows with fewer than k candidates are padded with
-(-inf, -1). Embeddings are float32 and compared by inner product (cosine once normalised).
+A folder holds `embeddings.npy` (float32, L2-normalised), `index.faiss` (absent for factory "exact"),
+`ids.jsonl` (row -> id, title, snippet), `fingerprint.txt` (the model's weights fingerprint) and
+`config.json` (model, factory, counts, and the recall of an approximate index against exact search).
+Search uses `textcl.knn` so results follow its layout: score desc, ties by ascending row.
 """
 
 from __future__ import annotations
 
+import json
 import logging
-import math
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
-import torch
 
-from textcl.errors import ConfigError
+from textcl.errors import ConfigError, DataError
+from textcl.knn import build_faiss_index, exact_search, faiss_search, recall_at_k
+from textcl.types import Document, Encode
 
 log = logging.getLogger(__name__)
 
-
-def merge_topk(scores_a: torch.Tensor, idx_a: torch.Tensor, scores_b: torch.Tensor, idx_b: torch.Tensor,
-               k: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """Merge two top-k lists into one, ordered by (score desc, index asc); pure and order-independent."""
-    scores = torch.cat([scores_a, scores_b], dim=1).numpy()
-    idx = torch.cat([idx_a, idx_b], dim=1).numpy()
-    # Padding (-1) sorts last: give it the largest index so real ties keep ascending order.
-    key = np.where(idx < 0, np.iinfo(np.int64).max, idx)
-    order = np.lexsort((key, -scores), axis=1)[:, :k]  # numpy's lexsort is ~3x torch's stable argsort here
-    return (torch.from_numpy(np.take_along_axis(scores, order, 1)),
-            torch.from_numpy(np.take_along_axis(idx, order, 1)))
+FILES = ("embeddings.npy", "ids.jsonl", "fingerprint.txt", "config.json")
+SNIPPET_CHARS = 160
 
 
-_merge_topk = merge_topk  # backwards-compatible private name
+@dataclass(frozen=True)
+class Hit:
+    id: str
+    score: float
+    title: str
+    snippet: str = ""
 
 
-def _chunk_topk(sims: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """Top-k of each row where a tie at the k-th value is won by the lowest column index.
+def load_corpus(path: str | Path) -> dict[str, Document]:
+    """A BEIR folder (corpus.jsonl[.gz]), a corpus JSONL (_id|id, title, text) or a text file (one per line)."""
+    from textcl.data.io import iter_jsonl, iter_lines
 
-    `torch.topk` picks arbitrary members of a tie at the boundary; rows where that can happen (more
-    items equal to the k-th value than slots left) are redone with a stable full sort.
-    """
-    if k >= sims.shape[1]:  # everything is kept: the merge orders ties by index
-        return sims, torch.arange(sims.shape[1]).expand(sims.shape[0], -1).clone()
-    s, i = torch.topk(sims, k + 1, dim=1, sorted=True)
-    # The k-th and (k+1)-th values are equal only when a tie straddles the cut.
-    ambiguous = (s[:, k - 1] == s[:, k]).nonzero().flatten()
-    s, i = s[:, :k].contiguous(), i[:, :k].contiguous()
-    if ambiguous.numel():
-        order = torch.argsort(-sims[ambiguous], dim=1, stable=True)[:, :k]
-        i[ambiguous] = order
-        s[ambiguous] = sims[ambiguous].gather(1, order)
-    return s, i
-
-
-def exact_search(queries: np.ndarray, corpus: np.ndarray, k: int, *, query_chunk_size: int = 1024,
-                 corpus_chunk_size: int = 65536, offset: int = 0,
-                 progress: bool = False) -> tuple[np.ndarray, np.ndarray]:
-    """Exact top-k inner-product search; peak memory is query_chunk x corpus_chunk, never Q x N.
-
-    `offset` is added to the returned indices (for a corpus shard that starts at `offset`).
-    """
-    q = torch.from_numpy(np.ascontiguousarray(queries, dtype=np.float32))
-    c = torch.from_numpy(np.ascontiguousarray(corpus, dtype=np.float32))
-    n_q, n_c = q.shape[0], c.shape[0]
-    out_scores = np.full((n_q, k), -np.inf, dtype=np.float32)
-    out_idx = np.full((n_q, k), -1, dtype=np.int64)
-    starts = range(0, n_q, query_chunk_size)
-    if progress:
-        from tqdm.auto import tqdm
-        starts = tqdm(starts, desc="exact search", unit="chunk")
-    for qs in starts:
-        q_chunk = q[qs:qs + query_chunk_size]
-        best_s = torch.full((q_chunk.shape[0], 0), -float("inf"))
-        best_i = torch.zeros((q_chunk.shape[0], 0), dtype=torch.int64)
-        for cs in range(0, n_c, corpus_chunk_size):
-            sims = q_chunk @ c[cs:cs + corpus_chunk_size].T
-            s, i = _chunk_topk(sims, min(k, sims.shape[1]))
-            best_s, best_i = merge_topk(best_s, best_i, s, i + cs + offset, k)
-        m = best_s.shape[1]
-        out_scores[qs:qs + q_chunk.shape[0], :m] = best_s.numpy()
-        out_idx[qs:qs + q_chunk.shape[0], :m] = best_i.numpy()
-    return out_scores, out_idx
+    p = Path(path)
+    if p.is_dir():
+        for name in ("corpus.jsonl", "corpus.jsonl.gz"):
+            if (p / name).is_file():
+                p = p / name
+                break
+        else:
+            raise DataError("folder has no corpus.jsonl (expected a BEIR folder)", str(path))
+    corpus: dict[str, Document] = {}
+    if p.name.endswith((".jsonl", ".jsonl.gz")):
+        for lineno, obj in iter_jsonl(p):
+            doc_id = str(obj.get("_id", obj.get("id", lineno)))
+            title, text = obj.get("title") or "", obj.get("text")
+            if not isinstance(text, str) or not (text.strip() or str(title).strip()):
+                raise DataError("missing or empty text", str(p), lineno, "text")
+            if doc_id in corpus:
+                raise DataError(f"duplicate id '{doc_id}'", str(p), lineno, "_id")
+            corpus[doc_id] = Document(title=str(title), text=text)
+    else:
+        for lineno, line in iter_lines(p):
+            if line.strip():
+                corpus[str(lineno)] = Document(title="", text=line.strip())
+    if not corpus:
+        raise DataError("empty corpus", str(p))
+    return corpus
 
 
-# ---------------------------------------------------------------- FAISS
+class SearchIndex:
+    """Embeddings + optional FAISS index + id map for one model (identified by its fingerprint)."""
 
+    def __init__(self, path: Path, embeddings: np.ndarray, rows: list[dict], config: dict, faiss_index=None):
+        self.path, self.embeddings, self.rows, self.config = path, embeddings, rows, config
+        self.faiss_index = faiss_index
+        self.encode: Encode | None = None
 
-def parse_index_spec(spec: str) -> tuple[str, dict[str, float]]:
-    """Split "IVF1024,Flat|nprobe=32" into the factory string and search-time parameters."""
-    factory, _, params = spec.partition("|")
-    out: dict[str, float] = {}
-    for item in filter(None, (p.strip() for p in params.split(","))):
-        name, eq, value = item.partition("=")
-        try:
-            out[name.strip()] = float(value)
-        except ValueError:
-            raise ConfigError(f"index '{spec}': search parameter '{item}' must look like name=number") from None
-        if not eq:
-            raise ConfigError(f"index '{spec}': search parameter '{item}' must look like name=number")
-    return factory.strip(), out
+    # ------------------------------------------------------------ build / load
 
-
-def _nlist(factory: str) -> int | None:
-    for part in factory.split(","):
-        if part.startswith("IVF"):
-            digits = "".join(ch for ch in part[3:].split("_")[0] if ch.isdigit())
-            return int(digits) if digits else None
-    return None
-
-
-def _to_gpu(index, gpu: bool | None):
-    """Move an index to GPU when asked (None = when available); log the fallback to CPU."""
-    import faiss
-    if gpu is False:
+    @classmethod
+    def build(cls, encode: Encode, corpus: Mapping[str, Document], out: str | Path, *, factory: str = "Flat",
+              fingerprint: str | None = None, model: str | None = None, recall_k: int = 10,
+              recall_queries: Sequence[str] | None = None, max_recall_queries: int = 200,
+              seed: int = 0) -> SearchIndex:
+        """Encode `corpus` (title + text), build the index, measure approximate recall, write `out`."""
+        fingerprint = fingerprint or getattr(encode, "fingerprint", None)
+        if fingerprint is None:
+            raise ConfigError("SearchIndex.build needs the model fingerprint: pass an Encoder or fingerprint=...")
+        ids = list(corpus)
+        emb = encode([corpus[i].full_text for i in ids], "document").astype(np.float32)
+        rows = [_row(i, corpus[i]) for i in ids]
+        config = {"model": model, "fingerprint": fingerprint, "factory": factory, "dim": int(emb.shape[1]),
+                  "count": len(ids), "seed": seed}
+        index = cls(Path(out), emb, rows, config)
+        index.encode = encode
+        index._rebuild()
+        if factory != "exact":
+            config["recall"] = index._measure_recall(encode, recall_queries, recall_k, max_recall_queries, seed)
+        index.save()
         return index
-    n_gpus = faiss.get_num_gpus() if hasattr(faiss, "get_num_gpus") else 0
-    if n_gpus > 0 and hasattr(faiss, "StandardGpuResources"):
-        try:
-            res = faiss.StandardGpuResources()
-            log.info("FAISS: using GPU index")
-            return faiss.index_cpu_to_gpu(res, 0, index)
-        except RuntimeError as exc:  # e.g. an index type with no GPU implementation (HNSW)
-            log.warning("FAISS: GPU index unavailable for this type (%s); using the CPU index", exc)
-            return index
-    log.info("FAISS: no GPU build/device (%d GPUs visible to faiss); using the CPU index", n_gpus)
-    return index
+
+    @classmethod
+    def load(cls, path: str | Path, encode: Encode | None = None, *, fingerprint: str | None = None) -> SearchIndex:
+        """Load a folder; with `encode`, check that it is the model the index was built with."""
+        path = Path(path)
+        missing = [f for f in FILES if not (path / f).is_file()]
+        if missing:
+            raise DataError(f"not a textcl index folder (missing {', '.join(missing)})", str(path))
+        config = json.loads((path / "config.json").read_text(encoding="utf-8"))
+        rows = [json.loads(line) for line in (path / "ids.jsonl").read_text(encoding="utf-8").splitlines()]
+        emb = np.load(path / "embeddings.npy")
+        faiss_index = None
+        if config["factory"] != "exact":
+            import faiss
+            faiss_index = faiss.read_index(str(path / "index.faiss"))
+            _set_search_params(faiss_index, config.get("search_params", {}))
+        index = cls(path, emb, rows, config, faiss_index)
+        if encode is not None:
+            index.attach(encode, fingerprint=fingerprint)
+        return index
+
+    def attach(self, encode: Encode, *, fingerprint: str | None = None) -> None:
+        """Use `encode` for text queries; refuse it when its fingerprint differs from the index's."""
+        given = fingerprint or getattr(encode, "fingerprint", None)
+        if given is None:
+            raise ConfigError("cannot verify the model: pass an Encoder (it has .fingerprint) or fingerprint=...")
+        if given != self.config["fingerprint"]:
+            raise ConfigError(
+                f"index {self.path} was built with model {self.config.get('model')!r} (fingerprint "
+                f"{self.config['fingerprint'][:12]}), but the given model has fingerprint {given[:12]}; "
+                "embeddings of different models are not comparable: search with the same model or rebuild")
+        self.encode = encode
+
+    # ------------------------------------------------------------ search / add
+
+    def __len__(self) -> int:
+        return len(self.rows)
+
+    def search_embeddings(self, queries: np.ndarray, k: int = 10) -> tuple[np.ndarray, np.ndarray]:
+        """Raw layout from textcl.knn: scores/rows [n, k], padded (-inf, -1)."""
+        if self.faiss_index is None:
+            return exact_search(queries, self.embeddings, k)
+        return faiss_search(self.faiss_index, queries, k)
+
+    def search(self, queries: str | Sequence[str], k: int = 10) -> list[list[Hit]]:
+        """Top-k hits per query (a single string gives a list with one result list)."""
+        if self.encode is None:
+            raise ConfigError("no model attached: SearchIndex.load(path, encode) or index.attach(encode)")
+        texts = [queries] if isinstance(queries, str) else list(queries)
+        scores, rows = self.search_embeddings(self.encode(texts, "query"), k)
+        return [[Hit(self.rows[r]["id"], float(s), self.rows[r]["title"], self.rows[r]["snippet"])
+                 for s, r in zip(srow, rrow) if r >= 0] for srow, rrow in zip(scores, rows)]
+
+    def add(self, corpus: Mapping[str, Document]) -> int:
+        """Encode and append documents with the attached (fingerprint-checked) model; returns the count."""
+        if self.encode is None:
+            raise ConfigError("no model attached: load the index with the model it was built with")
+        known = {r["id"] for r in self.rows}
+        dup = [i for i in corpus if i in known]
+        if dup:
+            raise DataError(f"{len(dup)} ids already in the index, e.g. '{dup[0]}'", str(self.path))
+        ids = list(corpus)
+        emb = self.encode([corpus[i].full_text for i in ids], "document").astype(np.float32)
+        self.embeddings = np.concatenate([self.embeddings, emb])
+        self.rows += [_row(i, corpus[i]) for i in ids]
+        self.config["count"] = len(self.rows)
+        if self.faiss_index is not None:
+            self.faiss_index.add(np.ascontiguousarray(emb))
+        self.save()
+        return len(ids)
+
+    # ------------------------------------------------------------ internals
+
+    def save(self) -> None:
+        self.path.mkdir(parents=True, exist_ok=True)
+        np.save(self.path / "embeddings.npy", self.embeddings)
+        with (self.path / "ids.jsonl").open("w", encoding="utf-8") as f:
+            f.writelines(json.dumps(r, ensure_ascii=False) + "\n" for r in self.rows)
+        (self.path / "fingerprint.txt").write_text(self.config["fingerprint"] + "\n", encoding="utf-8")
+        if self.faiss_index is not None:
+            import faiss
+            faiss.write_index(self.faiss_index, str(self.path / "index.faiss"))
+        (self.path / "config.json").write_text(json.dumps(self.config, indent=2) + "\n", encoding="utf-8")
+
+    def _rebuild(self) -> None:
+        if self.config["factory"] == "exact":
+            return
+        self.faiss_index = build_faiss_index(self.embeddings, self.config["factory"], gpu=False,
+                                             seed=self.config.get("seed", 0))
+        self.config["search_params"] = _get_search_params(self.faiss_index)
+
+    def _measure_recall(self, encode: Encode, queries: Sequence[str] | None, k: int, limit: int,
+                        seed: int) -> dict:
+        """Recall@k of the approximate index against exact search, on real queries or sampled documents."""
+        rng = np.random.default_rng(seed)
+        if queries:
+            texts = list(queries)[:limit]
+            q, source = encode(texts, "query"), "queries"
+        else:
+            pick = np.sort(rng.choice(len(self.rows), min(limit, len(self.rows)), replace=False))
+            q, source = self.embeddings[pick], "corpus sample"
+        k = min(k, len(self.rows))
+        e_s, e_i = exact_search(q, self.embeddings, k)
+        a_s, a_i = faiss_search(self.faiss_index, q, k)
+        recall = recall_at_k(a_i, e_i, k, exact_scores=e_s, approx_scores=a_s)
+        log.info("index %s: recall@%d vs exact = %.4f on %d %s", self.config["factory"], k, recall, len(q), source)
+        return {"k": k, "queries": int(len(q)), "query_source": source, "recall": round(float(recall), 4)}
 
 
-def build_faiss_index(corpus: np.ndarray, spec: str, *, gpu: bool | None = None, seed: int = 0):
-    """Build and fill a FAISS inner-product index from a factory spec ("HNSW32", "IVF256,PQ32|nprobe=16")."""
-    try:
-        import faiss
-    except ImportError:
-        raise ConfigError("FAISS is not installed: install textcl[faiss] (faiss-cpu)") from None
-    factory, params = parse_index_spec(spec)
-    xb = np.ascontiguousarray(corpus, dtype=np.float32)
-    nlist = _nlist(factory)
-    if nlist is not None and nlist > xb.shape[0]:
-        raise ConfigError(f"index '{factory}': {nlist} IVF lists need at least {nlist} corpus vectors, "
-                          f"got {xb.shape[0]}; use fewer lists (about sqrt(N)) or 'Flat'")
-    try:
-        index = faiss.index_factory(xb.shape[1], factory, faiss.METRIC_INNER_PRODUCT)
-    except RuntimeError as exc:
-        raise ConfigError(f"invalid FAISS factory string '{factory}': {str(exc).splitlines()[-1]}") from None
-    if hasattr(index, "cp"):  # clustering seed, for reproducible IVF/PQ training
-        index.cp.seed = seed
-    index = _to_gpu(index, gpu)
-    if not index.is_trained:
-        log.info("FAISS: training %s on %d vectors", factory, xb.shape[0])
-        index.train(xb)
-    index.add(xb)
-    if nlist is not None and "nprobe" not in params:
-        params["nprobe"] = max(1, math.ceil(nlist / 16))  # faiss' default of 1 gives poor recall
-    if "HNSW" in factory and "efSearch" not in params:
-        params["efSearch"] = 128
-    space = faiss.GpuParameterSpace() if "Gpu" in type(index).__name__ else faiss.ParameterSpace()
+def _row(doc_id: str, doc: Document) -> dict:
+    return {"id": doc_id, "title": doc.title, "snippet": doc.text[:SNIPPET_CHARS]}
+
+
+def _get_search_params(index) -> dict:
+    """Search-time parameters that faiss.write_index does not keep (HNSW efSearch, IVF nprobe)."""
+    import faiss
+    out = {}
+    base = faiss.downcast_index(index)
+    if hasattr(base, "hnsw"):
+        out["efSearch"] = int(base.hnsw.efSearch)
+    ivf = faiss.try_extract_index_ivf(index) if hasattr(faiss, "try_extract_index_ivf") else None
+    if ivf is not None:
+        out["nprobe"] = int(ivf.nprobe)
+    return out
+
+
+def _set_search_params(index, params: dict) -> None:
+    import faiss
+    space = faiss.ParameterSpace()
     for name, value in params.items():
-        space.set_index_parameter(index, name, int(value) if float(value).is_integer() else value)
-    log.info("FAISS index %s, search parameters %s", factory, params)
-    return index
-
-
-def faiss_search(index, queries: np.ndarray, k: int, *, query_chunk_size: int = 1024,
-                 progress: bool = False) -> tuple[np.ndarray, np.ndarray]:
-    """Search a FAISS index in query chunks and return the common layout (ties by ascending index)."""
-    xq = np.ascontiguousarray(queries, dtype=np.float32)
-    out_scores = np.full((xq.shape[0], k), -np.inf, dtype=np.float32)
-    out_idx = np.full((xq.shape[0], k), -1, dtype=np.int64)
-    starts = range(0, xq.shape[0], query_chunk_size)
-    if progress:
-        from tqdm.auto import tqdm
-        starts = tqdm(starts, desc="faiss search", unit="chunk")
-    for qs in starts:
-        s, i = index.search(xq[qs:qs + query_chunk_size], k)
-        s = np.where(i < 0, -np.inf, s).astype(np.float32)
-        key = np.where(i < 0, np.iinfo(np.int64).max, i)
-        order = np.lexsort((key, -s), axis=1)
-        out_scores[qs:qs + len(s)] = np.take_along_axis(s, order, 1)
-        out_idx[qs:qs + len(s)] = np.take_along_axis(i, order, 1)
-    return out_scores, out_idx
-
-
-def search(queries: np.ndarray, corpus: np.ndarray, k: int, *, index: str = "exact",
-           query_chunk_size: int = 1024, corpus_chunk_size: int = 65536, gpu: bool | None = None,
-           seed: int = 0, progress: bool = False) -> tuple[np.ndarray, np.ndarray]:
-    """One entry point: `index="exact"` (chunked, bounded memory) or any FAISS factory spec."""
-    if index == "exact":
-        return exact_search(queries, corpus, k, query_chunk_size=query_chunk_size,
-                            corpus_chunk_size=corpus_chunk_size, progress=progress)
-    built = build_faiss_index(corpus, index, gpu=gpu, seed=seed)
-    return faiss_search(built, queries, k, query_chunk_size=query_chunk_size, progress=progress)
-
-
-def recall_at_k(approx_idx: np.ndarray, exact_idx: np.ndarray, k: int | None = None,
-                exact_scores: np.ndarray | None = None, approx_scores: np.ndarray | None = None) -> float:
-    """Mean fraction of the exact top-k found by the approximate search (padding ignored).
-
-    With both score arrays given, an approximate hit whose score equals the exact k-th score counts as
-    found (tie-tolerant, as in faiss.contrib.evaluation): any member of a tie is a correct answer.
-    """
-    k = k or exact_idx.shape[1]
-    total, found = 0, 0
-    for r in range(exact_idx.shape[0]):
-        truth = [j for j in exact_idx[r, :k] if j >= 0]
-        got = {j for j in approx_idx[r, :k] if j >= 0}
-        total += len(truth)
-        hits = len(got.intersection(truth))
-        if exact_scores is not None and approx_scores is not None and truth:
-            kth = exact_scores[r, len(truth) - 1]
-            extra = [j for j, s in zip(approx_idx[r, :k], approx_scores[r, :k])
-                     if j >= 0 and j not in truth and np.isclose(s, kth, rtol=0, atol=1e-6)]
-            hits = min(len(truth), hits + len(extra))
-        found += hits
-    return found / total if total else 1.0
+        space.set_index_parameter(index, name, value)

@@ -122,7 +122,7 @@ def _check(ctx: Context) -> dict:
 
 def _mine(ctx: Context) -> dict:
     from textcl.data import io
-    from textcl.data.mining import mine, write_mined
+    from textcl.mine import mine, write_mined
     cfg = ctx.config
     if cfg.loss.name != "infonce" or not cfg.mining.enabled:
         raise NotApplicable(f"mining is off (mining.enabled={cfg.mining.enabled}, loss={cfg.loss.name})")
@@ -182,7 +182,7 @@ def _launch_training(ctx: Context, cfg: RunConfig, resume: bool) -> dict:
 
 
 def _index(ctx: Context) -> dict:
-    from textcl.search import SearchIndex, load_corpus
+    from textcl.index import SearchIndex, load_corpus
     cfg = ctx.config
     if not cfg.index.enabled:
         raise NotApplicable("index.enabled is false")

@@ -161,9 +161,9 @@ def test_dataset_name(tmp_path, shared_data):
 
 
 def test_faiss_flat_equals_exact(keyword_encoder):
-    from textcl import index as tindex
+    from textcl import knn as tindex
     if not hasattr(tindex, "search"):
-        pytest.skip("textcl.index.search (FAISS) not available in this build")
+        pytest.skip("textcl.knn.search (FAISS) not available in this build")
     enc = keyword_encoder(KEYWORDS)
     exact = evaluate_retrieval(enc, toy_set(), [1, 3], ignore_identical_ids=True)
     flat = evaluate_retrieval(enc, toy_set(), [1, 3], ignore_identical_ids=True, search="Flat")
@@ -171,7 +171,7 @@ def test_faiss_flat_equals_exact(keyword_encoder):
 
 
 def test_unknown_search_without_faiss_is_a_config_error(keyword_encoder, monkeypatch):
-    from textcl import index as tindex
+    from textcl import knn as tindex
     from textcl.errors import ConfigError
     monkeypatch.delattr(tindex, "search", raising=False)
     with pytest.raises(ConfigError, match="only exact search"):

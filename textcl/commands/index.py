@@ -72,7 +72,7 @@ def _read_queries(path: str) -> list[tuple[str, str]]:
 
 
 def build(args: argparse.Namespace) -> int:
-    from textcl.search import SearchIndex, load_corpus
+    from textcl.index import SearchIndex, load_corpus
 
     corpus = load_corpus(args.corpus)
     enc = _encoder(args.model, args)
@@ -89,7 +89,7 @@ def build(args: argparse.Namespace) -> int:
 
 
 def _load(args: argparse.Namespace):
-    from textcl.search import SearchIndex
+    from textcl.index import SearchIndex
 
     index = SearchIndex.load(args.index)
     model = args.model or index.config.get("model")
@@ -125,7 +125,7 @@ def search(args: argparse.Namespace) -> int:
 
 
 def add(args: argparse.Namespace) -> int:
-    from textcl.search import load_corpus
+    from textcl.index import load_corpus
 
     index = _load(args)
     n = index.add(load_corpus(args.corpus))

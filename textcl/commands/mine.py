@@ -104,10 +104,10 @@ def _init_distributed() -> bool:
 def run(args: argparse.Namespace) -> int:
     import torch
 
+    from textcl import distributed
     from textcl.data.io import load_texts
-    from textcl.data.mining import mine, write_mined
-    from textcl.data.mining_search import dist_info
     from textcl.errors import ConfigError
+    from textcl.mine import mine, write_mined
     from textcl.model import Encoder, load_model
 
     cfg = _config(args)
@@ -116,7 +116,7 @@ def run(args: argparse.Namespace) -> int:
         raise ConfigError("give --output FILE (or mining.output in the recipe)")
     created = _init_distributed()
     try:
-        rank, world = dist_info()
+        rank, world = distributed.rank(), distributed.world_size()
         source = _source(args, cfg)
         extra = load_texts(args.corpus) if args.corpus else None
         device = f"cuda:{os.environ.get('LOCAL_RANK', '0')}" if torch.cuda.is_available() else "cpu"

@@ -15,7 +15,7 @@ from collections.abc import Callable, Sequence
 
 import numpy as np
 
-from textcl.index import exact_search
+from textcl.knn import exact_search
 from textcl.types import Encode, Example
 
 log = logging.getLogger(__name__)

@@ -17,7 +17,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from textcl import index as tindex
+from textcl import knn
 from textcl.errors import ConfigError, DataError
 from textcl.eval.metrics import evaluate_run, mean_metrics
 from textcl.types import Encode, RetrievalSet
@@ -74,9 +74,9 @@ def check_retrieval_set(rset: RetrievalSet) -> dict[str, int]:
 def _search(q: np.ndarray, c: np.ndarray, k: int, search: str, query_chunk_size: int,
             corpus_chunk_size: int) -> tuple[np.ndarray, np.ndarray]:
     if search == "exact":
-        return tindex.exact_search(q, c, k, query_chunk_size=query_chunk_size,
+        return knn.exact_search(q, c, k, query_chunk_size=query_chunk_size,
                                    corpus_chunk_size=corpus_chunk_size)
-    faiss_search = getattr(tindex, "search", None)
+    faiss_search = getattr(knn, "search", None)
     if faiss_search is None:
         raise ConfigError(f"eval.search={search!r}: this build has only exact search (use 'exact')")
     return faiss_search(q, c, k, index=search, query_chunk_size=query_chunk_size,

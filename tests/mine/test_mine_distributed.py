@@ -13,7 +13,7 @@ import torch.multiprocessing as mp
 
 from textcl.config import MiningConfig
 from textcl.data.io import load_beir
-from textcl.data.mining import mine, write_mined
+from textcl.mine import mine, write_mined
 
 WORLD = 2
 WORDS = "cat dog car tree house river music book play run eat drink man woman child good bad new old big".split()
@@ -99,7 +99,7 @@ def test_two_gloo_ranks_match_one_process(tmp_path, tiny_model_path):
 
 @pytest.mark.parametrize("world", [1, 3])
 def test_block_ownership_covers_every_block_once(world):
-    from textcl.data.mining_search import _blocks
+    from textcl.mine.search import _blocks
     blocks = _blocks(100, 16)
     owned = [b for r in range(world) for b in blocks[r::world]]
     assert sorted(owned) == blocks and blocks[-1] == (96, 100)

@@ -16,9 +16,10 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from textcl import distributed
 from textcl.config import MiningConfig
-from textcl.data.mining_plan import MiningPlan
-from textcl.index import build_faiss_index, exact_search, faiss_search, merge_topk, recall_at_k
+from textcl.knn import build_faiss_index, exact_search, faiss_search, merge_topk, recall_at_k
+from textcl.mine.plan import MiningPlan
 from textcl.types import Encode
 
 log = logging.getLogger(__name__)
@@ -31,23 +32,6 @@ class Candidates:
     pair_scores: np.ndarray  # [n_pairs] score of each (row, own positive) pair, see MiningPlan.pairs
     recall: float | None  # recall@k of a FAISS index vs exact search on a sample, None for exact
     timings: dict[str, float]
-
-
-def dist_info() -> tuple[int, int]:
-    """(rank, world_size) of the current process group; (0, 1) without one."""
-    import torch.distributed as dist
-    if dist.is_available() and dist.is_initialized():
-        return dist.get_rank(), dist.get_world_size()
-    return 0, 1
-
-
-def _all_gather(obj: object, world: int) -> list:
-    if world == 1:
-        return [obj]
-    import torch.distributed as dist
-    out: list = [None] * world
-    dist.all_gather_object(out, obj)
-    return out
 
 
 def _blocks(n: int, size: int) -> list[tuple[int, int]]:
@@ -63,12 +47,12 @@ def _bar(iterable, desc: str, show: bool, total: int):
 
 def encode_sharded(texts: list[str], encode: Encode, role: str, block: int, *, progress: bool = False) -> np.ndarray:
     """Encode `texts` block by block, each rank its own blocks, and return all rows on every rank."""
-    rank, world = dist_info()
+    rank, world = distributed.rank(), distributed.world_size()
     blocks = _blocks(len(texts), block)
     mine = [(b, encode(texts[s:e], role)) for b, (s, e) in
             _bar(list(enumerate(blocks))[rank::world], f"encode {role} blocks", progress and rank == 0,
                  len(blocks[rank::world]))]
-    parts = dict(p for part in _all_gather(mine, world) for p in part)
+    parts = dict(p for part in distributed.all_gather_object(mine) for p in part)
     return np.concatenate([parts[b] for b in range(len(blocks))]).astype(np.float32, copy=False)
 
 
@@ -91,7 +75,7 @@ def _merge_all(results: list[tuple[np.ndarray, np.ndarray]], k: int) -> tuple[np
 def _exact(plan: MiningPlan, q_emb: np.ndarray, encode: Encode, cfg: MiningConfig, k: int,
            progress: bool) -> tuple[np.ndarray, np.ndarray, np.ndarray, float]:
     """Each rank encodes and searches its own corpus blocks; only top-k lists travel."""
-    rank, world = dist_info()
+    rank, world = distributed.rank(), distributed.world_size()
     _, pair_q, pair_c = plan.pairs()
     pair_scores = np.full(len(pair_c), np.nan, dtype=np.float32)
     blocks = _blocks(len(plan.corpus), cfg.corpus_chunk_size)
@@ -107,7 +91,7 @@ def _exact(plan: MiningPlan, q_emb: np.ndarray, encode: Encode, cfg: MiningConfi
         # merge as we go: memory stays one [n_queries, k] list, whatever the number of blocks
         local = [found] if not local else [_merge_all([local[0], found], k)]
         _pair_scores(q_emb, c_block, s, pair_q, pair_c, pair_scores)
-    gathered = _all_gather((local, pair_scores), world)
+    gathered = distributed.all_gather_object((local, pair_scores))
     results = [r for part, _ in gathered for r in part]
     for _, ps in gathered:
         pair_scores = np.where(np.isnan(pair_scores), ps, pair_scores)
@@ -118,7 +102,7 @@ def _exact(plan: MiningPlan, q_emb: np.ndarray, encode: Encode, cfg: MiningConfi
 def _approximate(plan: MiningPlan, q_emb: np.ndarray, encode: Encode, cfg: MiningConfig, k: int, seed: int,
                  progress: bool) -> tuple[np.ndarray, np.ndarray, np.ndarray, float, float]:
     """Encoding is sharded; the FAISS index is built and searched on rank 0 and broadcast."""
-    rank, world = dist_info()
+    rank, world = distributed.rank(), distributed.world_size()
     t0 = time.perf_counter()
     c_emb = encode_sharded(plan.corpus, encode, "document", cfg.corpus_chunk_size, progress=progress)
     encode_s = time.perf_counter() - t0

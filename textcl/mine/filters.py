@@ -110,15 +110,3 @@ def cross_encoder_reject(candidate_scores: np.ndarray, positive_scores: np.ndarr
     score >= the lowest cross-encoder score of the row's own positives."""
     limit = max_score if max_score is not None else (positive_scores.min() if positive_scores.size else np.inf)
     return candidate_scores >= limit
-
-
-def sample(n_survivors: int, num_negatives: int, sampling: str, rng: np.random.Generator) -> list[int]:
-    """Positions (ascending, i.e. rank order) of the survivors to keep: the first `num_negatives`
-    ("top") or a uniform sample without replacement ("random", drawn from `rng`)."""
-    if n_survivors <= num_negatives:
-        return list(range(n_survivors))
-    if sampling == "top":
-        return list(range(num_negatives))
-    if sampling == "random":
-        return sorted(int(i) for i in rng.choice(n_survivors, size=num_negatives, replace=False))
-    raise ValueError(f"unknown sampling '{sampling}' (expected 'top' or 'random')")

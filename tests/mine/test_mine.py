@@ -11,10 +11,11 @@ import numpy as np
 import pytest
 
 from textcl.config import MiningConfig
-from textcl.data.mining import mine, select_negatives, write_mined
-from textcl.data.mining_filters import OUTCOMES, margin_threshold, reference_scores, sample
-from textcl.data.mining_plan import plan_from_examples, plan_from_retrieval
 from textcl.errors import ConfigError
+from textcl.mine import mine, write_mined
+from textcl.mine.filters import OUTCOMES, margin_threshold, reference_scores
+from textcl.mine.plan import plan_from_examples, plan_from_retrieval
+from textcl.mine.sample import sample, select_negatives
 from textcl.types import Document, Example, RetrievalSet, normalize_text
 
 KEYWORDS = ["cat", "dog", "car", "tree", "river", "music", "book", "coffee"]
