@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 
-from test_mine_distributed import write_beir
+from beir_fixture import write_beir
 
 from textcl.cli import main
 

@@ -7,38 +7,16 @@ import json
 import os
 from pathlib import Path
 
-import numpy as np
 import pytest
 import torch.multiprocessing as mp
+from beir_fixture import write_beir
 
 from textcl.config import MiningConfig
 from textcl.data.io import load_beir
 from textcl.mine import mine, write_mined
 
 WORLD = 2
-WORDS = "cat dog car tree house river music book play run eat drink man woman child good bad new old big".split()
 CONFIGS = {"exact": {}, "ivf": {"index": "IVF4,Flat|nprobe=2"}}
-
-
-def write_beir(folder: Path, n_docs: int = 90, n_queries: int = 24, seed: int = 0) -> Path:
-    rng = np.random.default_rng(seed)
-    (folder / "qrels").mkdir(parents=True, exist_ok=True)
-    docs = [" ".join(rng.choice(WORDS, size=int(rng.integers(3, 12)))) for _ in range(n_docs)]
-    docs[5] = docs[4].upper()  # a case variant of a positive
-    with open(folder / "corpus.jsonl", "w") as fh:
-        for i, d in enumerate(docs):
-            fh.write(json.dumps({"_id": f"d{i}", "title": "", "text": d}) + "\n")
-    with open(folder / "queries.jsonl", "w") as fh:
-        for q in range(n_queries):
-            fh.write(json.dumps({"_id": f"q{q}", "text": " ".join(rng.choice(WORDS, size=3))}) + "\n")
-    with open(folder / "qrels" / "train.tsv", "w") as fh:
-        fh.write("query-id\tcorpus-id\tscore\n")
-        for q in range(n_queries):
-            positives = {4} if q == 0 else set()  # q0's positive d4 has an upper-case twin d5
-            positives |= {int(d) for d in rng.choice(n_docs, size=int(rng.integers(1, 5)), replace=False)}
-            for d in sorted(positives - {5}):  # uneven numbers of positives
-                fh.write(f"q{q}\td{d}\t1\n")
-    return folder
 
 
 def _cfg(**kw) -> MiningConfig:
