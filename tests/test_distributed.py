@@ -1,6 +1,7 @@
 """Two gloo processes on CPU, each with part of a batch: DDP-style averaged parameter gradients equal
 the single-process full-batch gradients (atol 1e-5), with and without GradCache, for an uneven
-split, through a real DistributedDataParallel wrapper, and an empty rank raises instead of hanging."""
+split, through a real DistributedDataParallel wrapper, with corpus-wide negatives (query tower,
+both towers, sampled candidates), and an empty rank raises instead of hanging."""
 
 from __future__ import annotations
 
@@ -18,7 +19,8 @@ from textcl import distributed as D
 from textcl.config import LossConfig
 from textcl.data.batching import Batch, make_batches, make_scored_batches, make_text_batches
 from textcl.errors import TrainingError
-from textcl.train.objective import forward_backward
+from textcl.train.corpus import TrainingCorpus
+from textcl.train.objective import CorpusNegatives, corpus_forward_backward, forward_backward
 from textcl.types import Example, ScoredPair
 
 WORDS = "cancer diet vitamin heart risk health study food sugar fat cell blood brain sleep coffee tea".split()
@@ -72,7 +74,32 @@ def scenarios() -> dict[str, tuple[Batch, list[int], dict, int | None, bool]]:
         "ddp_uneven": (neg5, [2, 3], {}, None, True),
         "ddp_uneven_gradcache": (neg5, [2, 3], {"symmetric": True}, 2, True),
         "empty_rank": (neg5, [5, 0], {}, None, False),
+        # corpus-wide negatives (the corpus is replicated, nothing gathered): query tower only, both
+        # towers with live positives on an uneven split, and the sampled-candidate estimator
+        "corpus_query_side": (neg6, [3, 3], {"_corpus": "query"}, None, False),
+        "corpus_both_uneven": (neg5, [3, 2], {"_corpus": "both"}, None, False),
+        "corpus_sampled": (neg6, [3, 3], {"_corpus": "sampled"}, None, False),
     }
+
+
+def corpus() -> TrainingCorpus:
+    """Every text of the scenarios' examples, with ids, and fixed (seeded) document embeddings."""
+    texts = [text(100 + i) for i in range(6)] + [text(200 + 10 * i + j) for i in range(6) for j in range(3)]
+    ids = [f"d{i}" for i in range(6)] + [f"n{i}{j}" for i in range(6) for j in range(3)]
+    out = TrainingCorpus(texts=texts, ids=ids)
+    g = torch.Generator().manual_seed(0)
+    out.embeddings = torch.nn.functional.normalize(torch.randn(len(texts), 32, generator=g), dim=1)
+    return out
+
+
+def run_loss(embed, batch: Batch, over: dict, chunk, no_sync=None) -> float:
+    mode = over.get("_corpus")
+    if mode is None:
+        return forward_backward(embed, batch, LossConfig(**over), chunk_size=chunk, no_sync=no_sync)
+    how = CorpusNegatives(query_side=mode != "both", candidates=4 if mode == "sampled" else None,
+                          samples=6 if mode == "sampled" else 0)
+    # the same uniform draws on every rank and in the full batch: estimates per query then agree
+    return corpus_forward_backward(embed, batch, corpus(), LossConfig(), how, np.random.default_rng(0))
 
 
 def st_embed(module, model):
@@ -89,7 +116,6 @@ def _run_case(model, case, rank, model_path):
     batch, sizes, over, chunk, use_ddp = case
     shard = split_batch(batch, sizes)[rank]
     model.zero_grad(set_to_none=True)
-    cfg = LossConfig(**over)
     if use_ddp:  # DDP averages the gradients itself; no_sync keeps GradCache to one all-reduce
         from sentence_transformers import SentenceTransformer
         model = SentenceTransformer(model_path, device="cpu").eval()  # fresh: no hooks of an earlier DDP
@@ -97,9 +123,9 @@ def _run_case(model, case, rank, model_path):
         frozen = D.freeze_unused_parameters(model, lambda: st_embed(model, model)(["probe"], "query"))
         assert frozen == ["0.model.pooler.dense.weight", "0.model.pooler.dense.bias"]
         ddp = torch.nn.parallel.DistributedDataParallel(model)
-        value = forward_backward(st_embed(ddp, model), shard, cfg, chunk_size=chunk, no_sync=ddp.no_sync)
+        value = run_loss(st_embed(ddp, model), shard, over, chunk, no_sync=ddp.no_sync)
         return value, _grads(model)
-    value = forward_backward(st_embed(model, model), shard, cfg, chunk_size=chunk)
+    value = run_loss(st_embed(model, model), shard, over, chunk)
     grads = _grads(model)
     for g in grads.values():  # what DDP does: average over ranks
         dist.all_reduce(g)
@@ -152,7 +178,7 @@ def full_batch_reference(tiny_model_path):
         if name == "empty_rank":
             continue
         model.zero_grad(set_to_none=True)
-        value = forward_backward(st_embed(model, model), batch, LossConfig(**over))
+        value = run_loss(st_embed(model, model), batch, over, None)
         out[name] = (value, _grads(model))
     return out
 

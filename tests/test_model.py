@@ -101,14 +101,27 @@ def test_prompts_and_roles(tiny):
 def test_cache_hit_and_key(tiny, tmp_path, monkeypatch):
     enc = Encoder(tiny, precision="fp32", cache_dir=tmp_path, show_progress=False)
     first = enc(TEXTS)
-    files = list(tmp_path.glob("*.npy"))
-    assert len(files) == 1
+    folders = [p for p in tmp_path.iterdir() if p.is_dir()]
+    assert len(folders) == 1 and len(list(folders[0].glob("part-*.npz"))) == 1
     monkeypatch.setattr(enc, "_encode", lambda *a, **k: pytest.fail("cache miss"))
     np.testing.assert_array_equal(enc(TEXTS), first)
+    # rows are keyed per text: a subset in another order (with a repeat) is a hit too
+    np.testing.assert_array_equal(enc([TEXTS[2], TEXTS[0], TEXTS[2]]), first[[2, 0, 2]])
     enc_q = Encoder(tiny, precision="fp32", cache_dir=tmp_path, query_prompt="q: ", show_progress=False)
     enc_q(TEXTS, "query")  # other settings: a new entry, not a stale hit
-    assert len(list(tmp_path.glob("*.npy"))) == 2
-    assert not list(tmp_path.glob("*.tmp*"))  # atomic write leaves no temp files
+    assert len([p for p in tmp_path.iterdir() if p.is_dir()]) == 2
+    assert not list(tmp_path.rglob("*.tmp*"))  # atomic write leaves no temp files
+
+
+def test_cache_encodes_only_texts_it_has_not_seen(tiny, tmp_path):
+    enc = Encoder(tiny, precision="fp32", cache_dir=tmp_path, show_progress=False)
+    enc(TEXTS[:2])
+    calls = []
+    real = enc._encode
+    enc._encode = lambda texts, prompt: (calls.append(list(texts)), real(texts, prompt))[1]
+    both = enc(TEXTS)
+    assert calls == [["tea", "", TEXTS[4]]]  # only texts not seen before, each once
+    np.testing.assert_allclose(both, Encoder(tiny, precision="fp32", show_progress=False)(TEXTS), atol=1e-6)
 
 
 def test_cache_key_survives_encoding(tiny_model_path, tmp_path, monkeypatch):

@@ -112,6 +112,18 @@ class TrainConfig:
     interpolate_base: list[float] = field(default_factory=list)
     nan_policy: Literal["stop", "skip"] = "stop"
     log_every: int = 10
+    # Which tower trains: "both" (one shared model, the usual full fine-tune) or "query" (a copy of the
+    # model encodes queries and trains; documents keep the frozen base model, so existing indexes and
+    # embedding caches stay valid; implies negatives: corpus).
+    tune: Literal["both", "query"] = "both"
+    # "batch": in-batch + mined negatives. "corpus": every query is scored against the whole training
+    # corpus (embedded once by the base model; known positives and same-text documents masked).
+    negatives: Literal["batch", "corpus"] = "batch"
+    corpus: str | None = _path(None)  # documents for corpus negatives (default: data.train's BEIR corpus)
+    corpus_dtype: Literal["auto", "fp32", "fp16"] = "auto"  # storage of the cached corpus embeddings
+    corpus_candidates: int | None = None  # None: exact softmax over the corpus; K: top-K + corpus_samples
+    corpus_samples: int = 0  # uniform draws per step that estimate the rest of the corpus (with top-K)
+    corpus_refresh_every: int | None = None  # tune=both: re-embed the corpus every N steps (None = never)
 
 
 @dataclass(frozen=True)

@@ -7,6 +7,7 @@ scales. Logits are computed in float32 whatever the embedding dtype.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -171,3 +172,93 @@ def query_side_mask(positive_ids: Sequence[str | None], positive_texts: Sequence
             mask[i, hits] = True
         mask[i, own] = False
     return mask
+
+
+# ------------------------------------------------------------------ corpus-wide negatives
+
+
+class _CorpusLogSumExp(torch.autograd.Function):
+    """lse_i = log sum_{j not excluded} exp(q_i . c_j / t) over a frozen corpus, computed in chunks.
+
+    Forward keeps only lse [B]; backward recomputes each chunk's softmax, so memory is
+    O(B * chunk_size) whatever the corpus size. The corpus gets no gradient (it is a cache)."""
+
+    @staticmethod
+    def forward(ctx, q, corpus, ex_rows, ex_cols, temperature, chunk_size):  # type: ignore[override]
+        lse = torch.full((q.shape[0],), -torch.inf, dtype=torch.float32, device=q.device)
+        for _, logits in _corpus_chunks(q.detach(), corpus, ex_rows, ex_cols, temperature, chunk_size):
+            lse = torch.logaddexp(lse, torch.logsumexp(logits, dim=1))
+        ctx.save_for_backward(q.detach(), corpus, ex_rows, ex_cols, lse)
+        ctx.temperature, ctx.chunk_size = temperature, chunk_size
+        return lse
+
+    @staticmethod
+    def backward(ctx, grad_lse):  # type: ignore[override]
+        q, corpus, ex_rows, ex_cols, lse = ctx.saved_tensors
+        lse = torch.where(torch.isfinite(lse), lse, torch.zeros_like(lse))  # all excluded: every p is 0
+        grad_q = torch.zeros_like(q, dtype=torch.float32)
+        for start, logits in _corpus_chunks(q, corpus, ex_rows, ex_cols, ctx.temperature, ctx.chunk_size):
+            p = torch.exp(logits - lse[:, None])  # softmax weights of this chunk (0 where excluded)
+            block = corpus[start:start + logits.shape[1]].float()
+            grad_q += p @ block
+        grad_q = grad_q * (grad_lse[:, None] / ctx.temperature)
+        return grad_q.to(q.dtype), None, None, None, None, None
+
+
+def _corpus_chunks(q, corpus, ex_rows, ex_cols, temperature, chunk_size):
+    """(start, logits [B, chunk]) over the corpus in fp32, excluded (row, col) pairs set to -inf."""
+    qf = q.float()
+    for start in range(0, corpus.shape[0], chunk_size):
+        stop = min(start + chunk_size, corpus.shape[0])
+        logits = qf @ corpus[start:stop].float().T / temperature
+        sel = (ex_cols >= start) & (ex_cols < stop)
+        if bool(sel.any()):
+            logits[ex_rows[sel], ex_cols[sel] - start] = -torch.inf
+        yield start, logits
+
+
+def corpus_info_nce(query: torch.Tensor, positive: torch.Tensor, corpus: torch.Tensor, *,
+                    exclude: tuple[torch.Tensor, torch.Tensor], temperature: float,
+                    chunk_size: int = 65536) -> torch.Tensor:
+    """Mean InfoNCE of each query against its positive and the WHOLE corpus as negatives.
+
+    `query` [B, D] (with grad); `positive` [B, D] (the sampled positive of each query: a row of the
+    cached corpus, or a live embedding with grad); `corpus` [N, D] frozen (fp32, fp16 or bf16; scores
+    are computed in fp32). `exclude` = (rows, cols): corpus entries left out of query `row`'s
+    denominator — its known positives (the sampled one included: it enters once, as `positive`),
+    documents with a positive's or the query's text.
+        loss_i = -s_ip + log(exp(s_ip) + sum_{j not excluded} exp(s_ij)),   s = q . c / temperature
+    A mean over the B local queries, like `info_nce` (the caller scales for world size).
+    """
+    rows, cols = exclude
+    lse = _CorpusLogSumExp.apply(query, corpus, rows.to(query.device), cols.to(query.device), temperature,
+                                 chunk_size)
+    pos = (query.float() * positive.float()).sum(dim=1) / temperature
+    return (torch.logaddexp(pos, lse) - pos).mean()
+
+
+def sampled_corpus_info_nce(query: torch.Tensor, positive: torch.Tensor, hard: torch.Tensor,
+                            hard_valid: torch.Tensor, sampled: torch.Tensor, sampled_valid: torch.Tensor, *,
+                            corpus_size: int, temperature: float) -> torch.Tensor:
+    """InfoNCE against a bounded candidate set that estimates the whole-corpus denominator.
+
+    For query i: `hard` [B, K, D] are its top-K corpus documents (from the cached index), counted
+    exactly; `sampled` [M, D] are M documents drawn uniformly WITH replacement from all N =
+    `corpus_size` documents, shared by the batch. `hard_valid` [B, K] / `sampled_valid` [B, M] are
+    False where the document is excluded for query i (a known positive, same text) and, for samples,
+    where it is one of i's top-K (already counted exactly). Then
+        Z_i = sum_{j in top-K_i} e^{s_ij} + sum_{j in rest_i} e^{s_ij}
+    and (N / M) * sum_{m: valid} e^{s_im} is an unbiased estimate of the second sum (a draw hits a
+    given document with probability 1/N, so M draws count it M/N times on average), so sampled
+    logits get + log(N / M) and the estimate enters the logsumexp as it is. The loss
+    is -s_ip + log(e^{s_ip} + Z_i_hat), a mean over B. Exact when top-K covers the corpus.
+    """
+    q = query.float()
+    pos = (q * positive.float()).sum(dim=1) / temperature
+    hard_logits = torch.einsum("bd,bkd->bk", q, hard.float()) / temperature
+    hard_logits = hard_logits.masked_fill(~hard_valid, -torch.inf)
+    parts = [pos[:, None], hard_logits]
+    if sampled.shape[0]:
+        samp = q @ sampled.float().T / temperature + math.log(corpus_size / sampled.shape[0])
+        parts.append(samp.masked_fill(~sampled_valid, -torch.inf))
+    return (torch.logsumexp(torch.cat(parts, dim=1), dim=1) - pos).mean()

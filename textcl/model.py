@@ -13,7 +13,6 @@ import hashlib
 import json
 import logging
 import os
-import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -23,12 +22,13 @@ import torch.nn.functional as F
 from sentence_transformers import SentenceTransformer
 from tqdm.auto import tqdm
 
+from textcl.embcache import EmbeddingStore, text_key
 from textcl.errors import ConfigError
 
 log = logging.getLogger(__name__)
 
 BUNDLED_NAMES = ("all-MiniLM-L6-v2", "sentence-transformers/all-MiniLM-L6-v2")
-CACHE_VERSION = "1"
+CACHE_VERSION = "2"  # 2: one folder per model + settings, rows keyed by text
 
 
 def resolve_model_path(name_or_path: str | os.PathLike) -> str:
@@ -156,18 +156,6 @@ def resolve_precision(precision: str, device: str | torch.device | None) -> str:
     return "bf16" if supported else "fp32"
 
 
-def _atomic_save(path: Path, array: np.ndarray) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".tmp.npy")
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            np.save(fh, array)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
 class Encoder:
     """Callable Encode over a SentenceTransformer: `enc(texts, role) -> float32 [n, dim]`, L2-normalised.
 
@@ -190,6 +178,7 @@ class Encoder:
         self.show_progress = show_progress
         self.fingerprint = model_fingerprint(model)
         self._shadow: torch.nn.Module | None = None
+        self._stores: dict[Path, EmbeddingStore] = {}
         self.last_stats: dict[str, Any] = {}
 
     # ------------------------------------------------------------ public
@@ -199,20 +188,18 @@ class Encoder:
             raise ConfigError(f"role must be 'query' or 'document', got {role!r}")
         texts = list(texts)
         prompt = self.prompts[role]
-        path = None
-        if self.cache_dir is not None:
-            # Recomputed per call: the weights may have been trained since the last call.
-            self.fingerprint = model_fingerprint(self.model)
-            path = self._cache_path(texts, role)
-        if path is not None and path.is_file():
-            cached = np.load(path)
-            if cached.shape[0] == len(texts):
-                log.debug("embedding cache hit: %s", path)
-                return cached
-        out = self._encode([prompt + t for t in texts], prompt)
-        if path is not None:
-            _atomic_save(path, out)
-        return out
+        if self.cache_dir is None or not texts:
+            return self._encode([prompt + t for t in texts], prompt)
+        # Recomputed per call: the weights may have been trained since the last call.
+        self.fingerprint = model_fingerprint(self.model)
+        store = self._store(role)
+        keys = [text_key(t) for t in texts]
+        todo = store.missing(keys)
+        if todo:
+            store.add([keys[i] for i in todo], self._encode([prompt + texts[i] for i in todo], prompt))
+        else:
+            log.debug("embedding cache hit: %d texts in %s", len(texts), store.folder)
+        return store.get(keys)
 
     def settings(self, role: str) -> dict[str, Any]:
         """Everything besides weights and text that changes the output (part of the cache key)."""
@@ -221,13 +208,15 @@ class Encoder:
 
     # ------------------------------------------------------------ internals
 
-    def _cache_path(self, texts: list[str], role: str) -> Path:
+    def _store(self, role: str) -> EmbeddingStore:
+        """The cache folder for the current weights and this role's settings (texts are keyed inside)."""
         h = hashlib.sha256()
         h.update(self.fingerprint.encode())
         h.update(json.dumps(self.settings(role), sort_keys=True).encode())
-        for t in texts:
-            h.update(hashlib.sha256(t.encode("utf-8")).digest())
-        return self.cache_dir / f"{h.hexdigest()}.npy"
+        folder = self.cache_dir / h.hexdigest()
+        if folder not in self._stores:
+            self._stores[folder] = EmbeddingStore(folder)
+        return self._stores[folder]
 
     def _runner(self) -> torch.nn.Module:
         """The module to run: the model itself (fp32) or a bf16 copy kept in sync with its weights."""
@@ -313,3 +302,100 @@ class Encoder:
         self.last_stats = {"texts": len(texts), "tokens": int(lengths.sum()), "padded_tokens": padded,
                            "batches": len(batches)}
         return out.numpy()
+
+
+# ------------------------------------------------------------ two towers (query-side training)
+
+ROUTES = ("query", "document")
+
+
+def split_towers(model: SentenceTransformer) -> tuple[SentenceTransformer, SentenceTransformer] | None:
+    """(query tower, document tower) of a model whose first module is a query/document `Router`, as two
+    plain SentenceTransformers sharing its modules; None for an ordinary (one-tower) model."""
+    first = model[0] if len(model) else None
+    subs = getattr(first, "sub_modules", None)
+    if first is None or type(first).__name__ != "Router" or subs is None or set(subs) != set(ROUTES):
+        return None
+    rest = [model[i] for i in range(1, len(model))]
+    towers = []
+    for route in ROUTES:
+        tower = SentenceTransformer(modules=[*subs[route], *rest], device=str(model.device))
+        tower.eval()
+        towers.append(tower)
+    return towers[0], towers[1]
+
+
+def router_model(query: SentenceTransformer, document: SentenceTransformer) -> SentenceTransformer:
+    """One SentenceTransformer whose `encode_query` runs `query` and `encode_document` (and plain
+    `encode`) runs `document`: a sentence-transformers Router over the two towers' modules."""
+    from sentence_transformers.base.modules import Router
+
+    router = Router.for_query_document(query_modules=list(query), document_modules=list(document))
+    return SentenceTransformer(modules=[router], device=str(document.device))
+
+
+class MemoEncoder:
+    """An Encode over a model that never changes (the frozen document tower): every distinct text is
+    encoded once per role and kept in memory, so the corpus is encoded once for mining, training and
+    every evaluation."""
+
+    def __init__(self, encode: Encoder):
+        self.inner = encode
+        self.fingerprint = encode.fingerprint
+        self._rows: dict[str, dict[str, int]] = {role: {} for role in ROUTES}
+        self._store: dict[str, list[np.ndarray]] = {role: [] for role in ROUTES}
+
+    def __call__(self, texts: list[str], role: str = "document") -> np.ndarray:
+        rows = self._rows[role]
+        missing = list(dict.fromkeys(t for t in texts if t not in rows))
+        if missing:
+            new = self.inner(missing, role)
+            base = sum(len(b) for b in self._store[role])
+            for i, t in enumerate(missing):
+                rows.setdefault(t, base + i)
+            self._store[role].append(new)
+            self._store[role] = [np.concatenate(self._store[role])]
+        if not texts:
+            return np.zeros((0, self.inner.model.get_embedding_dimension()), dtype=np.float32)
+        return self._store[role][0][[rows[t] for t in texts]]
+
+
+class RoutedEncoder:
+    """Encode with two towers: queries through `query`, documents through `document`.
+
+    `fingerprint` is the DOCUMENT tower's: an index or embedding cache built with the base model stays
+    valid for a model whose query tower alone was fine-tuned."""
+
+    routed = True
+
+    def __init__(self, query: Any, document: Any):
+        self.query, self.document = query, document
+        self.fingerprint = document.fingerprint
+        self.query_fingerprint = query.fingerprint
+
+    @property
+    def precision(self) -> str:
+        return self.query.precision
+
+    @property
+    def device(self) -> torch.device:
+        return self.query.device
+
+    @property
+    def prompts(self) -> dict[str, str]:
+        return {"query": self.query.prompts["query"], "document": self.document.inner.prompts["document"]
+                if isinstance(self.document, MemoEncoder) else self.document.prompts["document"]}
+
+    def __call__(self, texts: list[str], role: str = "document") -> np.ndarray:
+        if role not in ROUTES:
+            raise ConfigError(f"role must be 'query' or 'document', got {role!r}")
+        return (self.query if role == "query" else self.document)(texts, role)
+
+
+def make_encoder(model: SentenceTransformer, **kwargs: Any) -> Encoder | RoutedEncoder:
+    """The Encode for `model`: an `Encoder`, or a `RoutedEncoder` when the model has query/document
+    towers (a query-side fine-tune); keyword arguments go to each `Encoder`."""
+    towers = split_towers(model)
+    if towers is None:
+        return Encoder(model, **kwargs)
+    return RoutedEncoder(Encoder(towers[0], **kwargs), Encoder(towers[1], **kwargs))

@@ -145,10 +145,15 @@ def prepare_config(config: RunConfig) -> RunConfig:
     mining = config.mining
     if mining.output is None and mining.enabled and config.loss.name == "infonce":
         mining = dataclasses.replace(mining, output=str(out / "mined.jsonl"))
+    model = config.model
+    if model.cache_dir is None and train.tune == "query":
+        # query-side training keeps the base model's document embeddings: check, evaluation, training
+        # and the index then embed the corpus once between them
+        model = dataclasses.replace(model, cache_dir=str(out / "embedding-cache"))
     index = config.index
     if index.output is None:
         index = dataclasses.replace(index, output=str(out / "index"))
-    return dataclasses.replace(config, train=train, mining=mining, index=index)
+    return dataclasses.replace(config, model=model, train=train, mining=mining, index=index)
 
 
 def run_pipeline(config: RunConfig, *, recipe: str | None = None, force: list[str] | None = None) -> dict:

@@ -26,10 +26,10 @@ def encoder_for(ctx: Context, model_path: str) -> Encode:
     """A textcl Encoder for `model_path` with the recipe's model settings (cached per path)."""
     key = f"encoder:{model_path}"
     if key not in ctx.cache:
-        from textcl.model import Encoder, load_model
+        from textcl.model import load_model, make_encoder
         mc = ctx.config.model
         model = load_model(model_path, trust_remote_code=mc.trust_remote_code, max_seq_length=mc.max_seq_length)
-        ctx.cache[key] = Encoder(model, precision=mc.precision, batch_size=mc.batch_size,
+        ctx.cache[key] = make_encoder(model, precision=mc.precision, batch_size=mc.batch_size,
                                  query_prompt=mc.query_prompt, document_prompt=mc.document_prompt,
                                  cache_dir=mc.cache_dir, show_progress=False)
     return ctx.cache[key]

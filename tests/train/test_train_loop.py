@@ -158,3 +158,26 @@ def test_interpolate_base_keeps_the_dev_best_mix(tiny_model_path, tmp_path, exam
 def test_interpolate_base_rejects_weights_outside_0_1(tiny_model_path, tmp_path, examples):
     with pytest.raises(ConfigError, match="interpolate_base"):
         train(tiny_config(tiny_model_path, tmp_path / "o", "train.interpolate_base=[0.5, 1.0]"), examples)
+
+
+def test_each_epoch_has_its_own_batches_and_resume_at_an_epoch_boundary_is_exact(tiny_model_path, tmp_path):
+    # 12 examples in batches of 4: steps 1-3 are epoch 0, 4-6 epoch 1 (a regression: later epochs
+    # used to replay epoch 0's batches, so a run resumed at the boundary diverged from a straight one)
+    examples = make_examples(12)
+    seen: list[list[str]] = []
+    straight = train(tiny_config(tiny_model_path, tmp_path / "a"), examples,
+                     callbacks=[lambda event: seen.append(event["step"])])
+    assert straight.steps == 6 and seen == [1, 2, 3, 4, 5, 6]
+    stopped = train(tiny_config(tiny_model_path, tmp_path / "b"), examples, callbacks=[lambda e: e["step"] == 3])
+    assert stopped.steps == 3
+    resumed = train(tiny_config(tiny_model_path, tmp_path / "b"), examples, resume=True)
+    a, b = weights(tmp_path / "a"), weights(tmp_path / "b")
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    assert [h["loss"] for h in straight.history if "loss" in h] == [h["loss"] for h in resumed.history if "loss" in h]
+
+
+def test_epoch_batches_differ_between_epochs(tiny_model_path):
+    from textcl.train.data import epoch_batch_maker
+    config = tiny_config(tiny_model_path, tiny_model_path.parent / "unused")
+    make = epoch_batch_maker(config, make_examples(12))
+    assert [b.queries for b in make(0)] != [b.queries for b in make(1)]

@@ -81,12 +81,12 @@ def _configs(args: argparse.Namespace):
 def run(args: argparse.Namespace) -> int:
     from textcl.eval import evaluate_sets
     from textcl.eval.report import build_report, format_table, write_report
-    from textcl.model import Encoder, load_model
+    from textcl.model import load_model, make_encoder
 
     model_cfg, eval_cfg = _configs(args)
     model = load_model(model_cfg.name_or_path, trust_remote_code=model_cfg.trust_remote_code,
                        max_seq_length=model_cfg.max_seq_length)
-    encoder = Encoder(model, precision=model_cfg.precision, batch_size=model_cfg.batch_size,
+    encoder = make_encoder(model, precision=model_cfg.precision, batch_size=model_cfg.batch_size,
                       query_prompt=model_cfg.query_prompt, document_prompt=model_cfg.document_prompt,
                       cache_dir=model_cfg.cache_dir, show_progress=not args.no_progress)
     results = evaluate_sets(encoder, eval_cfg, eval_cfg.split)

@@ -53,13 +53,13 @@ def _model_options(p: argparse.ArgumentParser, required: bool = True) -> None:
 
 
 def _encoder(model_name: str, args: argparse.Namespace, stored: dict | None = None):
-    from textcl.model import Encoder, load_model
+    from textcl.model import load_model, make_encoder
 
     stored = stored or {}
     q_prompt = args.query_prompt if args.query_prompt is not None else stored.get("query_prompt", "")
     d_prompt = args.document_prompt if args.document_prompt is not None else stored.get("document_prompt", "")
     model = load_model(model_name, trust_remote_code=args.trust_remote_code)
-    return Encoder(model, precision=args.precision, batch_size=args.batch_size, query_prompt=q_prompt,
+    return make_encoder(model, precision=args.precision, batch_size=args.batch_size, query_prompt=q_prompt,
                    document_prompt=d_prompt, show_progress=sys.stderr.isatty())
 
 

@@ -108,7 +108,7 @@ def run(args: argparse.Namespace) -> int:
     from textcl.data.io import load_texts
     from textcl.errors import ConfigError
     from textcl.mine import mine, write_mined
-    from textcl.model import Encoder, load_model
+    from textcl.model import load_model, make_encoder
 
     cfg = _config(args)
     output = args.output or cfg.mining.output
@@ -123,7 +123,7 @@ def run(args: argparse.Namespace) -> int:
         m = cfg.model
         model = load_model(m.name_or_path, device=device, trust_remote_code=m.trust_remote_code,
                            max_seq_length=m.max_seq_length)
-        encoder = Encoder(model, precision=m.precision, batch_size=m.batch_size, query_prompt=m.query_prompt,
+        encoder = make_encoder(model, precision=m.precision, batch_size=m.batch_size, query_prompt=m.query_prompt,
                           document_prompt=m.document_prompt, cache_dir=m.cache_dir,
                           show_progress=not args.no_progress and rank == 0)
         progress = not args.no_progress and rank == 0

@@ -3,6 +3,9 @@
 The primary metric is `"{dataset}/spearman_cosine"`. Both sentences are encoded with the "query"
 role (STS is symmetric; with asymmetric prompts both sides get the query prompt, as MTEB does).
 Each distinct sentence is encoded once. Values are correlations in [-1, 1] (x100 in printed tables).
+With a two-tower encoder (query-side fine-tune, `encode.routed`), both sentences go through the query
+tower, and `{dataset}/spearman_cosine_query_document` adds the pairing retrieval uses: sentence1
+through the query tower, sentence2 through the document tower.
 """
 
 from __future__ import annotations
@@ -51,5 +54,9 @@ def evaluate_sts(encode: Encode, pairs: Sequence[ScoredPair], name: str) -> dict
     for sim, scores in similarity_scores(a, b).items():
         out[f"{name}/spearman_{sim}"] = spearman(gold, scores)
         out[f"{name}/pearson_{sim}"] = pearson(gold, scores)
+    if getattr(encode, "routed", False):
+        docs = np.asarray(encode(texts, "document"), dtype=np.float32)
+        cross = similarity_scores(a, docs[[index[p.sentence2] for p in pairs]])["cosine"]
+        out[f"{name}/spearman_cosine_query_document"] = spearman(gold, cross)
     log.info("%s: spearman_cosine %.4f over %d pairs", name, out[f"{name}/spearman_cosine"], len(pairs))
     return out

@@ -25,6 +25,16 @@ def _metric_rows(before: dict, after: dict) -> list[str]:
     return rows
 
 
+def _towers(config: RunConfig) -> list[str]:
+    if config.train.tune != "query":
+        return []
+    return ["## Query tower only", "",
+            "Only the **query** tower was fine-tuned; the **document** tower is the base model "
+            f"({config.model.name_or_path}), unchanged and frozen. `encode_query` runs the tuned tower, "
+            "`encode_document` (and plain `encode`) the base one, so document embeddings and indexes built "
+            "with the base model stay valid: nothing needs re-encoding.", ""]
+
+
 def _fmt(value: Any) -> str:
     return f"{value:.4f}" if isinstance(value, (int, float)) else "–"
 
@@ -42,6 +52,7 @@ def render_model_card(*, config: RunConfig, state: Any, before: dict, after: dic
         "",
         "Load it with `SentenceTransformer(\"<this folder>\")`.",
         "",
+        *_towers(config),
         "## Training",
         "",
         f"- loss: {config.loss.name} (temperature {config.loss.temperature}, symmetric {config.loss.symmetric}, "

@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 from accelerate.utils import set_seed
 from tqdm.auto import tqdm
@@ -23,7 +24,7 @@ from tqdm.auto import tqdm
 from textcl.config import RunConfig, save_config
 from textcl.distributed import freeze_unused_parameters
 from textcl.errors import ConfigError, TrainingError
-from textcl.model import Encoder, load_model
+from textcl.model import Encoder, MemoEncoder, RoutedEncoder, load_model, router_model
 from textcl.train import checkpoint as ckpt
 from textcl.train.card import write_model_card
 from textcl.train.components import (
@@ -33,9 +34,10 @@ from textcl.train.components import (
     enable_gradient_checkpointing,
     make_embed,
 )
-from textcl.train.data import epoch_batch_maker, shard_batch
+from textcl.train.corpus import TrainingCorpus, build_training_corpus, embed_corpus
+from textcl.train.data import epoch_batch_maker, shard_batch, uses_corpus_negatives
 from textcl.train.evaluation import build_evaluators, pick_metric
-from textcl.train.objective import forward_backward
+from textcl.train.objective import CorpusNegatives, corpus_forward_backward, forward_backward
 
 log = logging.getLogger(__name__)
 
@@ -64,6 +66,7 @@ def train(config: RunConfig, examples: Sequence | None = None, *, dev: Callable 
     `output_dir/checkpoints/latest`, a string from that checkpoint folder.
     """
     tc = config.train
+    check_corpus_settings(config)
     out_dir = Path(tc.output_dir)
     ckpt_root = out_dir / "checkpoints"
     accelerator, precision = build_accelerator(tc.precision)
@@ -92,6 +95,7 @@ def train(config: RunConfig, examples: Sequence | None = None, *, dev: Callable 
                        max_seq_length=config.model.max_seq_length)
     if tc.gradient_checkpointing:
         enable_gradient_checkpointing(model)
+    documents, corpus = _corpus_setup(config, examples, precision, accelerator)
     optimizer = build_optimizer(model, tc)
     scheduler = build_scheduler(optimizer, tc, total_steps)
     state = ckpt.TrainerState(world_size=world, fingerprint=ckpt.run_fingerprint(config, len(examples), world))
@@ -113,8 +117,12 @@ def train(config: RunConfig, examples: Sequence | None = None, *, dev: Callable 
     model.train()
     embed = make_embed(ddp_model, model, config.model)
     no_sync = (lambda: accelerator.no_sync(ddp_model)) if world > 1 else None
-    encoder = Encoder(model, precision=precision, batch_size=config.model.batch_size, show_progress=False,
-                      query_prompt=config.model.query_prompt, document_prompt=config.model.document_prompt)
+    encoder: Encoder | RoutedEncoder = Encoder(
+        model, precision=precision, batch_size=config.model.batch_size, show_progress=False,
+        query_prompt=config.model.query_prompt, document_prompt=config.model.document_prompt)
+    if documents is not None:  # query-side: documents keep the frozen base tower (encoded once)
+        encoder = RoutedEncoder(encoder, documents)
+    run_loss = _loss_runner(config, embed, corpus, no_sync)
     evaluate_dev, evaluate_ood = build_evaluators(config, dev, ood)
     if main:
         save_config(config, out_dir / "textcl_config.yaml")
@@ -165,8 +173,8 @@ def train(config: RunConfig, examples: Sequence | None = None, *, dev: Callable 
             global_batch = batches[state.batch_in_epoch]
             batch = shard_batch(global_batch, rank, world)
             t0 = time.perf_counter()
-            loss, grad_norm, finite = _train_step(batch, embed, config, optimizer, scheduler, model,
-                                                  state.step + 1, no_sync)
+            loss, grad_norm, finite = _train_step(batch, run_loss, config, optimizer, scheduler, model,
+                                                  state.step + 1)
             step_times.append(time.perf_counter() - t0)
             state.step += 1
             state.batch_in_epoch += 1
@@ -212,8 +220,13 @@ def train(config: RunConfig, examples: Sequence | None = None, *, dev: Callable 
                     state.history.append({"step": state.step, "early_stopped": True})
                     stop = True
             stop = stop or last_step or stop_requested
+            if corpus is not None and tc.corpus_refresh_every and state.step % tc.corpus_refresh_every == 0 \
+                    and not stop:
+                _refresh_corpus(corpus, encoder, model, tc.corpus_dtype)
             if stop or evaluate_now or end_of_epoch or (tc.save_every and state.step % tc.save_every == 0):
                 save(state.step)
+            if end_of_epoch:  # the next epoch gets its own order and sampled positives
+                break
     bar.close()
 
     if tc.interpolate_base:
@@ -223,7 +236,7 @@ def train(config: RunConfig, examples: Sequence | None = None, *, dev: Callable 
             log.info("train.interpolate_base: the base model scored best on dev; no interpolation to try")
         else:
             _interpolate_with_base(config, model, state, ckpt_root, evaluate, accelerator)
-    result = _finish(config, model, state, ckpt_root, provenance, step_times, main)
+    result = _finish(config, model, state, ckpt_root, provenance, step_times, main, documents)
     accelerator.wait_for_everyone()
     return result
 
@@ -261,14 +274,80 @@ def _interpolate_with_base(config: RunConfig, model: Any, state: ckpt.TrainerSta
     accelerator.wait_for_everyone()
 
 
-def _train_step(batch: Any, embed: Callable, config: RunConfig, optimizer: torch.optim.Optimizer,
-                scheduler: Any, model: torch.nn.Module, step: int,
-                no_sync: Callable | None) -> tuple[float, float, bool]:
+def _loss_runner(config: RunConfig, embed: Callable, corpus: TrainingCorpus | None,
+                 no_sync: Callable | None) -> Callable[[Any, int], float]:
+    """`run(batch, step) -> loss`: forward + backward with in-batch negatives, or against the corpus."""
+    tc = config.train
+    if corpus is None:
+        return lambda batch, step: forward_backward(embed, batch, config.loss, chunk_size=tc.gradcache_chunk_size,
+                                                    no_sync=no_sync)
+    how = CorpusNegatives(query_side=tc.tune == "query", candidates=tc.corpus_candidates, samples=tc.corpus_samples)
+
+    def run(batch: Any, step: int) -> float:
+        # Uniform draws are seeded by (seed, step) and rank: a resumed run draws the same documents.
+        from textcl.distributed import rank
+        rng = np.random.default_rng([config.seed, step, rank()])
+        return corpus_forward_backward(embed, batch, corpus, config.loss, how, rng)
+
+    return run
+
+
+def check_corpus_settings(config: RunConfig) -> None:
+    """Refuse settings that corpus-wide negatives / query-side training cannot honour (before any work)."""
+    tc = config.train
+    if not uses_corpus_negatives(config):
+        return
+    if config.loss.name != "infonce":
+        raise ConfigError(f"train.tune=query / train.negatives=corpus train on (query, positive) rows with "
+                          f"loss.name=infonce, not {config.loss.name}")
+    if config.loss.symmetric:
+        raise ConfigError("loss.symmetric adds a positive -> in-batch-queries term, which corpus negatives do "
+                          "not use; set loss.symmetric: false with train.negatives: corpus / train.tune: query")
+    if tc.gradcache_chunk_size:
+        raise ConfigError("train.gradcache_chunk_size is for large in-batch negatives; corpus negatives need "
+                          "no cache (unset it)")
+    if tc.corpus_candidates is not None and tc.corpus_candidates < 1:
+        raise ConfigError(f"train.corpus_candidates must be >= 1 (or unset for the exact softmax), got "
+                          f"{tc.corpus_candidates}")
+    if tc.tune == "query" and tc.corpus_refresh_every:
+        raise ConfigError("train.corpus_refresh_every re-embeds the corpus with the trained model, but with "
+                          "train.tune: query documents keep the base model; unset it")
+
+
+def _corpus_setup(config: RunConfig, examples: Sequence, precision: str,
+                  accelerator: Any) -> tuple[MemoEncoder | None, TrainingCorpus | None]:
+    """With corpus negatives: the training corpus embedded once by the frozen base model, and (tune=query)
+    that model's memoised encoder, which then encodes every document of evaluation too."""
+    tc, mc = config.train, config.model
+    if not uses_corpus_negatives(config):
+        return None, None
+    base = load_model(mc.name_or_path, device=str(accelerator.device), trust_remote_code=mc.trust_remote_code,
+                      max_seq_length=mc.max_seq_length)
+    base.requires_grad_(False)
+    documents = MemoEncoder(Encoder(base, precision=precision, batch_size=mc.batch_size, cache_dir=mc.cache_dir,
+                                    show_progress=accelerator.is_main_process,
+                                    query_prompt=mc.query_prompt, document_prompt=mc.document_prompt))
+    corpus = build_training_corpus(config, examples, documents)
+    return (documents if tc.tune == "query" else None), corpus
+
+
+def _refresh_corpus(corpus: TrainingCorpus, encoder: Any, model: torch.nn.Module, dtype_choice: str) -> None:
+    """ANCE-style refresh (tune=both): re-embed the corpus with the weights being trained."""
+    was_training = model.training
+    model.eval()
+    corpus.embeddings = embed_corpus(corpus.texts, encoder, dtype_choice)
+    model.train(was_training)
+    log.info("re-embedded the training corpus (%d documents) with the current weights", len(corpus))
+
+
+def _train_step(batch: Any, run_loss: Callable[[Any, int], float], config: RunConfig,
+                optimizer: torch.optim.Optimizer, scheduler: Any, model: torch.nn.Module,
+                step: int) -> tuple[float, float, bool]:
     """One optimizer step. Returns (loss, grad_norm, finite); a non-finite step leaves weights as they were."""
     tc = config.train
     optimizer.zero_grad(set_to_none=True)
     try:
-        loss = forward_backward(embed, batch, config.loss, chunk_size=tc.gradcache_chunk_size, no_sync=no_sync)
+        loss = run_loss(batch, step)
     except (torch.OutOfMemoryError, MemoryError) as exc:
         raise TrainingError(_oom_advice(step, tc, exc)) from exc
     except RuntimeError as exc:
@@ -300,15 +379,28 @@ def _oom_advice(step: int, tc: Any, exc: BaseException) -> str:
 
 
 def _finish(config: RunConfig, model: Any, state: ckpt.TrainerState, ckpt_root: Path,
-            provenance: dict | None, step_times: list[float], main: bool) -> TrainResult:
-    """Write the BEST model (or the last one without an evaluator), the model card and the config."""
+            provenance: dict | None, step_times: list[float], main: bool,
+            documents: MemoEncoder | None = None) -> TrainResult:
+    """Write the BEST model (or the last one without an evaluator), the model card and the config.
+
+    Query-side training (`documents` set) writes a Router model: the tuned query tower and the base
+    document tower."""
     out_dir = Path(config.train.output_dir)
     best_dir = ckpt_root / "best"
     evals = [h for h in state.history if "eval" in h]
     before = evals[0]["eval"] if evals and evals[0]["step"] == 0 else {}
     after = next((h["eval"] for h in evals if h["step"] == state.best_step
                   and h.get("interpolation") == state.best_interpolation), {})
-    if main:
+    if main and documents is not None:
+        if best_dir.is_dir():
+            ckpt.verify_folder(best_dir)
+            mc = config.model
+            model = load_model(str(best_dir), device="cpu", trust_remote_code=mc.trust_remote_code,
+                               max_seq_length=mc.max_seq_length)
+        router_model(model, documents.inner.model).save(str(out_dir), create_model_card=False)
+        if state.best_step == 0:
+            log.warning("training never improved the dev metric; %s holds the base model", out_dir)
+    elif main:
         if best_dir.is_dir():
             ckpt.verify_folder(best_dir)
             for item in best_dir.iterdir():
@@ -322,6 +414,7 @@ def _finish(config: RunConfig, model: Any, state: ckpt.TrainerState, ckpt_root: 
                 log.warning("training never improved the dev metric; %s holds the base model", out_dir)
         else:
             model.save(str(out_dir), create_model_card=False)
+    if main:
         write_model_card(out_dir, config=config, state=state, before=before, after=after,
                          provenance=provenance or {})
         save_config(config, out_dir / "textcl_config.yaml")

@@ -12,6 +12,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 
+import numpy as np
 import torch
 
 from textcl import distributed as D
@@ -22,12 +23,15 @@ from textcl.gradcache import GradCache, NoSync
 from textcl.losses import (
     KnownPositives,
     angle,
+    corpus_info_nce,
     cosent,
     false_negative_mask,
     info_nce,
     normalize_text,
     query_side_mask,
+    sampled_corpus_info_nce,
 )
+from textcl.train.corpus import TrainingCorpus, sample_candidates
 
 EmbedFn = Callable[[list[str], str], torch.Tensor]
 
@@ -149,4 +153,46 @@ def forward_backward(embed: EmbedFn, batch: Batch, loss_cfg: LossConfig, *, chun
         cache.backward(loss)
     else:
         loss.backward()
+    return float(loss.detach())
+
+
+@dataclass(frozen=True)
+class CorpusNegatives:
+    """How corpus-wide negatives are formed (from `train.*`): `query_side` = the positive is the cached
+    document embedding (only the query tower trains); `candidates` None = exact softmax over the whole
+    corpus, else top-`candidates` + `samples` uniform draws."""
+
+    query_side: bool
+    candidates: int | None = None
+    samples: int = 0
+
+
+def corpus_forward_backward(embed: EmbedFn, batch: Batch, corpus: TrainingCorpus, loss_cfg: LossConfig,
+                            how: CorpusNegatives, rng: np.random.Generator) -> float:
+    """InfoNCE of each query against its sampled positive and the whole cached corpus (known positives
+    and same-text documents excluded, `TrainingCorpus.targets`); backward; returns this rank's loss.
+
+    The corpus is replicated on every rank, so nothing is gathered; the loss is scaled by
+    B_local * W / B_global like `_contrastive`, so DDP's gradient average is the full-batch gradient.
+    """
+    if corpus.embeddings is None:
+        raise TrainingError("the training corpus has not been embedded")
+    positives, exclude = corpus.targets(batch)
+    q = embed(list(batch.queries), "query")
+    emb = corpus.embeddings.to(q.device)
+    if how.query_side:
+        pos = emb[positives.to(q.device)]
+    else:
+        g = batch.group_size
+        pos = embed([batch.candidates[i * g] for i in range(len(batch))], "document")
+    if how.candidates is None:
+        loss = corpus_info_nce(q, pos, emb, exclude=exclude, temperature=loss_cfg.temperature)
+    else:
+        c = sample_candidates(corpus, q.detach().cpu(), exclude, how.candidates, how.samples, rng)
+        loss = sampled_corpus_info_nce(q, pos, emb[c["top"].to(q.device)], c["hard_valid"].to(q.device),
+                                       emb[c["sampled"].to(q.device)], c["sampled_valid"].to(q.device),
+                                       corpus_size=len(corpus), temperature=loss_cfg.temperature)
+    sizes = D.gather_sizes(len(batch)) if D.is_distributed() else [len(batch)]
+    loss = loss * (len(batch) * len(sizes) / sum(sizes))
+    loss.backward()
     return float(loss.detach())

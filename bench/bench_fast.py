@@ -1,0 +1,143 @@
+"""Query-side fine-tuning on NFCorpus end to end: `textcl run recipes/nfcorpus-fast.yaml` per seed,
+wall time per seed and stage, test nDCG@10 before -> after, and the out-of-domain checks (STS-B, and
+an STS-B-derived retrieval set) before -> after.
+
+The first seed pays for embedding the corpus once (model.cache_dir); later seeds reuse those base-model
+embeddings, as a user's second fine-tune would. Each run appends one JSON line to results.jsonl, and
+the section tables mean ± std over the seeds. sentence-transformers' documented recipe at the same
+budget is bench_fast_peer.py.
+
+    .venv/bin/python bench/bench_fast.py --mode full               # 3 seeds (about 10 min each on 2 cores)
+    .venv/bin/python bench/bench_fast.py --records bench/records    # table recorded runs only
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from common import DATA, ROOT, write_section  # first: sets up sys.path and env
+
+SEEDS = {"quick": (42,), "full": (42, 1, 2)}
+RECIPE = ROOT / "recipes" / "nfcorpus-fast.yaml"
+KEYS = {"nfcorpus": "nfcorpus/ndcg@10", "stsb": "stsbenchmark/spearman_cosine",
+        "stsb_qd": "stsbenchmark/spearman_cosine_query_document", "stsb-retrieval": "stsb-retrieval/ndcg@10"}
+
+
+def write_stsb_retrieval(out: Path) -> Path:
+    """An out-of-domain retrieval set made from STS-B test: sentence1 -> sentence2 of pairs scored >= 4
+    (a paraphrase), the corpus every test sentence2. Written under bench/results, never committed."""
+    pairs = []
+    with open(DATA / "stsbenchmark" / "sts-test.csv", encoding="utf-8") as fh:
+        for row in csv.reader(fh, delimiter="\t", quoting=csv.QUOTE_NONE):
+            pairs.append((float(row[4]), row[5], row[6]))
+    docs = list(dict.fromkeys(p[2] for p in pairs))
+    doc_id = {d: f"d{i}" for i, d in enumerate(docs)}
+    queries = list(dict.fromkeys(p[1] for p in pairs if p[0] >= 4.0))
+    (out / "qrels").mkdir(parents=True, exist_ok=True)
+    with open(out / "corpus.jsonl", "w", encoding="utf-8") as fh:
+        for d in docs:
+            fh.write(json.dumps({"_id": doc_id[d], "title": "", "text": d}) + "\n")
+    with open(out / "queries.jsonl", "w", encoding="utf-8") as fh:
+        for i, q in enumerate(queries):
+            fh.write(json.dumps({"_id": f"q{i}", "text": q}) + "\n")
+    qid = {q: f"q{i}" for i, q in enumerate(queries)}
+    with open(out / "qrels" / "test.tsv", "w", encoding="utf-8") as fh:
+        fh.write("query-id\tcorpus-id\tscore\n")
+        for score, s1, s2 in pairs:
+            if score >= 4.0:
+                fh.write(f"{qid[s1]}\t{doc_id[s2]}\t1\n")
+    return out
+
+
+def run_seed(seed: int, results: Path, mode: str) -> dict:
+    out = results / f"seed-{seed}"
+    ood = write_stsb_retrieval(results / "stsb-retrieval")
+    cmd = [str(Path(sys.executable).parent / "textcl"), "run", str(RECIPE), "--set", f"seed={seed}",
+           "--set", f"output_dir={out}", "--set", f"train.output_dir={out / 'model'}",
+           "--set", f"model.cache_dir={results / 'cache'}", "--set", f"eval.ood_retrieval=[{ood}]",
+           "--set", f"index.output={out / 'index'}"]
+    if mode == "quick":
+        cmd += ["--set", "train.epochs=2"]
+    cached = (results / "cache").is_dir()
+    t0 = time.perf_counter()
+    subprocess.run(cmd, check=True)
+    wall = time.perf_counter() - t0
+    summary = json.loads((out / "summary.json").read_text())
+    row = {"seed": seed, "mode": mode, "wall_s": round(wall, 1), "corpus_cached": cached,
+           "stages_s": {k: v.get("seconds") for k, v in summary.get("stages", {}).items() if isinstance(v, dict)},
+           "steps": (summary.get("train") or {}).get("steps"), "best_step": _best_step(out)}
+    for name, key in KEYS.items():
+        row[f"{name}_before"] = summary["before"].get(key)
+        row[f"{name}_after"] = summary["after"].get(key)
+    with open(results / "results.jsonl", "a", encoding="utf-8") as fh:
+        fh.write(json.dumps(row) + "\n")
+    return row
+
+
+def _best_step(out: Path) -> int | None:
+    history = json.loads((out / "history.json").read_text()) if (out / "history.json").is_file() else []
+    evals = [h for h in history if "eval" in h and "interpolation" not in h]
+    if not evals:
+        return None
+    key = evals[0]["metric"]
+    return max(evals, key=lambda h: (h["eval"]["dev"][key], -h["step"]))["step"]
+
+
+def _pts(values: list[float | None]) -> str:
+    vals = [100 * v for v in values if v is not None]
+    if not vals:
+        return "–"
+    if len(vals) == 1:
+        return f"{vals[0]:.2f} (1 seed)"
+    return f"{statistics.mean(vals):.2f} ± {statistics.stdev(vals):.2f}"
+
+
+def section(rows: list[dict], command: str) -> list[str]:
+    lines = ["## Query-side fine-tuning on NFCorpus (`recipes/nfcorpus-fast.yaml`)", "",
+             f"Command: `{command}`. One `textcl run` per seed: check, base evaluation, train (query tower only, "
+             "softmax over all 3,633 documents), evaluation, index, report. Points x100, mean ± std over seeds.", "",
+             "| set | base | fine-tuned | seeds |", "|---|---|---|---|"]
+    for name, label in (("nfcorpus", "NFCorpus test nDCG@10"), ("stsb", "STS-B test Spearman (query tower)"),
+                        ("stsb_qd", "STS-B test Spearman (query x document tower)"),
+                        ("stsb-retrieval", "STS-B paraphrase retrieval nDCG@10 (out of domain)")):
+        lines.append(f"| {label} | {_pts([r[f'{name}_before'] for r in rows][:1])} | "
+                     f"{_pts([r[f'{name}_after'] for r in rows])} | {len(rows)} |")
+    lines += ["", "| seed | wall (s) | corpus embeddings | steps (best) | test nDCG@10 |", "|---|---|---|---|---|"]
+    for r in rows:
+        after = r["nfcorpus_after"]
+        lines.append(f"| {r['seed']} | {r['wall_s']:.0f} | {'cached' if r['corpus_cached'] else 'computed'} | "
+                     f"{r['steps']} ({r['best_step']}) | {100 * after:.2f} |" if after is not None else "")
+    return lines
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--mode", choices=["quick", "full"], default="quick")
+    parser.add_argument("--seeds", type=int, nargs="*", default=None)
+    parser.add_argument("--results", default=str(ROOT / "bench" / "results" / "fast"))
+    parser.add_argument("--records", default=None, help="table bench/records/fast.jsonl without running")
+    parser.add_argument("--out", default=str(ROOT / "bench" / "results" / "fast.md"))
+    args = parser.parse_args()
+    if args.records:
+        path = Path(args.records) / "fast.jsonl"
+        rows = [json.loads(line) for line in path.read_text().splitlines() if line.strip()] if path.exists() else []
+        command = ".venv/bin/python bench/bench_fast.py --mode full"
+    else:
+        results = Path(args.results)
+        results.mkdir(parents=True, exist_ok=True)
+        rows = [run_seed(s, results, args.mode) for s in (args.seeds or SEEDS[args.mode])]
+        command = f".venv/bin/python bench/bench_fast.py --mode {args.mode}"
+    if rows:
+        write_section(args.out, section(rows, command))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,159 @@
+"""The training corpus for corpus-wide negatives: its texts and ids, the frozen document embeddings
+(computed once by the base model), and for each batch the row of every query's sampled positive and
+the rows kept out of its softmax.
+
+Exclusion follows the miner's false-negative rules (`mine/filters.py`): a document is never a
+negative of a query if it is a known positive of that query by id, has the normalised text of one,
+or has the query's own normalised text.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from textcl.config import RunConfig
+from textcl.data.batching import Batch
+from textcl.data.beir import find_file, is_beir_folder, load_beir_corpus
+from textcl.data.examples import load_texts
+from textcl.errors import ConfigError, DataError
+from textcl.types import Encode, Example, normalize_text
+
+log = logging.getLogger(__name__)
+
+FP32_LIMIT_BYTES = 1 << 30  # corpus_dtype=auto keeps fp32 up to 1 GiB of embeddings, else fp16
+
+
+@dataclass
+class TrainingCorpus:
+    """Documents queries are scored against. `embeddings` [N, D] are frozen (no gradient)."""
+
+    texts: list[str]
+    ids: list[str] | None
+    embeddings: torch.Tensor | None = None
+    _by_id: dict[str, int] = field(default_factory=dict, repr=False)
+    _by_text: dict[str, list[int]] = field(default_factory=dict, repr=False)
+
+    def __post_init__(self) -> None:
+        if self.ids is not None:
+            self._by_id = {d: i for i, d in enumerate(self.ids)}
+        for i, text in enumerate(self.texts):
+            self._by_text.setdefault(normalize_text(text), []).append(i)
+
+    def __len__(self) -> int:
+        return len(self.texts)
+
+    def row_of(self, text: str, doc_id: str | None) -> int:
+        """The corpus row of a positive: by id when the corpus has ids, else by (normalised) text."""
+        if doc_id is not None and doc_id in self._by_id:
+            return self._by_id[doc_id]
+        rows = self._by_text.get(normalize_text(text))
+        if not rows:
+            raise DataError(f"positive {doc_id or text[:60]!r} is not in the training corpus; give it in "
+                            "train.corpus or train on rows whose positives come from that corpus")
+        exact = [r for r in rows if self.texts[r] == text]
+        return (exact or rows)[0]
+
+    def targets(self, batch: Batch) -> tuple[torch.Tensor, tuple[torch.Tensor, torch.Tensor]]:
+        """(positive row of each query [B], excluded (rows, cols)): all known positives of query i
+        (the sampled one too: it enters the loss once, as the positive), and documents with the
+        normalised text of a positive or of the query."""
+        g = batch.group_size
+        ids = batch.candidate_ids or [None] * len(batch.candidates)
+        positives, ex_rows, ex_cols = [], [], []
+        for i, query in enumerate(batch.queries):
+            pos = self.row_of(batch.candidates[i * g], ids[i * g])
+            positives.append(pos)
+            known = batch.positive_sets[i] if batch.positive_sets else None
+            cols = {pos}
+            if known is not None:
+                cols.update(self._by_id[d] for d in known.ids if d in self._by_id)
+                for text in known.texts:
+                    cols.update(self._by_text.get(text, ()))
+            cols.update(self._by_text.get(normalize_text(batch.candidates[i * g]), ()))
+            cols.update(self._by_text.get(normalize_text(query), ()))
+            ex_rows += [i] * len(cols)
+            ex_cols += sorted(cols)
+        return (torch.tensor(positives, dtype=torch.long),
+                (torch.tensor(ex_rows, dtype=torch.long), torch.tensor(ex_cols, dtype=torch.long)))
+
+
+def storage_dtype(n: int, dim: int, choice: str) -> torch.dtype:
+    """fp32, or fp16 (half the memory; scores are still computed in fp32) for `auto` past 1 GiB."""
+    if choice == "fp32":
+        return torch.float32
+    if choice == "fp16":
+        return torch.float16
+    return torch.float32 if n * dim * 4 <= FP32_LIMIT_BYTES else torch.float16
+
+
+def load_corpus_texts(config: RunConfig, examples: Sequence[Example]) -> tuple[list[str], list[str] | None, str]:
+    """(texts, ids or None, where they came from): `train.corpus` (a BEIR folder or a text file), else
+    the BEIR corpus of `data.train`, else every positive and negative text of the training rows."""
+    source = config.train.corpus or config.data.train
+    if source is not None and is_beir_folder(Path(source)):
+        corpus_file = find_file(Path(source), "corpus.jsonl")
+        docs = load_beir_corpus(corpus_file)
+        return [d.full_text for d in docs.values()], list(docs), str(corpus_file)
+    if config.train.corpus is not None:
+        texts = list(dict.fromkeys(load_texts(config.train.corpus)))
+        known = set(texts)
+        texts += [t for t in _example_texts(examples) if t not in known]
+        return texts, None, config.train.corpus
+    return _example_texts(examples), None, "the training rows' positives and negatives"
+
+
+def _example_texts(examples: Sequence[Example]) -> list[str]:
+    return list(dict.fromkeys(t for ex in examples for t in (*ex.positives, *ex.negatives)))
+
+
+def build_training_corpus(config: RunConfig, examples: Sequence[Example], encode: Encode | None) -> TrainingCorpus:
+    """Load the corpus texts and, when `encode` is given, embed them once (document role)."""
+    texts, ids, where = load_corpus_texts(config, examples)
+    if ids is None and any(ex.positive_ids for ex in examples):
+        log.info("the training corpus has no ids: positives are matched by text")
+    corpus = TrainingCorpus(texts=texts, ids=ids)
+    log.info("training corpus: %d documents from %s", len(corpus), where)
+    if encode is not None:
+        corpus.embeddings = embed_corpus(texts, encode, config.train.corpus_dtype)
+    return corpus
+
+
+def embed_corpus(texts: list[str], encode: Encode, dtype_choice: str) -> torch.Tensor:
+    emb = np.asarray(encode(texts, "document"), dtype=np.float32)
+    dtype = storage_dtype(emb.shape[0], emb.shape[1], dtype_choice)
+    return torch.from_numpy(emb).to(dtype)
+
+
+def sample_candidates(corpus: TrainingCorpus, q_emb: torch.Tensor, exclude: tuple[torch.Tensor, torch.Tensor],
+                      k: int, m: int, rng: np.random.Generator) -> dict[str, torch.Tensor]:
+    """A bounded candidate set per step: each query's top-`k` non-excluded documents by the current
+    (detached) query embeddings, and `m` documents drawn uniformly with replacement, shared by the batch.
+    Masks mark excluded documents and samples that are among the query's top-k (counted exactly)."""
+    if corpus.embeddings is None:
+        raise ConfigError("the training corpus has no embeddings")
+    emb = corpus.embeddings
+    n, b = emb.shape[0], q_emb.shape[0]
+    rows, cols = exclude
+    excluded = torch.zeros((b, n), dtype=torch.bool)
+    excluded[rows, cols] = True
+    k = min(k, n)
+    top = torch.empty((b, k), dtype=torch.long)
+    chunk = max(1, (1 << 24) // max(n, 1))  # bound the [chunk, N] score block to 16M floats
+    with torch.no_grad():
+        for s in range(0, b, chunk):
+            scores = q_emb[s:s + chunk].float() @ emb.float().T
+            scores = scores.masked_fill(excluded[s:s + chunk], -math.inf)
+            top[s:s + chunk] = scores.topk(k, dim=1).indices
+    hard_valid = ~torch.gather(excluded, 1, top)
+    sampled = torch.from_numpy(rng.integers(0, n, size=m)).long()
+    in_top = torch.zeros((b, n), dtype=torch.bool)
+    in_top.scatter_(1, top, True)
+    sampled_valid = ~(excluded[:, sampled] | in_top[:, sampled])
+    return {"top": top, "hard_valid": hard_valid, "sampled": sampled, "sampled_valid": sampled_valid}
