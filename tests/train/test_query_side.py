@@ -172,3 +172,21 @@ def test_sampled_candidates_and_full_fine_tuning_with_refresh_train(tiny_model_p
 def test_query_side_rejects_settings_it_cannot_honour(tiny_model_path, tmp_path, beir, extra, message):
     with pytest.raises(ConfigError, match=message):
         loop.train(_query_side_config(tiny_model_path, tmp_path / "x", beir, *extra), [])
+
+
+def test_sampled_candidates_are_the_top_k_non_excluded_documents_over_corpus_blocks():
+    from textcl.train.corpus import sample_candidates
+    g = torch.Generator().manual_seed(0)
+    emb = torch.nn.functional.normalize(torch.randn(23, 8, generator=g), dim=1)
+    corpus = TrainingCorpus(texts=[f"t{i}" for i in range(23)], ids=None, embeddings=emb)
+    q = torch.nn.functional.normalize(torch.randn(3, 8, generator=g), dim=1)
+    exclude = (torch.tensor([0, 0, 2]), torch.tensor([5, 11, 0]))
+    out = sample_candidates(corpus, q, exclude, k=4, m=50, rng=np.random.default_rng(0), block=5)
+    scores = q @ emb.T
+    scores[0, 5] = scores[0, 11] = scores[2, 0] = -float("inf")
+    assert torch.equal(out["top"], scores.topk(4, dim=1).indices)
+    assert out["hard_valid"].all()
+    for i in range(3):  # a draw is valid unless excluded for that query or already in its top-4
+        for j, d in enumerate(out["sampled"].tolist()):
+            bad = d in out["top"][i].tolist() or (i, d) in {(0, 5), (0, 11), (2, 0)}
+            assert bool(out["sampled_valid"][i, j]) is not bad

@@ -132,7 +132,7 @@ def embed_corpus(texts: list[str], encode: Encode, dtype_choice: str) -> torch.T
 
 
 def sample_candidates(corpus: TrainingCorpus, q_emb: torch.Tensor, exclude: tuple[torch.Tensor, torch.Tensor],
-                      k: int, m: int, rng: np.random.Generator) -> dict[str, torch.Tensor]:
+                      k: int, m: int, rng: np.random.Generator, block: int = 65536) -> dict[str, torch.Tensor]:
     """A bounded candidate set per step: each query's top-`k` non-excluded documents by the current
     (detached) query embeddings, and `m` documents drawn uniformly with replacement, shared by the batch.
     Masks mark excluded documents and samples that are among the query's top-k (counted exactly)."""
@@ -144,13 +144,15 @@ def sample_candidates(corpus: TrainingCorpus, q_emb: torch.Tensor, exclude: tupl
     excluded = torch.zeros((b, n), dtype=torch.bool)
     excluded[rows, cols] = True
     k = min(k, n)
-    top = torch.empty((b, k), dtype=torch.long)
-    chunk = max(1, (1 << 24) // max(n, 1))  # bound the [chunk, N] score block to 16M floats
-    with torch.no_grad():
-        for s in range(0, b, chunk):
-            scores = q_emb[s:s + chunk].float() @ emb.float().T
-            scores = scores.masked_fill(excluded[s:s + chunk], -math.inf)
-            top[s:s + chunk] = scores.topk(k, dim=1).indices
+    best = torch.full((b, 0), -math.inf)
+    top = torch.zeros((b, 0), dtype=torch.long)
+    with torch.no_grad():  # running top-k over corpus blocks: memory follows the block, not the corpus
+        for start in range(0, n, block):
+            scores = q_emb.float() @ emb[start:start + block].float().T
+            scores = scores.masked_fill(excluded[:, start:start + block], -math.inf)
+            vals, idx = scores.topk(min(k, scores.shape[1]), dim=1)
+            best, order = torch.cat([best, vals], 1).topk(min(k, best.shape[1] + vals.shape[1]), dim=1)
+            top = torch.gather(torch.cat([top, idx + start], 1), 1, order)
     hard_valid = ~torch.gather(excluded, 1, top)
     sampled = torch.from_numpy(rng.integers(0, n, size=m)).long()
     in_top = torch.zeros((b, n), dtype=torch.bool)
