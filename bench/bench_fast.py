@@ -33,6 +33,8 @@ KEYS = {"nfcorpus": "nfcorpus/ndcg@10", "stsb": "stsbenchmark/spearman_cosine",
 def write_stsb_retrieval(out: Path) -> Path:
     """An out-of-domain retrieval set made from STS-B test: sentence1 -> sentence2 of pairs scored >= 4
     (a paraphrase), the corpus every test sentence2. Written under bench/results, never committed."""
+    if (out / "qrels" / "test.tsv").is_file():  # written by an earlier (or concurrent) run
+        return out
     pairs = []
     with open(DATA / "stsbenchmark" / "sts-test.csv", encoding="utf-8") as fh:
         for row in csv.reader(fh, delimiter="\t", quoting=csv.QUOTE_NONE):
@@ -48,11 +50,13 @@ def write_stsb_retrieval(out: Path) -> Path:
         for i, q in enumerate(queries):
             fh.write(json.dumps({"_id": f"q{i}", "text": q}) + "\n")
     qid = {q: f"q{i}" for i, q in enumerate(queries)}
-    with open(out / "qrels" / "test.tsv", "w", encoding="utf-8") as fh:
+    tmp = out / "qrels" / "test.tsv.tmp"
+    with open(tmp, "w", encoding="utf-8") as fh:
         fh.write("query-id\tcorpus-id\tscore\n")
         for score, s1, s2 in pairs:
             if score >= 4.0:
                 fh.write(f"{qid[s1]}\t{doc_id[s2]}\t1\n")
+    tmp.replace(out / "qrels" / "test.tsv")  # last: its presence means the folder is complete
     return out
 
 

@@ -186,6 +186,41 @@ def test_run_skip_list(tmp_path, tiny_model_path):
     assert "heldout/ndcg@10" in (out / "report.md").read_text()
 
 
+def test_query_side_run_embeds_each_text_once_per_model_and_keeps_the_index_valid(tmp_path, tiny_model_path,
+                                                                                  monkeypatch):
+    from textcl.index import SearchIndex
+    from textcl.model import Encoder, load_model, make_encoder, model_fingerprint
+
+    computed: dict[str, list[str]] = {}
+    real = Encoder._encode
+
+    def spy(self, texts, prompt):  # keyed by the weights at the time of the call
+        computed.setdefault(model_fingerprint(self.model), []).extend(texts)
+        return real(self, texts, prompt)
+
+    monkeypatch.setattr(Encoder, "_encode", spy)
+    recipe = _tiny_project(tmp_path, tiny_model_path)
+    cfg = load_recipe(recipe, ["train.tune=query", "mining.enabled=false", "train.max_steps=3"])
+    summary = run_pipeline(cfg, recipe=str(recipe))
+    assert all(v["status"] == "done" or v["status"].startswith("not applicable") for v in summary["stages"].values())
+    out = tmp_path / "out"
+    assert (out / "embedding-cache").is_dir()  # the default cache of a query-side run
+    # check, evaluation, training and the index: every DOCUMENT is embedded once by the base model (the
+    # training loop's step-0 evaluation re-encodes a few held-out queries with the not-yet-trained tower)
+    docs = {(json.loads(line)["title"] + " " + json.loads(line)["text"]).strip()
+            for name in ("heldout", "general") for line in open(tmp_path / name / "corpus.jsonl")}
+    docs |= {json.loads(line)["positive"] for line in open(tmp_path / "train.jsonl")}
+    for fingerprint, texts in computed.items():
+        repeated = {t for t in texts if texts.count(t) > 1}
+        assert not repeated & docs, (fingerprint[:12], sorted(repeated & docs)[:3])
+    assert docs <= set(computed[model_fingerprint(load_model(tiny_model_path, device="cpu", max_seq_length=32))])
+    # the index was built by the document tower: the base model's fingerprint, not a new one
+    base = Encoder(load_model(tiny_model_path, device="cpu", max_seq_length=32), precision="fp32")
+    tuned = make_encoder(load_model(out / "model", device="cpu", max_seq_length=32), precision="fp32")
+    assert tuned.fingerprint == base.fingerprint
+    SearchIndex.load(out / "index", tuned)  # accepted: no re-indexing
+
+
 def test_bundled_recipes_have_a_doc_comment():
     for path in sorted((ROOT / "recipes").glob("*.yaml")):
         first = path.read_text().splitlines()[0]
