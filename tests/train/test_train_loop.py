@@ -118,11 +118,24 @@ def test_layer_lr_decay_needs_numbered_layers(tiny_model_path, tmp_path):
         build_optimizer(torch.nn.Sequential(torch.nn.Linear(4, 4)), cfg)
 
 
-def test_schedule_shapes():
-    assert [round(lr_factor(s, warmup=2, total=6, kind="linear"), 3) for s in range(6)] == \
-        [0.5, 1.0, 1.0, 0.75, 0.5, 0.25]
-    assert lr_factor(4, warmup=0, total=8, kind="cosine") == 0.5
-    assert lr_factor(100, warmup=2, total=8, kind="constant") == 1.0
+@pytest.mark.parametrize("kind", ["linear", "cosine", "constant"])
+@pytest.mark.parametrize("warmup, total", [(0, 8), (2, 6), (3, 10), (10, 10)])
+def test_schedule_equals_transformers(kind, warmup, total):
+    from transformers import (
+        get_constant_schedule_with_warmup,
+        get_cosine_schedule_with_warmup,
+        get_linear_schedule_with_warmup,
+    )
+    opt = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=1.0)
+    ref = {"linear": lambda: get_linear_schedule_with_warmup(opt, warmup, total),
+           "cosine": lambda: get_cosine_schedule_with_warmup(opt, warmup, total),
+           "constant": lambda: get_constant_schedule_with_warmup(opt, warmup)}[kind]()
+    expected = []
+    for _ in range(total):
+        expected.append(ref.get_last_lr()[0])
+        opt.step()
+        ref.step()
+    assert [lr_factor(s, warmup=warmup, total=total, kind=kind) for s in range(total)] == pytest.approx(expected)
 
 
 @pytest.mark.parametrize("interpolation_wins", [True, False])

@@ -79,9 +79,12 @@ def build_optimizer(model: torch.nn.Module, cfg: TrainConfig) -> torch.optim.Ada
 
 
 def lr_factor(step: int, *, warmup: int, total: int, kind: str) -> float:
-    """Multiplier of the peak LR after `step` steps: linear warmup, then linear/cosine decay or constant."""
+    """Multiplier of the peak LR after `step` steps: linear warmup, then linear/cosine decay or constant.
+
+    The same values as transformers' get_{linear,cosine,constant}_schedule_with_warmup (the schedules
+    of the sentence-transformers baselines): step / warmup during warmup, so step 0 has LR 0."""
     if step < warmup:
-        return (step + 1) / warmup
+        return step / warmup
     if kind == "constant":
         return 1.0
     progress = (step - warmup) / max(1, total - warmup)
