@@ -7,7 +7,7 @@ export HF_HUB_OFFLINE ?= 1
 export TRANSFORMERS_OFFLINE ?= 1
 export TOKENIZERS_PARALLELISM ?= false
 
-.PHONY: setup test test-slow fuzz demo bench bench-quick bench-quality lint clean
+.PHONY: setup test test-slow fuzz demo bench bench-quick bench-quality bench-fast lint clean
 
 $(PY):
 	python3 -m venv $(VENV)
@@ -47,6 +47,11 @@ bench-quick: setup
 JOBS ?= 1
 bench-quality: setup
 	$(PY) bench/bench_quality.py --mode full --jobs $(JOBS)
+
+# Query-side NFCorpus recipe, 3 seeds (about 10 minutes each on 2 idle cores); copy
+# bench/results/fast/results.jsonl to bench/records/fast.jsonl to table it in BENCHMARKS.md.
+bench-fast: setup
+	$(PY) bench/bench_fast.py --mode full
 
 clean:
 	rm -rf $(VENV) out .pytest_cache
