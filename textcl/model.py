@@ -156,6 +156,20 @@ def resolve_precision(precision: str, device: str | torch.device | None) -> str:
     return "bf16" if supported else "fp32"
 
 
+def prompt_length(model: SentenceTransformer, prompt: str) -> int | None:
+    """Tokens of `prompt` (without its closing special token) when the model's pooling leaves the prompt
+    out of the mean (`include_prompt=False`), as sentence-transformers computes it; else None.
+
+    Training and encoding both pass it, so a prompted model pools the same tokens in both."""
+    if not prompt:
+        return None
+    pooling = next((m for m in model if hasattr(m, "include_prompt")), None)
+    if pooling is None or pooling.include_prompt:
+        return None
+    preprocess = getattr(model, "preprocess", None) or model.tokenize
+    return int(preprocess([prompt])["input_ids"].shape[-1]) - 1
+
+
 class Encoder:
     """Callable Encode over a SentenceTransformer: `enc(texts, role) -> float32 [n, dim]`, L2-normalised.
 
@@ -275,10 +289,8 @@ class Encoder:
         pad_id = self.model.tokenizer.pad_token_id or 0
         runner = self._runner()
         out = torch.empty((len(texts), dim), dtype=torch.float32)
-        extra = {}
-        pooling = self.model[1] if len(self.model) > 1 else None
-        if prompt and pooling is not None and getattr(pooling, "include_prompt", True) is False:
-            extra["prompt_length"] = len(self._tokenize([prompt])[0]) - 1  # minus the [SEP]
+        length = prompt_length(self.model, prompt)
+        extra = {"prompt_length": length} if length is not None else {}
         with_types = "token_type_ids" in getattr(self.model.tokenizer, "model_input_names", [])
         batches = self._batches(lengths)
         padded = 0

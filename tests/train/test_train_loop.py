@@ -194,3 +194,24 @@ def test_epoch_batches_differ_between_epochs(tiny_model_path):
     config = tiny_config(tiny_model_path, tiny_model_path.parent / "unused")
     make = epoch_batch_maker(config, make_examples(12))
     assert [b.queries for b in make(0)] != [b.queries for b in make(1)]
+
+
+def test_training_pools_like_encoding_when_the_prompt_is_excluded(tiny_model_path):
+    # a model whose pooling leaves the prompt out (include_prompt=False, e.g. INSTRUCTOR-style models):
+    # training's embed must pool the same tokens as the Encoder used by evaluation and mining
+    from textcl.config import ModelConfig
+    from textcl.model import Encoder, load_model
+    from textcl.train.components import make_embed
+
+    model = load_model(tiny_model_path, device="cpu")
+    model[1].include_prompt = False
+    cfg = ModelConfig(query_prompt="what is ", document_prompt="")
+    texts = ["cancer diet", "the old man and the river"]
+    with torch.no_grad():
+        trained_view = torch.nn.functional.normalize(make_embed(model, model, cfg)(texts, "query"), dim=1)
+    encoded = Encoder(model, precision="fp32", query_prompt="what is ", show_progress=False)(texts, "query")
+    assert torch.allclose(trained_view, torch.from_numpy(encoded), atol=1e-5)
+    model[1].include_prompt = True  # sanity: with the prompt pooled the embeddings differ
+    with torch.no_grad():
+        pooled_prompt = torch.nn.functional.normalize(make_embed(model, model, cfg)(texts, "query"), dim=1)
+    assert not torch.allclose(pooled_prompt, trained_view, atol=1e-3)

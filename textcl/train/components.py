@@ -19,7 +19,7 @@ from sentence_transformers import SentenceTransformer
 
 from textcl.config import ModelConfig, TrainConfig
 from textcl.errors import ConfigError
-from textcl.model import resolve_precision
+from textcl.model import prompt_length, resolve_precision
 
 log = logging.getLogger(__name__)
 
@@ -113,10 +113,14 @@ def make_embed(model: torch.nn.Module, st_model: SentenceTransformer,
     # sentence-transformers >= 6 renamed `tokenize` to `preprocess`; both pad to the longest text.
     tokenize = getattr(st_model, "preprocess", None) or st_model.tokenize
 
+    lengths = {role: prompt_length(st_model, p) for role, p in prompts.items()}
+
     def embed(texts: list[str], role: str = "document") -> torch.Tensor:
         prompt = prompts.get(role, "")
         features = tokenize([prompt + t for t in texts] if prompt else list(texts))
         features = {k: v.to(device) if isinstance(v, torch.Tensor) else v for k, v in features.items()}
+        if lengths.get(role) is not None:  # pooling leaves the prompt out, as at inference (Encoder)
+            features["prompt_length"] = lengths[role]
         return model(features)["sentence_embedding"].float()
 
     return embed
