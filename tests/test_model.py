@@ -149,3 +149,20 @@ def test_cache_follows_weight_changes(tiny_model_path, tmp_path):
     after = enc(TEXTS)
     assert not np.allclose(before, after)  # no stale cache hit after training changed the weights
     np.testing.assert_allclose(after, Encoder(model, precision="fp32", show_progress=False)(TEXTS), atol=1e-6)
+
+
+def test_weights_are_hashed_once_per_model_state(tiny_model_path, tmp_path, monkeypatch):
+    import textcl.model as tm
+    model = load_model(str(tiny_model_path), device="cpu")
+    enc = Encoder(model, precision="fp32", cache_dir=tmp_path, show_progress=False)
+    calls = []
+    real = tm.model_fingerprint
+    monkeypatch.setattr(tm, "model_fingerprint", lambda m: calls.append(1) or real(m))
+    enc(TEXTS)
+    enc(TEXTS[:2], "query")
+    assert calls == []  # unchanged weights: the hash from construction stands
+    with torch.no_grad():
+        next(model.parameters()).mul_(1.5)  # an in-place update, as an optimizer step does
+    enc(TEXTS)
+    assert len(calls) == 1 and enc.fingerprint == real(model)
+
