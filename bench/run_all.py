@@ -3,7 +3,8 @@
 Each `bench/bench_*.py` accepts `--mode quick|full --out FILE.md` and writes one markdown section
 (textcl next to its peer, same run, same data, with the ratio). The fine-tuned quality benchmark
 trains dozens of models (hours on this CPU, ~15 minutes on one GPU): `make bench-quality` runs it,
-and here its recorded runs (bench/records/quality-*.jsonl + .meta.json) are assembled into tables.
+and here its recorded runs (bench/records/quality-*.jsonl + .meta.json) are assembled into tables; the
+same for query-side training's sentence-transformers peer (bench/records/fast_peer.jsonl, 15+ minutes a run).
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ import sys
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
-ORDER = ["encode", "mine", "mine_scale", "search", "train", "quality"]
+ORDER = ["encode", "mine", "mine_scale", "search", "train", "quality", "fast_peer"]
 MARK = "<!-- bench: {} -->"
 
 
@@ -65,6 +66,8 @@ def main() -> int:
         how = ["--mode", args.mode]
         if name == "quality":  # hours of training: `make bench-quality` runs it; here its recorded runs are tabled
             how = ["--records", str(HERE / "records")]
+        elif name == "fast_peer":  # 15-minute training runs per seed: tabled from bench/records/fast_peer.jsonl
+            how = ["--records", str(HERE / "records" / "fast_peer.jsonl")]
         rc = subprocess.call([sys.executable, str(script), *how, "--out", str(out)])
         if rc != 0:
             failed.append(script.name)
