@@ -31,7 +31,7 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-from common import DATA, ROOT, write_section  # first: sets up sys.path and env
+from common import DATA, ROOT, st_training_args, write_section  # first: sets up sys.path and env
 
 SEEDS = (42, 1, 2)
 NF, STS = "nfcorpus/ndcg@10", "stsbenchmark/spearman_cosine"
@@ -139,13 +139,7 @@ def run_textcl(exp: dict, work: Path, data: Path, model: str) -> dict:
 
 def _st_args(out: Path, seed: int, **kw: object) -> object:
     import torch
-    from sentence_transformers import SentenceTransformerTrainingArguments
-    from sentence_transformers.sentence_transformer.training_args import BatchSamplers
-    gpu = torch.cuda.is_available()
-    return SentenceTransformerTrainingArguments(
-        output_dir=str(out), seed=seed, warmup_ratio=0.1, lr_scheduler_type="linear",
-        bf16=gpu or _cpu_bf16(), use_cpu=not gpu, save_strategy="no", report_to="none", logging_steps=10_000,
-        disable_tqdm=True, batch_sampler=BatchSamplers.NO_DUPLICATES, **kw)
+    return st_training_args(out, seed, bf16=torch.cuda.is_available() or _cpu_bf16(), **kw)
 
 
 def _cpu_bf16() -> bool:

@@ -42,6 +42,18 @@ def bench_precision() -> str:
     return "bf16" if native_bf16() else "fp32"
 
 
+def st_training_args(out: str | Path, seed: int, *, bf16: bool, **kw: object) -> object:
+    """sentence-transformers' trainer arguments as the ST peers of every bench use them: 10% warmup then
+    linear decay, NO_DUPLICATES batches, no checkpoints or logging; `kw` adds steps, batch size, lr, ..."""
+    import torch  # imported where used: this module is imported first and stays light
+    from sentence_transformers import SentenceTransformerTrainingArguments
+    from sentence_transformers.sentence_transformer.training_args import BatchSamplers
+    return SentenceTransformerTrainingArguments(
+        output_dir=str(out), seed=seed, warmup_steps=0.1, lr_scheduler_type="linear", bf16=bf16,
+        use_cpu=not torch.cuda.is_available(), save_strategy="no", report_to="none", logging_steps=10_000,
+        disable_tqdm=True, batch_sampler=BatchSamplers.NO_DUPLICATES, **kw)
+
+
 def write_section(out: str | Path, lines: list[str]) -> None:
     """Write the markdown `lines` to `out` (bench/run_all.py assembles them) and print them."""
     text = "\n".join(lines)

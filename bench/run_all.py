@@ -3,7 +3,8 @@
 Each `bench/bench_*.py` accepts `--mode quick|full --out FILE.md` and writes one markdown section
 (textcl next to its peer, same run, same data, with the ratio). The fine-tuned quality benchmark
 trains dozens of models (hours on this CPU, ~15 minutes on one GPU): `make bench-quality` runs it,
-and here its recorded runs (bench/records/quality-*.jsonl + .meta.json) are assembled into tables.
+and here its recorded runs (bench/records/quality-*.jsonl + .meta.json) are assembled into tables; the
+same for query-side training's sentence-transformers peer (bench/records/fast_peer.jsonl, 15+ minutes a run).
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ import sys
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
-ORDER = ["encode", "mine", "mine_scale", "search", "train", "fast", "corpus_scale", "quality"]
+ORDER = ["encode", "mine", "mine_scale", "search", "train", "fast", "fast_peer", "corpus_scale", "quality"]
 # Benches that train models for an hour or more: `make bench` tables their recorded runs (bench/records).
 RECORDED = ("quality", "fast")
 MARK = "<!-- bench: {} -->"
@@ -67,6 +68,8 @@ def main() -> int:
         how = ["--mode", args.mode]
         if name in RECORDED:  # hours of training: run on their own; here their recorded runs are tabled
             how = ["--records", str(HERE / "records")]
+        elif name == "fast_peer":  # 15-minute training runs per seed: tabled from bench/records/fast_peer.jsonl
+            how = ["--records", str(HERE / "records" / "fast_peer.jsonl")]
         rc = subprocess.call([sys.executable, str(script), *how, "--out", str(out)])
         if rc != 0:
             failed.append(script.name)

@@ -1,0 +1,44 @@
+"""bench/bench_fast_peer.py: the budget callback stops training in time; one row end to end on the tiny BERT."""
+
+from __future__ import annotations
+
+import argparse
+import shutil
+import sys
+import time
+from pathlib import Path
+from types import SimpleNamespace
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "bench"))
+
+import bench_fast_peer as bfp  # noqa: E402
+from beir_fixture import write_beir  # noqa: E402
+
+
+def test_budget_callback_stops_before_the_next_step_would_pass_the_deadline():
+    cb = bfp.BudgetCallback(deadline=time.perf_counter() + 10.0)
+    control = SimpleNamespace(should_training_stop=False)
+    cb.last = time.perf_counter() - 1.0  # a 1 s step: 9 s left, room for another
+    cb.on_step_end(None, None, control)
+    assert not control.should_training_stop
+    cb.last = time.perf_counter() - 6.0  # a 6 s step now would end past the deadline
+    cb.deadline = time.perf_counter() + 5.0
+    cb.on_step_end(None, None, control)
+    assert control.should_training_stop and cb.stopped_by_budget
+
+
+def test_one_row_mines_trains_and_scores_on_a_tiny_beir_folder(tmp_path, tiny_model_path):
+    folder = write_beir(tmp_path / "beir", n_docs=60, n_queries=40)
+    shutil.copy(folder / "qrels" / "train.tsv", folder / "qrels" / "test.tsv")
+    data = bfp.load_data(folder, seed=1, quick=False)
+    assert len(data.pairs) == 40 and len(data.corpus) == 60
+    assert all(p in data.train_positives[a] for a, p in zip(data.pairs["anchor"], data.pairs["positive"]))
+    args = argparse.Namespace(model=str(tiny_model_path), output_format="triplet", budget_s=60.0, loss="mnrl",
+                              max_steps=2, work=tmp_path / "work", quick=False)
+    rec = bfp.run_row("st-documented", 1, data, args)
+    assert rec["steps"] == 2 and not rec["stopped_by_budget"]
+    assert 0.0 <= rec["ndcg@10"] <= 100.0 and rec["test_queries"] == 40
+    assert rec["mining"]["range_min"] == 10 and rec["mining"]["num_negatives"] == 5
+    assert 0 <= rec["mining"]["negatives_that_are_train_positives"] <= rec["mining"]["negatives"]
+    assert "| st-documented | 1 |" in "\n".join(bfp.summary([{**rec, "base_ndcg@10": 1.0}]))
