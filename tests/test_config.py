@@ -4,10 +4,11 @@ resolve relative to the recipe (overrides: to the working directory), and saved 
 from __future__ import annotations
 
 import dataclasses
+from pathlib import Path
 
 import pytest
 
-from textcl.config import RunConfig, load_recipe, save_config
+from textcl.config import RunConfig, absolute_paths, load_recipe, save_config
 from textcl.errors import ConfigError
 
 
@@ -83,6 +84,27 @@ def test_paths_resolve_relative_to_recipe_and_overrides_to_cwd(tmp_path, monkeyp
     assert over.data.train == str(tmp_path / "mine.jsonl") == over.mining.output  # relative to the cwd
 
 
+def test_one_path_rule_whether_or_not_the_file_exists(tmp_path, monkeypatch):
+    """Relative paths resolve against the recipe's folder, existing or not; only hub-capable keys keep hub ids."""
+    (tmp_path / "recipes" / "models" / "mine").mkdir(parents=True)
+    path = recipe(tmp_path, "model: {name_or_path: models/mine}\ndata: {train: pairs.jsonl}\n"
+                            "mining: {output: mined.jsonl, cross_encoder: cross-encoder/ms-marco}\n"
+                            "eval: {retrieval: [hf://org/set, heldout/, org/dataset.jsonl]}\n"
+                            "index: {corpus: org/corpus, output: idx}\noutput_dir: runs/a\n", "recipes/r.yaml")
+    monkeypatch.chdir(tmp_path)
+    cfg = load_recipe(path)
+    here = tmp_path / "recipes"
+    assert cfg.mining.output == str(here / "mined.jsonl")  # an output that does not exist yet
+    assert cfg.data.train == str(here / "pairs.jsonl")  # a missing input: still the recipe's folder
+    assert cfg.model.name_or_path == str(here / "models" / "mine")  # exists beside the recipe: a path
+    assert cfg.mining.cross_encoder == "cross-encoder/ms-marco"  # org/name naming nothing here: a hub id
+    assert cfg.eval.retrieval == ["hf://org/set", str(here / "heldout"), str(here / "org" / "dataset.jsonl")]
+    assert cfg.index.corpus == str(here / "org" / "corpus")  # not a hub-capable key: always a path
+    assert (cfg.index.output, cfg.output_dir) == (str(here / "idx"), str(here / "runs" / "a"))
+    assert load_recipe(None, ["model.name_or_path=all-MiniLM-L6-v2"]).model.name_or_path == "all-MiniLM-L6-v2"
+    assert load_recipe(None, ["data.train=~/x.jsonl"]).data.train == str(Path.home() / "x.jsonl")
+
+
 def test_invalid_recipes(tmp_path):
     with pytest.raises(ConfigError, match=r"recipe not found: .*nope.yaml"):
         load_recipe(tmp_path / "nope.yaml")
@@ -94,11 +116,13 @@ def test_invalid_recipes(tmp_path):
         load_recipe(recipe(tmp_path, "train: 5\n"))
 
 
-def test_save_config_round_trip(tmp_path):
+def test_save_config_round_trip(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
     cfg = load_recipe(recipe(tmp_path, "seed: 7\ntrain:\n  lr: 5e-5\n  batch_size: 16\ndata:\n  columns: {query: q}\n"
                                        "eval:\n  k_values: [1, 5]\n"), ["loss.temperature=0.02"])
     out = tmp_path / "run" / "config.yaml"
     save_config(cfg, out)
+    monkeypatch.chdir(tmp_path / "run")  # saved paths are absolute: they load the same from anywhere
     back = load_recipe(out)
-    assert back == cfg
-    assert dataclasses.asdict(back) == dataclasses.asdict(cfg)
+    assert back == absolute_paths(cfg, tmp_path) and back.output_dir == str(tmp_path / "out" / "run")
+    assert dataclasses.asdict(back) == dataclasses.asdict(absolute_paths(cfg, tmp_path))

@@ -41,6 +41,9 @@ def main(argv: list[str] | None = None) -> int:
     except TextclError as exc:
         logging.getLogger("textcl").error("%s", exc)
         return 2
+    except KeyboardInterrupt:  # outside training's own handler (loading, evaluation, mining): no traceback
+        print(f"interrupted; run `textcl {args.command} ...` again to continue", file=sys.stderr)
+        return 130
 
 
 if __name__ == "__main__":

@@ -25,16 +25,17 @@ Precision = Literal["auto", "fp32", "bf16"]
 _NUMBER = re.compile(r"^[-+]?(\d+\.?\d*|\.\d+)([eE][-+]?\d+)?$")
 
 
-def _path(default: Any = None) -> Any:
-    """A field holding a filesystem path (or hub id), resolved relative to the recipe file."""
+def _path(default: Any = None, *, hub: bool = False) -> Any:
+    """A field holding a filesystem path (`hub=True`: or a hub id), resolved by `resolve_path`."""
+    meta = {"path": "hub" if hub else "file"}
     if isinstance(default, list):
-        return field(default_factory=list, metadata={"path": True})
-    return field(default=default, metadata={"path": True})
+        return field(default_factory=list, metadata=meta)
+    return field(default=default, metadata=meta)
 
 
 @dataclass(frozen=True)
 class ModelConfig:
-    name_or_path: str = "all-MiniLM-L6-v2"  # "all-MiniLM-L6-v2" = bundled offline copy
+    name_or_path: str = _path("all-MiniLM-L6-v2", hub=True)  # "all-MiniLM-L6-v2" = bundled offline copy
     max_seq_length: int | None = 256
     precision: Precision = "auto"
     batch_size: int = 64  # encoding batch size
@@ -46,7 +47,7 @@ class ModelConfig:
 
 @dataclass(frozen=True)
 class DataConfig:
-    train: str | None = _path(None)  # pairs file / folder / BEIR folder / HF id
+    train: str | None = _path(None, hub=True)  # pairs file / folder / BEIR folder / HF id
     format: str = "auto"  # auto|jsonl|csv|tsv|parquet|hf|beir|stsb|sick|flag|text
     split: str = "train"  # split for BEIR folders and HF datasets
     columns: dict[str, str | list[str]] = field(default_factory=dict)  # role -> column name(s)
@@ -71,7 +72,7 @@ class MiningConfig:
     query_chunk_size: int = 1024
     corpus_chunk_size: int = 16384  # also the unit of work per rank when distributed
     recall_check_queries: int = 200
-    cross_encoder: str | None = _path(None)
+    cross_encoder: str | None = _path(None, hub=True)
     cross_encoder_max_score: float | None = None
     output: str | None = _path(None)
 
@@ -105,7 +106,8 @@ class TrainConfig:
     num_negatives: int | None = None  # hard negatives per query; None = as many as the data has (<= mining.num_negatives)
     eval_every: int | None = None  # steps; None = once per epoch
     early_stopping_patience: int | None = None
-    save_every: int | None = None
+    save_every: int | None = None  # steps between checkpoints (None = off)
+    save_every_minutes: float | None = 10.0  # also checkpoint when this much time passed since the last one
     keep_checkpoints: int = 2
     # WiSE-FT: after training, also score (1 - a) * base + a * best checkpoint on dev for each a here
     # (the fine-tuned share); one that beats the best checkpoint becomes the model. [] = off.
@@ -116,10 +118,10 @@ class TrainConfig:
 
 @dataclass(frozen=True)
 class EvalConfig:
-    sts: list[str] = _path([])
-    retrieval: list[str] = _path([])
-    ood_sts: list[str] = _path([])
-    ood_retrieval: list[str] = _path([])
+    sts: list[str] = _path([], hub=True)
+    retrieval: list[str] = _path([], hub=True)
+    ood_sts: list[str] = _path([], hub=True)
+    ood_retrieval: list[str] = _path([], hub=True)
     split: str = "test"
     dev_split: str = "dev"
     k_values: list[int] = field(default_factory=lambda: [1, 3, 5, 10, 100, 1000])
@@ -236,23 +238,42 @@ def _build(cls: type, data: Any, where: str, base_dir: Path | None = None) -> An
             kwargs[key] = _build(tp, value, name, base_dir)
             continue
         value = _coerce(value, tp, name)
-        if base_dir is not None and fields[key].metadata.get("path"):
-            value = _resolve(value, base_dir)
+        kind = fields[key].metadata.get("path")
+        if base_dir is not None and kind:
+            value = resolve_path(value, base_dir, hub=kind == "hub")
         kwargs[key] = value
     return cls(**kwargs)
 
 
-def _resolve(value: Any, base_dir: Path) -> Any:
-    """Resolve relative paths against the recipe folder; leave hub ids and absolute paths alone."""
+_HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*(/[\w.-]+)?$")  # `name` or `org/name`
+_FILE_SUFFIXES = (".jsonl", ".json", ".csv", ".tsv", ".parquet", ".txt", ".gz", ".yaml", ".yml", ".npy",
+                  ".faiss", ".safetensors")
+
+
+def is_hub_id(value: str, base_dir: Path) -> bool:
+    """`hf://...`, or `name` / `org/name` without a data-file suffix that names nothing in `base_dir`."""
+    if value.startswith("hf://"):
+        return True
+    return (bool(_HUB_ID.match(value)) and not value.lower().endswith(_FILE_SUFFIXES)
+            and not (base_dir / value).exists())
+
+
+def resolve_path(value: Any, base_dir: Path, *, hub: bool = False) -> Any:
+    """THE rule for every path key (recipe values: `base_dir` = the recipe's folder; `--set`: the cwd).
+
+    Absolute and `~` paths are kept; every relative path resolves against `base_dir`, whether or
+    not it exists yet. Only keys that accept a hub id (`hub=True`: model.name_or_path, data.train,
+    mining.cross_encoder, eval sets) keep a value as given when `is_hub_id` says it is one.
+    """
     if isinstance(value, list):
-        return [_resolve(v, base_dir) for v in value]
-    if not isinstance(value, str) or value.startswith(("/", "~", "hf://")):
+        return [resolve_path(v, base_dir, hub=hub) for v in value]
+    if not isinstance(value, str) or not value:
         return value
-    candidate = base_dir / value
-    # "org/name" hub ids stay as they are unless such a path exists relative to the recipe.
-    if value.startswith((".", "..")) or candidate.exists() or "/" not in value:
-        return str(candidate.resolve()) if (candidate.exists() or value.startswith(".")) else value
-    return value
+    if value.startswith("~"):
+        return str(Path(value).expanduser())
+    if Path(value).is_absolute() or (hub and is_hub_id(value, base_dir)):
+        return value
+    return str((base_dir / value).resolve())
 
 
 def _parse_override(text: str) -> tuple[list[str], Any]:
@@ -266,18 +287,19 @@ def _parse_override(text: str) -> tuple[list[str], Any]:
     return key.strip().split("."), value
 
 
-def _is_path_field(keys: list[str]) -> bool:
+def _path_kind(keys: list[str]) -> str | None:
+    """"file", "hub" (a path key that also takes hub ids) or None (not a path key)."""
     cls: Any = RunConfig
     for i, k in enumerate(keys):
         fields = {f.name: f for f in dataclasses.fields(cls)}
         if k not in fields:
-            return False
+            return None
         if i == len(keys) - 1:
-            return bool(fields[k].metadata.get("path"))
+            return fields[k].metadata.get("path")
         cls = typing.get_type_hints(cls)[k]
         if not dataclasses.is_dataclass(cls):
-            return False
-    return False
+            return None
+    return None
 
 
 def apply_overrides(data: dict, overrides: list[str] | None, base_dir: Path | None = None) -> dict:
@@ -296,8 +318,9 @@ def apply_overrides(data: dict, overrides: list[str] | None, base_dir: Path | No
             node = node[k]
             if not isinstance(node, dict):
                 raise ConfigError(f"override '{text}': '{k}' is not a section")
-        if base_dir is not None and _is_path_field(keys):
-            value = _resolve(value, base_dir)
+        kind = _path_kind(keys) if base_dir is not None else None
+        if kind:
+            value = resolve_path(value, base_dir, hub=kind == "hub")
         node[keys[-1]] = value
     return data
 
@@ -325,11 +348,42 @@ def load_recipe(path: str | Path | None = None, overrides: list[str] | None = No
         raise ConfigError(f"{path or 'config'}: {exc}") from None
 
 
+def place_outputs(config: RunConfig) -> RunConfig:
+    """Where a run's outputs go, shared by `textcl run` and `textcl train`: the model, mined file and
+    index under `output_dir` unless the recipe names them; defaults left relative resolve against
+    the working directory, so every saved path is absolute."""
+    out = Path(config.output_dir).resolve()
+    train = config.train
+    model_dir = out / "model" if train.output_dir == TrainConfig().output_dir else Path(train.output_dir)
+    train = dataclasses.replace(train, output_dir=str(model_dir.resolve()))
+    mining = config.mining
+    if mining.output is None and mining.enabled and config.loss.name == "infonce":
+        mining = dataclasses.replace(mining, output=str(out / "mined.jsonl"))
+    index = config.index
+    if index.output is None:
+        index = dataclasses.replace(index, output=str(out / "index"))
+    return dataclasses.replace(config, output_dir=str(out), train=train, mining=mining, index=index)
+
+
 def to_dict(config: Any) -> dict:
     return dataclasses.asdict(config)
 
 
+def absolute_paths(config: Any, base_dir: Path | None = None) -> Any:
+    """`config` with every path key resolved by `resolve_path` against `base_dir` (default: the cwd)."""
+    base_dir = base_dir or Path.cwd()
+    changes = {}
+    for f in dataclasses.fields(config):
+        value = getattr(config, f.name)
+        if dataclasses.is_dataclass(value):
+            changes[f.name] = absolute_paths(value, base_dir)
+        elif f.metadata.get("path"):
+            changes[f.name] = resolve_path(value, base_dir, hub=f.metadata["path"] == "hub")
+    return dataclasses.replace(config, **changes)
+
+
 def save_config(config: Any, path: str | Path) -> None:
-    """Write the resolved config as YAML next to a run's outputs."""
+    """Write the config as YAML next to a run's outputs, every path absolute (it loads from anywhere)."""
     Path(path).parent.mkdir(parents=True, exist_ok=True)
-    Path(path).write_text(yaml.safe_dump(to_dict(config), sort_keys=False), encoding="utf-8")
+    text = yaml.safe_dump(to_dict(absolute_paths(config)), sort_keys=False)
+    Path(path).write_text(text, encoding="utf-8")

@@ -152,7 +152,8 @@ def _train(ctx: Context) -> dict:
         previous.get("hash") == ctx.read_marker("train").get("hash")
     if resume:
         log.info("train: resuming the interrupted run from %s", resumable)
-    result = asdict(train(cfg, resume=resume)) if not cfg.launcher else _launch_training(ctx, cfg, resume)
+    # The stage re-runs because its inputs changed (or --force): the old checkpoints cannot be resumed.
+    result = asdict(train(cfg, resume=resume, overwrite=not resume)) if not cfg.launcher else _launch_training(ctx, cfg, resume)
     (ctx.out / "history.json").write_text(json.dumps(result["history"], indent=1, default=float) + "\n",
                                           encoding="utf-8")
     return {"model_dir": result["output_dir"], "steps": result["steps"], "skipped_steps": result["skipped_steps"],
@@ -301,7 +302,8 @@ def _train_worker(argv: list[str]) -> int:
     from textcl.train.loop import train
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s",
                         datefmt="%H:%M:%S")
-    result = train(load_recipe(argv[0]), resume="--resume" in argv[2:])
+    resume = "--resume" in argv[2:]
+    result = train(load_recipe(argv[0]), resume=resume, overwrite=not resume)
     if int(os.environ.get("RANK", "0")) == 0:
         Path(argv[1]).write_text(json.dumps(asdict(result), default=float) + "\n", encoding="utf-8")
     return 0

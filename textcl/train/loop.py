@@ -54,14 +54,18 @@ class TrainResult:
     stopped_early: bool = False
 
 
+@ckpt.interruptible
 def train(config: RunConfig, examples: Sequence | None = None, *, dev: Callable | None = None,
           ood: Callable | None = None, callbacks: Sequence[Callback] | None = None,
-          resume: bool | str = False, provenance: dict | None = None) -> TrainResult:
+          resume: bool | str = False, provenance: dict | None = None, overwrite: bool = False,
+          interrupt: ckpt.Interrupt | None = None) -> TrainResult:
     """Fine-tune `config.model` on `examples` (Example, ScoredPair or str, by `config.loss.name`).
 
     `dev` / `ood` are `encode -> {metric: value}` callables; by default they come from
     `config.eval` (dev split, and the out-of-domain sets). `resume=True` continues from
-    `output_dir/checkpoints/latest`, a string from that checkpoint folder.
+    `output_dir/checkpoints/latest`, a string from that checkpoint folder. A fresh run refuses to
+    replace a previous run's work unless `overwrite`. Ctrl-C saves a checkpoint and raises
+    TrainingInterrupted.
     """
     tc = config.train
     out_dir = Path(tc.output_dir)
@@ -101,9 +105,8 @@ def train(config: RunConfig, examples: Sequence | None = None, *, dev: Callable 
         ckpt.check_fingerprint(state.fingerprint, ckpt.run_fingerprint(config, len(examples), world), resume_from)
         log.info("resumed from %s at step %d (epoch %d, batch %d)", resume_from, state.step, state.epoch,
                  state.batch_in_epoch)
-    elif main and ckpt_root.exists():
-        log.info("fresh run: removing old checkpoints in %s (use --resume to continue them)", ckpt_root)
-        shutil.rmtree(ckpt_root)
+    else:
+        ckpt.guard_previous_run(out_dir, ckpt_root, overwrite, remove=main)
     accelerator.wait_for_everyone()
     if world > 1:  # DDP needs a gradient for every trainable parameter; BERT's pooler gets none
         model.eval()  # no dropout: the probe must not consume random numbers (exact resume)
@@ -153,6 +156,7 @@ def train(config: RunConfig, examples: Sequence | None = None, *, dev: Callable 
     if state.step == 0 and evaluate_dev is not None:
         save_best(0, evaluate(0))
 
+    trigger = ckpt.SaveTrigger(tc.save_every, tc.save_every_minutes, interrupt, accelerator.device)
     step_times: list[float] = []
     window_examples, window_start = 0, time.perf_counter()
     stop = state.step >= total_steps
@@ -212,8 +216,13 @@ def train(config: RunConfig, examples: Sequence | None = None, *, dev: Callable 
                     state.history.append({"step": state.step, "early_stopped": True})
                     stop = True
             stop = stop or last_step or stop_requested
-            if stop or evaluate_now or end_of_epoch or (tc.save_every and state.step % tc.save_every == 0):
+            periodic, interrupted = trigger.check(state.step)
+            if stop or evaluate_now or end_of_epoch or periodic or interrupted:
                 save(state.step)
+                trigger.saved()
+            if interrupted:
+                bar.close()
+                raise trigger.stop(state.step, ckpt_root)
     bar.close()
 
     if tc.interpolate_base:
