@@ -239,7 +239,8 @@ def test_truncated_gzip_names_file(tmp_path):
 def test_qrels_unknown_ids_raise_with_line_or_are_counted(tmp_path):
     folder = beir(tmp_path / "b", "query-id\tcorpus-id\tscore\nQ1\tD1\t1\nQ1\tD9\t1\nQX\tD1\t1\n")
     with pytest.raises(DataError, match=r"qrels/test.tsv:3 field 'corpus-id': unknown doc id 'D9'"):
-        load_beir(folder, "test")
+        load_beir(folder, "test", on_unknown="raise")
+    assert load_beir(folder, "test").qrels == {"Q1": {"D1": 1, "D9": 1}}  # default: kept, as pytrec_eval
     rset = load_beir(folder, "test", on_unknown="skip")
     assert rset.meta["skipped_qrels"] == {"unknown doc id": 1, "unknown query id": 1}
     examples, report = load_examples(folder, split="test", on_error="skip")

@@ -30,6 +30,9 @@ def register(subparsers) -> None:
     p.add_argument("--ignore-identical-ids", choices=["auto", "true", "false"], default=None,
                    help="drop documents whose id equals the query id (auto = MTEB default per dataset)")
     p.add_argument("--search", default=None, help='"exact" (default) or a FAISS factory string')
+    p.add_argument("--strict", action="store_true",
+                   help="qrels naming a doc or query missing from the set, or repeating a judgement, are errors "
+                        "(default: warn once and evaluate as pytrec_eval/MTEB do)")
     p.add_argument("--batch-size", type=int, default=None)
     p.add_argument("--max-seq-length", type=int, default=None)
     p.add_argument("--trust-remote-code", action="store_true", help="allow the model's own Python code")
@@ -65,6 +68,8 @@ def _configs(args: argparse.Namespace):
         updates["ignore_identical_ids"] = {"auto": None, "true": True, "false": False}[args.ignore_identical_ids]
     if args.search:
         updates["search"] = args.search
+    if args.strict:
+        updates["strict"] = True
     eval_cfg = dataclasses.replace(eval_cfg, **updates)
     m_updates = {k: v for k, v in (("precision", args.precision), ("batch_size", args.batch_size),
                                    ("max_seq_length", args.max_seq_length), ("cache_dir", args.cache_dir))

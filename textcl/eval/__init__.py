@@ -52,9 +52,9 @@ def load_sts_set(path: str | Path, split: str) -> list[ScoredPair]:
     return load_scored_pairs(p, split=split)
 
 
-def _load_beir(path: str | Path, split: str):
+def _load_beir(path: str | Path, split: str, strict: bool = False):
     from textcl.data.io import load_beir
-    return load_beir(path, split)
+    return load_beir(path, split, on_unknown="raise" if strict else "warn")
 
 
 def evaluate_sets(encode: Encode, eval_cfg: EvalConfig, split: str | None = None, *,
@@ -73,7 +73,7 @@ def evaluate_sets(encode: Encode, eval_cfg: EvalConfig, split: str | None = None
             "path": str(path), "n_pairs": len(pairs), "role": "query (both sides)",
             "out_of_domain": path in ood, "primary": f"{name}/spearman_cosine"}))
     for path in ret_paths:
-        rset = _load_beir(path, split)
+        rset = _load_beir(path, split, eval_cfg.strict)
         details: dict = {"path": str(path), "out_of_domain": path in ood, "primary": f"{rset.name}/ndcg@10",
                          "skipped_qrels": rset.meta.get("skipped_qrels", {})}
         metrics = evaluate_retrieval(encode, rset, eval_cfg.k_values, eval_cfg.ignore_identical_ids,
