@@ -97,6 +97,16 @@ def test_explicit_columns_and_errors_naming_roles_and_columns(tmp_path):
         load_examples(p, columns={"query": "q"})  # 'doc' is not a positive name by default
 
 
+def test_csv_delimiter_is_sniffed_from_the_header(tmp_path, caplog):
+    """A European spreadsheet export separates with ';' (and uses ',' as the decimal mark)."""
+    p = w(tmp_path / "faq.csv", 'question;answer;score\r\nwie geht\'s?;"gut; danke";0,5\r\nwo, bitte?;hier;1\r\n')
+    caplog.set_level("INFO")
+    examples, _ = load_examples(p, columns={"query": "question", "positive": "answer"})
+    assert [(e.query, e.positives) for e in examples] == [("wie geht's?", ("gut; danke",)), ("wo, bitte?", ("hier",))]
+    assert "faq.csv: the header is split by ';', not ',': reading the file with delimiter ';'" in caplog.text
+    assert len(load_examples(w(tmp_path / "c.csv", "query,positive\nq;1,p;2\n"))[0]) == 1  # ';' in values only
+
+
 def test_csv_quoting_and_tsv_quoting_off(tmp_path):
     csv_p = w(tmp_path / "a.csv", 'anchor,positive,negative\r\nq,"p, with comma",\r\n"multi\nline",p2,n2\r\n')
     examples, report = load_examples(csv_p)
