@@ -129,6 +129,7 @@ class EvalConfig:
     search: str = "exact"  # exact or a FAISS factory string
     metric_for_best: str | None = None  # e.g. "nfcorpus/ndcg@10"; None = first primary metric
     forgetting_threshold: float = 1.0  # points of out-of-domain drop flagged as forgetting
+    extra_corpus: str | None = _path(None)  # more documents for retrieval sets given as pairs files
     strict: bool = False  # qrels naming unknown ids or repeating a judgement are errors (default: warn, as pytrec_eval)
 
 

@@ -16,6 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
+from textcl.data.retrieval import load_corpus  # noqa: F401 - re-exported: `textcl.index.load_corpus` is public
 from textcl.errors import ConfigError, DataError
 from textcl.knn import build_faiss_index, exact_search, faiss_search, recall_at_k
 from textcl.types import Document, Encode
@@ -32,37 +33,6 @@ class Hit:
     score: float
     title: str
     snippet: str = ""
-
-
-def load_corpus(path: str | Path) -> dict[str, Document]:
-    """A BEIR folder (corpus.jsonl[.gz]), a corpus JSONL (_id|id, title, text) or a text file (one per line)."""
-    from textcl.data.io import iter_jsonl, iter_lines
-
-    p = Path(path)
-    if p.is_dir():
-        for name in ("corpus.jsonl", "corpus.jsonl.gz"):
-            if (p / name).is_file():
-                p = p / name
-                break
-        else:
-            raise DataError("folder has no corpus.jsonl (expected a BEIR folder)", str(path))
-    corpus: dict[str, Document] = {}
-    if p.name.endswith((".jsonl", ".jsonl.gz")):
-        for lineno, obj in iter_jsonl(p):
-            doc_id = str(obj.get("_id", obj.get("id", lineno)))
-            title, text = obj.get("title") or "", obj.get("text")
-            if not isinstance(text, str) or not (text.strip() or str(title).strip()):
-                raise DataError("missing or empty text", str(p), lineno, "text")
-            if doc_id in corpus:
-                raise DataError(f"duplicate id '{doc_id}'", str(p), lineno, "_id")
-            corpus[doc_id] = Document(title=str(title), text=text)
-    else:
-        for lineno, line in iter_lines(p):
-            if line.strip():
-                corpus[str(lineno)] = Document(title="", text=line.strip())
-    if not corpus:
-        raise DataError("empty corpus", str(p))
-    return corpus
 
 
 class SearchIndex:

@@ -73,11 +73,12 @@ def _sources(path: str, column: str, n: int) -> list | None:
 
 def _similarity(ctx: Context, encode: Encode) -> dict[str, list[float]]:
     """Histogram data: the first in-domain retrieval set, else STS set, else the training pairs."""
-    from textcl.data.io import load_beir
+    from textcl.data.retrieval import load_retrieval_set
     from textcl.eval import load_sts_set
     ec, seed = ctx.config.eval, ctx.config.seed
     if ec.retrieval:
-        return similarity_samples(encode, load_beir(ec.retrieval[0], ec.split), seed)
+        return similarity_samples(encode, load_retrieval_set(ec.retrieval[0], ec.split,
+                                                             extra_corpus=ec.extra_corpus), seed)
     if ec.sts:
         return scored_pair_samples(encode, load_sts_set(ec.sts[0], ec.split), seed=seed)
     if ctx.config.loss.name == "infonce" and ctx.config.data.train:
@@ -203,7 +204,8 @@ def _index(ctx: Context) -> dict:
 def _index_corpus(cfg: RunConfig) -> tuple[str | None, list[str] | None]:
     if cfg.index.corpus:
         return cfg.index.corpus, None
-    if cfg.eval.retrieval:
+    from textcl.data.beir import is_beir_folder
+    if cfg.eval.retrieval and is_beir_folder(Path(cfg.eval.retrieval[0])):  # a pairs file is no corpus
         from textcl.data.io import load_beir
         rset = load_beir(cfg.eval.retrieval[0], cfg.eval.split)
         return cfg.eval.retrieval[0], list(rset.queries.values())

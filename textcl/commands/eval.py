@@ -21,7 +21,11 @@ def register(subparsers) -> None:
     p.add_argument("--sts", action="append", default=None, metavar="PATH",
                    help="STS-B folder/file, SICK TSV or scored-pairs file (repeatable)")
     p.add_argument("--retrieval", action="append", default=None, metavar="PATH",
-                   help="BEIR folder: corpus.jsonl, queries.jsonl, qrels/SPLIT.tsv (repeatable)")
+                   help="BEIR folder (corpus.jsonl, queries.jsonl, qrels/SPLIT.tsv) or a pairs file (query, "
+                        "positive[, ids]: every positive is relevant for its query) (repeatable)")
+    p.add_argument("--corpus", default=None, metavar="PATH",
+                   help="extra documents for pairs files given to --retrieval (corpus JSONL, text file or BEIR "
+                        "folder); the corpus is the positives plus these")
     p.add_argument("--split", default=None, help="split to evaluate (default: recipe eval.split or test)")
     p.add_argument("--precision", choices=["auto", "fp32", "bf16"], default=None,
                    help="encoding precision (auto = bf16 where the hardware has bf16 units)")
@@ -70,6 +74,8 @@ def _configs(args: argparse.Namespace):
         updates["search"] = args.search
     if args.strict:
         updates["strict"] = True
+    if args.corpus:
+        updates["extra_corpus"] = str(Path(args.corpus).resolve())
     eval_cfg = dataclasses.replace(eval_cfg, **updates)
     m_updates = {k: v for k, v in (("precision", args.precision), ("batch_size", args.batch_size),
                                    ("max_seq_length", args.max_seq_length), ("cache_dir", args.cache_dir))
@@ -84,17 +90,18 @@ def _configs(args: argparse.Namespace):
 
 
 def run(args: argparse.Namespace) -> int:
-    from textcl.eval import evaluate_sets
+    from textcl.eval import evaluate_sets, load_sets
     from textcl.eval.report import build_report, format_table, write_report
     from textcl.model import Encoder, load_model
 
     model_cfg, eval_cfg = _configs(args)
+    loaded = load_sets(eval_cfg, eval_cfg.split)  # bad input fails here, in seconds, before the model loads
     model = load_model(model_cfg.name_or_path, trust_remote_code=model_cfg.trust_remote_code,
                        max_seq_length=model_cfg.max_seq_length)
     encoder = Encoder(model, precision=model_cfg.precision, batch_size=model_cfg.batch_size,
                       query_prompt=model_cfg.query_prompt, document_prompt=model_cfg.document_prompt,
                       cache_dir=model_cfg.cache_dir, show_progress=not args.no_progress)
-    results = evaluate_sets(encoder, eval_cfg, eval_cfg.split)
+    results = evaluate_sets(encoder, eval_cfg, eval_cfg.split, loaded=loaded)
     model_info = {"name_or_path": model_cfg.name_or_path, "fingerprint": encoder.fingerprint,
                   "precision": encoder.precision, "max_seq_length": model.max_seq_length,
                   "query_prompt": encoder.prompts["query"], "document_prompt": encoder.prompts["document"],
