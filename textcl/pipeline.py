@@ -21,6 +21,7 @@ from typing import Any
 
 from textcl.config import RunConfig, place_outputs, save_config
 from textcl.errors import ConfigError
+from textcl.preflight import check_recipe
 
 log = logging.getLogger(__name__)
 
@@ -146,6 +147,8 @@ def run_pipeline(config: RunConfig, *, recipe: str | None = None, force: list[st
     if bad_force:
         raise ConfigError(f"--force: unknown stage(s) {bad_force}; valid stages: {', '.join(STAGES)}, all")
     config = place_outputs(config)
+    skip = set(config.skip)
+    check_recipe(config, training="train" not in skip, evaluating=not {"eval_base", "eval_tuned"} <= skip)
     ctx = Context(config=config, out=Path(config.output_dir), recipe=recipe)
     ctx.out.mkdir(parents=True, exist_ok=True)
     save_config(config, ctx.out / "config.yaml")

@@ -26,10 +26,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from textcl.config import load_recipe, place_outputs
+    from textcl.preflight import check_recipe
     from textcl.train.loop import train
 
     # The same output rule as `textcl run`: the model goes to {output_dir}/model unless train.output_dir is set.
     config = place_outputs(load_recipe(args.recipe, args.overrides))
+    check_recipe(config, training=True, evaluating=False)  # in seconds, before any model loads
     try:
         result = train(config, resume=args.resume, overwrite=args.overwrite)
     except TrainingInterrupted as exc:
