@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 
 import numpy as np
 import pytest
@@ -100,3 +101,18 @@ def test_cli_build_and_search(tmp_path, tiny_model_path, capsys):
                  "--output", str(tmp_path / "res.jsonl"), "--precision", "fp32"]) == 0
     rows = [json.loads(line) for line in (tmp_path / "res.jsonl").read_text().splitlines()]
     assert [r["hits"][0]["id"] for r in rows] == ["3", "1"]
+
+
+def test_index_records_a_model_path_that_resolves_from_anywhere(tmp_path, tiny_model_path, monkeypatch, capsys):
+    from textcl.cli import main
+
+    shutil.copytree(tiny_model_path, tmp_path / "proj" / "out" / "model")
+    (tmp_path / "proj" / "docs.txt").write_text("cat\nthe dog ran\n")
+    monkeypatch.chdir(tmp_path / "proj")
+    assert main(["index", "build", "--model", "out/model", "--corpus", "docs.txt", "--out", "idx",
+                 "--precision", "fp32"]) == 0
+    assert json.loads((tmp_path / "proj" / "idx" / "config.json").read_text())["model"] == str(
+        tmp_path / "proj" / "out" / "model")
+    monkeypatch.chdir(tmp_path)  # another directory: the recorded model still loads
+    assert main(["index", "search", "proj/idx", "cat", "-k", "1", "--precision", "fp32"]) == 0
+    assert capsys.readouterr().out.splitlines()[-1].split("\t")[2] == "1"

