@@ -160,3 +160,20 @@ def test_cache_follows_weight_changes(tiny_model_path, tmp_path):
     after = enc(TEXTS)
     assert not np.allclose(before, after)  # no stale cache hit after training changed the weights
     np.testing.assert_allclose(after, Encoder(model, precision="fp32", show_progress=False)(TEXTS), atol=1e-6)
+
+
+def test_checkpoint_or_empty_folder_as_model_says_what_to_pass(tmp_path, tiny_model_path):
+    run = tmp_path / "run"
+    shutil.copytree(tiny_model_path, run)
+    step = run / "checkpoints" / "step-00000004"
+    step.mkdir(parents=True)
+    (step / "model.safetensors").write_bytes(b"")
+    (step / "trainer_state.json").write_text("{}")
+    with pytest.raises(ConfigError) as err:
+        load_model(str(step))
+    assert str(err.value) == (f"{step} is a training checkpoint (weights, optimizer and trainer state), not a model "
+                              f"folder: pass the run's model folder {run}, or continue training with "
+                              "`textcl train RECIPE --resume`")
+    with pytest.raises(ConfigError, match=rf"{tmp_path / 'run' / 'checkpoints'} is not a model folder \(no "
+                                          r"modules.json or config.json\)"):
+        load_model(str(run / "checkpoints"))

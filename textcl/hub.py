@@ -68,6 +68,20 @@ def _suggestion(text: str) -> str | None:
     return lowered[close[0]] if close else None
 
 
+def check_model_folder(path: Path) -> None:
+    """A training checkpoint or any other folder that holds no model is an error that says what to pass."""
+    if not path.is_dir() or (path / "modules.json").is_file() or (path / "config.json").is_file():
+        return
+    if (path / "trainer_state.json").is_file():
+        run = path.parent.parent
+        best = f"the run's model folder {run}" if (run / "modules.json").is_file() else \
+            f"{path.parent / 'best'} (the best checkpoint as a model)"
+        raise ConfigError(f"{path} is a training checkpoint (weights, optimizer and trainer state), not a model "
+                          f"folder: pass {best}, or continue training with `textcl train RECIPE --resume`")
+    raise ConfigError(f"{path} is not a model folder (no modules.json or config.json): pass the folder a "
+                      "trained model was saved to, e.g. train.output_dir")
+
+
 def resolve_model_path(name_or_path: str | os.PathLike) -> str:
     """A local folder, else the bundled copy (case-insensitive name), else a hub id that is cached or
     reachable; anything else raises ConfigError with the closest known name."""

@@ -10,9 +10,10 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -33,6 +34,29 @@ class Hit:
     score: float
     title: str
     snippet: str = ""
+
+
+def _rebuild_hint(path: Path, config: dict) -> str:
+    model, corpus = config.get("model") or "MODEL", config.get("corpus") or "CORPUS"
+    return (f"rebuild it: textcl index build --model {model} --corpus {corpus} --factory "
+            f"{config.get('factory', 'Flat')} --out {path}")
+
+
+def _read_faiss(path: Path) -> Any:
+    import faiss
+    if not path.is_file():
+        raise FileNotFoundError("file is missing")
+    return faiss.read_index(str(path))
+
+
+def _read_part(path: Path, read: Callable[[Path], Any], config: dict) -> Any:
+    """One file of an index folder; a missing or damaged one is a DataError naming it and the fix."""
+    try:
+        return read(path)
+    # np.load, json and faiss report truncation with several types (ValueError, EOFError, RuntimeError ...)
+    except (OSError, ValueError, EOFError, RuntimeError) as exc:
+        reason = str(exc).strip().splitlines()[-1][:160] if str(exc).strip() else type(exc).__name__
+        raise DataError(f"damaged index file ({reason}); {_rebuild_hint(path.parent, config)}", str(path)) from None
 
 
 class SearchIndex:
@@ -74,14 +98,20 @@ class SearchIndex:
         missing = [f for f in FILES if not (path / f).is_file()]
         if missing:
             raise DataError(f"not a textcl index folder (missing {', '.join(missing)})", str(path))
-        config = json.loads((path / "config.json").read_text(encoding="utf-8"))
-        rows = [json.loads(line) for line in (path / "ids.jsonl").read_text(encoding="utf-8").splitlines()]
-        emb = np.load(path / "embeddings.npy")
+        config = _read_part(path / "config.json", lambda p: json.loads(p.read_text(encoding="utf-8")), {})
+        rows = _read_part(path / "ids.jsonl", lambda p: [json.loads(line) for line in
+                                                        p.read_text(encoding="utf-8").splitlines()], config)
+        emb = _read_part(path / "embeddings.npy", np.load, config)
         faiss_index = None
-        if config["factory"] != "exact":
-            import faiss
-            faiss_index = faiss.read_index(str(path / "index.faiss"))
+        if config.get("factory", "exact") != "exact":
+            faiss_index = _read_part(path / "index.faiss", _read_faiss, config)
             _set_search_params(faiss_index, config.get("search_params", {}))
+        counts = {"embeddings.npy": len(emb), "ids.jsonl": len(rows)}
+        if faiss_index is not None:
+            counts["index.faiss"] = faiss_index.ntotal
+        if len(set(counts.values())) > 1:
+            raise DataError(f"damaged index: its files disagree on the number of documents ({counts}); "
+                            f"{_rebuild_hint(path, config)}", str(path))
         index = cls(path, emb, rows, config, faiss_index)
         if encode is not None:
             index.attach(encode, fingerprint=fingerprint)

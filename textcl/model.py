@@ -24,7 +24,7 @@ from sentence_transformers import SentenceTransformer
 from tqdm.auto import tqdm
 
 from textcl.errors import ConfigError
-from textcl.hub import BUNDLED_NAMES, resolve_model_path  # noqa: F401 - re-exported: callers use textcl.model
+from textcl.hub import BUNDLED_NAMES, check_model_folder, resolve_model_path  # noqa: F401 - re-exported
 
 log = logging.getLogger(__name__)
 
@@ -46,6 +46,7 @@ def load_model(name_or_path: str | os.PathLike, *, device: str | None = None, tr
                max_seq_length: int | None = None) -> SentenceTransformer:
     """Load a SentenceTransformer; custom model code runs only when `trust_remote_code=True`."""
     path = resolve_model_path(name_or_path)
+    check_model_folder(Path(path))
     if not trust_remote_code and _needs_remote_code(path):
         raise ConfigError(f"model '{name_or_path}' ships its own Python code (config.json has 'auto_map'); "
                           "it runs only if you opt in: model.trust_remote_code: true in the recipe or "
