@@ -45,7 +45,13 @@ def test_scientific_notation_without_dot_is_a_number(tmp_path):
 
 
 @pytest.mark.parametrize("override, message", [
-    ("train.lr=fast", r"config: train.lr: expected a number, got 'fast'"),
+    ("train.lr=fast", r"^--set train.lr=fast: train.lr: expected a number, got 'fast'$"),
+    ("train.max_steps=abc", r"^--set train.max_steps=abc: train.max_steps: expected an integer \(or null\), got 'abc'$"),
+    ("train.max_steps=0", r"train.max_steps must be a positive integer \(or null\), got 0"),
+    ("train.max_steps=-3", r"train.max_steps must be a positive integer \(or null\), got -3"),
+    ("train.save_every_minutes=0", r"train.save_every_minutes must be > 0 \(or null: off\), got 0.0"),
+    ("train.learning_rate=1e-4", r"unknown key 'train.learning_rate'; did you mean 'lr'\?"),
+    ("train.num_train_epochs=2", r"unknown key 'train.num_train_epochs'; did you mean 'epochs'\?"),
     ("train.batch_size=3.5", r"train.batch_size: expected an integer, got 3.5"),
     ("train.batch_size=true", r"train.batch_size: expected an integer, got True"),
     ("loss.name=triplet", r"loss.name: expected one of \['infonce', 'cosent', 'simcse'\], got 'triplet'"),
@@ -58,6 +64,15 @@ def test_scientific_notation_without_dot_is_a_number(tmp_path):
 def test_overrides_are_type_checked(override, message):
     with pytest.raises(ConfigError, match=message):
         load_recipe(None, [override])
+
+
+def test_a_bad_override_is_not_blamed_on_the_recipe(tmp_path):
+    path = recipe(tmp_path, "train:\n  lr: 1e-5\n")
+    with pytest.raises(ConfigError) as err:
+        load_recipe(path, ["train.max_steps=ten"])
+    assert str(err.value) == "--set train.max_steps=ten: train.max_steps: expected an integer (or null), got 'ten'"
+    with pytest.raises(ConfigError, match=r"r.yaml: train.max_steps must be a positive integer \(or null\), got 0"):
+        load_recipe(recipe(tmp_path, "train:\n  max_steps: 0\n"))
 
 
 def test_nested_overrides_and_empty_sections(tmp_path):

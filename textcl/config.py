@@ -115,6 +115,15 @@ class TrainConfig:
     nan_policy: Literal["stop", "skip"] = "stop"
     log_every: int = 10
 
+    def __post_init__(self) -> None:
+        for name, allow_none in (("batch_size", False), ("epochs", False), ("max_steps", True), ("log_every", False),
+                                 ("eval_every", True), ("save_every", True), ("keep_checkpoints", False)):
+            value = getattr(self, name)
+            if (value is not None or not allow_none) and (not isinstance(value, int) or value < 1):
+                raise ConfigError(f"train.{name} must be a positive integer{' (or null)' * allow_none}, got {value!r}")
+        if self.save_every_minutes is not None and self.save_every_minutes <= 0:
+            raise ConfigError(f"train.save_every_minutes must be > 0 (or null: off), got {self.save_every_minutes!r}")
+
 
 @dataclass(frozen=True)
 class EvalConfig:
@@ -159,8 +168,22 @@ class RunConfig:
 # ---------------------------------------------------------------- type checking
 
 
+_TYPE_WORDS = {int: "an integer", float: "a number", str: "a string", bool: "true or false"}
+
+
 def _type_name(tp: Any) -> str:
-    return getattr(tp, "__name__", None) or str(tp).replace("typing.", "")
+    """`int | None` -> "an integer (or null)": what a user should write, not a Python annotation."""
+    origin, args = typing.get_origin(tp), typing.get_args(tp)
+    if origin in (typing.Union, types.UnionType):
+        names = " or ".join(_type_name(a) for a in args if a is not type(None))
+        return names + (" (or null)" if type(None) in args else "")
+    if origin is Literal:
+        return f"one of {list(args)}"
+    if origin is list:
+        return "a list"
+    if origin is dict:
+        return "a mapping"
+    return _TYPE_WORDS.get(tp) or getattr(tp, "__name__", None) or str(tp).replace("typing.", "")
 
 
 def _coerce(value: Any, tp: Any, where: str) -> Any:
@@ -219,6 +242,15 @@ def _coerce(value: Any, tp: Any, where: str) -> Any:
     raise ConfigError(f"{where}: unsupported type {tp}")
 
 
+# Names other trainers (transformers, sentence-transformers) use for our keys: suggested first.
+_ALIASES = {"learning_rate": "lr", "num_train_epochs": "epochs", "num_epochs": "epochs",
+            "per_device_train_batch_size": "batch_size", "train_batch_size": "batch_size",
+            "lr_scheduler_type": "scheduler", "warmup": "warmup_ratio", "model_name_or_path": "name_or_path",
+            "model_name": "name_or_path", "max_length": "max_seq_length", "save_steps": "save_every",
+            "eval_steps": "eval_every", "logging_steps": "log_every", "save_total_limit": "keep_checkpoints",
+            "bf16": "precision", "fp16": "precision", "scale": "temperature"}
+
+
 def _build(cls: type, data: Any, where: str, base_dir: Path | None = None) -> Any:
     if isinstance(data, cls):
         return data
@@ -232,7 +264,8 @@ def _build(cls: type, data: Any, where: str, base_dir: Path | None = None) -> An
     for key, value in data.items():
         name = f"{where}.{key}" if where else str(key)
         if key not in fields:
-            close = difflib.get_close_matches(str(key), list(fields), n=1, cutoff=0.5)
+            close = [_ALIASES[key]] if _ALIASES.get(key) in fields else \
+                difflib.get_close_matches(str(key), list(fields), n=1, cutoff=0.5)
             hint = f"; did you mean '{close[0]}'?" if close else f"; valid keys: {', '.join(fields)}"
             raise ConfigError(f"unknown key '{name}'{hint}")
         tp = hints[key]
@@ -342,6 +375,11 @@ def load_recipe(path: str | Path | None = None, overrides: list[str] | None = No
         if not isinstance(raw, dict):
             raise ConfigError(f"{path}: a recipe must be a mapping of sections")
         base_dir = path.resolve().parent
+    for text in overrides or []:  # a bad --set is blamed on itself, not on the recipe file
+        try:
+            _build(RunConfig, apply_overrides({}, [text]), "")
+        except ConfigError as exc:
+            raise ConfigError(f"--set {text}: {exc}") from None
     # Recipe paths resolve against the recipe's folder, override paths against the working directory.
     raw = apply_overrides(raw, overrides, base_dir=Path.cwd())
     try:
