@@ -3,6 +3,10 @@
 from __future__ import annotations
 
 import argparse
+import os
+import shutil
+import sys
+from pathlib import Path
 
 
 def register(subparsers) -> None:
@@ -42,8 +46,21 @@ def run(args: argparse.Namespace) -> int:
     index = summary.get("index")
     if index:
         print(f"\nindex: {index['path']} ({index['count']} documents, {index['factory']}); try: "
-              f"textcl index search {index['path']} \"your query\"")
+              f"{cli_name()} index search {index['path']} \"your query\"")
     if summary.get("report"):
         print(f"report: {summary['report']}")
         print(f"summary: {summary['output_dir']}/summary.json")
     return 0
+
+
+def cli_name() -> str:
+    """`textcl` when the shell finds this installation's command, else its path (e.g. `.venv/bin/textcl`),
+    so a printed command works when pasted into a shell that has not activated the environment."""
+    beside = Path(sys.executable).parent / "textcl"
+    found = shutil.which("textcl")
+    if not beside.is_file() or (found and Path(found).resolve() == beside.resolve()):
+        return "textcl"
+    try:
+        return os.path.relpath(beside)
+    except ValueError:  # another drive (Windows)
+        return str(beside)
