@@ -148,6 +148,9 @@ def test_run_end_to_end_resume_and_partial_rerun(tmp_path, tiny_model_path, caps
     assert (out / "index" / "index.faiss").is_file() and (out / "report.html").is_file()
     for png in ("training", "heldout", "similarity", "mining", "before_after"):
         assert (out / "plots" / f"{png}.png").stat().st_size > 5000
+    for shared in ("summary.json", "report.md", "report.html", "model/README.md"):  # no local path leaks
+        assert str(tmp_path) not in (out / shared).read_text(), shared
+    assert summary["model_dir"] == "./model" and summary["output_dir"] == "."
 
     markers = {p.name: p.stat().st_mtime_ns for p in (out / "stages").glob("*.json")}
     assert main(["run", str(recipe)]) == 0  # nothing changed: every stage reused

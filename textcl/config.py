@@ -10,6 +10,7 @@ from __future__ import annotations
 import copy
 import dataclasses
 import difflib
+import os
 import re
 import types
 import typing
@@ -108,7 +109,7 @@ class TrainConfig:
     early_stopping_patience: int | None = None
     save_every: int | None = None  # steps between checkpoints (None = off)
     save_every_minutes: float | None = 10.0  # also checkpoint when this much time passed since the last one
-    keep_checkpoints: int = 2
+    keep_checkpoints: int = 1  # step checkpoints kept (the best model is kept apart, in checkpoints/best)
     # WiSE-FT: after training, also score (1 - a) * base + a * best checkpoint on dev for each a here
     # (the fine-tuned share); one that beats the best checkpoint becomes the model. [] = off.
     interpolate_base: list[float] = field(default_factory=list)
@@ -422,8 +423,23 @@ def absolute_paths(config: Any, base_dir: Path | None = None) -> Any:
     return dataclasses.replace(config, **changes)
 
 
+def portable_paths(obj: Any, root: str | Path) -> Any:
+    """`obj` (JSON-like) with every absolute path string written relative to `root` (`./x`, `../data/y`):
+    files that travel (model card, report, saved configs) hold no local paths. A relative path
+    starting with `.` resolves against its file's folder by `resolve_path`, so it stays loadable."""
+    if isinstance(obj, dict):
+        return {k: portable_paths(v, root) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [portable_paths(v, root) for v in obj]
+    if isinstance(obj, str) and obj.startswith("/") and "\n" not in obj:
+        rel = os.path.relpath(obj, Path(root).resolve())
+        return rel if rel.startswith(".") else f"./{rel}"
+    return obj
+
+
 def save_config(config: Any, path: str | Path) -> None:
-    """Write the config as YAML next to a run's outputs, every path absolute (it loads from anywhere)."""
+    """Write the config as YAML; paths are relative to the file's folder, so it loads from anywhere
+    (`load_recipe` resolves them there) and leaks no local path when the folder is shared."""
     Path(path).parent.mkdir(parents=True, exist_ok=True)
-    text = yaml.safe_dump(to_dict(absolute_paths(config)), sort_keys=False)
-    Path(path).write_text(text, encoding="utf-8")
+    data = portable_paths(to_dict(absolute_paths(config)), Path(path).parent)
+    Path(path).write_text(yaml.safe_dump(data, sort_keys=False), encoding="utf-8")

@@ -213,7 +213,9 @@ def _index_corpus(cfg: RunConfig) -> tuple[str | None, list[str] | None]:
 
 
 def _report(ctx: Context) -> dict:
+    from textcl.config import portable_paths
     from textcl.report import forgetting_flags, interpolation_trials, overfitting_flags, write_report
+    from textcl.train.card import base_model_name
     cfg = ctx.config
     base, tuned = ctx.results.get("eval_base") or {}, ctx.results.get("eval_tuned") or {}
     train = ctx.results.get("train") or {}
@@ -238,9 +240,12 @@ def _report(ctx: Context) -> dict:
         "index": ctx.results.get("index"), "stages": dict(ctx.status),
     }
     summary["stages"]["report"] = {"status": "done"}
-    report_path = write_report(summary, history, similarity, ctx.out)
-    summary["report"] = str(report_path)
-    (ctx.out / "summary.json").write_text(json.dumps(summary, indent=2, default=str) + "\n", encoding="utf-8")
+    summary["base_model"] = base_model_name(cfg.model.name_or_path) or cfg.model.name_or_path
+    summary["report"] = str(ctx.out / "report.md")
+    # The files are for sharing: paths relative to the run folder. The returned summary (printed) keeps them.
+    shared = portable_paths(json.loads(json.dumps(summary, default=str)), ctx.out)
+    write_report(shared, history, similarity, ctx.out)
+    (ctx.out / "summary.json").write_text(json.dumps(shared, indent=2) + "\n", encoding="utf-8")
     return summary
 
 

@@ -96,10 +96,33 @@ def test_train_honours_output_dir_and_saves_resolvable_paths(tiny_model_path, tm
     assert main(["train", str(recipe)]) == 0
     model_dir = tmp_path / "runs" / "a" / "model"  # the recipe's output_dir, as `textcl run` uses it
     assert (model_dir / "model.safetensors").is_file() and not (elsewhere / "out").exists()
-    saved = yaml.safe_load((model_dir / "textcl_config.yaml").read_text())
-    assert saved["output_dir"] == str(tmp_path / "runs" / "a")
-    assert saved["train"]["output_dir"] == str(model_dir)
-    assert saved["data"]["train"] == str(tmp_path / "pairs.jsonl")
+    saved = yaml.safe_load((model_dir / "textcl_config.yaml").read_text())  # relative to the file's folder
+    assert (saved["output_dir"], saved["train"]["output_dir"], saved["data"]["train"]) == (
+        "..", ".", "../../../pairs.jsonl")
     here = load_recipe(model_dir / "textcl_config.yaml")
     monkeypatch.chdir(tmp_path)  # the saved config means the same files from any directory
     assert load_recipe(model_dir / "textcl_config.yaml") == here
+
+
+def test_outputs_leak_no_local_path_and_keep_one_lean_checkpoint(tiny_model_path, tmp_path):
+    recipe = _recipe(tmp_path, tiny_model_path, "eval: {}\n")
+    assert main(["train", str(recipe)]) == 0
+    model_dir = tmp_path / "runs" / "a" / "model"
+    for name in ("README.md", "textcl_config.yaml"):
+        assert str(tmp_path) not in (model_dir / name).read_text(), name
+    card = (model_dir / "README.md").read_text()
+    assert "base_model:" not in card and f"# Fine-tuned from {Path(tiny_model_path).name} with textcl" in card
+    assert "train: ../../../pairs.jsonl" in card
+    modes = {p.name: p.stat().st_mode & 0o777 for p in model_dir.iterdir() if p.is_file()}
+    assert modes["model.safetensors"] == modes["README.md"] == 0o666 & ~_umask()
+    steps = ckpt.list_checkpoints(model_dir / "checkpoints")
+    assert [p.name for p in steps] == ["step-00000004"]  # keep_checkpoints: 1 by default
+    assert not (steps[0] / "optimizer.pt").exists()  # pruned: the run has ended
+    ckpt.verify_folder(steps[0])
+    assert main(["train", str(recipe), "--resume"]) == 0  # an ended run still resumes (and rewrites the same model)
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask

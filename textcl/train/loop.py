@@ -233,6 +233,8 @@ def train(config: RunConfig, examples: Sequence | None = None, *, dev: Callable 
         else:
             _interpolate_with_base(config, model, state, ckpt_root, evaluate, accelerator)
     result = _finish(config, model, state, ckpt_root, provenance, step_times, main)
+    if main:  # a run that ended (not one a callback paused) needs no optimizer state to resume
+        ckpt.finish_run(ckpt_root, out_dir, prune=state.step >= total_steps or result.stopped_early)
     accelerator.wait_for_everyone()
     return result
 
