@@ -83,7 +83,12 @@ def test_write_report_files_and_plots(tmp_path):
 def test_plots_are_omitted_without_data(tmp_path):
     md = write_report({"before": {}, "after": {}, "stages": {}}, [], {}, tmp_path).read_text()
     assert "![" not in md and not list(tmp_path.rglob("*.png"))
-    assert "no forgetting or overfitting flagged (out-of-domain sets: none configured)" in md
+    assert "- forgetting: **not checked** (no out-of-domain set: add eval.ood_retrieval or eval.ood_sts)" in md
+    assert "- overfitting: **not checked** (0 dev evaluations during training; it needs 3 or more" in md
+    md = write_report({"before": {}, "after": {}, "stages": {}, "ood_metrics": ["gen/ndcg@10"],
+                       "dev_evaluations": 4}, [], {}, tmp_path).read_text()
+    assert "- forgetting: none flagged (out-of-domain sets: gen)" in md
+    assert "- overfitting: none flagged (4 dev evaluations)" in md
 
 
 def test_similarity_samples_for_histograms(keyword_encoder):

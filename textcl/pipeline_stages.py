@@ -236,6 +236,7 @@ def _report(ctx: Context) -> dict:
         "flags": {"forgetting": forgetting_flags(before, after, ood, cfg.eval.forgetting_threshold),
                   "overfitting": overfitting_flags(history)},
         "interpolation": interpolation_trials(history),
+        "dev_evaluations": sum(1 for h in history if (h.get("eval") or {}).get("dev") and "interpolation" not in h),
         "data": ctx.results.get("check"), "mining": ctx.results.get("mine"), "train": train or None,
         "index": ctx.results.get("index"), "stages": dict(ctx.status),
     }

@@ -129,10 +129,7 @@ def render_markdown(summary: Mapping, images: Mapping[str, str]) -> str:
         md.append(f"- **OVERFITTING**: dev {f['metric']} fell from {f['best']:.4f} (step {f['best_step']}) to "
                   f"{f['last']:.4f} (step {f['last_step']}) while train loss fell {f['loss_at_best']:.4f} -> "
                   f"{f['loss_last']:.4f}")
-    if not flags.get("forgetting") and not flags.get("overfitting"):
-        names = sorted({k.split("/")[0] for k in ood})
-        checked = "out-of-domain sets: " + (", ".join(names) if names else "none configured")
-        md.append(f"- no forgetting or overfitting flagged ({checked})")
+    md += _unflagged(flags, sorted({k.split("/")[0] for k in ood}), summary.get("dev_evaluations", 0))
     trials = summary.get("interpolation") or []
     if trials:
         best = max(trials, key=lambda t: t["dev"])
@@ -163,6 +160,19 @@ def render_markdown(summary: Mapping, images: Mapping[str, str]) -> str:
     for name, st in summary.get("stages", {}).items():
         md.append(f"| {name} | {st['status']} | {st.get('seconds', 0):.1f} |")
     return "\n".join(md) + "\n"
+
+
+def _unflagged(flags: Mapping, ood_names: Sequence[str], dev_evaluations: int) -> list[str]:
+    """Say "none flagged" only for what was checked; a check that could not run says "not checked"."""
+    lines = []
+    if not flags.get("forgetting"):
+        lines.append(f"- forgetting: none flagged (out-of-domain sets: {', '.join(ood_names)})" if ood_names else
+                     "- forgetting: **not checked** (no out-of-domain set: add eval.ood_retrieval or eval.ood_sts)")
+    if not flags.get("overfitting"):
+        lines.append(f"- overfitting: none flagged ({dev_evaluations} dev evaluations)" if dev_evaluations >= 3 else
+                     f"- overfitting: **not checked** ({dev_evaluations} dev evaluations during training; it needs "
+                     "3 or more: set train.eval_every)")
+    return lines
 
 
 def _data_section(data: Mapping) -> list[str]:
