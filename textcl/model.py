@@ -21,8 +21,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from sentence_transformers import SentenceTransformer
-from tqdm.auto import tqdm
 
+from textcl import progress
 from textcl.errors import ConfigError
 from textcl.hub import BUNDLED_NAMES, check_model_folder, resolve_model_path  # noqa: F401 - re-exported
 
@@ -280,7 +280,7 @@ class Encoder:
         with_types = "token_type_ids" in getattr(self.model.tokenizer, "model_input_names", [])
         batches = self._batches(lengths)
         padded = 0
-        bar = tqdm(total=len(texts), desc="encode", unit="text", disable=not self.show_progress, leave=False)
+        bar = progress.bar(total=len(texts), desc="encode", unit="text", enabled=self.show_progress, leave=False)
         with torch.inference_mode():
             for idx in batches:
                 width = int(lengths[idx].max())

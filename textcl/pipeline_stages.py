@@ -31,7 +31,7 @@ def encoder_for(ctx: Context, model_path: str) -> Encode:
         model = load_model(model_path, trust_remote_code=mc.trust_remote_code, max_seq_length=mc.max_seq_length)
         ctx.cache[key] = Encoder(model, precision=mc.precision, batch_size=mc.batch_size,
                                  query_prompt=mc.query_prompt, document_prompt=mc.document_prompt,
-                                 cache_dir=mc.cache_dir, show_progress=False)
+                                 cache_dir=mc.cache_dir, show_progress=True)  # one bar per long step, on a terminal
     return ctx.cache[key]
 
 
@@ -134,7 +134,7 @@ def _mine(ctx: Context) -> dict:
     else:
         source = load_train_examples(cfg)[0]
     mined, stats = mine(source, encoder_for(ctx, cfg.model.name_or_path), cfg.mining, seed=cfg.seed,
-                        progress=False)
+                        progress=True)
     write_mined(mined, cfg.mining.output, stats.provenance)
     return {"output": cfg.mining.output, "file": fingerprint_path(cfg.mining.output), **stats.to_dict()}
 

@@ -16,7 +16,7 @@ from textcl.types import Example, ScoredPair
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     p = subparsers.add_parser("check", help="load a dataset and print counts and the load report",
-                              description=__doc__.splitlines()[0])
+                              description=" ".join(__doc__.split()))
     p.add_argument("path", help="file, folder (BEIR, STS-B, saved HF dataset) or HF hub id")
     p.add_argument("--format", default="auto", help=f"auto or one of {', '.join(io.FORMATS)}")
     p.add_argument("--columns", default=None, help="role=column,... e.g. query=question,positive=answer "

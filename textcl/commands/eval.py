@@ -33,16 +33,17 @@ def register(subparsers) -> None:
                    help="cut-offs for retrieval metrics (repeatable; default 1 3 5 10 100 1000)")
     p.add_argument("--ignore-identical-ids", choices=["auto", "true", "false"], default=None,
                    help="drop documents whose id equals the query id (auto = MTEB default per dataset)")
-    p.add_argument("--search", default=None, help='"exact" (default) or a FAISS factory string')
+    p.add_argument("--factory", "--search", dest="search", default=None,
+                   help='"exact" (default) or a FAISS factory string: Flat, HNSW32, "IVF256,Flat|nprobe=16"')
     p.add_argument("--strict", action="store_true",
                    help="qrels naming a doc or query missing from the set, or repeating a judgement, are errors "
                         "(default: warn once and evaluate as pytrec_eval/MTEB do)")
-    p.add_argument("--batch-size", type=int, default=None)
-    p.add_argument("--max-seq-length", type=int, default=None)
+    p.add_argument("--batch-size", type=int, default=None, help="texts per encoding batch")
+    p.add_argument("--max-seq-length", type=int, default=None, help="truncate texts to this many tokens")
     p.add_argument("--trust-remote-code", action="store_true", help="allow the model's own Python code")
     p.add_argument("--cache-dir", default=None, help="on-disk embedding cache (keyed by weights + text)")
-    p.add_argument("--output", default=None, help="write the JSON report here")
-    p.add_argument("--no-progress", action="store_true")
+    p.add_argument("--output", "--out", default=None, help="write the JSON report here")
+    p.add_argument("--no-progress", action="store_true", help="no progress bars")
     p.set_defaults(func=run)
 
 

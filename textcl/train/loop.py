@@ -18,8 +18,8 @@ from typing import Any
 
 import torch
 from accelerate.utils import set_seed
-from tqdm.auto import tqdm
 
+from textcl import progress
 from textcl.config import RunConfig, save_config
 from textcl.distributed import freeze_unused_parameters
 from textcl.errors import ConfigError, TrainingError
@@ -160,7 +160,7 @@ def train(config: RunConfig, examples: Sequence | None = None, *, dev: Callable 
     step_times: list[float] = []
     window_examples, window_start = 0, time.perf_counter()
     stop = state.step >= total_steps
-    bar = tqdm(total=total_steps, initial=state.step, desc="train", unit="step", disable=not main)
+    bar = progress.bar(total=total_steps, initial=state.step, desc="train", unit="step", enabled=main)
     while not stop:
         batches = make_epoch(state.epoch)
         if not batches:
@@ -197,8 +197,9 @@ def train(config: RunConfig, examples: Sequence | None = None, *, dev: Callable 
                 entry = {"step": state.step, "epoch": state.epoch, "loss": loss, "lr": lr,
                          "grad_norm": grad_norm, "examples_per_s": window_examples / max(elapsed, 1e-9)}
                 state.history.append(entry)
-                log.info("step %d/%d loss %.4f lr %.2e grad_norm %.3f %.1f examples/s", state.step,
-                         total_steps, loss, lr, grad_norm, entry["examples_per_s"])
+                log.log(logging.DEBUG if not bar.disable else logging.INFO,  # the bar shows it already
+                        "step %d/%d loss %.4f lr %.2e grad_norm %.3f %.1f examples/s", state.step,
+                        total_steps, loss, lr, grad_norm, entry["examples_per_s"])
                 window_examples, window_start = 0, time.perf_counter()
 
             event = {"step": state.step, "epoch": state.epoch, "loss": loss, "lr": lr, "finite": finite,
