@@ -19,3 +19,17 @@ def test_follow_up_command_uses_the_venv_path_when_textcl_is_not_on_path(tmp_pat
     assert run_command.cli_name() == str(Path(script.parent.parent.name) / "bin" / "textcl")
     monkeypatch.setattr(run_command.shutil, "which", lambda name: str(script))
     assert run_command.cli_name() == "textcl"
+
+
+def test_ctrl_c_in_the_train_stage_prints_one_resume_line(monkeypatch, capsys):
+    from textcl import pipeline
+    from textcl.cli import main
+    from textcl.errors import TrainingInterrupted
+
+    def interrupted(*args, **kwargs):
+        raise TrainingInterrupted(7, "out/model/checkpoints/step-00000007")
+
+    monkeypatch.setattr(pipeline, "run_pipeline", interrupted)
+    monkeypatch.setattr(run_command, "cli_name", lambda: "textcl")
+    assert main(["run", "recipes/quickstart.yaml", "--set", "seed=1"]) == 130
+    assert capsys.readouterr().out == "interrupted at step 7; resume with: textcl run recipes/quickstart.yaml --set seed=1\n"

@@ -8,6 +8,8 @@ import shutil
 import sys
 from pathlib import Path
 
+from textcl.errors import TrainingInterrupted
+
 
 def register(subparsers) -> None:
     p = subparsers.add_parser(
@@ -29,7 +31,12 @@ def run(args: argparse.Namespace) -> int:
     from textcl.report import format_table
 
     config = load_recipe(args.recipe, args.overrides)
-    summary = run_pipeline(config, recipe=args.recipe, force=args.force)
+    try:
+        summary = run_pipeline(config, recipe=args.recipe, force=args.force)
+    except TrainingInterrupted as exc:  # the train stage saved a checkpoint; a re-run resumes it
+        again = " ".join([cli_name(), "run", args.recipe, *(f"--set {o}" for o in args.overrides)])
+        print(f"interrupted at step {exc.step}; resume with: {again}", flush=True)
+        return 130
     print()
     print("stages: " + ", ".join(f"{name} {st['status']}" for name, st in summary.get("stages", {}).items()))
     data = summary.get("data") or {}
