@@ -8,8 +8,9 @@ from pathlib import Path
 
 import pytest
 
-from textcl.config import RunConfig, absolute_paths, load_recipe, save_config
+from textcl.config import RunConfig, load_recipe, save_config
 from textcl.errors import ConfigError
+from textcl.paths import absolute_paths
 
 
 def recipe(tmp_path, text: str, name: str = "r.yaml"):

@@ -8,7 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from textcl.config import RunConfig, absolute_paths, load_recipe, save_config
+from textcl.config import RunConfig, load_recipe, save_config
+from textcl.paths import absolute_paths
 
 ROOT = Path(__file__).resolve().parents[1]
 SHARED = ROOT.parent / "shared"

@@ -10,7 +10,6 @@ from __future__ import annotations
 import copy
 import dataclasses
 import difflib
-import os
 import re
 import types
 import typing
@@ -20,6 +19,7 @@ from typing import Any, Literal
 
 import yaml
 
+from textcl import paths
 from textcl.errors import ConfigError
 
 Precision = Literal["auto", "fp32", "bf16"]
@@ -27,7 +27,7 @@ _NUMBER = re.compile(r"^[-+]?(\d+\.?\d*|\.\d+)([eE][-+]?\d+)?$")
 
 
 def _path(default: Any = None, *, hub: bool = False) -> Any:
-    """A field holding a filesystem path (`hub=True`: or a hub id), resolved by `resolve_path`."""
+    """A field holding a filesystem path (`hub=True`: or a hub id), resolved by `paths.resolve_path`."""
     meta = {"path": "hub" if hub else "file"}
     if isinstance(default, list):
         return field(default_factory=list, metadata=meta)
@@ -276,40 +276,9 @@ def _build(cls: type, data: Any, where: str, base_dir: Path | None = None) -> An
         value = _coerce(value, tp, name)
         kind = fields[key].metadata.get("path")
         if base_dir is not None and kind:
-            value = resolve_path(value, base_dir, hub=kind == "hub")
+            value = paths.resolve_path(value, base_dir, hub=kind == "hub")
         kwargs[key] = value
     return cls(**kwargs)
-
-
-_HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*(/[\w.-]+)?$")  # `name` or `org/name`
-_FILE_SUFFIXES = (".jsonl", ".json", ".csv", ".tsv", ".parquet", ".txt", ".gz", ".yaml", ".yml", ".npy",
-                  ".faiss", ".safetensors")
-
-
-def is_hub_id(value: str, base_dir: Path) -> bool:
-    """`hf://...`, or `name` / `org/name` without a data-file suffix that names nothing in `base_dir`."""
-    if value.startswith("hf://"):
-        return True
-    return (bool(_HUB_ID.match(value)) and not value.lower().endswith(_FILE_SUFFIXES)
-            and not (base_dir / value).exists())
-
-
-def resolve_path(value: Any, base_dir: Path, *, hub: bool = False) -> Any:
-    """THE rule for every path key (recipe values: `base_dir` = the recipe's folder; `--set`: the cwd).
-
-    Absolute and `~` paths are kept; every relative path resolves against `base_dir`, whether or
-    not it exists yet. Only keys that accept a hub id (`hub=True`: model.name_or_path, data.train,
-    mining.cross_encoder, eval sets) keep a value as given when `is_hub_id` says it is one.
-    """
-    if isinstance(value, list):
-        return [resolve_path(v, base_dir, hub=hub) for v in value]
-    if not isinstance(value, str) or not value:
-        return value
-    if value.startswith("~"):
-        return str(Path(value).expanduser())
-    if Path(value).is_absolute() or (hub and is_hub_id(value, base_dir)):
-        return value
-    return str((base_dir / value).resolve())
 
 
 def _parse_override(text: str) -> tuple[list[str], Any]:
@@ -356,7 +325,7 @@ def apply_overrides(data: dict, overrides: list[str] | None, base_dir: Path | No
                 raise ConfigError(f"override '{text}': '{k}' is not a section")
         kind = _path_kind(keys) if base_dir is not None else None
         if kind:
-            value = resolve_path(value, base_dir, hub=kind == "hub")
+            value = paths.resolve_path(value, base_dir, hub=kind == "hub")
         node[keys[-1]] = value
     return data
 
@@ -389,57 +358,13 @@ def load_recipe(path: str | Path | None = None, overrides: list[str] | None = No
         raise ConfigError(f"{path or 'config'}: {exc}") from None
 
 
-def place_outputs(config: RunConfig) -> RunConfig:
-    """Where a run's outputs go, shared by `textcl run` and `textcl train`: the model, mined file and
-    index under `output_dir` unless the recipe names them; defaults left relative resolve against
-    the working directory, so every saved path is absolute."""
-    out = Path(config.output_dir).resolve()
-    train = config.train
-    model_dir = out / "model" if train.output_dir == TrainConfig().output_dir else Path(train.output_dir)
-    train = dataclasses.replace(train, output_dir=str(model_dir.resolve()))
-    mining = config.mining
-    if mining.output is None and mining.enabled and config.loss.name == "infonce":
-        mining = dataclasses.replace(mining, output=str(out / "mined.jsonl"))
-    index = config.index
-    if index.output is None:
-        index = dataclasses.replace(index, output=str(out / "index"))
-    return dataclasses.replace(config, output_dir=str(out), train=train, mining=mining, index=index)
-
-
 def to_dict(config: Any) -> dict:
     return dataclasses.asdict(config)
-
-
-def absolute_paths(config: Any, base_dir: Path | None = None) -> Any:
-    """`config` with every path key resolved by `resolve_path` against `base_dir` (default: the cwd)."""
-    base_dir = base_dir or Path.cwd()
-    changes = {}
-    for f in dataclasses.fields(config):
-        value = getattr(config, f.name)
-        if dataclasses.is_dataclass(value):
-            changes[f.name] = absolute_paths(value, base_dir)
-        elif f.metadata.get("path"):
-            changes[f.name] = resolve_path(value, base_dir, hub=f.metadata["path"] == "hub")
-    return dataclasses.replace(config, **changes)
-
-
-def portable_paths(obj: Any, root: str | Path) -> Any:
-    """`obj` (JSON-like) with every absolute path string written relative to `root` (`./x`, `../data/y`):
-    files that travel (model card, report, saved configs) hold no local paths. A relative path
-    starting with `.` resolves against its file's folder by `resolve_path`, so it stays loadable."""
-    if isinstance(obj, dict):
-        return {k: portable_paths(v, root) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return [portable_paths(v, root) for v in obj]
-    if isinstance(obj, str) and obj.startswith("/") and "\n" not in obj:
-        rel = os.path.relpath(obj, Path(root).resolve())
-        return rel if rel.startswith(".") else f"./{rel}"
-    return obj
 
 
 def save_config(config: Any, path: str | Path) -> None:
     """Write the config as YAML; paths are relative to the file's folder, so it loads from anywhere
     (`load_recipe` resolves them there) and leaks no local path when the folder is shared."""
     Path(path).parent.mkdir(parents=True, exist_ok=True)
-    data = portable_paths(to_dict(absolute_paths(config)), Path(path).parent)
+    data = paths.portable_paths(to_dict(paths.absolute_paths(config)), Path(path).parent)
     Path(path).write_text(yaml.safe_dump(data, sort_keys=False), encoding="utf-8")

@@ -19,8 +19,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from textcl.config import RunConfig, place_outputs, save_config
+from textcl.config import RunConfig, save_config
 from textcl.errors import ConfigError
+from textcl.paths import place_outputs
 from textcl.preflight import check_recipe
 
 log = logging.getLogger(__name__)

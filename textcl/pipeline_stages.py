@@ -213,7 +213,7 @@ def _index_corpus(cfg: RunConfig) -> tuple[str | None, list[str] | None]:
 
 
 def _report(ctx: Context) -> dict:
-    from textcl.config import portable_paths
+    from textcl.paths import portable_paths
     from textcl.report import forgetting_flags, interpolation_trials, overfitting_flags, write_report
     from textcl.train.card import base_model_name
     cfg = ctx.config

@@ -9,8 +9,9 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 
-from textcl.config import RunConfig, is_hub_id
+from textcl.config import RunConfig
 from textcl.errors import ConfigError
+from textcl.paths import is_hub_id
 
 log = logging.getLogger(__name__)
 

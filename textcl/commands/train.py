@@ -25,7 +25,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from textcl.config import load_recipe, place_outputs
+    from textcl.config import load_recipe
+    from textcl.paths import place_outputs
     from textcl.preflight import check_recipe
     from textcl.train.loop import train
 

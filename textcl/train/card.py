@@ -11,9 +11,10 @@ from typing import Any
 
 import yaml
 
-from textcl.config import RunConfig, is_hub_id, portable_paths, to_dict
+from textcl.config import RunConfig, to_dict
 from textcl.eval.report import metric_sort_key, points
 from textcl.hub import BUNDLED_NAMES
+from textcl.paths import is_hub_id, portable_paths
 
 
 def _metric_rows(before: dict, after: dict) -> list[str]:
