@@ -136,6 +136,6 @@ def evaluate_retrieval(encode: Encode, rset: RetrievalSet, k_values: Sequence[in
             "document_text": 'title + " " + text', "mean_over": "evaluated queries (pytrec_eval/MTEB)",
             **warnings,
         })
-    log.info("%s (%s): ndcg@10 %s over %d queries", rset.name, rset.split,
+    log.debug("%s (%s): ndcg@10 %s over %d queries", rset.name, rset.split,
              f"{means.get('ndcg@10', float('nan')):.4f}", len(per_query))
     return out

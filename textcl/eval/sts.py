@@ -51,5 +51,5 @@ def evaluate_sts(encode: Encode, pairs: Sequence[ScoredPair], name: str) -> dict
     for sim, scores in similarity_scores(a, b).items():
         out[f"{name}/spearman_{sim}"] = spearman(gold, scores)
         out[f"{name}/pearson_{sim}"] = pearson(gold, scores)
-    log.info("%s: spearman_cosine %.4f over %d pairs", name, out[f"{name}/spearman_cosine"], len(pairs))
+    log.debug("%s: spearman_cosine %.4f over %d pairs", name, out[f"{name}/spearman_cosine"], len(pairs))
     return out
