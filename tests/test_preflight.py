@@ -60,3 +60,11 @@ def test_dev_split_on_test_warns(tmp_path, caplog):
                         "score; select on a dev split (eval.dev_split: dev)"]
     assert "inflates the test score" in caplog.text
     assert check_recipe(load_recipe(recipe, ["eval.dev_split=test"]), training=False) == []
+
+
+def test_metric_for_best_must_name_an_in_domain_set(tmp_path):
+    recipe = _project(tmp_path, splits=("dev", "test"))
+    with pytest.raises(ConfigError, match=r"eval.metric_for_best: 'nfcorpus/ndcg@10' names no in-domain set \(they "
+                                          r"are: heldout\); write it as SET/METRIC, e.g. 'heldout/ndcg@10'"):
+        check_recipe(load_recipe(recipe, ["eval.metric_for_best=nfcorpus/ndcg@10"]))
+    assert check_recipe(load_recipe(recipe, ["eval.metric_for_best=heldout/ndcg@10"])) == []

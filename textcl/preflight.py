@@ -11,6 +11,7 @@ from pathlib import Path
 
 from textcl.config import RunConfig
 from textcl.errors import ConfigError
+from textcl.eval import dataset_name
 from textcl.paths import is_hub_id
 
 log = logging.getLogger(__name__)
@@ -62,6 +63,10 @@ def check_recipe(config: RunConfig, *, training: bool = True, evaluating: bool =
                 warnings.append(f"{key}[{i}]: {path} is one file: training selects its best checkpoint on the "
                                 "rows the test table reports; the test score will be inflated (give a separate "
                                 "dev set for selection)")
+    names = [dataset_name(p) for p in [*ec.sts, *ec.retrieval]]
+    if training and ec.metric_for_best and ec.metric_for_best.split("/")[0] not in names:
+        problems.append(f"eval.metric_for_best: {ec.metric_for_best!r} names no in-domain set (they are: "
+                        f"{', '.join(names) or 'none'}); write it as SET/METRIC, e.g. '{(names or ['set'])[0]}/ndcg@10'")
     if training and (ec.sts or ec.retrieval) and ec.dev_split == ec.split:
         warnings.append(f"eval.dev_split = eval.split = '{ec.split}': model selection on the test split inflates "
                         "the test score; select on a dev split (eval.dev_split: dev)")
