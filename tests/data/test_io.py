@@ -261,7 +261,8 @@ def test_qrels_unknown_ids_raise_with_line_or_are_counted(tmp_path):
 def test_duplicate_ids(tmp_path):
     folder = beir(tmp_path / "b", "Q1\tD1\t1\n", corpus=jl({"_id": "D1", "text": "a"}, {"_id": "D1", "text": "b"}))
     with pytest.raises(DataError, match=r"corpus.jsonl:2 field '_id': duplicate id 'D1'"):
-        load_beir(folder, "test")
+        load_beir(folder, "test", on_unknown="raise")
+    assert load_beir(folder, "test").corpus["D1"].text == "b"  # default: the last one wins, as in BEIR's loader
     p = w(tmp_path / "a.jsonl", jl({"query_id": "1", **GOOD}, {"query_id": "1", **GOOD},
                                    {"query_id": "1", "query": "other", "positive": "p"}))
     with pytest.raises(DataError, match=r"a.jsonl:3 field 'query_id': duplicate id '1' with a different query "

@@ -76,3 +76,20 @@ def test_strict_mode_raises_with_file_and_line(tmp_path):
         evaluate(lambda t, r="document": None, EvalConfig(retrieval=[str(folder)], strict=True), "test")
     dropped = load_beir(folder, "test", on_unknown="skip")  # training: no text to train on
     assert dropped.meta["skipped_qrels"] == {"unknown doc id": 2, "unknown query id": 1}
+
+
+def test_repeated_corpus_and_query_ids_keep_the_last_and_warn_once_per_file(tmp_path, caplog):
+    folder = tmp_path / "dups"
+    (folder / "qrels").mkdir(parents=True)
+    (folder / "corpus.jsonl").write_text('{"_id": "d1", "text": "old"}\n{"_id": "d1", "text": "new"}\n')
+    (folder / "queries.jsonl").write_text('{"_id": "q1", "text": "a"}\n{"_id": "q1", "text": "b"}\n')
+    (folder / "qrels" / "test.tsv").write_text("q1\td1\t1\n")
+    rset = load_beir(folder, "test")
+    assert (rset.corpus["d1"].text, rset.queries["q1"]) == ("new", "b")
+    warnings = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
+    assert warnings == [f"{folder / 'corpus.jsonl'}: 1 repeated ids (the last one kept) (e.g. line 2 'd1'); "
+                        "--strict (eval.strict: true) makes these errors",
+                        f"{folder / 'queries.jsonl'}: 1 repeated ids (the last one kept) (e.g. line 2 'q1'); "
+                        "--strict (eval.strict: true) makes these errors"]
+    with pytest.raises(DataError, match=r"corpus.jsonl:2 field '_id': duplicate id 'd1'"):
+        load_beir(folder, "test", on_unknown="raise")

@@ -29,7 +29,24 @@ def is_beir_folder(folder: Path) -> bool:
         and find_file(folder, "queries.jsonl") is not None
 
 
-def load_beir_corpus(path: Path, report: LoadReport | None = None) -> dict[str, Document]:
+class Quirks:
+    """Counts and first examples of the quirks a real BEIR file may hold, for one warning per file."""
+
+    def __init__(self) -> None:
+        self.seen: dict[str, list[str]] = {}
+
+    def add(self, kind: str, example: str) -> None:
+        self.seen.setdefault(kind, []).append(example)
+
+    def log(self, path: Path) -> None:
+        if self.seen:
+            parts = [f"{len(v)} {k} (e.g. {', '.join(v[:3])})" for k, v in self.seen.items()]
+            log.warning("%s: %s; --strict (eval.strict: true) makes these errors", path, "; ".join(parts))
+
+
+def load_beir_corpus(path: Path, report: LoadReport | None = None, quirks: Quirks | None = None) -> dict[str, Document]:
+    """Documents by id. A repeated id is an error, or with `quirks` (lenient) the last one wins, as in
+    BEIR's loader, and is noted there."""
     corpus: dict[str, Document] = {}
     for lineno, obj in iter_jsonl(path, report):
         try:
@@ -37,8 +54,7 @@ def load_beir_corpus(path: Path, report: LoadReport | None = None) -> dict[str, 
             title = obj.get("title")
             title = "" if title is None else check_text(title, str(path), lineno, "title", allow_empty=True)
             text = get_text(obj, "text", str(path), lineno, allow_empty=bool(title.strip()))
-            if doc_id in corpus:
-                raise DataError(f"duplicate id '{doc_id}'", str(path), lineno, "_id")
+            _repeated_id(doc_id, corpus, str(path), lineno, quirks)
         except DataError as exc:
             handle(exc, report)
             continue
@@ -48,17 +64,25 @@ def load_beir_corpus(path: Path, report: LoadReport | None = None) -> dict[str, 
     return corpus
 
 
-def load_beir_queries(path: Path, report: LoadReport | None = None) -> dict[str, str]:
+def load_beir_queries(path: Path, report: LoadReport | None = None, quirks: Quirks | None = None) -> dict[str, str]:
+    """Query texts by id; a repeated id as in `load_beir_corpus`."""
     queries: dict[str, str] = {}
     for lineno, obj in iter_jsonl(path, report):
         try:
             qid = get_text(obj, "_id", str(path), lineno)
-            if qid in queries:
-                raise DataError(f"duplicate id '{qid}'", str(path), lineno, "_id")
-            queries[qid] = get_text(obj, "text", str(path), lineno)
+            text = get_text(obj, "text", str(path), lineno)
+            _repeated_id(qid, queries, str(path), lineno, quirks)
+            queries[qid] = text
         except DataError as exc:
             handle(exc, report)
     return queries
+
+
+def _repeated_id(key: str, seen: dict, path: str, lineno: int, quirks: Quirks | None) -> None:
+    if key in seen:
+        if quirks is None:
+            raise DataError(f"duplicate id '{key}'", path, lineno, "_id")
+        quirks.add("repeated ids (the last one kept)", f"line {lineno} '{key}'")
 
 
 def _qrels_row(line: str, path: str, lineno: int) -> tuple[str, str, int] | None:
@@ -89,21 +113,6 @@ def _qrels_row(line: str, path: str, lineno: int) -> tuple[str, str, int] | None
 ON_UNKNOWN = ("warn", "skip", "raise")
 
 
-class _QrelsQuirks:
-    """Counts and first examples of judgements a real BEIR set may hold, for one warning per file."""
-
-    def __init__(self) -> None:
-        self.seen: dict[str, list[str]] = {}
-
-    def add(self, kind: str, example: str) -> None:
-        self.seen.setdefault(kind, []).append(example)
-
-    def log(self, path: Path) -> None:
-        if self.seen:
-            parts = [f"{len(v)} {k} (e.g. {', '.join(v[:3])})" for k, v in self.seen.items()]
-            log.warning("%s: %s; pass strict (on_unknown='raise') to make these errors", path, "; ".join(parts))
-
-
 def load_qrels(path: Path, report: LoadReport | None = None, *, queries: dict | None = None,
                corpus: dict | None = None, on_unknown: str = "warn",
                unknown: Counter | None = None, quirks: dict | None = None) -> dict[str, dict[str, int]]:
@@ -121,7 +130,7 @@ def load_qrels(path: Path, report: LoadReport | None = None, *, queries: dict | 
         raise DataError(f"on_unknown must be one of {', '.join(ON_UNKNOWN)}, got {on_unknown!r}", str(path))
     qrels: dict[str, dict[str, int]] = {}
     unknown = Counter() if unknown is None else unknown
-    found = _QrelsQuirks()
+    found = Quirks()
     for lineno, line in iter_lines(path, report):
         if not line.strip():
             continue
@@ -192,8 +201,12 @@ def load_beir(folder: str | Path, split: str = "test", *, on_unknown: str = "war
                 if (folder / "qrels").is_dir() else []
             extra = f" (available splits: {', '.join(available)})" if available and "qrels" in name else ""
             raise DataError(f"missing {name}{extra}", str(folder))
-    corpus = load_beir_corpus(corpus_path, report)
-    queries = load_beir_queries(queries_path, report)
+    lenient = on_unknown != "raise"
+    corpus_quirks, query_quirks = Quirks(), Quirks()
+    corpus = load_beir_corpus(corpus_path, report, corpus_quirks if lenient else None)
+    queries = load_beir_queries(queries_path, report, query_quirks if lenient else None)
+    corpus_quirks.log(corpus_path)
+    query_quirks.log(queries_path)
     unknown: Counter = Counter()
     quirks: dict[str, int] = {}
     qrels = load_qrels(qrels_path, report, queries=queries, corpus=corpus, on_unknown=on_unknown,
