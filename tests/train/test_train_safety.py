@@ -17,7 +17,7 @@ from textcl.cli import main
 from textcl.config import load_recipe
 from textcl.errors import ConfigError
 from textcl.train import checkpoint as ckpt
-from textcl.train import loop
+from textcl.train import guard, loop
 
 
 def _recipe(tmp_path: Path, model: Path, extra: str = "") -> Path:
@@ -55,14 +55,14 @@ def test_cli_refuses_then_overwrites(tiny_model_path, tmp_path, caplog):
 def test_checkpoints_by_time_by_default():
     assert load_recipe().train.save_every_minutes == 10.0
     now = [0.0]
-    trigger = ckpt.SaveTrigger(None, 10.0, None, clock=lambda: now[0])
+    trigger = guard.SaveTrigger(None, 10.0, None, clock=lambda: now[0])
     now[0] = 599.0
     assert trigger.check(7) == (False, False)
     now[0] = 600.0
     assert trigger.check(8) == (True, False)
     trigger.saved()
     assert trigger.check(9) == (False, False)
-    assert ckpt.SaveTrigger(5, None, None).check(10) == (True, False)
+    assert guard.SaveTrigger(5, None, None).check(10) == (True, False)
 
 
 def test_ctrl_c_saves_a_checkpoint_and_prints_one_resume_line(tiny_model_path, tmp_path, monkeypatch, capsys):

@@ -25,6 +25,7 @@ from textcl.distributed import freeze_unused_parameters
 from textcl.errors import ConfigError, TrainingError
 from textcl.model import Encoder, load_model
 from textcl.train import checkpoint as ckpt
+from textcl.train import guard
 from textcl.train.card import write_model_card
 from textcl.train.components import (
     build_accelerator,
@@ -54,11 +55,11 @@ class TrainResult:
     stopped_early: bool = False
 
 
-@ckpt.interruptible
+@guard.interruptible
 def train(config: RunConfig, examples: Sequence | None = None, *, dev: Callable | None = None,
           ood: Callable | None = None, callbacks: Sequence[Callback] | None = None,
           resume: bool | str = False, provenance: dict | None = None, overwrite: bool = False,
-          interrupt: ckpt.Interrupt | None = None) -> TrainResult:
+          interrupt: guard.Interrupt | None = None) -> TrainResult:
     """Fine-tune `config.model` on `examples` (Example, ScoredPair or str, by `config.loss.name`).
 
     `dev` / `ood` are `encode -> {metric: value}` callables; by default they come from
@@ -106,7 +107,7 @@ def train(config: RunConfig, examples: Sequence | None = None, *, dev: Callable 
         log.info("resumed from %s at step %d (epoch %d, batch %d)", resume_from, state.step, state.epoch,
                  state.batch_in_epoch)
     else:
-        ckpt.guard_previous_run(out_dir, ckpt_root, overwrite, remove=main)
+        guard.guard_previous_run(out_dir, ckpt_root, overwrite, remove=main)
     accelerator.wait_for_everyone()
     if world > 1:  # DDP needs a gradient for every trainable parameter; BERT's pooler gets none
         model.eval()  # no dropout: the probe must not consume random numbers (exact resume)
@@ -156,7 +157,7 @@ def train(config: RunConfig, examples: Sequence | None = None, *, dev: Callable 
     if state.step == 0 and evaluate_dev is not None:
         save_best(0, evaluate(0))
 
-    trigger = ckpt.SaveTrigger(tc.save_every, tc.save_every_minutes, interrupt, accelerator.device)
+    trigger = guard.SaveTrigger(tc.save_every, tc.save_every_minutes, interrupt, accelerator.device)
     step_times: list[float] = []
     window_examples, window_start = 0, time.perf_counter()
     stop = state.step >= total_steps
