@@ -36,8 +36,8 @@ def run(args: argparse.Namespace) -> int:
     try:
         result = train(config, resume=args.resume, overwrite=args.overwrite)
     except TrainingInterrupted as exc:
-        hint = f"textcl train {args.recipe} --resume" if exc.checkpoint else f"textcl train {args.recipe}"
-        print(f"interrupted at step {exc.step}; resume with: {hint}", flush=True)
+        again = " ".join(["textcl train", args.recipe, *(f"--set {o}" for o in args.overrides)])
+        print(f"interrupted at step {exc.step}; resume with: {again}{' --resume' * bool(exc.checkpoint)}", flush=True)
         return 130
     log.info("trained %d steps (%d skipped); best model in %s", result.steps, result.skipped_steps,
              result.output_dir)
