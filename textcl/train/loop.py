@@ -358,4 +358,4 @@ def _broadcast(accelerator: Any, obj: dict) -> dict:
 def _short(metrics: dict) -> str:
     flat = {f"{part}/{k}": v for part, d in metrics.items() for k, v in d.items()}
     keys = [k for k in flat if k.endswith(("ndcg@10", "spearman_cosine"))] or list(flat)[:6]
-    return ", ".join(f"{k}={flat[k]:.4f}" for k in keys)
+    return ", ".join(f"{k} {100 * flat[k]:.2f}" for k in keys)  # points, like every textcl table
