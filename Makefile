@@ -35,6 +35,7 @@ fuzz: setup
 
 demo: setup
 	$(VENV)/bin/textcl run recipes/quickstart.yaml
+	@echo "textcl is installed in $(VENV): run 'source $(VENV)/bin/activate' once in this shell, and the README's textcl commands work as written"
 
 bench: setup
 	$(PY) bench/run_all.py --mode full

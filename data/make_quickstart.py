@@ -11,7 +11,10 @@ Writes, next to this script (all files byte-identical on every run):
   quickstart/train.jsonl              query/positive pairs (+ "source": ticket channel)
   quickstart/heldout/                 BEIR folder: corpus.jsonl (every article), queries.jsonl,
                                       qrels/dev.tsv and qrels/test.tsv (held-out articles only)
-  quickstart/general/                 BEIR folder: a small general-knowledge set (out-of-domain check)
+  quickstart/general/                 BEIR folder: a small general-knowledge set with one look-alike
+                                      document per question (out-of-domain check)
+  quickstart/general_sts.jsonl        graded pairs over the same questions (out-of-domain check whose
+                                      Spearman correlation can move)
   quickstart/corpus.jsonl             the article corpus again, for `textcl index build`
 
 Usage: python data/make_quickstart.py [--out data/quickstart]
@@ -148,6 +151,42 @@ GENERAL = [
     ("what is the largest planet", "Jupiter", "Jupiter is the largest planet in the solar system, a gas giant more than eleven times Earth's width."),
 ]
 
+# One look-alike per general question: same words, wrong answer. Without them every query finds its
+# answer first (nDCG@10 = 1.0 before and after), and the forgetting check could never show a drop.
+GENERAL_DISTRACTORS = [
+    ("Egg allergy", "An egg allergy is a reaction to proteins in egg white or yolk; boiling does not remove them."),
+    ("Blue whales", "The blue whale is the largest animal known; its blue-grey skin looks bright blue under water."),
+    ("Ocean currents", "Ocean currents are driven by wind, water density and the rotation of the Earth."),
+    ("Spider webs", "Spiders spin webs from silk made in glands called spinnerets to catch flying insects."),
+    ("Basil pesto", "Pesto is made by crushing fresh basil with garlic, pine nuts, parmesan and olive oil."),
+    ("Sydney", "Sydney is the largest city in Australia and home to its famous opera house."),
+    ("Antibiotics", "Antibiotics kill bacteria or stop them growing; they do not work against viruses."),
+    ("Evergreen trees", "Evergreen trees keep their green needles through autumn and winter."),
+    ("Red wine", "Red wine gets its colour from grape skins left in the juice while it ferments."),
+    ("Wasps", "Unlike bees, most wasps do not make honey; they hunt insects to feed their young."),
+    ("Moon phases", "The Moon seems to change shape as we see more or less of its sunlit half during a month."),
+    ("Puppy food", "Puppies need food with more protein and calories than adult dogs while they grow."),
+    ("Plant cells", "Plant cells have a rigid cell wall and chloroplasts, which animal cells lack."),
+    ("Mars rovers", "Robotic rovers have driven on Mars since 1997, studying its rocks and climate."),
+    ("Sparkling water", "Sparkling water is water with dissolved carbon dioxide, which forms the bubbles."),
+    ("Lions", "Lions are the only cats that live in groups, called prides, and they roar rather than purr."),
+    ("Lightning", "Lightning is a sudden electrostatic discharge between clouds or between a cloud and the ground."),
+    ("Mountain climbing", "Climbers above 8,000 metres often carry oxygen because the air is so thin."),
+    ("Sourdough", "Sourdough bread rises with wild yeast and lactic acid bacteria instead of baker's yeast."),
+    ("Spanish in South America", "Spanish is the main language in most South American countries."),
+    ("Hot air balloons", "A hot air balloon rises because heated air inside it is lighter than the cooler air outside."),
+    ("Running shoes", "Running shoes should be replaced after roughly 500 to 800 kilometres of use."),
+    ("Freezing point", "Fresh water freezes at 0 degrees Celsius; salt water freezes at a lower temperature."),
+    ("Potato plants", "Potatoes grow underground from seed potatoes planted in loose, well-drained soil."),
+    ("Red pandas", "Red pandas are small tree-dwelling mammals that eat bamboo, fruit and insects."),
+    ("GPS", "GPS receivers work out their position from the timing of signals from several satellites."),
+    ("The Last Supper", "Leonardo da Vinci's mural The Last Supper is in a convent in Milan."),
+    ("Insomnia", "Insomnia is trouble falling or staying asleep on most nights for months."),
+    ("Dead Sea", "The Dead Sea is so salty that swimmers float easily on its surface."),
+    ("Saturn", "Saturn, the second largest planet, is famous for its bright rings of ice and rock."),
+]
+assert len(GENERAL_DISTRACTORS) == 30
+
 
 def _cap(text: str) -> str:
     return text[0].upper() + text[1:]
@@ -214,13 +253,22 @@ def build(out: Path) -> dict[str, int]:
     _write_qrels(out / "heldout" / "qrels" / "dev.tsv", dev)
     _write_qrels(out / "heldout" / "qrels" / "test.tsv", test)
     general_corpus = [{"_id": f"g{i}", "title": t, "text": x} for i, (_, t, x) in enumerate(GENERAL)]
+    general_corpus += [{"_id": f"gx{i}", "title": t, "text": x} for i, (t, x) in enumerate(GENERAL_DISTRACTORS)]
     general_queries = [{"_id": f"gq{i}", "text": q} for i, (q, _, _) in enumerate(GENERAL)]
     _write_jsonl(out / "general" / "corpus.jsonl", general_corpus)
     _write_jsonl(out / "general" / "queries.jsonl", general_queries)
     _write_qrels(out / "general" / "qrels" / "test.tsv", [(f"gq{i}", f"g{i}") for i in range(len(GENERAL))])
     _write_qrels(out / "general" / "qrels" / "dev.tsv", [(f"gq{i}", f"g{i}") for i in range(len(GENERAL))])
+    # Graded pairs over the same questions (answer 4, look-alike 1.5, another question's answer 0): a
+    # Spearman correlation never saturates, so forgetting shows as a drop of a few points.
+    n = len(GENERAL)
+    sts = [row for i, (q, t, x) in enumerate(GENERAL) for row in (
+        {"sentence1": q, "sentence2": f"{t}. {x}", "score": 4.0},
+        {"sentence1": q, "sentence2": ". ".join(GENERAL_DISTRACTORS[i]), "score": 1.5},
+        {"sentence1": q, "sentence2": f"{GENERAL[(i + 7) % n][1]}. {GENERAL[(i + 7) % n][2]}", "score": 0.0})]
+    _write_jsonl(out / "general_sts.jsonl", sts)
     return {"train": len(train), "corpus": len(corpus), "dev": len(dev), "test": len(test),
-            "general": len(GENERAL)}
+            "general": len(GENERAL), "general_corpus": len(general_corpus)}
 
 
 def main() -> None:

@@ -4,11 +4,13 @@ resolve relative to the recipe (overrides: to the working directory), and saved 
 from __future__ import annotations
 
 import dataclasses
+from pathlib import Path
 
 import pytest
 
 from textcl.config import RunConfig, load_recipe, save_config
 from textcl.errors import ConfigError
+from textcl.paths import absolute_paths
 
 
 def recipe(tmp_path, text: str, name: str = "r.yaml"):
@@ -44,7 +46,13 @@ def test_scientific_notation_without_dot_is_a_number(tmp_path):
 
 
 @pytest.mark.parametrize("override, message", [
-    ("train.lr=fast", r"config: train.lr: expected a number, got 'fast'"),
+    ("train.lr=fast", r"^--set train.lr=fast: train.lr: expected a number, got 'fast'$"),
+    ("train.max_steps=abc", r"^--set train.max_steps=abc: train.max_steps: expected an integer \(or null\), got 'abc'$"),
+    ("train.max_steps=0", r"train.max_steps must be a positive integer \(or null\), got 0"),
+    ("train.max_steps=-3", r"train.max_steps must be a positive integer \(or null\), got -3"),
+    ("train.save_every_minutes=0", r"train.save_every_minutes must be > 0 \(or null: off\), got 0.0"),
+    ("train.learning_rate=1e-4", r"unknown key 'train.learning_rate'; did you mean 'lr'\?"),
+    ("train.num_train_epochs=2", r"unknown key 'train.num_train_epochs'; did you mean 'epochs'\?"),
     ("train.batch_size=3.5", r"train.batch_size: expected an integer, got 3.5"),
     ("train.batch_size=true", r"train.batch_size: expected an integer, got True"),
     ("loss.name=triplet", r"loss.name: expected one of \['infonce', 'cosent', 'simcse'\], got 'triplet'"),
@@ -57,6 +65,15 @@ def test_scientific_notation_without_dot_is_a_number(tmp_path):
 def test_overrides_are_type_checked(override, message):
     with pytest.raises(ConfigError, match=message):
         load_recipe(None, [override])
+
+
+def test_a_bad_override_is_not_blamed_on_the_recipe(tmp_path):
+    path = recipe(tmp_path, "train:\n  lr: 1e-5\n")
+    with pytest.raises(ConfigError) as err:
+        load_recipe(path, ["train.max_steps=ten"])
+    assert str(err.value) == "--set train.max_steps=ten: train.max_steps: expected an integer (or null), got 'ten'"
+    with pytest.raises(ConfigError, match=r"r.yaml: train.max_steps must be a positive integer \(or null\), got 0"):
+        load_recipe(recipe(tmp_path, "train:\n  max_steps: 0\n"))
 
 
 def test_nested_overrides_and_empty_sections(tmp_path):
@@ -83,6 +100,27 @@ def test_paths_resolve_relative_to_recipe_and_overrides_to_cwd(tmp_path, monkeyp
     assert over.data.train == str(tmp_path / "mine.jsonl") == over.mining.output  # relative to the cwd
 
 
+def test_one_path_rule_whether_or_not_the_file_exists(tmp_path, monkeypatch):
+    """Relative paths resolve against the recipe's folder, existing or not; only hub-capable keys keep hub ids."""
+    (tmp_path / "recipes" / "models" / "mine").mkdir(parents=True)
+    path = recipe(tmp_path, "model: {name_or_path: models/mine}\ndata: {train: pairs.jsonl}\n"
+                            "mining: {output: mined.jsonl, cross_encoder: cross-encoder/ms-marco}\n"
+                            "eval: {retrieval: [hf://org/set, heldout/, org/dataset.jsonl]}\n"
+                            "index: {corpus: org/corpus, output: idx}\noutput_dir: runs/a\n", "recipes/r.yaml")
+    monkeypatch.chdir(tmp_path)
+    cfg = load_recipe(path)
+    here = tmp_path / "recipes"
+    assert cfg.mining.output == str(here / "mined.jsonl")  # an output that does not exist yet
+    assert cfg.data.train == str(here / "pairs.jsonl")  # a missing input: still the recipe's folder
+    assert cfg.model.name_or_path == str(here / "models" / "mine")  # exists beside the recipe: a path
+    assert cfg.mining.cross_encoder == "cross-encoder/ms-marco"  # org/name naming nothing here: a hub id
+    assert cfg.eval.retrieval == ["hf://org/set", str(here / "heldout"), str(here / "org" / "dataset.jsonl")]
+    assert cfg.index.corpus == str(here / "org" / "corpus")  # not a hub-capable key: always a path
+    assert (cfg.index.output, cfg.output_dir) == (str(here / "idx"), str(here / "runs" / "a"))
+    assert load_recipe(None, ["model.name_or_path=all-MiniLM-L6-v2"]).model.name_or_path == "all-MiniLM-L6-v2"
+    assert load_recipe(None, ["data.train=~/x.jsonl"]).data.train == str(Path.home() / "x.jsonl")
+
+
 def test_invalid_recipes(tmp_path):
     with pytest.raises(ConfigError, match=r"recipe not found: .*nope.yaml"):
         load_recipe(tmp_path / "nope.yaml")
@@ -94,11 +132,13 @@ def test_invalid_recipes(tmp_path):
         load_recipe(recipe(tmp_path, "train: 5\n"))
 
 
-def test_save_config_round_trip(tmp_path):
+def test_save_config_round_trip(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
     cfg = load_recipe(recipe(tmp_path, "seed: 7\ntrain:\n  lr: 5e-5\n  batch_size: 16\ndata:\n  columns: {query: q}\n"
                                        "eval:\n  k_values: [1, 5]\n"), ["loss.temperature=0.02"])
     out = tmp_path / "run" / "config.yaml"
     save_config(cfg, out)
+    monkeypatch.chdir(tmp_path / "run")  # saved paths are absolute: they load the same from anywhere
     back = load_recipe(out)
-    assert back == cfg
-    assert dataclasses.asdict(back) == dataclasses.asdict(cfg)
+    assert back == absolute_paths(cfg, tmp_path) and back.output_dir == str(tmp_path / "out" / "run")
+    assert dataclasses.asdict(back) == dataclasses.asdict(absolute_paths(cfg, tmp_path))

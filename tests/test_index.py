@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 
 import numpy as np
 import pytest
@@ -100,3 +101,50 @@ def test_cli_build_and_search(tmp_path, tiny_model_path, capsys):
                  "--output", str(tmp_path / "res.jsonl"), "--precision", "fp32"]) == 0
     rows = [json.loads(line) for line in (tmp_path / "res.jsonl").read_text().splitlines()]
     assert [r["hits"][0]["id"] for r in rows] == ["3", "1"]
+
+
+def test_index_records_a_model_path_that_resolves_from_anywhere(tmp_path, tiny_model_path, monkeypatch, capsys):
+    from textcl.cli import main
+
+    shutil.copytree(tiny_model_path, tmp_path / "proj" / "out" / "model")
+    (tmp_path / "proj" / "docs.txt").write_text("cat\nthe dog ran\n")
+    monkeypatch.chdir(tmp_path / "proj")
+    assert main(["index", "build", "--model", "out/model", "--corpus", "docs.txt", "--out", "idx",
+                 "--precision", "fp32"]) == 0
+    assert json.loads((tmp_path / "proj" / "idx" / "config.json").read_text())["model"] == str(
+        tmp_path / "proj" / "out" / "model")
+    monkeypatch.chdir(tmp_path)  # another directory: the recorded model still loads
+    assert main(["index", "search", "proj/idx", "cat", "-k", "1", "--precision", "fp32"]) == 0
+    assert capsys.readouterr().out.splitlines()[-1].split("\t")[2] == "1"
+
+
+@pytest.mark.parametrize("damage, file, reason", [
+    ("delete", "index.faiss", "file is missing"),
+    ("truncate", "index.faiss", ""),
+    ("truncate", "embeddings.npy", ""),
+    ("delete", "embeddings.npy", "missing embeddings.npy"),
+])
+def test_damaged_index_names_the_file_and_the_fix(tmp_path, keyword_encoder, damage, file, reason):
+    SearchIndex.build(keyword_encoder(KEYWORDS), _corpus(), tmp_path / "idx", factory="HNSW32", fingerprint="fp",
+                      model="/models/kw")
+    target = tmp_path / "idx" / file
+    if damage == "delete":
+        target.unlink()
+    else:
+        target.write_bytes(target.read_bytes()[: target.stat().st_size // 2])
+    with pytest.raises(DataError) as err:
+        SearchIndex.load(tmp_path / "idx")
+    message = str(err.value)
+    assert message.startswith(str(target) if file != "embeddings.npy" or damage != "delete" else str(tmp_path / "idx"))
+    assert reason in message
+    if "missing embeddings" not in reason:
+        assert message.endswith(f"rebuild it: textcl index build --model /models/kw --corpus CORPUS --factory HNSW32 "
+                                f"--out {tmp_path / 'idx'}")
+
+
+def test_index_files_that_disagree_are_damage(tmp_path, keyword_encoder):
+    SearchIndex.build(keyword_encoder(KEYWORDS), _corpus(), tmp_path / "idx", factory="exact", fingerprint="fp")
+    np.save(tmp_path / "idx" / "embeddings.npy", np.zeros((3, 9), dtype=np.float32))
+    with pytest.raises(DataError, match=r"damaged index: its files disagree on the number of documents "
+                                        r"\(\{'embeddings.npy': 3, 'ids.jsonl': 60\}\); rebuild it"):
+        SearchIndex.load(tmp_path / "idx")

@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import json
 import shutil
+import time
 
 import numpy as np
 import pytest
 import torch
 
+from textcl import hub
 from textcl.errors import ConfigError
 from textcl.model import Encoder, load_model, model_fingerprint, resolve_model_path, resolve_precision
 
@@ -21,12 +23,34 @@ def tiny(tiny_model_path):
     return load_model(str(tiny_model_path), device="cpu")
 
 
-def test_resolve_model_path(tmp_path):
+def test_resolve_model_path(tmp_path, monkeypatch):
     assert resolve_model_path(str(tmp_path)) == str(tmp_path)
     bundled = resolve_model_path("all-MiniLM-L6-v2")
-    assert bundled == resolve_model_path("sentence-transformers/all-MiniLM-L6-v2")
+    assert bundled == resolve_model_path("sentence-transformers/all-MiniLM-L6-v2") == resolve_model_path(
+        "ALL-minilm-l6-V2")  # the bundled name in any letter case
     assert (bundled.endswith("model") and (__import__("pathlib").Path(bundled) / "modules.json").is_file())
-    assert resolve_model_path("BAAI/bge-small-en-v1.5") == "BAAI/bge-small-en-v1.5"  # hub id passes through
+    monkeypatch.setattr(hub, "hub_reachable", lambda: True)
+    assert resolve_model_path("BAAI/bge-small-en-v1.5") == "BAAI/bge-small-en-v1.5"  # online: a hub id passes through
+
+
+def test_unknown_model_offline_fails_fast_with_the_closest_name(tmp_path, monkeypatch):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    start = time.perf_counter()
+    with pytest.raises(ConfigError) as err:
+        load_model("all-minilm-l6-v3")
+    assert time.perf_counter() - start < 2
+    assert str(err.value) == ("no local model (and no network to reach the hub) named 'all-minilm-l6-v3'; "
+                              "did you mean 'all-MiniLM-L6-v2'?")
+    (tmp_path / "out" / "model").mkdir(parents=True)
+    with pytest.raises(ConfigError, match=rf"no model folder named '{tmp_path}/out/modle'; did you mean "
+                                          rf"'{tmp_path}/out/model'\?"):
+        load_model(str(tmp_path / "out" / "modle"))
+    monkeypatch.delenv("HF_HUB_OFFLINE")
+    monkeypatch.setattr(hub.socket, "create_connection", lambda *a, **k: time.sleep(10))  # a hanging network
+    start = time.perf_counter()
+    with pytest.raises(ConfigError, match="no local model .* named 'org/nothing-here'; give a model folder"):
+        resolve_model_path("org/nothing-here")
+    assert time.perf_counter() - start < 2
 
 
 def test_remote_code_needs_opt_in(tmp_path, tiny_model_path):
@@ -166,3 +190,19 @@ def test_weights_are_hashed_once_per_model_state(tiny_model_path, tmp_path, monk
     enc(TEXTS)
     assert len(calls) == 1 and enc.fingerprint == real(model)
 
+
+def test_checkpoint_or_empty_folder_as_model_says_what_to_pass(tmp_path, tiny_model_path):
+    run = tmp_path / "run"
+    shutil.copytree(tiny_model_path, run)
+    step = run / "checkpoints" / "step-00000004"
+    step.mkdir(parents=True)
+    (step / "model.safetensors").write_bytes(b"")
+    (step / "trainer_state.json").write_text("{}")
+    with pytest.raises(ConfigError) as err:
+        load_model(str(step))
+    assert str(err.value) == (f"{step} is a training checkpoint (weights, optimizer and trainer state), not a model "
+                              f"folder: pass the run's model folder {run}, or continue training with "
+                              "`textcl train RECIPE --resume`")
+    with pytest.raises(ConfigError, match=rf"{tmp_path / 'run' / 'checkpoints'} is not a model folder \(no "
+                                          r"modules.json or config.json\)"):
+        load_model(str(run / "checkpoints"))

@@ -148,6 +148,9 @@ def test_run_end_to_end_resume_and_partial_rerun(tmp_path, tiny_model_path, caps
     assert (out / "index" / "index.faiss").is_file() and (out / "report.html").is_file()
     for png in ("training", "heldout", "similarity", "mining", "before_after"):
         assert (out / "plots" / f"{png}.png").stat().st_size > 5000
+    for shared in ("summary.json", "report.md", "report.html", "model/README.md"):  # no local path leaks
+        assert str(tmp_path) not in (out / shared).read_text(), shared
+    assert summary["model_dir"] == "./model" and summary["output_dir"] == "."
 
     markers = {p.name: p.stat().st_mtime_ns for p in (out / "stages").glob("*.json")}
     assert main(["run", str(recipe)]) == 0  # nothing changed: every stage reused
@@ -246,7 +249,7 @@ def test_quickstart_data_is_regenerated_byte_for_byte(tmp_path):
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     counts = module.build(tmp_path)
-    assert counts == {"train": 448, "corpus": 160, "dev": 48, "test": 96, "general": 30}
+    assert counts == {"train": 448, "corpus": 160, "dev": 48, "test": 96, "general": 30, "general_corpus": 60}
     committed = ROOT / "data" / "quickstart"
     files = sorted(p.relative_to(tmp_path) for p in tmp_path.rglob("*") if p.is_file())
     assert files == sorted(p.relative_to(committed) for p in committed.rglob("*") if p.is_file())
@@ -256,3 +259,6 @@ def test_quickstart_data_is_regenerated_byte_for_byte(tmp_path):
     train_docs = {json.loads(line)["positive_id"] for line in (committed / "train.jsonl").read_text().splitlines()}
     test_docs = {line.split("\t")[1] for line in (committed / "heldout/qrels/test.tsv").read_text().splitlines()[1:]}
     assert train_docs.isdisjoint(test_docs) and len(test_docs) == 48
+    # The out-of-domain checks can move: graded pairs (3 grades) and one look-alike per general question.
+    sts = [json.loads(line) for line in (committed / "general_sts.jsonl").read_text().splitlines()]
+    assert sorted({r["score"] for r in sts}) == [0.0, 1.5, 4.0] and len(sts) == 90

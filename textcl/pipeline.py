@@ -9,7 +9,6 @@ downstream of it. Stage bodies live in `textcl.pipeline_stages`.
 
 from __future__ import annotations
 
-import dataclasses
 import hashlib
 import json
 import logging
@@ -20,8 +19,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from textcl.config import RunConfig, TrainConfig, save_config
+from textcl.config import RunConfig, save_config
 from textcl.errors import ConfigError
+from textcl.paths import place_outputs
+from textcl.preflight import check_recipe
 
 log = logging.getLogger(__name__)
 
@@ -136,26 +137,6 @@ def run_stage(ctx: Context, stage: Stage, skip: set[str], force: bool = False) -
     ctx.status[stage.name] = {"status": status, "seconds": seconds}
 
 
-def prepare_config(config: RunConfig) -> RunConfig:
-    """Place per-run outputs (model, mined file, index) under output_dir unless the recipe names them."""
-    out = Path(config.output_dir)
-    train = config.train
-    if train.output_dir == TrainConfig().output_dir:  # the default "out/model": not set by the recipe
-        train = dataclasses.replace(train, output_dir=str(out / "model"))
-    mining = config.mining
-    if mining.output is None and mining.enabled and config.loss.name == "infonce":
-        mining = dataclasses.replace(mining, output=str(out / "mined.jsonl"))
-    model = config.model
-    if model.cache_dir is None and train.tune == "query":
-        # query-side training keeps the base model's document embeddings: check, evaluation, training
-        # and the index then embed the corpus once between them
-        model = dataclasses.replace(model, cache_dir=str(out / "embedding-cache"))
-    index = config.index
-    if index.output is None:
-        index = dataclasses.replace(index, output=str(out / "index"))
-    return dataclasses.replace(config, model=model, train=train, mining=mining, index=index)
-
-
 def run_pipeline(config: RunConfig, *, recipe: str | None = None, force: list[str] | None = None) -> dict:
     """Run every stage of a recipe; return the summary (also written to output_dir/summary.json)."""
     from textcl.pipeline_stages import build_stages
@@ -166,7 +147,9 @@ def run_pipeline(config: RunConfig, *, recipe: str | None = None, force: list[st
     bad_force = sorted(set(force or []) - set(STAGES) - {"all"})
     if bad_force:
         raise ConfigError(f"--force: unknown stage(s) {bad_force}; valid stages: {', '.join(STAGES)}, all")
-    config = prepare_config(config)
+    config = place_outputs(config)
+    skip = set(config.skip)
+    check_recipe(config, training="train" not in skip, evaluating=not {"eval_base", "eval_tuned"} <= skip)
     ctx = Context(config=config, out=Path(config.output_dir), recipe=recipe)
     ctx.out.mkdir(parents=True, exist_ok=True)
     save_config(config, ctx.out / "config.yaml")

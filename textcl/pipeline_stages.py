@@ -31,7 +31,7 @@ def encoder_for(ctx: Context, model_path: str) -> Encode:
         model = load_model(model_path, trust_remote_code=mc.trust_remote_code, max_seq_length=mc.max_seq_length)
         ctx.cache[key] = make_encoder(model, precision=mc.precision, batch_size=mc.batch_size,
                                  query_prompt=mc.query_prompt, document_prompt=mc.document_prompt,
-                                 cache_dir=mc.cache_dir, show_progress=False)
+                                 cache_dir=mc.cache_dir, show_progress=True)  # one bar per long step, on a terminal
     return ctx.cache[key]
 
 
@@ -73,11 +73,12 @@ def _sources(path: str, column: str, n: int) -> list | None:
 
 def _similarity(ctx: Context, encode: Encode) -> dict[str, list[float]]:
     """Histogram data: the first in-domain retrieval set, else STS set, else the training pairs."""
-    from textcl.data.io import load_beir
+    from textcl.data.retrieval import load_retrieval_set
     from textcl.eval import load_sts_set
     ec, seed = ctx.config.eval, ctx.config.seed
     if ec.retrieval:
-        return similarity_samples(encode, load_beir(ec.retrieval[0], ec.split), seed)
+        return similarity_samples(encode, load_retrieval_set(ec.retrieval[0], ec.split,
+                                                             extra_corpus=ec.extra_corpus), seed)
     if ec.sts:
         return scored_pair_samples(encode, load_sts_set(ec.sts[0], ec.split), seed=seed)
     if ctx.config.loss.name == "infonce" and ctx.config.data.train:
@@ -97,6 +98,8 @@ def _evaluate(ctx: Context, model_path: str, tag: str) -> dict:
     sim_file.write_text(json.dumps(sims) + "\n", encoding="utf-8")
     if not metrics and not sims:
         raise NotApplicable("no evaluation sets and no training pairs to measure")
+    primary = {k: v for k, v in metrics.items() if k.endswith(("/ndcg@10", "/spearman_cosine"))}
+    log.info("%s model (%s split): %s", tag, ec.split, ", ".join(f"{k} {100 * v:.2f}" for k, v in primary.items()))
     return {"model": model_path, "metrics": {k: float(v) for k, v in metrics.items()},
             "ood_metrics": sorted(k for k in metrics if k.split("/")[0] in ood_names),
             "similarity_file": sim_file.name}
@@ -133,7 +136,7 @@ def _mine(ctx: Context) -> dict:
     else:
         source = load_train_examples(cfg)[0]
     mined, stats = mine(source, encoder_for(ctx, cfg.model.name_or_path), cfg.mining, seed=cfg.seed,
-                        progress=False)
+                        progress=True)
     write_mined(mined, cfg.mining.output, stats.provenance)
     return {"output": cfg.mining.output, "file": fingerprint_path(cfg.mining.output), **stats.to_dict()}
 
@@ -152,7 +155,8 @@ def _train(ctx: Context) -> dict:
         previous.get("hash") == ctx.read_marker("train").get("hash")
     if resume:
         log.info("train: resuming the interrupted run from %s", resumable)
-    result = asdict(train(cfg, resume=resume)) if not cfg.launcher else _launch_training(ctx, cfg, resume)
+    # The stage re-runs because its inputs changed (or --force): the old checkpoints cannot be resumed.
+    result = asdict(train(cfg, resume=resume, overwrite=not resume)) if not cfg.launcher else _launch_training(ctx, cfg, resume)
     (ctx.out / "history.json").write_text(json.dumps(result["history"], indent=1, default=float) + "\n",
                                           encoding="utf-8")
     return {"model_dir": result["output_dir"], "steps": result["steps"], "skipped_steps": result["skipped_steps"],
@@ -202,7 +206,8 @@ def _index(ctx: Context) -> dict:
 def _index_corpus(cfg: RunConfig) -> tuple[str | None, list[str] | None]:
     if cfg.index.corpus:
         return cfg.index.corpus, None
-    if cfg.eval.retrieval:
+    from textcl.data.beir import is_beir_folder
+    if cfg.eval.retrieval and is_beir_folder(Path(cfg.eval.retrieval[0])):  # a pairs file is no corpus
         from textcl.data.io import load_beir
         rset = load_beir(cfg.eval.retrieval[0], cfg.eval.split)
         return cfg.eval.retrieval[0], list(rset.queries.values())
@@ -210,7 +215,9 @@ def _index_corpus(cfg: RunConfig) -> tuple[str | None, list[str] | None]:
 
 
 def _report(ctx: Context) -> dict:
+    from textcl.paths import portable_paths
     from textcl.report import forgetting_flags, interpolation_trials, overfitting_flags, write_report
+    from textcl.train.card import base_model_name
     cfg = ctx.config
     base, tuned = ctx.results.get("eval_base") or {}, ctx.results.get("eval_tuned") or {}
     train = ctx.results.get("train") or {}
@@ -231,13 +238,17 @@ def _report(ctx: Context) -> dict:
         "flags": {"forgetting": forgetting_flags(before, after, ood, cfg.eval.forgetting_threshold),
                   "overfitting": overfitting_flags(history)},
         "interpolation": interpolation_trials(history),
+        "dev_evaluations": sum(1 for h in history if (h.get("eval") or {}).get("dev") and "interpolation" not in h),
         "data": ctx.results.get("check"), "mining": ctx.results.get("mine"), "train": train or None,
         "index": ctx.results.get("index"), "stages": dict(ctx.status),
     }
     summary["stages"]["report"] = {"status": "done"}
-    report_path = write_report(summary, history, similarity, ctx.out)
-    summary["report"] = str(report_path)
-    (ctx.out / "summary.json").write_text(json.dumps(summary, indent=2, default=str) + "\n", encoding="utf-8")
+    summary["base_model"] = base_model_name(cfg.model.name_or_path) or cfg.model.name_or_path
+    summary["report"] = str(ctx.out / "report.md")
+    # The files are for sharing: paths relative to the run folder. The returned summary (printed) keeps them.
+    shared = portable_paths(json.loads(json.dumps(summary, default=str)), ctx.out)
+    write_report(shared, history, similarity, ctx.out)
+    (ctx.out / "summary.json").write_text(json.dumps(shared, indent=2) + "\n", encoding="utf-8")
     return summary
 
 
@@ -301,7 +312,8 @@ def _train_worker(argv: list[str]) -> int:
     from textcl.train.loop import train
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s",
                         datefmt="%H:%M:%S")
-    result = train(load_recipe(argv[0]), resume="--resume" in argv[2:])
+    resume = "--resume" in argv[2:]
+    result = train(load_recipe(argv[0]), resume=resume, overwrite=not resume)
     if int(os.environ.get("RANK", "0")) == 0:
         Path(argv[1]).write_text(json.dumps(asdict(result), default=float) + "\n", encoding="utf-8")
     return 0

@@ -80,8 +80,8 @@ def format_table(before: Mapping[str, float], after: Mapping[str, float], ood_ke
     rows = before_after_rows(before, after, ood_keys)
     if not rows:
         return "(no evaluation sets configured)"
-    width = max(len(r[1]) for r in rows)
-    lines = [f"{'set':<14}{'metric':<{width}}  {'base':>8}  {'tuned':>8}  {'delta':>8}"]
+    width = max(len("metric (points)"), *(len(r[1]) for r in rows))
+    lines = [f"{'set':<14}{'metric (points)':<{width}}  {'base':>8}  {'tuned':>8}  {'delta':>8}"]
     for kind, key, b, a in rows:
         delta = f"{100 * (a - b):+.2f}pt" if a is not None and b is not None else "-"
         lines.append(f"{kind:<14}{key:<{width}}  {_fmt(b):>8}  {_fmt(a):>8}  {delta:>8}")
@@ -89,7 +89,7 @@ def format_table(before: Mapping[str, float], after: Mapping[str, float], ood_ke
 
 
 def _fmt(v: float | None) -> str:
-    return "-" if v is None else f"{v:.4f}"
+    return "-" if v is None else f"{100 * v:.2f}"  # points (x100), the unit of every textcl table
 
 
 def make_plots(summary: Mapping, history: Sequence[Mapping], similarity: Mapping, out_dir: Path) -> dict[str, str]:
@@ -113,7 +113,7 @@ def render_markdown(summary: Mapping, images: Mapping[str, str]) -> str:
     md = [f"# textcl run report\n\nRecipe: `{summary.get('recipe')}`  \nSeed: {summary.get('seed')}  \n"
           f"Base model: `{summary.get('base_model')}`  \nFine-tuned model: `{summary.get('model_dir') or '-'}`\n"]
     md.append("## Before / after (test split)\n")
-    md.append("| set | metric | base | fine-tuned | delta (points) |\n|---|---|---|---|---|")
+    md.append("| set | metric (points, x100) | base | fine-tuned | delta |\n|---|---|---|---|---|")
     for kind, key, b, a in before_after_rows(summary.get("before", {}), summary.get("after", {}), ood):
         delta = f"{100 * (a - b):+.2f}" if a is not None and b is not None else "-"
         md.append(f"| {kind} | {key} | {_fmt(b)} | {_fmt(a)} | {delta} |")
@@ -129,10 +129,7 @@ def render_markdown(summary: Mapping, images: Mapping[str, str]) -> str:
         md.append(f"- **OVERFITTING**: dev {f['metric']} fell from {f['best']:.4f} (step {f['best_step']}) to "
                   f"{f['last']:.4f} (step {f['last_step']}) while train loss fell {f['loss_at_best']:.4f} -> "
                   f"{f['loss_last']:.4f}")
-    if not flags.get("forgetting") and not flags.get("overfitting"):
-        names = sorted({k.split("/")[0] for k in ood})
-        checked = "out-of-domain sets: " + (", ".join(names) if names else "none configured")
-        md.append(f"- no forgetting or overfitting flagged ({checked})")
+    md += _unflagged(flags, sorted({k.split("/")[0] for k in ood}), summary.get("dev_evaluations", 0))
     trials = summary.get("interpolation") or []
     if trials:
         best = max(trials, key=lambda t: t["dev"])
@@ -163,6 +160,19 @@ def render_markdown(summary: Mapping, images: Mapping[str, str]) -> str:
     for name, st in summary.get("stages", {}).items():
         md.append(f"| {name} | {st['status']} | {st.get('seconds', 0):.1f} |")
     return "\n".join(md) + "\n"
+
+
+def _unflagged(flags: Mapping, ood_names: Sequence[str], dev_evaluations: int) -> list[str]:
+    """Say "none flagged" only for what was checked; a check that could not run says "not checked"."""
+    lines = []
+    if not flags.get("forgetting"):
+        lines.append(f"- forgetting: none flagged (out-of-domain sets: {', '.join(ood_names)})" if ood_names else
+                     "- forgetting: **not checked** (no out-of-domain set: add eval.ood_retrieval or eval.ood_sts)")
+    if not flags.get("overfitting"):
+        lines.append(f"- overfitting: none flagged ({dev_evaluations} dev evaluations)" if dev_evaluations >= 3 else
+                     f"- overfitting: **not checked** ({dev_evaluations} dev evaluations during training; it needs "
+                     "3 or more: set train.eval_every)")
+    return lines
 
 
 def _data_section(data: Mapping) -> list[str]:

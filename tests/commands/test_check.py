@@ -49,3 +49,14 @@ def test_check_scored_table_and_texts(tmp_path, capsys):
     assert main(["check", str(texts)]) == 0
     out = capsys.readouterr().out
     assert "texts: 2" in out and "1  empty line" in out
+
+
+def test_wrong_columns_name_the_training_roles_and_how_to_map_them(tmp_path, caplog):
+    path = tmp_path / "faq.csv"
+    path.write_text("frage,antwort\nwie?,so.\n")
+    assert main(["check", str(path)]) == 2
+    assert caplog.records[-1].getMessage() == (
+        f"{path}: no column for role(s) query, positive; available columns: frage, antwort; map them with "
+        "--columns query=COLUMN,positive=COLUMN (in a recipe: data.columns: {query: COLUMN, positive: COLUMN}); "
+        "or, for scored pairs, roles sentence1, sentence2, score")
+    assert main(["check", str(path), "--columns", "query=frage,positive=antwort"]) == 0

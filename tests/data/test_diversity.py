@@ -70,6 +70,24 @@ def test_normalize_text():
     assert duplicate_key("  Héllo,   WORLD! ") == "hello world"
 
 
+@pytest.mark.parametrize("text, key", [
+    ("Как дела?", "как дела"), ("  ПРИВЕТ,  мир! ", "привет мир"), ("Йод и иод", "йод и иод"),  # Cyrillic
+    ("你好，世界！", "你好 世界"), ("東京タワー２０２４", "東京タワー2024"),  # CJK, full-width digits (NFKC)
+    ("مرحبا بالعالم؟", "مرحبا بالعالم"), ("١٢٣ كتاب", "١٢٣ كتاب"),  # Arabic letters and digits
+    ("Crème Brûlée — Straße", "creme brulee strasse"), ("Ἀθῆναι", "αθηναι"),  # accents dropped
+    ("हिन्दी भाषा", "हिन्दी भाषा"),  # Devanagari vowel signs are part of the word, not accents
+])
+def test_duplicate_key_keeps_every_script(text, key):
+    assert duplicate_key(text) == key
+
+
+def test_non_latin_rows_are_not_duplicates():
+    rows = [Example(q, (p,)) for q, p in [("Как дела?", "Хорошо"), ("Где вокзал?", "Налево"),
+                                         ("你好吗？", "我很好"), ("كيف حالك؟", "بخير"), ("Où est la gare ?", "À gauche")]]
+    r = diversity_report(rows, batch_size=2)
+    assert (r["exact_duplicate_queries"], r["exact_duplicate_pairs"], r["unique_positives"]) == (0, 0, 5), r
+
+
 def test_truncation_is_counted_and_warned():
     """Length truncation drops tokens: the report counts every planted over-long query and positive."""
     rows = [Example("short q", ("short doc",)), Example("long " * 30, ("short doc two",)),

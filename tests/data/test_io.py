@@ -97,6 +97,16 @@ def test_explicit_columns_and_errors_naming_roles_and_columns(tmp_path):
         load_examples(p, columns={"query": "q"})  # 'doc' is not a positive name by default
 
 
+def test_csv_delimiter_is_sniffed_from_the_header(tmp_path, caplog):
+    """A European spreadsheet export separates with ';' (and uses ',' as the decimal mark)."""
+    p = w(tmp_path / "faq.csv", 'question;answer;score\r\nwie geht\'s?;"gut; danke";0,5\r\nwo, bitte?;hier;1\r\n')
+    caplog.set_level("INFO")
+    examples, _ = load_examples(p, columns={"query": "question", "positive": "answer"})
+    assert [(e.query, e.positives) for e in examples] == [("wie geht's?", ("gut; danke",)), ("wo, bitte?", ("hier",))]
+    assert "faq.csv: the header is split by ';', not ',': reading the file with delimiter ';'" in caplog.text
+    assert len(load_examples(w(tmp_path / "c.csv", "query,positive\nq;1,p;2\n"))[0]) == 1  # ';' in values only
+
+
 def test_csv_quoting_and_tsv_quoting_off(tmp_path):
     csv_p = w(tmp_path / "a.csv", 'anchor,positive,negative\r\nq,"p, with comma",\r\n"multi\nline",p2,n2\r\n')
     examples, report = load_examples(csv_p)
@@ -239,7 +249,8 @@ def test_truncated_gzip_names_file(tmp_path):
 def test_qrels_unknown_ids_raise_with_line_or_are_counted(tmp_path):
     folder = beir(tmp_path / "b", "query-id\tcorpus-id\tscore\nQ1\tD1\t1\nQ1\tD9\t1\nQX\tD1\t1\n")
     with pytest.raises(DataError, match=r"qrels/test.tsv:3 field 'corpus-id': unknown doc id 'D9'"):
-        load_beir(folder, "test")
+        load_beir(folder, "test", on_unknown="raise")
+    assert load_beir(folder, "test").qrels == {"Q1": {"D1": 1, "D9": 1}}  # default: kept, as pytrec_eval
     rset = load_beir(folder, "test", on_unknown="skip")
     assert rset.meta["skipped_qrels"] == {"unknown doc id": 1, "unknown query id": 1}
     examples, report = load_examples(folder, split="test", on_error="skip")
@@ -250,7 +261,8 @@ def test_qrels_unknown_ids_raise_with_line_or_are_counted(tmp_path):
 def test_duplicate_ids(tmp_path):
     folder = beir(tmp_path / "b", "Q1\tD1\t1\n", corpus=jl({"_id": "D1", "text": "a"}, {"_id": "D1", "text": "b"}))
     with pytest.raises(DataError, match=r"corpus.jsonl:2 field '_id': duplicate id 'D1'"):
-        load_beir(folder, "test")
+        load_beir(folder, "test", on_unknown="raise")
+    assert load_beir(folder, "test").corpus["D1"].text == "b"  # default: the last one wins, as in BEIR's loader
     p = w(tmp_path / "a.jsonl", jl({"query_id": "1", **GOOD}, {"query_id": "1", **GOOD},
                                    {"query_id": "1", "query": "other", "positive": "p"}))
     with pytest.raises(DataError, match=r"a.jsonl:3 field 'query_id': duplicate id '1' with a different query "

@@ -55,4 +55,4 @@ def test_cli_errors_are_clear(tmp_path, tiny_model_path, caplog):
     assert main(["eval", "--model", str(tiny_model_path)]) == 2
     assert "nothing to evaluate" in caplog.text
     assert main(["eval", "--model", str(tiny_model_path), "--retrieval", str(tmp_path / "missing")]) == 2
-    assert "not a BEIR folder" in caplog.text
+    assert "missing: retrieval set not found" in caplog.text

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from pathlib import Path
 
@@ -130,8 +131,9 @@ def test_qrels_for_unknown_docs_are_counted(keyword_encoder, caplog):
 def test_qrels_for_unknown_docs_in_beir_folder(tmp_path, keyword_encoder):
     folder = write_beir(tmp_path / "toy", {"d1": ("", "cat")}, {"q1": "cat"}, [("q1", "d1", 1), ("q1", "zz", 1)])
     cfg = EvalConfig(retrieval=[str(folder)], k_values=[1])
+    assert evaluate(keyword_encoder(KEYWORDS), cfg, "test")["toy/recall@1"] == 0.5  # zz: relevant, never found
     with pytest.raises(DataError, match="unknown doc id 'zz'"):
-        evaluate(keyword_encoder(KEYWORDS), cfg, "test")
+        evaluate(keyword_encoder(KEYWORDS), dataclasses.replace(cfg, strict=True), "test")
 
 
 def test_mismatched_split_names_available_splits(tmp_path, keyword_encoder, shared_data):

@@ -10,6 +10,7 @@ import yaml
 from sentence_transformers import SentenceTransformer
 from train_helpers import make_examples, tiny_config, weights
 
+from textcl.config import load_recipe
 from textcl.errors import ConfigError
 from textcl.train import checkpoint as ckpt
 from textcl.train.components import build_optimizer, layer_depth, lr_factor
@@ -29,7 +30,8 @@ def test_output_loads_in_sentence_transformers_with_card_and_config(tiny_model_p
     card = (out / "README.md").read_text()
     assert "synthetic" in card and "batch_size: 4" in card and "infonce" in card
     saved = yaml.safe_load((out / "textcl_config.yaml").read_text())
-    assert saved["train"]["max_steps"] == 6 and saved["model"]["name_or_path"] == str(tiny_model_path)
+    assert saved["train"]["max_steps"] == 6 and saved["train"]["output_dir"] == "."  # relative to the file
+    assert load_recipe(out / "textcl_config.yaml").model.name_or_path == str(tiny_model_path)
     assert all(h["lr"] >= 0 and h["examples_per_s"] > 0 for h in result.history if "loss" in h)
 
 
@@ -74,7 +76,7 @@ def test_best_checkpoint_is_the_output_and_early_stopping(tiny_model_path, tmp_p
     last = {k.split(".", 2)[2]: v for k, v in weights(out / "checkpoints" / "step-00000004").items()}
     assert any(not torch.equal(last[k], v) for k, v in weights(out).items())  # step 4 is not the output
     card = (out / "README.md").read_text()
-    assert "| dev | toy/ndcg@10 | 0.1000 | 0.5000 | +0.4000 |" in card
+    assert "| dev | toy/ndcg@10 | 10.00 | 50.00 | +40.00 |" in card  # points, as in every textcl table
 
 
 def test_cosent_and_simcse_train(tiny_model_path, tmp_path):

@@ -16,7 +16,7 @@ from textcl.types import Example, ScoredPair
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     p = subparsers.add_parser("check", help="load a dataset and print counts and the load report",
-                              description=__doc__.splitlines()[0])
+                              description=" ".join(__doc__.split()))
     p.add_argument("path", help="file, folder (BEIR, STS-B, saved HF dataset) or HF hub id")
     p.add_argument("--format", default="auto", help=f"auto or one of {', '.join(io.FORMATS)}")
     p.add_argument("--columns", default=None, help="role=column,... e.g. query=question,positive=answer "
@@ -75,6 +75,7 @@ def run(args: argparse.Namespace) -> int:
     columns = io.parse_columns_arg(args.columns) if args.columns else None
     kind = _kind(args)
     lines: list[str] = []
+    pairs_error: DataError | None = None
     if kind == "beir":
         split = args.split or "train"
         rset = io.load_beir(args.path, split, on_unknown=args.on_error)
@@ -96,11 +97,18 @@ def run(args: argparse.Namespace) -> int:
         except DataError as exc:
             if args.kind != "auto" or "no column for role" not in str(exc):
                 raise
-            kind = "scored"  # a table of (sentence1, sentence2, score) is not a set of examples
+            kind, pairs_error = "scored", exc  # a table of (sentence1, sentence2, score) is not a set of examples
     if kind == "scored":
         lines = [line for line in lines if line.startswith("note:")]
-        pairs, report = io.load_scored_pairs_with_report(args.path, format=args.format, columns=columns,
-                                                         split=args.split or "test", on_error=args.on_error)
+        try:
+            pairs, report = io.load_scored_pairs_with_report(args.path, format=args.format, columns=columns,
+                                                             split=args.split or "test", on_error=args.on_error)
+        except DataError as exc:
+            if pairs_error is None or "no column for role" not in str(exc):
+                raise
+            # Neither shape fits: training pairs are what most users check, so their roles lead.
+            raise DataError(f"{pairs_error.reason}; or, for scored pairs, roles sentence1, sentence2, score",
+                            pairs_error.path) from None
         lines += describe_pairs(pairs)
     elif kind == "texts":
         texts, report = io.load_texts_with_report(args.path, on_error=args.on_error)

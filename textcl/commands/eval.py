@@ -21,7 +21,11 @@ def register(subparsers) -> None:
     p.add_argument("--sts", action="append", default=None, metavar="PATH",
                    help="STS-B folder/file, SICK TSV or scored-pairs file (repeatable)")
     p.add_argument("--retrieval", action="append", default=None, metavar="PATH",
-                   help="BEIR folder: corpus.jsonl, queries.jsonl, qrels/SPLIT.tsv (repeatable)")
+                   help="BEIR folder (corpus.jsonl, queries.jsonl, qrels/SPLIT.tsv) or a pairs file (query, "
+                        "positive[, ids]: every positive is relevant for its query) (repeatable)")
+    p.add_argument("--corpus", default=None, metavar="PATH",
+                   help="extra documents for pairs files given to --retrieval (corpus JSONL, text file or BEIR "
+                        "folder); the corpus is the positives plus these")
     p.add_argument("--split", default=None, help="split to evaluate (default: recipe eval.split or test)")
     p.add_argument("--precision", choices=["auto", "fp32", "bf16"], default=None,
                    help="encoding precision (auto = bf16 where the hardware has bf16 units)")
@@ -29,13 +33,17 @@ def register(subparsers) -> None:
                    help="cut-offs for retrieval metrics (repeatable; default 1 3 5 10 100 1000)")
     p.add_argument("--ignore-identical-ids", choices=["auto", "true", "false"], default=None,
                    help="drop documents whose id equals the query id (auto = MTEB default per dataset)")
-    p.add_argument("--search", default=None, help='"exact" (default) or a FAISS factory string')
-    p.add_argument("--batch-size", type=int, default=None)
-    p.add_argument("--max-seq-length", type=int, default=None)
+    p.add_argument("--factory", "--search", dest="search", default=None,
+                   help='"exact" (default) or a FAISS factory string: Flat, HNSW32, "IVF256,Flat|nprobe=16"')
+    p.add_argument("--strict", action="store_true",
+                   help="qrels naming a doc or query missing from the set, or repeating a judgement, are errors "
+                        "(default: warn once and evaluate as pytrec_eval/MTEB do)")
+    p.add_argument("--batch-size", type=int, default=None, help="texts per encoding batch")
+    p.add_argument("--max-seq-length", type=int, default=None, help="truncate texts to this many tokens")
     p.add_argument("--trust-remote-code", action="store_true", help="allow the model's own Python code")
     p.add_argument("--cache-dir", default=None, help="on-disk embedding cache (keyed by weights + text)")
-    p.add_argument("--output", default=None, help="write the JSON report here")
-    p.add_argument("--no-progress", action="store_true")
+    p.add_argument("--output", "--out", default=None, help="write the JSON report here")
+    p.add_argument("--no-progress", action="store_true", help="no progress bars")
     p.set_defaults(func=run)
 
 
@@ -65,6 +73,10 @@ def _configs(args: argparse.Namespace):
         updates["ignore_identical_ids"] = {"auto": None, "true": True, "false": False}[args.ignore_identical_ids]
     if args.search:
         updates["search"] = args.search
+    if args.strict:
+        updates["strict"] = True
+    if args.corpus:
+        updates["extra_corpus"] = str(Path(args.corpus).resolve())
     eval_cfg = dataclasses.replace(eval_cfg, **updates)
     m_updates = {k: v for k, v in (("precision", args.precision), ("batch_size", args.batch_size),
                                    ("max_seq_length", args.max_seq_length), ("cache_dir", args.cache_dir))
@@ -79,17 +91,18 @@ def _configs(args: argparse.Namespace):
 
 
 def run(args: argparse.Namespace) -> int:
-    from textcl.eval import evaluate_sets
+    from textcl.eval import evaluate_sets, load_sets
     from textcl.eval.report import build_report, format_table, write_report
     from textcl.model import load_model, make_encoder
 
     model_cfg, eval_cfg = _configs(args)
+    loaded = load_sets(eval_cfg, eval_cfg.split)  # bad input fails here, in seconds, before the model loads
     model = load_model(model_cfg.name_or_path, trust_remote_code=model_cfg.trust_remote_code,
                        max_seq_length=model_cfg.max_seq_length)
     encoder = make_encoder(model, precision=model_cfg.precision, batch_size=model_cfg.batch_size,
                       query_prompt=model_cfg.query_prompt, document_prompt=model_cfg.document_prompt,
                       cache_dir=model_cfg.cache_dir, show_progress=not args.no_progress)
-    results = evaluate_sets(encoder, eval_cfg, eval_cfg.split)
+    results = evaluate_sets(encoder, eval_cfg, eval_cfg.split, loaded=loaded)
     model_info = {"name_or_path": model_cfg.name_or_path, "fingerprint": encoder.fingerprint,
                   "precision": encoder.precision, "max_seq_length": model.max_seq_length,
                   "query_prompt": encoder.prompts["query"], "document_prompt": encoder.prompts["document"],

@@ -18,9 +18,9 @@ def register(subparsers) -> None:
     b = sub.add_parser("build", help="encode a corpus and write an index folder")
     b.add_argument("--model", required=True, help="model folder or name (all-MiniLM-L6-v2 = bundled copy)")
     b.add_argument("--corpus", required=True, help="BEIR folder, corpus JSONL (_id, title, text) or text file")
-    b.add_argument("--factory", default="Flat",
+    b.add_argument("--factory", "--index", "--search", dest="factory", default="Flat",
                    help='"exact" (no FAISS), or a FAISS factory: Flat, HNSW32, "IVF256,Flat|nprobe=16"')
-    b.add_argument("--out", required=True, help="output folder")
+    b.add_argument("--output", "--out", dest="out", required=True, help="output folder for the index")
     b.add_argument("--recall-queries", help="text/JSONL file of queries for the recall check "
                    "(default: a sample of the documents)")
     _model_options(b)
@@ -36,8 +36,8 @@ def register(subparsers) -> None:
     s.set_defaults(func=search)
 
     a = sub.add_parser("add", help="append documents to an index (same model only)")
-    a.add_argument("index")
-    a.add_argument("--corpus", required=True)
+    a.add_argument("index", help="index folder written by `textcl index build`")
+    a.add_argument("--corpus", required=True, help="documents to add: BEIR folder, corpus JSONL or text file")
     _model_options(a, required=False)
     a.set_defaults(func=add)
 
@@ -45,9 +45,9 @@ def register(subparsers) -> None:
 def _model_options(p: argparse.ArgumentParser, required: bool = True) -> None:
     if not required:
         p.add_argument("--model", help="default: the model recorded in the index (fingerprint-checked)")
-    p.add_argument("--batch-size", type=int, default=64)
-    p.add_argument("--precision", default="auto", choices=["auto", "fp32", "bf16"])
-    p.add_argument("--trust-remote-code", action="store_true")
+    p.add_argument("--batch-size", type=int, default=64, help="texts per encoding batch (default 64)")
+    p.add_argument("--precision", default="auto", choices=["auto", "fp32", "bf16"], help="encoding precision")
+    p.add_argument("--trust-remote-code", action="store_true", help="allow the model's own Python code")
     p.add_argument("--query-prompt", default=None, help="prefix for queries (build: stored in the index)")
     p.add_argument("--document-prompt", default=None, help="prefix for documents (build: stored in the index)")
 
@@ -60,7 +60,7 @@ def _encoder(model_name: str, args: argparse.Namespace, stored: dict | None = No
     d_prompt = args.document_prompt if args.document_prompt is not None else stored.get("document_prompt", "")
     model = load_model(model_name, trust_remote_code=args.trust_remote_code)
     return make_encoder(model, precision=args.precision, batch_size=args.batch_size, query_prompt=q_prompt,
-                   document_prompt=d_prompt, show_progress=sys.stderr.isatty())
+                         document_prompt=d_prompt, show_progress=not args.no_progress)  # off without a terminal
 
 
 def _read_queries(path: str) -> list[tuple[str, str]]:
@@ -77,7 +77,9 @@ def build(args: argparse.Namespace) -> int:
     corpus = load_corpus(args.corpus)
     enc = _encoder(args.model, args)
     queries = [t for _, t in _read_queries(args.recall_queries)] if args.recall_queries else None
-    index = SearchIndex.build(enc, corpus, args.out, factory=args.factory, model=args.model,
+    # A model folder is stored absolute so searching from any directory finds it; names stay names.
+    model = str(Path(args.model).expanduser().resolve()) if Path(args.model).expanduser().exists() else args.model
+    index = SearchIndex.build(enc, corpus, args.out, factory=args.factory, model=model,
                               recall_queries=queries)
     index.config.update(query_prompt=enc.prompts["query"], document_prompt=enc.prompts["document"],
                         corpus=str(Path(args.corpus).resolve()))

@@ -21,6 +21,23 @@ OPTIONS = {
     "query_chunk_size": int, "corpus_chunk_size": int, "recall_check_queries": int, "cross_encoder": str,
     "cross_encoder_max_score": str,
 }
+HELP = {
+    "num_negatives": "hard negatives kept per row", "skip_top": "skip this many top-ranked candidates first",
+    "depth": "candidates retrieved per query", "sampling": "take the top candidates or sample among them",
+    "relative_margin": "drop candidates scoring above (1 - m) x the positive (likely false negatives; none = off)",
+    "absolute_margin": "drop candidates scoring above the positive minus this (none = off)",
+    "margin_reference": "which positive of a multi-positive row the margins compare to",
+    "rows": "retrieval sets: one row per query (all positives) or one per (query, positive)",
+    "max_score": "drop candidates scoring above this cosine (none = off)",
+    "index": '"exact" (chunked, no FAISS) or a FAISS factory string: Flat, HNSW32, "IVF256,Flat|nprobe=16"',
+    "query_chunk_size": "queries searched at once", "corpus_chunk_size": "corpus rows encoded and searched at once",
+    "recall_check_queries": "queries whose approximate top-k is checked against exact search",
+    "cross_encoder": "re-score candidates with this cross-encoder (folder or hub id)",
+    "cross_encoder_max_score": "drop candidates the cross-encoder scores above this",
+    "precision": "encoding precision", "batch_size": "texts per encoding batch",
+    "max_seq_length": "truncate texts to this many tokens", "cache_dir": "on-disk embedding cache",
+    "query_prompt": "prefix for queries", "document_prompt": "prefix for documents",
+}
 MODEL_OPTIONS = {"precision": str, "batch_size": int, "max_seq_length": int, "cache_dir": str,
                  "query_prompt": str, "document_prompt": str}
 
@@ -37,12 +54,24 @@ def register(subparsers) -> None:
     p.add_argument("--model", help="model folder or hub id (default: recipe model.name_or_path)")
     p.add_argument("--recipe", help="YAML recipe: reads its model:, data: and mining: sections")
     p.add_argument("--seed", type=int, default=None, help="sampling / index seed (default: recipe seed, 42)")
-    p.add_argument("--output", help="output .jsonl / .jsonl.gz / .parquet (default: recipe mining.output)")
+    p.add_argument("--output", "--out", help="output .jsonl / .jsonl.gz / .parquet (default: recipe mining.output)")
     for name, tp in {**OPTIONS, **MODEL_OPTIONS}.items():
-        p.add_argument("--" + name.replace("_", "-"), type=tp, default=None, dest=name)
+        flags = ["--" + name.replace("_", "-")] + (["--factory"] if name == "index" else [])
+        section = "mining" if name in OPTIONS else "model"
+        p.add_argument(*flags, type=tp, default=None, dest=name, choices=_choices(section, name),
+                       help=f"{HELP[name]} (recipe: {section}.{name})")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="any recipe override")
-    p.add_argument("--no-progress", action="store_true")
+    p.add_argument("--no-progress", action="store_true", help="no progress bars")
     p.set_defaults(func=run)
+
+
+def _choices(section: str, name: str) -> list[str] | None:
+    """The values a Literal recipe key accepts, listed in --help and checked by argparse."""
+    import typing
+
+    from textcl.config import RunConfig
+    tp = typing.get_type_hints(typing.get_type_hints(RunConfig)[section])[name]
+    return list(typing.get_args(tp)) if typing.get_origin(tp) is typing.Literal else None
 
 
 def _config(args: argparse.Namespace):

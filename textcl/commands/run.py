@@ -3,6 +3,12 @@
 from __future__ import annotations
 
 import argparse
+import os
+import shutil
+import sys
+from pathlib import Path
+
+from textcl.errors import TrainingInterrupted
 
 
 def register(subparsers) -> None:
@@ -25,7 +31,12 @@ def run(args: argparse.Namespace) -> int:
     from textcl.report import format_table
 
     config = load_recipe(args.recipe, args.overrides)
-    summary = run_pipeline(config, recipe=args.recipe, force=args.force)
+    try:
+        summary = run_pipeline(config, recipe=args.recipe, force=args.force)
+    except TrainingInterrupted as exc:  # the train stage saved a checkpoint; a re-run resumes it
+        again = " ".join([cli_name(), "run", args.recipe, *(f"--set {o}" for o in args.overrides)])
+        print(f"interrupted at step {exc.step}; resume with: {again}", flush=True)
+        return 130
     print()
     print("stages: " + ", ".join(f"{name} {st['status']}" for name, st in summary.get("stages", {}).items()))
     data = summary.get("data") or {}
@@ -42,8 +53,21 @@ def run(args: argparse.Namespace) -> int:
     index = summary.get("index")
     if index:
         print(f"\nindex: {index['path']} ({index['count']} documents, {index['factory']}); try: "
-              f"textcl index search {index['path']} \"your query\"")
+              f"{cli_name()} index search {index['path']} \"your query\"")
     if summary.get("report"):
         print(f"report: {summary['report']}")
         print(f"summary: {summary['output_dir']}/summary.json")
     return 0
+
+
+def cli_name() -> str:
+    """`textcl` when the shell finds this installation's command, else its path (e.g. `.venv/bin/textcl`),
+    so a printed command works when pasted into a shell that has not activated the environment."""
+    beside = Path(sys.executable).parent / "textcl"
+    found = shutil.which("textcl")
+    if not beside.is_file() or (found and Path(found).resolve() == beside.resolve()):
+        return "textcl"
+    try:
+        return os.path.relpath(beside)
+    except ValueError:  # another drive (Windows)
+        return str(beside)

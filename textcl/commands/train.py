@@ -1,9 +1,11 @@
-"""`textcl train RECIPE [--set key=value ...] [--resume [CHECKPOINT]]`: fine-tune the recipe's model."""
+"""`textcl train RECIPE [--set key=value ...] [--resume [CHECKPOINT] | --overwrite]`: fine-tune the recipe's model."""
 
 from __future__ import annotations
 
 import argparse
 import logging
+
+from textcl.errors import TrainingInterrupted
 
 log = logging.getLogger("textcl")
 
@@ -14,17 +16,29 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("recipe", help="YAML recipe (see recipes/)")
     parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                         help="override a recipe value, e.g. --set train.max_steps=10 (repeatable)")
-    parser.add_argument("--resume", nargs="?", const=True, default=False, metavar="CHECKPOINT",
-                        help="continue from train.output_dir/checkpoints/latest, or from CHECKPOINT")
+    again = parser.add_mutually_exclusive_group()
+    again.add_argument("--resume", nargs="?", const=True, default=False, metavar="CHECKPOINT",
+                       help="continue from train.output_dir/checkpoints/latest, or from CHECKPOINT")
+    again.add_argument("--overwrite", action="store_true",
+                       help="start afresh even if train.output_dir holds a previous run (its checkpoints are deleted)")
     parser.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
     from textcl.config import load_recipe
+    from textcl.paths import place_outputs
+    from textcl.preflight import check_recipe
     from textcl.train.loop import train
 
-    config = load_recipe(args.recipe, args.overrides)
-    result = train(config, resume=args.resume)
+    # The same output rule as `textcl run`: the model goes to {output_dir}/model unless train.output_dir is set.
+    config = place_outputs(load_recipe(args.recipe, args.overrides))
+    check_recipe(config, training=True, evaluating=False)  # in seconds, before any model loads
+    try:
+        result = train(config, resume=args.resume, overwrite=args.overwrite)
+    except TrainingInterrupted as exc:
+        again = " ".join(["textcl train", args.recipe, *(f"--set {o}" for o in args.overrides)])
+        print(f"interrupted at step {exc.step}; resume with: {again}{' --resume' * bool(exc.checkpoint)}", flush=True)
+        return 130
     log.info("trained %d steps (%d skipped); best model in %s", result.steps, result.skipped_steps,
              result.output_dir)
     if result.after:

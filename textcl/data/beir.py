@@ -29,7 +29,24 @@ def is_beir_folder(folder: Path) -> bool:
         and find_file(folder, "queries.jsonl") is not None
 
 
-def load_beir_corpus(path: Path, report: LoadReport | None = None) -> dict[str, Document]:
+class Quirks:
+    """Counts and first examples of the quirks a real BEIR file may hold, for one warning per file."""
+
+    def __init__(self) -> None:
+        self.seen: dict[str, list[str]] = {}
+
+    def add(self, kind: str, example: str) -> None:
+        self.seen.setdefault(kind, []).append(example)
+
+    def log(self, path: Path) -> None:
+        if self.seen:
+            parts = [f"{len(v)} {k} (e.g. {', '.join(v[:3])})" for k, v in self.seen.items()]
+            log.warning("%s: %s; --strict (eval.strict: true) makes these errors", path, "; ".join(parts))
+
+
+def load_beir_corpus(path: Path, report: LoadReport | None = None, quirks: Quirks | None = None) -> dict[str, Document]:
+    """Documents by id. A repeated id is an error, or with `quirks` (lenient) the last one wins, as in
+    BEIR's loader, and is noted there."""
     corpus: dict[str, Document] = {}
     for lineno, obj in iter_jsonl(path, report):
         try:
@@ -37,8 +54,7 @@ def load_beir_corpus(path: Path, report: LoadReport | None = None) -> dict[str, 
             title = obj.get("title")
             title = "" if title is None else check_text(title, str(path), lineno, "title", allow_empty=True)
             text = get_text(obj, "text", str(path), lineno, allow_empty=bool(title.strip()))
-            if doc_id in corpus:
-                raise DataError(f"duplicate id '{doc_id}'", str(path), lineno, "_id")
+            _repeated_id(doc_id, corpus, str(path), lineno, quirks)
         except DataError as exc:
             handle(exc, report)
             continue
@@ -48,17 +64,25 @@ def load_beir_corpus(path: Path, report: LoadReport | None = None) -> dict[str, 
     return corpus
 
 
-def load_beir_queries(path: Path, report: LoadReport | None = None) -> dict[str, str]:
+def load_beir_queries(path: Path, report: LoadReport | None = None, quirks: Quirks | None = None) -> dict[str, str]:
+    """Query texts by id; a repeated id as in `load_beir_corpus`."""
     queries: dict[str, str] = {}
     for lineno, obj in iter_jsonl(path, report):
         try:
             qid = get_text(obj, "_id", str(path), lineno)
-            if qid in queries:
-                raise DataError(f"duplicate id '{qid}'", str(path), lineno, "_id")
-            queries[qid] = get_text(obj, "text", str(path), lineno)
+            text = get_text(obj, "text", str(path), lineno)
+            _repeated_id(qid, queries, str(path), lineno, quirks)
+            queries[qid] = text
         except DataError as exc:
             handle(exc, report)
     return queries
+
+
+def _repeated_id(key: str, seen: dict, path: str, lineno: int, quirks: Quirks | None) -> None:
+    if key in seen:
+        if quirks is None:
+            raise DataError(f"duplicate id '{key}'", path, lineno, "_id")
+        quirks.add("repeated ids (the last one kept)", f"line {lineno} '{key}'")
 
 
 def _qrels_row(line: str, path: str, lineno: int) -> tuple[str, str, int] | None:
@@ -86,17 +110,27 @@ def _qrels_row(line: str, path: str, lineno: int) -> tuple[str, str, int] | None
     return qid, did, int(grade)
 
 
-def load_qrels(path: Path, report: LoadReport | None = None, *, queries: dict | None = None,
-               corpus: dict | None = None, on_unknown: str = "raise",
-               unknown: Counter | None = None) -> dict[str, dict[str, int]]:
-    """BEIR qrels TSV: optional header `query-id corpus-id score`, CRLF and gzip tolerated.
+ON_UNKNOWN = ("warn", "skip", "raise")
 
-    With `queries`/`corpus` given, judgements naming unknown ids raise (`on_unknown="raise"`) or are
-    dropped and counted in `unknown` and `report` (`on_unknown="skip"`). Other bad rows raise, or are
-    skipped and counted when `report` is given.
+
+def load_qrels(path: Path, report: LoadReport | None = None, *, queries: dict | None = None,
+               corpus: dict | None = None, on_unknown: str = "warn",
+               unknown: Counter | None = None, quirks: dict | None = None) -> dict[str, dict[str, int]]:
+    """BEIR qrels TSV: optional header `query-id corpus-id score`, CRLF and gzip tolerated; ids are strings.
+
+    With `queries`/`corpus` given, `on_unknown` decides about judgements naming unknown ids, as the
+    reference tools (pytrec_eval over BEIR's loader, MTEB) do with `"warn"` (the default): a doc
+    missing from the corpus stays relevant (never retrieved: a miss), a query missing from
+    queries.jsonl is dropped (it cannot be run), a repeated judgement keeps the last grade; one warning
+    per file gives counts and examples. `"skip"` drops unknown docs too (training has no text for
+    them); `"raise"` (strict) makes each an error with file and line. Dropped rows are counted in
+    `unknown`, every quirk in `quirks`. Malformed rows raise, or are skipped and counted when `report` is given.
     """
+    if on_unknown not in ON_UNKNOWN:
+        raise DataError(f"on_unknown must be one of {', '.join(ON_UNKNOWN)}, got {on_unknown!r}", str(path))
     qrels: dict[str, dict[str, int]] = {}
     unknown = Counter() if unknown is None else unknown
+    found = Quirks()
     for lineno, line in iter_lines(path, report):
         if not line.strip():
             continue
@@ -106,20 +140,29 @@ def load_qrels(path: Path, report: LoadReport | None = None, *, queries: dict | 
                 continue
             qid, did, grade = row
             if did in qrels.get(qid, {}):
-                raise DataError(f"duplicate judgement for ('{qid}', '{did}')", str(path), lineno, "corpus-id")
+                if on_unknown == "raise":
+                    raise DataError(f"duplicate judgement for ('{qid}', '{did}')", str(path), lineno, "corpus-id")
+                found.add("repeated judgements (the last grade kept)", f"line {lineno} ('{qid}', '{did}')")
             bad = _unknown_id(qid, did, queries, corpus, str(path), lineno)
             if bad is not None:
                 if on_unknown == "raise":
                     raise bad
-                unknown[bad.reason.split(" '")[0]] += 1
-                if report is not None:
-                    report.skip(bad)
-                continue
+                kind = bad.reason.split(" '")[0]
+                if kind == "unknown doc id" and on_unknown == "warn":
+                    found.add("judgements of docs missing from the corpus (kept: relevant, never retrieved)",
+                               f"'{did}'")
+                else:
+                    found.add(f"judgements with an {kind} (dropped)", f"'{qid if 'query' in kind else did}'")
+                    unknown[kind] += 1
+                    if report is not None:
+                        report.skip(bad)
+                    continue
             qrels.setdefault(qid, {})[did] = grade
         except DataError as exc:
             handle(exc, report)
-    if sum(unknown.values()):
-        log.warning("%s: skipped %d qrels rows: %s", path, sum(unknown.values()), dict(unknown))
+    found.log(path)
+    if quirks is not None:
+        quirks.update({kind: len(v) for kind, v in found.seen.items()})
     return qrels
 
 
@@ -136,16 +179,16 @@ def count_qrels_rows(qrels: dict[str, dict[str, int]]) -> int:
     return sum(len(v) for v in qrels.values())
 
 
-def load_beir(folder: str | Path, split: str = "test", *, on_unknown: str = "raise",
+def load_beir(folder: str | Path, split: str = "test", *, on_unknown: str = "warn",
               report: LoadReport | None = None) -> RetrievalSet:
     """Load a BEIR folder. Only queries with qrels in `split` are kept (all: `meta["all_queries"]`).
 
-    Qrels naming unknown query or doc ids raise (`on_unknown="raise"`) or are dropped and counted
-    (`on_unknown="skip"`, also in `meta["skipped_qrels"]`). With `report` given, malformed rows are
-    skipped and counted there instead of raising.
+    Qrels naming unknown ids follow `on_unknown` (see `load_qrels`: "warn" evaluates as pytrec_eval
+    does, "skip" drops them, "raise" is strict); dropped rows are counted in `meta["skipped_qrels"]`.
+    With `report` given, malformed rows are skipped and counted there instead of raising.
     """
-    if on_unknown not in ("raise", "skip"):
-        raise DataError(f"on_unknown must be 'raise' or 'skip', got {on_unknown!r}", str(folder))
+    if on_unknown not in ON_UNKNOWN:
+        raise DataError(f"on_unknown must be one of {', '.join(ON_UNKNOWN)}, got {on_unknown!r}", str(folder))
     folder = Path(folder)
     if not folder.is_dir():
         raise DataError("not a BEIR folder (expected a directory)", str(folder))
@@ -158,12 +201,17 @@ def load_beir(folder: str | Path, split: str = "test", *, on_unknown: str = "rai
                 if (folder / "qrels").is_dir() else []
             extra = f" (available splits: {', '.join(available)})" if available and "qrels" in name else ""
             raise DataError(f"missing {name}{extra}", str(folder))
-    corpus = load_beir_corpus(corpus_path, report)
-    queries = load_beir_queries(queries_path, report)
+    lenient = on_unknown != "raise"
+    corpus_quirks, query_quirks = Quirks(), Quirks()
+    corpus = load_beir_corpus(corpus_path, report, corpus_quirks if lenient else None)
+    queries = load_beir_queries(queries_path, report, query_quirks if lenient else None)
+    corpus_quirks.log(corpus_path)
+    query_quirks.log(queries_path)
     unknown: Counter = Counter()
+    quirks: dict[str, int] = {}
     qrels = load_qrels(qrels_path, report, queries=queries, corpus=corpus, on_unknown=on_unknown,
-                       unknown=unknown)
+                       unknown=unknown, quirks=quirks)
     split_queries = {q: queries[q] for q in qrels}
     return RetrievalSet(name=folder.name, corpus=corpus, queries=split_queries, qrels=qrels, split=split,
                         meta={"path": str(folder), "all_queries": len(queries),
-                              "skipped_qrels": dict(unknown)})
+                              "skipped_qrels": dict(unknown), "qrels_quirks": quirks})

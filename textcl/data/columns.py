@@ -78,13 +78,17 @@ def resolve_columns(names: list[str], columns: dict | None, roles: dict[str, tup
             if numbered:
                 mapping[role] = detected[role] = [n for _, n in numbered]
                 used.update(detected[role])
-    if detected:
-        log.info("%s: auto-detected columns %s", path, ", ".join(f"{r}={c!r}" for r, c in detected.items()))
+    if detected:  # a guess (question -> query) is worth a line; a column named after its role is not
+        guessed = any(c not in (r, f"{r}s") for r, c in detected.items() if isinstance(c, str))
+        log.log(logging.INFO if guessed else logging.DEBUG, "%s: auto-detected columns %s", path,
+                ", ".join(f"{r}={c!r}" for r, c in detected.items()))
     missing = [r for r in required if r not in mapping]
     if missing:
+        cli = ",".join(f"{r}=COLUMN" for r in missing)
+        yaml_map = ", ".join(f"{r}: COLUMN" for r in missing)
         raise DataError(f"no column for role(s) {', '.join(missing)}; available columns: "
-                        f"{', '.join(map(str, names)) or 'none'} (map them with columns={{'{missing[0]}': "
-                        "'<column>'}})", path)
+                        f"{', '.join(map(str, names)) or 'none'}; map them with --columns {cli} "
+                        f"(in a recipe: data.columns: {{{yaml_map}}})", path)
     return mapping
 
 

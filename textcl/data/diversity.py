@@ -8,7 +8,6 @@ what matters and returns plain JSON-able numbers plus human-readable warnings.
 from __future__ import annotations
 
 import logging
-import re
 import unicodedata
 from collections import Counter
 from collections.abc import Callable, Sequence
@@ -26,11 +25,29 @@ MAX_NEAR_DUPLICATE_RATE = 0.10
 MAX_COLLISIONS_PER_BATCH = 0.5
 
 
+_ACCENTED_SCRIPTS_END = 0x0400  # Latin and Greek: a mark on these letters is an accent (é, ά), not a letter
+
+
 def duplicate_key(text: str) -> str:
     """Case-, accent-, punctuation- and whitespace-insensitive key for the duplicate report; looser on
-    purpose than `textcl.types.normalize_text`, which decides "same text" for mining and masking."""
-    text = unicodedata.normalize("NFKD", text).encode("ascii", "ignore").decode("ascii").lower()
-    return " ".join(re.sub(r"[^\w\s]", " ", text).split())
+    purpose than `textcl.types.normalize_text`, which decides "same text" for mining and masking.
+
+    NFKC + casefold; letters, digits and marks of every script are kept (Cyrillic, CJK, Arabic, ...),
+    everything else separates words; accents on Latin and Greek letters are dropped (é -> e)."""
+    decomposed = unicodedata.normalize("NFKD", unicodedata.normalize("NFKC", text).casefold())
+    out, base = [], ""
+    for ch in decomposed:
+        kind = unicodedata.category(ch)[0]
+        if kind == "M":
+            if not base or ord(base) >= _ACCENTED_SCRIPTS_END:
+                out.append(ch)
+        elif kind in "LN":
+            out.append(ch)
+            base = ch
+        else:
+            out.append(" ")
+            base = ""
+    return " ".join(unicodedata.normalize("NFC", "".join(out)).split())
 
 
 def _length_stats(lengths: Sequence[int]) -> dict:

@@ -6,6 +6,7 @@ Parquet and HF datasets, so errors can name where a bad value is.
 
 from __future__ import annotations
 
+import csv
 import logging
 import os
 import re
@@ -68,13 +69,27 @@ def iter_rows(path: str | Path, fmt: str, split: str, report: LoadReport) -> Ite
     if fmt in ("jsonl", "flag"):
         return iter_jsonl(path, report)
     if fmt in ("csv", "tsv"):
-        return iter(DelimitedRows(path, "," if fmt == "csv" else "\t", report))
+        return iter(DelimitedRows(path, sniff_delimiter(path) if fmt == "csv" else "\t", report))
     if fmt == "parquet":
         return _parquet_rows(Path(path), report)
     if fmt == "hf":
         return _hf_rows(str(path), split, report)
     raise DataError(f"format {fmt!r} is not a table (expected one of jsonl, flag, csv, tsv, parquet, hf)",
                     str(path))
+
+
+_DELIMITERS = (",", ";", "\t", "|")
+
+
+def sniff_delimiter(path: str | Path) -> str:
+    """The delimiter that splits a CSV header into the most columns: `,` unless the file uses `;` (a
+    European spreadsheet export), tab or `|`."""
+    header = peek_first_line(Path(path))
+    fields = {d: len(next(csv.reader([header], delimiter=d), [])) for d in _DELIMITERS}
+    best = max(_DELIMITERS, key=lambda d: fields[d])  # the first of equals: ','
+    if best != ",":
+        log.info("%s: the header is split by %r, not ',': reading the file with delimiter %r", path, best, best)
+    return best
 
 
 def parquet_columns(path: Path) -> tuple[list[str], dict[bytes, bytes]]:

@@ -52,35 +52,42 @@ def load_sts_set(path: str | Path, split: str) -> list[ScoredPair]:
     return load_scored_pairs(p, split=split)
 
 
-def _load_beir(path: str | Path, split: str):
-    from textcl.data.io import load_beir
-    return load_beir(path, split)
-
-
-def evaluate_sets(encode: Encode, eval_cfg: EvalConfig, split: str | None = None, *,
-                  include_ood: bool = True) -> list[SetResult]:
-    """Run every configured set (in-domain, then out-of-domain) and keep the conventions of each."""
+def load_sets(eval_cfg: EvalConfig, split: str | None = None, *, include_ood: bool = True) -> list[tuple]:
+    """Read every configured set, before any model is loaded: `(kind, path, data, out_of_domain)` rows."""
+    from textcl.data.retrieval import load_retrieval_set
     split = split or eval_cfg.split
     sts_paths = list(eval_cfg.sts) + (list(eval_cfg.ood_sts) if include_ood else [])
     ret_paths = list(eval_cfg.retrieval) + (list(eval_cfg.ood_retrieval) if include_ood else [])
     ood = set(eval_cfg.ood_sts) | set(eval_cfg.ood_retrieval)
-    results: list[SetResult] = []
-    for path in sts_paths:
-        name = dataset_name(path)
-        pairs = load_sts_set(path, split)
-        metrics = evaluate_sts(encode, pairs, name)
-        results.append(SetResult("sts", name, split, metrics, {
-            "path": str(path), "n_pairs": len(pairs), "role": "query (both sides)",
-            "out_of_domain": path in ood, "primary": f"{name}/spearman_cosine"}))
-    for path in ret_paths:
-        rset = _load_beir(path, split)
-        details: dict = {"path": str(path), "out_of_domain": path in ood, "primary": f"{rset.name}/ndcg@10",
-                         "skipped_qrels": rset.meta.get("skipped_qrels", {})}
-        metrics = evaluate_retrieval(encode, rset, eval_cfg.k_values, eval_cfg.ignore_identical_ids,
-                                     eval_cfg.search, details=details)
-        results.append(SetResult("retrieval", rset.name, split, metrics, details))
-    if not results:
+    loaded = [("sts", path, load_sts_set(path, split), path in ood) for path in sts_paths]
+    loaded += [("retrieval", path, load_retrieval_set(path, split, on_unknown="raise" if eval_cfg.strict else "warn",
+                                                      extra_corpus=eval_cfg.extra_corpus), path in ood)
+               for path in ret_paths]
+    if not loaded:
         log.warning("no evaluation sets configured (eval.sts / eval.retrieval are empty)")
+    return loaded
+
+
+def evaluate_sets(encode: Encode, eval_cfg: EvalConfig, split: str | None = None, *,
+                  include_ood: bool = True, loaded: list[tuple] | None = None) -> list[SetResult]:
+    """Run every configured set (in-domain, then out-of-domain) and keep the conventions of each;
+    `loaded` is what `load_sets` read (read here when not given)."""
+    split = split or eval_cfg.split
+    results: list[SetResult] = []
+    for kind, path, data, out_of_domain in loaded if loaded is not None else load_sets(eval_cfg, split,
+                                                                                      include_ood=include_ood):
+        if kind == "sts":
+            name = dataset_name(path)
+            metrics = evaluate_sts(encode, data, name)
+            results.append(SetResult("sts", name, split, metrics, {
+                "path": str(path), "n_pairs": len(data), "role": "query (both sides)",
+                "out_of_domain": out_of_domain, "primary": f"{name}/spearman_cosine"}))
+            continue
+        details: dict = {"path": str(path), "out_of_domain": out_of_domain, "primary": f"{data.name}/ndcg@10",
+                         "skipped_qrels": data.meta.get("skipped_qrels", {})}
+        metrics = evaluate_retrieval(encode, data, eval_cfg.k_values, eval_cfg.ignore_identical_ids,
+                                     eval_cfg.search, details=details)
+        results.append(SetResult("retrieval", data.name, split, metrics, details))
     return results
 
 

@@ -84,6 +84,17 @@ def _clean(obj: Any) -> Any:
     return obj
 
 
+def metric_sort_key(key: str) -> tuple:
+    """"set/ndcg@10" sorts after "set/ndcg@3": by set, metric name, then k as a number."""
+    name, _, k = key.partition("@")
+    return (name, int(k) if k.isdigit() else -1, key)
+
+
+def points(value: Any) -> str:
+    """A metric as points (x100, 2 decimals), the unit every textcl table uses; "–" when absent."""
+    return f"{100 * value:.2f}" if isinstance(value, (int, float)) and not math.isnan(value) else "–"
+
+
 def format_table(report: dict[str, Any]) -> str:
     """A fixed-width table of the main metrics (x100), one row per set, with its conventions."""
     model = report.get("model", {})

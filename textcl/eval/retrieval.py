@@ -62,7 +62,7 @@ def check_retrieval_set(rset: RetrievalSet) -> dict[str, int]:
         raise DataError(f"retrieval set '{rset.name}': no qrels query id is among the queries "
                         f"(e.g. '{unknown_queries[0]}'); wrong split or mismatched files?")
     warnings = {"qrels_unknown_query_ids": len(unknown_queries), "qrels_unknown_doc_ids": unknown_docs}
-    if unknown_queries or unknown_docs:
+    if (unknown_queries or unknown_docs) and "qrels_quirks" not in rset.meta:  # load_beir warned already
         # Kept as pytrec_eval keeps them: unknown docs still count as relevant (lower recall), queries
         # without text cannot be run and are left out. Counted so the report shows it.
         log.warning("%s: %d qrels query ids without query text (skipped), %d qrels doc ids not in the "
@@ -136,6 +136,6 @@ def evaluate_retrieval(encode: Encode, rset: RetrievalSet, k_values: Sequence[in
             "document_text": 'title + " " + text', "mean_over": "evaluated queries (pytrec_eval/MTEB)",
             **warnings,
         })
-    log.info("%s (%s): ndcg@10 %s over %d queries", rset.name, rset.split,
+    log.debug("%s (%s): ndcg@10 %s over %d queries", rset.name, rset.split,
              f"{means.get('ndcg@10', float('nan')):.4f}", len(per_query))
     return out

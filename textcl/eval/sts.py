@@ -58,5 +58,5 @@ def evaluate_sts(encode: Encode, pairs: Sequence[ScoredPair], name: str) -> dict
         docs = np.asarray(encode(texts, "document"), dtype=np.float32)
         cross = similarity_scores(a, docs[[index[p.sentence2] for p in pairs]])["cosine"]
         out[f"{name}/spearman_cosine_query_document"] = spearman(gold, cross)
-    log.info("%s: spearman_cosine %.4f over %d pairs", name, out[f"{name}/spearman_cosine"], len(pairs))
+    log.debug("%s: spearman_cosine %.4f over %d pairs", name, out[f"{name}/spearman_cosine"], len(pairs))
     return out

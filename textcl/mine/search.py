@@ -16,7 +16,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from textcl import distributed
+from textcl import distributed, progress
 from textcl.config import MiningConfig
 from textcl.knn import build_faiss_index, exact_search, faiss_search, merge_topk, recall_at_k
 from textcl.mine.plan import MiningPlan
@@ -39,10 +39,7 @@ def _blocks(n: int, size: int) -> list[tuple[int, int]]:
 
 
 def _bar(iterable, desc: str, show: bool, total: int):
-    if not show:
-        return iterable
-    from tqdm.auto import tqdm
-    return tqdm(iterable, desc=desc, total=total, unit="block")
+    return progress.bar(iterable, desc=desc, total=total, unit="block") if show else iterable
 
 
 def encode_sharded(texts: list[str], encode: Encode, role: str, block: int, *, progress: bool = False) -> np.ndarray:

@@ -12,16 +12,19 @@ from typing import Any
 import yaml
 
 from textcl.config import RunConfig, to_dict
+from textcl.eval.report import metric_sort_key, points
+from textcl.hub import BUNDLED_NAMES
+from textcl.paths import is_hub_id, portable_paths
 
 
 def _metric_rows(before: dict, after: dict) -> list[str]:
     rows = []
     for part in ("dev", "ood"):
         b, a = before.get(part, {}), after.get(part, {})
-        for key in sorted(set(b) | set(a)):
+        for key in sorted(set(b) | set(a), key=metric_sort_key):
             vb, va = b.get(key), a.get(key)
-            delta = f"{(va - vb):+.4f}" if isinstance(vb, (int, float)) and isinstance(va, (int, float)) else ""
-            rows.append(f"| {part} | {key} | {_fmt(vb)} | {_fmt(va)} | {delta} |")
+            delta = f"{100 * (va - vb):+.2f}" if isinstance(vb, (int, float)) and isinstance(va, (int, float)) else ""
+            rows.append(f"| {part} | {key} | {points(vb)} | {points(va)} | {delta} |")
     return rows
 
 
@@ -35,20 +38,28 @@ def _towers(config: RunConfig) -> list[str]:
             "with the base model stay valid: nothing needs re-encoding.", ""]
 
 
-def _fmt(value: Any) -> str:
-    return f"{value:.4f}" if isinstance(value, (int, float)) else "–"
 
 
-def render_model_card(*, config: RunConfig, state: Any, before: dict, after: dict, provenance: dict) -> str:
+def base_model_name(name_or_path: str) -> str | None:
+    """The base model as a hub id for the card's metadata; None for a local folder (no path leaks)."""
+    if name_or_path.lower() in {n.lower() for n in BUNDLED_NAMES}:
+        return "sentence-transformers/all-MiniLM-L6-v2"
+    return name_or_path if is_hub_id(name_or_path, Path.cwd()) else None
+
+
+def render_model_card(*, config: RunConfig, state: Any, before: dict, after: dict, provenance: dict,
+                      root: str | Path = ".") -> str:
+    """The card; every absolute path in it is written relative to `root` (the model folder)."""
     tc = config.train
+    base = base_model_name(config.model.name_or_path)
     lines = [
         "---",
         "library_name: sentence-transformers",
         "tags: [sentence-transformers, sentence-similarity, feature-extraction, textcl]",
-        f"base_model: {config.model.name_or_path}",
+        *([f"base_model: {base}"] if base else []),
         "---",
         "",
-        f"# Fine-tuned from {config.model.name_or_path} with textcl",
+        f"# Fine-tuned from {base or Path(config.model.name_or_path).name} with textcl",
         "",
         "Load it with `SentenceTransformer(\"<this folder>\")`.",
         "",
@@ -69,20 +80,20 @@ def render_model_card(*, config: RunConfig, state: Any, before: dict, after: dic
         "## Data and mining provenance",
         "",
         "```json",
-        json.dumps(provenance, indent=2, sort_keys=True, default=str),
+        json.dumps(portable_paths(provenance, root), indent=2, sort_keys=True, default=str),
         "```",
         "",
     ]
     rows = _metric_rows(before, after)
     if rows:
-        lines += ["## Held-out metrics (before -> after training)", "",
+        lines += ["## Held-out metrics (before -> after training, points = x100)", "",
                   "| set | metric | before | after | change |", "|---|---|---|---|---|", *rows, ""]
-    lines += ["## Training config", "", "```yaml", yaml.safe_dump(to_dict(config), sort_keys=False).rstrip(),
-              "```", ""]
+    config_text = yaml.safe_dump(portable_paths(to_dict(config), root), sort_keys=False).rstrip()
+    lines += ["## Training config (paths relative to this folder)", "", "```yaml", config_text, "```", ""]
     return "\n".join(lines)
 
 
 def write_model_card(out_dir: str | Path, **kwargs: Any) -> Path:
     path = Path(out_dir) / "README.md"
-    path.write_text(render_model_card(**kwargs), encoding="utf-8")
+    path.write_text(render_model_card(root=out_dir, **kwargs), encoding="utf-8")
     return path

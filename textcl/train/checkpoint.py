@@ -138,6 +138,7 @@ def atomic_folder(target: Path, write: Callable[[Path], None]) -> Path:
     tmp.mkdir()
     try:
         write(tmp)
+        normal_permissions(tmp)
         sums = {}
         for file in sorted(p for p in tmp.rglob("*") if p.is_file()):
             _fsync_file(file)
@@ -160,6 +161,16 @@ def atomic_folder(target: Path, write: Callable[[Path], None]) -> Path:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     return target
+
+
+def normal_permissions(folder: Path) -> None:
+    """Give files the mode the umask allows (safetensors writes 0600; a model folder should read like
+    any other)."""
+    umask = os.umask(0)
+    os.umask(umask)
+    for file in Path(folder).rglob("*"):
+        if file.is_file():
+            file.chmod(0o666 & ~umask)
 
 
 def verify_folder(folder: Path) -> None:
@@ -218,7 +229,10 @@ def load_checkpoint(folder: Path, *, model: torch.nn.Module, optimizer: torch.op
     if missing or unexpected:
         raise TrainingError(f"checkpoint {folder} does not match the model: missing {missing[:3]}, "
                             f"unexpected {unexpected[:3]}")
-    optimizer.load_state_dict(_torch_load(folder / "optimizer.pt"))
+    if (folder / "optimizer.pt").is_file():
+        optimizer.load_state_dict(_torch_load(folder / "optimizer.pt"))
+    else:  # pruned by finish_run: the run had ended, no step is left to take with this optimizer
+        log.info("%s: the run had finished and its optimizer state was pruned", folder)
     scheduler.load_state_dict(_torch_load(folder / "scheduler.pt"))
     set_rng_state(_torch_load(folder / "rng.pt"))
     raw = json.loads((folder / "trainer_state.json").read_text(encoding="utf-8"))
@@ -300,3 +314,16 @@ def resume_path(resume: bool | str, ckpt_root: Path) -> Path | None:
     if found is None and resume is True:
         raise ConfigError(f"--resume: no complete checkpoint in {ckpt_root}")
     return found
+
+
+def finish_run(ckpt_root: Path, out_dir: Path, prune: bool) -> None:
+    """Give the model folder normal file permissions; with `prune` (the run has ended), drop the
+    checkpoints' optimizer state (their largest file; an ended run resumes without it)."""
+    for folder in list_checkpoints(ckpt_root) if prune else []:
+        optimizer = folder / "optimizer.pt"
+        if optimizer.is_file():
+            sums = json.loads((folder / CHECKSUMS).read_text(encoding="utf-8"))
+            sums.pop("optimizer.pt", None)
+            write_atomic_text(folder / CHECKSUMS, json.dumps(sums, indent=1, sort_keys=True))
+            optimizer.unlink()
+    normal_permissions(out_dir)

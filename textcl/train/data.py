@@ -75,11 +75,13 @@ def epoch_batch_maker(config: RunConfig, items: Sequence) -> Callable[[int], lis
             log.warning("epoch %d: dropped %d examples in %d batches smaller than %d queries", epoch, dropped,
                         len(batches) - len(kept), smallest)
         small = sum(1 for b in kept if len(b) < tc.batch_size / 2)
+        if len(items) % tc.batch_size and small:
+            small -= 1  # the epoch's last, partial batch is no sign of repeated rows
         if small > 0.1 * len(kept):
-            log.warning("epoch %d: %d of %d batches hold less than half of batch_size=%d: the duplicate-aware "
-                        "sampler keeps rows with the same query text or the same sampled positive apart, and "
-                        "many rows repeat one (check the data report for duplicates, or lower batch_size)",
-                        epoch, small, len(kept), tc.batch_size)
+            log.warning("epoch %d: %d of %d batches (besides the last, partial one) hold less than half of "
+                        "batch_size=%d: the duplicate-aware sampler keeps rows with the same query text or the "
+                        "same sampled positive apart, and many rows repeat one (check the data report for "
+                        "duplicates, or lower batch_size)", epoch, small, len(kept), tc.batch_size)
         cache.clear()
         cache[epoch] = kept
         return kept

@@ -19,13 +19,14 @@ from typing import Any
 import numpy as np
 import torch
 from accelerate.utils import set_seed
-from tqdm.auto import tqdm
 
+from textcl import progress
 from textcl.config import RunConfig, save_config
 from textcl.distributed import freeze_unused_parameters
 from textcl.errors import ConfigError, TrainingError
 from textcl.model import Encoder, MemoEncoder, RoutedEncoder, load_model, router_model
 from textcl.train import checkpoint as ckpt
+from textcl.train import guard
 from textcl.train.card import write_model_card
 from textcl.train.components import (
     build_accelerator,
@@ -56,14 +57,18 @@ class TrainResult:
     stopped_early: bool = False
 
 
+@guard.interruptible
 def train(config: RunConfig, examples: Sequence | None = None, *, dev: Callable | None = None,
           ood: Callable | None = None, callbacks: Sequence[Callback] | None = None,
-          resume: bool | str = False, provenance: dict | None = None) -> TrainResult:
+          resume: bool | str = False, provenance: dict | None = None, overwrite: bool = False,
+          interrupt: guard.Interrupt | None = None) -> TrainResult:
     """Fine-tune `config.model` on `examples` (Example, ScoredPair or str, by `config.loss.name`).
 
     `dev` / `ood` are `encode -> {metric: value}` callables; by default they come from
     `config.eval` (dev split, and the out-of-domain sets). `resume=True` continues from
-    `output_dir/checkpoints/latest`, a string from that checkpoint folder.
+    `output_dir/checkpoints/latest`, a string from that checkpoint folder. A fresh run refuses to
+    replace a previous run's work unless `overwrite`. Ctrl-C saves a checkpoint and raises
+    TrainingInterrupted.
     """
     tc = config.train
     check_corpus_settings(config)
@@ -105,9 +110,8 @@ def train(config: RunConfig, examples: Sequence | None = None, *, dev: Callable 
         ckpt.check_fingerprint(state.fingerprint, ckpt.run_fingerprint(config, len(examples), world), resume_from)
         log.info("resumed from %s at step %d (epoch %d, batch %d)", resume_from, state.step, state.epoch,
                  state.batch_in_epoch)
-    elif main and ckpt_root.exists():
-        log.info("fresh run: removing old checkpoints in %s (use --resume to continue them)", ckpt_root)
-        shutil.rmtree(ckpt_root)
+    else:
+        guard.guard_previous_run(out_dir, ckpt_root, overwrite, remove=main)
     accelerator.wait_for_everyone()
     if world > 1:  # DDP needs a gradient for every trainable parameter; BERT's pooler gets none
         model.eval()  # no dropout: the probe must not consume random numbers (exact resume)
@@ -161,10 +165,11 @@ def train(config: RunConfig, examples: Sequence | None = None, *, dev: Callable 
     if state.step == 0 and evaluate_dev is not None:
         save_best(0, evaluate(0))
 
+    trigger = guard.SaveTrigger(tc.save_every, tc.save_every_minutes, interrupt, accelerator.device)
     step_times: list[float] = []
     window_examples, window_start = 0, time.perf_counter()
     stop = state.step >= total_steps
-    bar = tqdm(total=total_steps, initial=state.step, desc="train", unit="step", disable=not main)
+    bar = progress.bar(total=total_steps, initial=state.step, desc="train", unit="step", enabled=main)
     while not stop:
         batches = make_epoch(state.epoch)
         if not batches:
@@ -201,8 +206,9 @@ def train(config: RunConfig, examples: Sequence | None = None, *, dev: Callable 
                 entry = {"step": state.step, "epoch": state.epoch, "loss": loss, "lr": lr,
                          "grad_norm": grad_norm, "examples_per_s": window_examples / max(elapsed, 1e-9)}
                 state.history.append(entry)
-                log.info("step %d/%d loss %.4f lr %.2e grad_norm %.3f %.1f examples/s", state.step,
-                         total_steps, loss, lr, grad_norm, entry["examples_per_s"])
+                log.log(logging.DEBUG if not bar.disable else logging.INFO,  # the bar shows it already
+                        "step %d/%d loss %.4f lr %.2e grad_norm %.3f %.1f examples/s", state.step,
+                        total_steps, loss, lr, grad_norm, entry["examples_per_s"])
                 window_examples, window_start = 0, time.perf_counter()
 
             event = {"step": state.step, "epoch": state.epoch, "loss": loss, "lr": lr, "finite": finite,
@@ -223,8 +229,13 @@ def train(config: RunConfig, examples: Sequence | None = None, *, dev: Callable 
             if corpus is not None and tc.corpus_refresh_every and state.step % tc.corpus_refresh_every == 0 \
                     and not stop:
                 _refresh_corpus(corpus, encoder, model, tc.corpus_dtype)
-            if stop or evaluate_now or end_of_epoch or (tc.save_every and state.step % tc.save_every == 0):
+            periodic, interrupted = trigger.check(state.step)
+            if stop or evaluate_now or end_of_epoch or periodic or interrupted:
                 save(state.step)
+                trigger.saved()
+            if interrupted:
+                bar.close()
+                raise trigger.stop(state.step, ckpt_root)
             if end_of_epoch:  # the next epoch gets its own order and sampled positives
                 break
     bar.close()
@@ -237,6 +248,8 @@ def train(config: RunConfig, examples: Sequence | None = None, *, dev: Callable 
         else:
             _interpolate_with_base(config, model, state, ckpt_root, evaluate, accelerator)
     result = _finish(config, model, state, ckpt_root, provenance, step_times, main, documents)
+    if main:  # a run that ended (not one a callback paused) needs no optimizer state to resume
+        ckpt.finish_run(ckpt_root, out_dir, prune=state.step >= total_steps or result.stopped_early)
     accelerator.wait_for_everyone()
     return result
 
@@ -438,4 +451,4 @@ def _broadcast(accelerator: Any, obj: dict) -> dict:
 def _short(metrics: dict) -> str:
     flat = {f"{part}/{k}": v for part, d in metrics.items() for k, v in d.items()}
     keys = [k for k in flat if k.endswith(("ndcg@10", "spearman_cosine"))] or list(flat)[:6]
-    return ", ".join(f"{k}={flat[k]:.4f}" for k in keys)
+    return ", ".join(f"{k} {100 * flat[k]:.2f}" for k in keys)  # points, like every textcl table
