@@ -190,3 +190,46 @@ def test_int8_matches_fp32_on_the_bundled_model(shared_data, tmp_path):
         cos = _cos(e8(texts, role), e32(texts, role))
         assert cos.mean() > 0.99 and cos.min() > 0.95, (role, cos.mean(), cos.min())
     assert e8.int8_report["passed"] and e8.int8_report["mean_cosine"] > 0.99
+
+
+def test_index_remembers_its_precision_and_notes_another(tiny, tmp_path, caplog):
+    from textcl.index import SearchIndex
+    from textcl.types import Document
+
+    corpus = {str(i): Document(title="", text=t) for i, t in enumerate(TEXTS) if t}
+    e8 = Encoder(tiny, precision="int8", cache_dir=tmp_path / "cache", show_progress=False)
+    built = SearchIndex.build(e8, corpus, tmp_path / "idx", factory="exact", model="tiny")
+    assert built.config["precision"] == "int8" and built.config["int8_guard"]["passed"]
+    assert "folder" not in built.config["int8_guard"]  # no machine-local paths in the index
+    with caplog.at_level(logging.INFO, logger="textcl.index"):
+        loaded = SearchIndex.load(tmp_path / "idx", Encoder(tiny, precision="fp32", show_progress=False))
+    assert "built at precision int8; queries are encoded at fp32" in caplog.text
+    hits = loaded.search(TEXTS[1], k=1)[0]
+    assert hits[0].id == "1" and hits[0].score > 0.99
+
+
+def test_cli_index_build_int8_and_search_with_its_precision(tmp_path, tiny_model_path, monkeypatch, capsys):
+    import json
+
+    from textcl.cli import main
+
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))  # where exports go without an embedding cache
+    (tmp_path / "docs.txt").write_text("cat\nthe dog ran\na red car is fast\nthe green tree by the river\n")
+    out = tmp_path / "idx"
+    assert main(["index", "build", "--model", str(tiny_model_path), "--corpus", str(tmp_path / "docs.txt"),
+                 "--factory", "exact", "--out", str(out), "--precision", "int8"]) == 0
+    assert "int8 cosine to fp32 mean" in capsys.readouterr().out
+    assert json.loads((out / "config.json").read_text())["precision"] == "int8"
+    assert list((tmp_path / "xdg" / "textcl" / "int8").iterdir())
+    assert main(["index", "search", str(out), "the dog ran", "-k", "1"]) == 0  # default: the index's int8
+    first = capsys.readouterr().out.splitlines()[-1].split("\t")
+    assert first[2] == "2" and float(first[1]) == pytest.approx(1.0, abs=1e-3)
+
+
+def test_recipe_takes_int8_for_encoding_but_not_for_training():
+    from textcl.config import load_recipe
+
+    cfg = load_recipe(None, ["model.precision=int8", "model.allow_int8=true"])
+    assert cfg.model.precision == "int8" and cfg.model.allow_int8 is True
+    with pytest.raises(ConfigError, match="precision"):
+        load_recipe(None, ["train.precision=int8"])
