@@ -16,7 +16,7 @@ import sys
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
-ORDER = ["encode", "mine", "mine_scale", "search", "train", "quality"]
+ORDER = ["encode", "int8", "mine", "mine_scale", "search", "train", "quality"]
 MARK = "<!-- bench: {} -->"
 
 

@@ -233,3 +233,19 @@ def test_recipe_takes_int8_for_encoding_but_not_for_training():
     assert cfg.model.precision == "int8" and cfg.model.allow_int8 is True
     with pytest.raises(ConfigError, match="precision"):
         load_recipe(None, ["train.precision=int8"])
+
+
+def test_cli_mine_int8_records_precision_and_guard(tmp_path, tiny_model_path):
+    import json
+
+    from beir_fixture import write_beir
+
+    from textcl.cli import main
+
+    beir = write_beir(tmp_path / "beir")
+    out = tmp_path / "mined.jsonl"
+    rc = main(["mine", "--model", str(tiny_model_path), "--retrieval", str(beir), "--split", "train",
+               "--output", str(out), "--precision", "int8", "--cache-dir", str(tmp_path / "cache"), "--no-progress"])
+    assert rc == 0
+    prov = json.loads(out.with_name("mined.jsonl.provenance.json").read_text())
+    assert prov["precision"] == "int8" and prov["int8_guard"]["passed"] and prov["int8_guard"]["texts"] > 0
