@@ -169,12 +169,12 @@ def encoder_precision(precision: str, device: str | torch.device | None, allow_i
     kind = torch.device(device).type if device is not None else "cpu"
     if precision == "int8":
         if kind != "cpu":
-            raise ConfigError(f"precision int8 runs on the CPU (ONNX Runtime) but the model is on {kind}: "
+            raise ConfigError(f"precision int8 runs on the CPU (OpenVINO) but the model is on {kind}: "
                               "load it with device='cpu', or use bf16 on the GPU")
-        int8.require_onnxruntime()
+        int8.require()
         return "int8"
     if precision == "auto" and allow_int8 and kind == "cpu":
-        if int8.onnxruntime_available():
+        if int8.available():
             return "int8"
         log.info("precision auto: int8 is allowed but not installed (pip install 'textcl[int8]'); not using it")
     return resolve_precision(precision, device)
@@ -227,7 +227,7 @@ class Encoder:
         self.show_progress = show_progress
         self.fingerprint = model_fingerprint(model)
         self._shadow: torch.nn.Module | None = None
-        self._int8_stage: int8.OnnxTokenStage | None = None
+        self._int8_stage: int8.TokenStage | None = None
         self._int8_weights: tuple = ()
         self.int8_report: dict[str, Any] = {}
         self.last_stats: dict[str, Any] = {}
@@ -276,15 +276,15 @@ class Encoder:
 
     def _stages(self) -> list:
         """What maps features to "sentence_embedding": the model (fp32), its bf16 copy, or, for int8, the
-        ONNX token stage followed by the model's own modules after the transformer (pooling, dense...)."""
+        int8 token stage followed by the model's own modules after the transformer (pooling, dense...)."""
         if self.precision == "int8":
             return [self._int8_stage, *list(self.model)[1:]]
         return [self._runner()]
 
     def _prepare_int8(self, texts: list[str], prompt: str) -> None:
-        """Load (or export) the int8 stage for the current weights; on a fresh export run the quality guard
-        on a sample of `texts` (prompted) against fp32. A failed guard raises for precision int8 and falls
-        back to fp32/bf16 for auto."""
+        """Load (or export) the int8 stage for the current weights. On a fresh export a sample of `texts`
+        (prompted) is encoded in fp32: half of its batches calibrate the quantization, the other half is
+        what the quality guard compares. A failed guard raises for int8 and falls back to fp32/bf16 for auto."""
         # Parameter versions change on any in-place update (an optimizer step), so training is noticed
         # without re-hashing the weights on every call.
         weights = tuple((id(p), p._version) for p in self.model.parameters())
@@ -292,12 +292,19 @@ class Encoder:
             return
         self.fingerprint = model_fingerprint(self.model)
         root = self.cache_dir if self.cache_dir is not None else int8.default_cache_root()
-        stage, status = int8.load_stage(self.model, self.fingerprint, root, self._with_types())
-        guard = int8.read_guard(stage.folder)
+        guard = int8.read_guard(int8.export_dir(root, self.fingerprint))
+        recorder = int8.Recorder(self._with_types())
         if guard is None:
+            # Calibrate on half the sample and check on the other half: a guard on the calibration texts
+            # themselves would flatter static quantization.
             sample = int8.guard_sample(texts)
-            ref = self._encode(sample, prompt, [self.model])
-            got = self._encode(sample, prompt, [stage, *list(self.model)[1:]])
+            calibrate, check = sample[::2], sample[1::2] or sample
+            self._encode(calibrate, prompt, [recorder, self.model])
+            ref = self._encode(check, prompt, [self.model])
+        stage, status = int8.load_stage(self.model, self.fingerprint, root, self._with_types(),
+                                        lambda: recorder.feeds)
+        if guard is None:
+            got = self._encode(check, prompt, [stage, *list(self.model)[1:]])
             guard = int8.guard_result(ref, got)
             int8.write_guard(stage.folder, guard)
             log.info("int8 guard: cosine to fp32 mean %.4f, min %.4f on %d texts (%s)", guard["mean_cosine"],

@@ -48,7 +48,7 @@ def _model_options(p: argparse.ArgumentParser, required: bool = True) -> None:
     p.add_argument("--batch-size", type=int, default=64)
     p.add_argument("--precision", default=None, choices=["auto", "fp32", "bf16", "int8"],
                    help="encoding precision (build default auto; search/add default: the index's own). "
-                        "int8 = ONNX Runtime int8 on CPU, needs textcl[int8]")
+                        "int8 = OpenVINO int8 on CPU, needs textcl[int8]")
     p.add_argument("--allow-int8", action="store_true", help="let --precision auto pick int8 (quality-guarded)")
     p.add_argument("--trust-remote-code", action="store_true")
     p.add_argument("--query-prompt", default=None, help="prefix for queries (build: stored in the index)")
