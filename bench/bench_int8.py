@@ -23,6 +23,7 @@ import os
 import sys
 import tempfile
 import time
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -37,6 +38,18 @@ ST_FP32 = "sentence-transformers fp32 (`encode`)"
 TC_FP32 = "textcl fp32 (`Encoder(precision='fp32')`)"
 TC_INT8 = "textcl int8 (`Encoder(precision='int8')`)"
 ST_ONNX = "sentence-transformers ONNX int8 backend"
+
+
+def cpu_flags() -> str:
+    """The CPU's int8 / bf16 relevant instruction-set flags, as /proc/cpuinfo spells them."""
+    wanted = ("avx2", "avx512f", "avx512bw", "avx512_vnni", "avx_vnni", "avx512_bf16", "amx_bf16", "amx_int8")
+    try:
+        flags = set(Path("/proc/cpuinfo").read_text().split())
+    except OSError:
+        return "unknown"
+    have = [f for f in wanted if f in flags]
+    missing = [f for f in wanted if f not in flags]
+    return f"{' '.join(have) or 'none'} (absent: {' '.join(missing) or 'none'})"
 
 
 def int8_matmul_ceiling(m: int, k: int, n: int, seconds: float = 3.0) -> tuple[float, float]:
@@ -195,7 +208,7 @@ def report(args, results, docs, queries, lengths, flops, rset, doc_ids, qids, gu
         f"int8 matmul ceiling (OpenVINO, NNCF-quantized 16384x384 @ 384x1536 MatMul, best of before/after): "
         f"{c_wall / 1e12:.3f} TOP/s wall, {c_cpu / 1e12:.3f} TOP/s per CPU-second x threads; fp32 matmul "
         f"(torch, same shape): {f_wall / 1e12:.3f} TFLOP/s wall. Model work = useful FLOPs of the real document "
-        f"tokens ({flops / 1e12:.2f} T: dense layers + attention; queries not counted).", "",
+        f"tokens ({flops / 1e12:.2f} T: dense layers + attention; queries not counted). CPU flags: {cpu_flags()}.", "",
         f"textcl int8: {int8.METHOD}; one-time export + quantization + guard {export_s:.1f} s (cached per "
         f"model fingerprint, not in the rows above; includes encoding the guard's sample). Quality guard on {guard['texts']} of these documents: "
         f"cosine to fp32 mean {guard['mean_cosine']:.4f}, min {guard['min_cosine']:.4f} (thresholds "
