@@ -38,6 +38,19 @@ ST_FP32 = "sentence-transformers fp32 (`encode`)"
 TC_FP32 = "textcl fp32 (`Encoder(precision='fp32')`)"
 TC_INT8 = "textcl int8 (`Encoder(precision='int8')`)"
 ST_ONNX = "sentence-transformers ONNX int8 backend"
+# How textcl's int8 was chosen: three probes outside this script (numbers below), same loaded machine.
+VARIANTS = (
+    "Variants tried to choose textcl's int8: three probes outside this script on the same shared machine, "
+    "all-MiniLM-L6-v2 on the first 240 NFCorpus documents, docs per CPU-second x 2 threads (cosine to fp32 "
+    "mean / min). (1) ONNX Runtime dynamic int8 with per-channel weights (the issue's route) through textcl's "
+    "Encoder, best of 2 round-robin: SDPA-attention export 34.2 vs eager-attention export 44.9 (0.9954 / "
+    "0.9927). (2) One pass each, same run: eager export 44.5; with ONNX Runtime's BERT fusions (Attention, "
+    "SkipLayerNorm, BiasGelu) 41.8 (0.9953 / 0.9912); ONNX Runtime static QDQ int8 calibrated on 64 documents "
+    "38.1 (0.9457 / 0.9171, rejected); OpenVINO running ONNX Runtime's dynamic-int8 graph 19.7 (no gain). "
+    "(3) A standalone harness (own tokenisation, batches of 16, mean pooling), best of 2 round-robin: ONNX "
+    "Runtime fp32 23.1, ONNX Runtime dynamic int8 41.4 (0.9954 / 0.9916), OpenVINO fp32 56.9 (1.0000), "
+    "**OpenVINO + NNCF static int8, transformer preset, 83.5 (0.9971 / 0.9945)**: the kept route. "
+    "sentence-transformers' own ONNX/OpenVINO route needs `optimum`, not installable here (see the table).")
 
 
 def cpu_flags() -> str:
@@ -213,6 +226,7 @@ def report(args, results, docs, queries, lengths, flops, rset, doc_ids, qids, gu
         f"model fingerprint, not in the rows above; includes encoding the guard's sample). Quality guard on {guard['texts']} of these documents: "
         f"cosine to fp32 mean {guard['mean_cosine']:.4f}, min {guard['min_cosine']:.4f} (thresholds "
         f"{guard['threshold_mean']} / {guard['threshold_min']}: {'passed' if guard['passed'] else 'FAILED'}).", "",
+        VARIANTS, "",
     ]
     return lines
 
