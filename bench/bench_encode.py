@@ -82,6 +82,16 @@ def subset(rset: RetrievalSet, n_docs: int) -> RetrievalSet:
     return RetrievalSet(rset.name, keep, {q: rset.queries[q] for q in qrels}, qrels, rset.split)
 
 
+def nfcorpus_test(n_docs: int | None) -> tuple[RetrievalSet, list[str], list[str], list[str], list[str]]:
+    """NFCorpus test (the first `n_docs` documents if given): set, doc ids, doc texts, query ids, query texts."""
+    rset = load_beir(DATA, "test")
+    if n_docs:
+        rset = subset(rset, n_docs)
+    doc_ids = list(rset.corpus)
+    qids = list(rset.qrels)
+    return rset, doc_ids, [rset.corpus[d].full_text for d in doc_ids], qids, [rset.queries[q] for q in qids]
+
+
 def main() -> int:
     parser = argparse.ArgumentParser()
     parser.add_argument("--mode", choices=["quick", "full"], default="quick")
@@ -93,13 +103,7 @@ def main() -> int:
     repeats = args.repeats
     with_bf16 = bf16_rows(args.mode)
 
-    rset = load_beir(DATA, "test")
-    if n_docs:
-        rset = subset(rset, n_docs)
-    doc_ids = list(rset.corpus)
-    docs = [rset.corpus[d].full_text for d in doc_ids]
-    qids = list(rset.qrels)
-    queries = [rset.queries[q] for q in qids]
+    rset, doc_ids, docs, qids, queries = nfcorpus_test(n_docs)
 
     model = load_model("all-MiniLM-L6-v2", device="cpu")
     cfg = model[0].auto_model.config

@@ -17,7 +17,7 @@ import sys
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
-ORDER = ["encode", "mine", "mine_scale", "search", "train", "fast", "fast_peer", "corpus_scale", "quality"]
+ORDER = ["encode", "int8", "mine", "mine_scale", "search", "train", "fast", "fast_peer", "corpus_scale", "quality"]
 # Benches that train models for an hour or more: `make bench` tables their recorded runs (bench/records).
 RECORDED = ("quality", "fast")
 MARK = "<!-- bench: {} -->"

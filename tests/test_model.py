@@ -142,7 +142,7 @@ def test_cache_encodes_only_texts_it_has_not_seen(tiny, tmp_path):
     enc(TEXTS[:2])
     calls = []
     real = enc._encode
-    enc._encode = lambda texts, prompt: (calls.append(list(texts)), real(texts, prompt))[1]
+    enc._encode = lambda texts, prompt, stages: (calls.append(list(texts)), real(texts, prompt, stages))[1]
     both = enc(TEXTS)
     assert calls == [["tea", "", TEXTS[4]]]  # only texts not seen before, each once
     np.testing.assert_allclose(both, Encoder(tiny, precision="fp32", show_progress=False)(TEXTS), atol=1e-6)

@@ -197,9 +197,9 @@ def test_query_side_run_embeds_each_text_once_per_model_and_keeps_the_index_vali
     computed: dict[str, list[str]] = {}
     real = Encoder._encode
 
-    def spy(self, texts, prompt):  # keyed by the weights at the time of the call
+    def spy(self, texts, prompt, *stages):  # keyed by the weights at the time of the call
         computed.setdefault(model_fingerprint(self.model), []).extend(texts)
-        return real(self, texts, prompt)
+        return real(self, texts, prompt, *stages)
 
     monkeypatch.setattr(Encoder, "_encode", spy)
     recipe = _tiny_project(tmp_path, tiny_model_path)

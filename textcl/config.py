@@ -23,6 +23,7 @@ from textcl import paths
 from textcl.errors import ConfigError
 
 Precision = Literal["auto", "fp32", "bf16"]
+EncodePrecision = Literal["auto", "fp32", "bf16", "int8"]  # int8: encoding only (textcl.int8), never training
 _NUMBER = re.compile(r"^[-+]?(\d+\.?\d*|\.\d+)([eE][-+]?\d+)?$")
 
 
@@ -38,7 +39,8 @@ def _path(default: Any = None, *, hub: bool = False) -> Any:
 class ModelConfig:
     name_or_path: str = _path("all-MiniLM-L6-v2", hub=True)  # "all-MiniLM-L6-v2" = bundled offline copy
     max_seq_length: int | None = 256
-    precision: Precision = "auto"
+    precision: EncodePrecision = "auto"  # encoding; evaluation maps int8 to fp32 unless asked on the CLI
+    allow_int8: bool = False  # let precision auto pick int8 (after its quality guard) for mining and indexes
     batch_size: int = 64  # encoding batch size
     trust_remote_code: bool = False
     query_prompt: str = ""

@@ -2,7 +2,8 @@
 
 A folder holds `embeddings.npy` (float32, L2-normalised), `index.faiss` (absent for factory "exact"),
 `ids.jsonl` (row -> id, title, snippet), `fingerprint.txt` (the model's weights fingerprint) and
-`config.json` (model, factory, counts, and the recall of an approximate index against exact search).
+`config.json` (model, factory, counts, the precision the documents were encoded at with the int8 quality
+guard's numbers, and the recall of an approximate index against exact search).
 Search uses `textcl.knn` so results follow its layout: score desc, ties by ascending row.
 """
 
@@ -82,7 +83,9 @@ class SearchIndex:
         emb = encode([corpus[i].full_text for i in ids], "document").astype(np.float32)
         rows = [_row(i, corpus[i]) for i in ids]
         config = {"model": model, "fingerprint": fingerprint, "factory": factory, "dim": int(emb.shape[1]),
-                  "count": len(ids), "seed": seed}
+                  "count": len(ids), "seed": seed, "precision": getattr(encode, "precision", None)}
+        if getattr(encode, "int8_report", None):
+            config["int8_guard"] = {k: v for k, v in encode.int8_report.items() if k != "folder"}
         index = cls(Path(out), emb, rows, config)
         index.encode = encode
         index._rebuild()
@@ -127,6 +130,11 @@ class SearchIndex:
                 f"index {self.path} was built with model {self.config.get('model')!r} (fingerprint "
                 f"{self.config['fingerprint'][:12]}), but the given model has fingerprint {given[:12]}; "
                 "embeddings of different models are not comparable: search with the same model or rebuild")
+        built, now = self.config.get("precision"), getattr(encode, "precision", None)
+        if built and now and built != now:
+            # Same weights: int8/bf16/fp32 embeddings of one model agree to cosine ~0.99, so search works.
+            log.info("index %s was built at precision %s; queries are encoded at %s (same model, so they "
+                     "still search it; scores differ slightly from a %s query)", self.path, built, now, built)
         self.encode = encode
 
     # ------------------------------------------------------------ search / add

@@ -1,8 +1,10 @@
 """Load sentence-transformers models (local path or hub id) and encode text fast.
 
 `Encoder` tokenises once, sorts by token length, packs batches by a token budget with dynamic
-padding, runs a bf16 copy of the weights where the hardware has bf16 units, and returns float32,
-L2-normalised rows in input order; an optional on-disk cache is keyed by weights, not by name.
+padding, runs a bf16 copy of the weights where the hardware has bf16 units (or, for precision int8,
+an ONNX Runtime int8 export of the transformer from `textcl.int8`, with the model's own pooling after
+it), and returns float32, L2-normalised rows in input order; an optional on-disk cache is keyed by
+weights, not by name.
 """
 
 from __future__ import annotations
@@ -21,7 +23,7 @@ import torch
 import torch.nn.functional as F
 from sentence_transformers import SentenceTransformer
 
-from textcl import progress
+from textcl import int8, progress
 from textcl.embcache import EmbeddingStore, text_key
 from textcl.errors import ConfigError
 from textcl.hub import BUNDLED_NAMES, check_model_folder, resolve_model_path  # noqa: F401 - re-exported
@@ -157,20 +159,54 @@ def prompt_length(model: SentenceTransformer, prompt: str) -> int | None:
     return int(preprocess([prompt])["input_ids"].shape[-1]) - 1
 
 
+def encoder_precision(precision: str, device: str | torch.device | None, allow_int8: bool = False) -> str:
+    """Map auto|fp32|bf16|int8 to what an Encoder runs; auto picks int8 only when `allow_int8` (CPU only).
+
+    The int8 quality guard can still turn an auto choice back to fp32/bf16 on the first encode.
+    """
+    if precision not in ("auto", "fp32", "bf16", "int8"):
+        raise ConfigError(f"precision must be auto, fp32, bf16 or int8, got {precision!r}")
+    kind = torch.device(device).type if device is not None else "cpu"
+    if precision == "int8":
+        if kind != "cpu":
+            raise ConfigError(f"precision int8 runs on the CPU (OpenVINO) but the model is on {kind}: "
+                              "load it with device='cpu', or use bf16 on the GPU")
+        int8.require()
+        return "int8"
+    if precision == "auto" and allow_int8 and kind == "cpu":
+        if int8.available():
+            return "int8"
+        log.info("precision auto: int8 is allowed but not installed (pip install 'textcl[int8]'); not using it")
+    return resolve_precision(precision, device)
+
+
+def scoring_precision(precision: str) -> str:
+    """The precision evaluation uses for a model section's `precision`: int8 becomes fp32, so that reported
+    numbers reproduce (ask for int8 explicitly, e.g. `textcl eval --precision int8`, to score int8)."""
+    if precision == "int8":
+        log.info("evaluation encodes in fp32, not int8, so that its numbers reproduce (--precision int8 to override)")
+        return "fp32"
+    return precision
+
+
 class Encoder:
     """Callable Encode over a SentenceTransformer: `enc(texts, role) -> float32 [n, dim]`, L2-normalised.
 
     `batch_size` is the number of max-length sequences per batch; batches of shorter texts hold more
     texts (a token budget of batch_size * max_seq_length). A prompt of None uses the model's own
-    prompt for that role (`model.prompts`), "" means none.
+    prompt for that role (`model.prompts`), "" means none. Precision int8 (or auto with `allow_int8`) runs
+    the transformer through `textcl.int8`, exported under `cache_dir` (else ~/.cache/textcl);
+    `int8_report` then holds the quality guard's result.
     """
 
     def __init__(self, model: SentenceTransformer, *, precision: str = "auto", batch_size: int = 64,
                  query_prompt: str | None = "", document_prompt: str | None = "",
-                 cache_dir: str | os.PathLike | None = None, show_progress: bool = True):
+                 cache_dir: str | os.PathLike | None = None, show_progress: bool = True,
+                 allow_int8: bool = False):
         self.model = model
         self.device = model.device
-        self.precision = resolve_precision(precision, self.device)
+        self.requested_precision = precision
+        self.precision = encoder_precision(precision, self.device, allow_int8)
         self.batch_size = batch_size
         prompts = getattr(model, "prompts", None) or {}
         self.prompts = {"query": prompts.get("query", "") if query_prompt is None else query_prompt,
@@ -181,6 +217,9 @@ class Encoder:
         self._hashed_state = tuple((id(t), t._version) for t in model.state_dict(keep_vars=True).values())
         self._shadow: torch.nn.Module | None = None
         self._stores: dict[Path, EmbeddingStore] = {}
+        self._int8_stage: int8.TokenStage | None = None
+        self._int8_weights: tuple = ()
+        self.int8_report: dict[str, Any] = {}
         self.last_stats: dict[str, Any] = {}
 
     # ------------------------------------------------------------ public
@@ -190,22 +229,27 @@ class Encoder:
             raise ConfigError(f"role must be 'query' or 'document', got {role!r}")
         texts = list(texts)
         prompt = self.prompts[role]
+        if self.precision == "int8" and texts:
+            self._prepare_int8([prompt + t for t in texts], prompt)
         if self.cache_dir is None or not texts:
-            return self._encode([prompt + t for t in texts], prompt)
+            return self._encode([prompt + t for t in texts], prompt, self._stages())
         self._refresh_fingerprint()
         store = self._store(role)
         keys = [text_key(t) for t in texts]
         todo = store.missing(keys)
         if todo:
-            store.add([keys[i] for i in todo], self._encode([prompt + texts[i] for i in todo], prompt))
+            store.add([keys[i] for i in todo], self._encode([prompt + texts[i] for i in todo], prompt, self._stages()))
         else:
             log.debug("embedding cache hit: %d texts in %s", len(texts), store.folder)
         return store.get(keys)
 
     def settings(self, role: str) -> dict[str, Any]:
         """Everything besides weights and text that changes the output (part of the cache key)."""
-        return {"version": CACHE_VERSION, "precision": self.precision, "prompt": self.prompts[role],
-                "max_seq_length": self.model.max_seq_length, "device": self.device.type}
+        out = {"version": CACHE_VERSION, "precision": self.precision, "prompt": self.prompts[role],
+               "max_seq_length": self.model.max_seq_length, "device": self.device.type}
+        if self.precision == "int8":
+            out["int8"] = f"{int8.INT8_VERSION}:{int8.METHOD}"
+        return out
 
     # ------------------------------------------------------------ internals
 
@@ -226,6 +270,54 @@ class Encoder:
         if folder not in self._stores:
             self._stores[folder] = EmbeddingStore(folder)
         return self._stores[folder]
+
+    def _stages(self) -> list:
+        """What maps features to "sentence_embedding": the model (fp32), its bf16 copy, or, for int8, the
+        int8 token stage followed by the model's own modules after the transformer (pooling, dense...)."""
+        if self.precision == "int8":
+            return [self._int8_stage, *list(self.model)[1:]]
+        return [self._runner()]
+
+    def _prepare_int8(self, texts: list[str], prompt: str) -> None:
+        """Load (or export) the int8 stage for the current weights. On a fresh export a sample of `texts`
+        (prompted) is encoded in fp32: half of its batches calibrate the quantization, the other half is
+        what the quality guard compares. A failed guard raises for int8 and falls back to fp32/bf16 for auto."""
+        # Parameter versions change on any in-place update (an optimizer step), so training is noticed
+        # without re-hashing the weights on every call.
+        weights = tuple((id(p), p._version) for p in self.model.parameters())
+        if self._int8_stage is not None and weights == self._int8_weights:
+            return
+        self.fingerprint = model_fingerprint(self.model)
+        root = self.cache_dir if self.cache_dir is not None else int8.default_cache_root()
+        guard = int8.read_guard(int8.export_dir(root, self.fingerprint))
+        recorder = int8.Recorder(self._with_types())
+        if guard is None:
+            # Calibrate on half the sample and check on the other half: a guard on the calibration texts
+            # themselves would flatter static quantization.
+            sample = int8.guard_sample(texts)
+            calibrate, check = sample[::2], sample[1::2] or sample
+            self._encode(calibrate, prompt, [recorder, self.model])
+            ref = self._encode(check, prompt, [self.model])
+        stage, status = int8.load_stage(self.model, self.fingerprint, root, self._with_types(),
+                                        lambda: recorder.feeds)
+        if guard is None:
+            got = self._encode(check, prompt, [stage, *list(self.model)[1:]])
+            guard = int8.guard_result(ref, got)
+            int8.write_guard(stage.folder, guard)
+            log.info("int8 guard: cosine to fp32 mean %.4f, min %.4f on %d texts (%s)", guard["mean_cosine"],
+                     guard["min_cosine"], guard["texts"], "passed" if guard["passed"] else "FAILED")
+        self.int8_report = {**guard, "export": status, "folder": str(stage.folder)}
+        if not guard["passed"]:
+            if self.requested_precision == "int8":
+                raise int8.guard_error(guard, self.fingerprint)
+            self.precision = resolve_precision(self.requested_precision, self.device)
+            log.warning("precision auto: int8 failed its quality guard (mean cosine %.4f, min %.4f); using %s",
+                        guard["mean_cosine"], guard["min_cosine"], self.precision)
+            return
+        self._int8_stage, self._int8_weights = stage, weights
+
+    def _with_types(self) -> bool:
+        return "token_type_ids" in getattr(self.model.tokenizer, "model_input_names", [])
 
     def _runner(self) -> torch.nn.Module:
         """The module to run: the model itself (fp32) or a bf16 copy kept in sync with its weights."""
@@ -275,18 +367,17 @@ class Encoder:
             start += n
         return batches
 
-    def _encode(self, texts: list[str], prompt: str) -> np.ndarray:
+    def _encode(self, texts: list[str], prompt: str, stages: list) -> np.ndarray:
         dim = self.model.get_embedding_dimension()
         if not texts:
             return np.zeros((0, dim), dtype=np.float32)
         ids = self._tokenize(texts)
         lengths = np.array([len(x) for x in ids])
         pad_id = self.model.tokenizer.pad_token_id or 0
-        runner = self._runner()
         out = torch.empty((len(texts), dim), dtype=torch.float32)
         length = prompt_length(self.model, prompt)
         extra = {"prompt_length": length} if length is not None else {}
-        with_types = "token_type_ids" in getattr(self.model.tokenizer, "model_input_names", [])
+        with_types = self._with_types()
         batches = self._batches(lengths)
         padded = 0
         bar = progress.bar(total=len(texts), desc="encode", unit="text", enabled=self.show_progress, leave=False)
@@ -302,7 +393,9 @@ class Encoder:
                 features = {"input_ids": input_ids.to(self.device), "attention_mask": mask.to(self.device), **extra}
                 if with_types:
                     features["token_type_ids"] = torch.zeros_like(features["input_ids"])
-                emb = runner(features)["sentence_embedding"].float()
+                for stage in stages:
+                    features = stage(features)
+                emb = features["sentence_embedding"].float()
                 out[torch.from_numpy(idx)] = F.normalize(emb, p=2, dim=1).cpu()
                 bar.update(len(idx))
         bar.close()

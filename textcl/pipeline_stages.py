@@ -22,16 +22,22 @@ log = logging.getLogger(__name__)
 # ---------------------------------------------------------------- shared helpers
 
 
-def encoder_for(ctx: Context, model_path: str) -> Encode:
-    """A textcl Encoder for `model_path` with the recipe's model settings (cached per path)."""
-    key = f"encoder:{model_path}"
+def encoder_for(ctx: Context, model_path: str, *, scoring: bool = False) -> Encode:
+    """A textcl Encoder for `model_path` with the recipe's model settings (cached per path and use).
+
+    `scoring`: the encoder reports numbers (evaluation), so it stays off int8 (see scoring_precision);
+    otherwise (mining, indexes, data checks) the recipe's precision and allow_int8 apply.
+    """
+    key = f"encoder:{model_path}:{'scoring' if scoring else 'speed'}"
     if key not in ctx.cache:
-        from textcl.model import load_model, make_encoder
+        from textcl.model import load_model, make_encoder, scoring_precision
         mc = ctx.config.model
         model = load_model(model_path, trust_remote_code=mc.trust_remote_code, max_seq_length=mc.max_seq_length)
-        ctx.cache[key] = make_encoder(model, precision=mc.precision, batch_size=mc.batch_size,
-                                 query_prompt=mc.query_prompt, document_prompt=mc.document_prompt,
-                                 cache_dir=mc.cache_dir, show_progress=True)  # one bar per long step, on a terminal
+        precision = scoring_precision(mc.precision) if scoring else mc.precision
+        ctx.cache[key] = make_encoder(model, precision=precision, batch_size=mc.batch_size,
+                                      query_prompt=mc.query_prompt, document_prompt=mc.document_prompt,
+                                      cache_dir=mc.cache_dir, show_progress=True,  # one bar per long step
+                                      allow_int8=mc.allow_int8 and not scoring)
     return ctx.cache[key]
 
 
@@ -90,7 +96,7 @@ def _evaluate(ctx: Context, model_path: str, tag: str) -> dict:
     """Test-split metrics (in-domain + out-of-domain) and similarity samples for one model."""
     from textcl.eval import dataset_name, evaluate
     ec = ctx.config.eval
-    encode = encoder_for(ctx, model_path)
+    encode = encoder_for(ctx, model_path, scoring=True)
     metrics = evaluate(encode, ec, ec.split) if _eval_paths(ctx.config) else {}
     ood_names = [dataset_name(p) for p in [*ec.ood_sts, *ec.ood_retrieval]]
     sims = _similarity(ctx, encode)
@@ -135,8 +141,11 @@ def _mine(ctx: Context) -> dict:
         source = io.load_beir(cfg.data.train, cfg.data.split)
     else:
         source = load_train_examples(cfg)[0]
-    mined, stats = mine(source, encoder_for(ctx, cfg.model.name_or_path), cfg.mining, seed=cfg.seed,
-                        progress=True)
+    encode = encoder_for(ctx, cfg.model.name_or_path)
+    mined, stats = mine(source, encode, cfg.mining, seed=cfg.seed, progress=True)
+    stats.provenance["precision"] = getattr(encode, "precision", None)
+    if getattr(encode, "int8_report", None):
+        stats.provenance["int8_guard"] = encode.int8_report
     write_mined(mined, cfg.mining.output, stats.provenance)
     return {"output": cfg.mining.output, "file": fingerprint_path(cfg.mining.output), **stats.to_dict()}
 

@@ -27,8 +27,9 @@ def register(subparsers) -> None:
                    help="extra documents for pairs files given to --retrieval (corpus JSONL, text file or BEIR "
                         "folder); the corpus is the positives plus these")
     p.add_argument("--split", default=None, help="split to evaluate (default: recipe eval.split or test)")
-    p.add_argument("--precision", choices=["auto", "fp32", "bf16"], default=None,
-                   help="encoding precision (auto = bf16 where the hardware has bf16 units)")
+    p.add_argument("--precision", choices=["auto", "fp32", "bf16", "int8"], default=None,
+                   help="encoding precision (auto = bf16 where the hardware has bf16 units; a recipe's int8 "
+                        "is scored in fp32 unless given here; int8 needs textcl[int8])")
     p.add_argument("--k", type=int, action="append", default=None, metavar="K",
                    help="cut-offs for retrieval metrics (repeatable; default 1 3 5 10 100 1000)")
     p.add_argument("--ignore-identical-ids", choices=["auto", "true", "false"], default=None,
@@ -93,13 +94,14 @@ def _configs(args: argparse.Namespace):
 def run(args: argparse.Namespace) -> int:
     from textcl.eval import evaluate_sets, load_sets
     from textcl.eval.report import build_report, format_table, write_report
-    from textcl.model import load_model, make_encoder
+    from textcl.model import load_model, make_encoder, scoring_precision
 
     model_cfg, eval_cfg = _configs(args)
     loaded = load_sets(eval_cfg, eval_cfg.split)  # bad input fails here, in seconds, before the model loads
     model = load_model(model_cfg.name_or_path, trust_remote_code=model_cfg.trust_remote_code,
                        max_seq_length=model_cfg.max_seq_length)
-    encoder = make_encoder(model, precision=model_cfg.precision, batch_size=model_cfg.batch_size,
+    precision = args.precision or scoring_precision(model_cfg.precision)  # explicit CLI choice wins
+    encoder = make_encoder(model, precision=precision, batch_size=model_cfg.batch_size,
                       query_prompt=model_cfg.query_prompt, document_prompt=model_cfg.document_prompt,
                       cache_dir=model_cfg.cache_dir, show_progress=not args.no_progress)
     results = evaluate_sets(encoder, eval_cfg, eval_cfg.split, loaded=loaded)

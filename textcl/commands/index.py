@@ -46,7 +46,10 @@ def _model_options(p: argparse.ArgumentParser, required: bool = True) -> None:
     if not required:
         p.add_argument("--model", help="default: the model recorded in the index (fingerprint-checked)")
     p.add_argument("--batch-size", type=int, default=64, help="texts per encoding batch (default 64)")
-    p.add_argument("--precision", default="auto", choices=["auto", "fp32", "bf16"], help="encoding precision")
+    p.add_argument("--precision", default=None, choices=["auto", "fp32", "bf16", "int8"],
+                   help="encoding precision (build default auto; search/add default: the index's own). "
+                        "int8 = OpenVINO int8 on CPU, needs textcl[int8]")
+    p.add_argument("--allow-int8", action="store_true", help="let --precision auto pick int8 (quality-guarded)")
     p.add_argument("--trust-remote-code", action="store_true", help="allow the model's own Python code")
     p.add_argument("--query-prompt", default=None, help="prefix for queries (build: stored in the index)")
     p.add_argument("--document-prompt", default=None, help="prefix for documents (build: stored in the index)")
@@ -58,9 +61,11 @@ def _encoder(model_name: str, args: argparse.Namespace, stored: dict | None = No
     stored = stored or {}
     q_prompt = args.query_prompt if args.query_prompt is not None else stored.get("query_prompt", "")
     d_prompt = args.document_prompt if args.document_prompt is not None else stored.get("document_prompt", "")
+    precision = args.precision or stored.get("precision") or "auto"
     model = load_model(model_name, trust_remote_code=args.trust_remote_code)
-    return make_encoder(model, precision=args.precision, batch_size=args.batch_size, query_prompt=q_prompt,
-                         document_prompt=d_prompt, show_progress=not args.no_progress)  # off without a terminal
+    return make_encoder(model, precision=precision, batch_size=args.batch_size, query_prompt=q_prompt,
+                        document_prompt=d_prompt, show_progress=not args.no_progress,  # off without a terminal
+                        allow_int8=args.allow_int8)
 
 
 def _read_queries(path: str) -> list[tuple[str, str]]:
@@ -86,6 +91,10 @@ def build(args: argparse.Namespace) -> int:
     index.save()
     recall = index.config.get("recall")
     extra = f", recall@{recall['k']} vs exact {recall['recall']:.4f} ({recall['query_source']})" if recall else ""
+    guard = index.config.get("int8_guard")
+    if guard:
+        extra += (f"; int8 cosine to fp32 mean {guard['mean_cosine']:.4f}, min {guard['min_cosine']:.4f} "
+                  f"on {guard['texts']} texts")
     print(f"indexed {len(index)} documents with {args.factory} into {args.out}{extra}")
     return 0
 

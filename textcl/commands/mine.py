@@ -39,7 +39,7 @@ HELP = {
     "query_prompt": "prefix for queries", "document_prompt": "prefix for documents",
 }
 MODEL_OPTIONS = {"precision": str, "batch_size": int, "max_seq_length": int, "cache_dir": str,
-                 "query_prompt": str, "document_prompt": str}
+                 "query_prompt": str, "document_prompt": str, "allow_int8": str}
 
 
 def register(subparsers) -> None:
@@ -154,12 +154,14 @@ def run(args: argparse.Namespace) -> int:
                            max_seq_length=m.max_seq_length)
         encoder = make_encoder(model, precision=m.precision, batch_size=m.batch_size, query_prompt=m.query_prompt,
                           document_prompt=m.document_prompt, cache_dir=m.cache_dir,
-                          show_progress=not args.no_progress and rank == 0)
+                          show_progress=not args.no_progress and rank == 0, allow_int8=m.allow_int8)
         progress = not args.no_progress and rank == 0
         examples, stats = mine(source, encoder, cfg.mining, seed=cfg.seed, extra_corpus=extra, progress=progress)
         if rank == 0:
             stats.provenance["model"] = m.name_or_path
             stats.provenance["precision"] = encoder.precision
+            if encoder.int8_report:
+                stats.provenance["int8_guard"] = encoder.int8_report
             write_mined(examples, output, stats.provenance)
             log.info("wrote %d rows to %s on %d process(es); timings %s", len(examples), output, world,
                      json.dumps({k: round(v, 2) for k, v in stats.timings.items()}))
