@@ -37,6 +37,7 @@ HELP = {
     "precision": "encoding precision", "batch_size": "texts per encoding batch",
     "max_seq_length": "truncate texts to this many tokens", "cache_dir": "on-disk embedding cache",
     "query_prompt": "prefix for queries", "document_prompt": "prefix for documents",
+    "allow_int8": "let precision auto pick int8 (quality-guarded; needs textcl[int8])",
 }
 MODEL_OPTIONS = {"precision": str, "batch_size": int, "max_seq_length": int, "cache_dir": str,
                  "query_prompt": str, "document_prompt": str, "allow_int8": str}
