@@ -73,7 +73,7 @@ def test_export_cache_hits_on_a_second_run_and_misses_when_weights_change(tiny_m
 def test_int8_and_fp32_embeddings_are_cached_apart(tiny, tmp_path):
     e8 = Encoder(tiny, precision="int8", cache_dir=tmp_path, show_progress=False)
     e32 = Encoder(tiny, precision="fp32", cache_dir=tmp_path, show_progress=False)
-    assert e8._cache_path(TEXTS, "document") != e32._cache_path(TEXTS, "document")
+    assert e8._store("document").folder != e32._store("document").folder
 
 
 def _break(int8_path) -> None:
