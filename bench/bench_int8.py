@@ -199,7 +199,8 @@ def report(args, results, docs, queries, lengths, flops, rset, doc_ids, qids, gu
     f_wall = max(fp32_ceil[0][0], fp32_ceil[1][0])
     lines = [
         "## int8 encoding end to end (NFCorpus test)", "",
-        f"Command: `python bench/bench_int8.py --mode {args.mode}{f' --docs {args.docs}' if args.docs else ''}` "
+        f"Command: `python bench/bench_int8.py --mode {args.mode}{f' --docs {args.docs}' if args.docs else ''}"
+        f"{f' --repeats {args.repeats}' if args.repeats else ''}{' --no-textcl-fp32' if args.no_textcl_fp32 else ''}` "
         f"({len(docs)} documents + {len(queries)} queries, encode both + exact top-10; {int(lengths.sum())} "
         f"document tokens after truncation to {seq}; bundled all-MiniLM-L6-v2; {threads} threads; best of "
         f"{max(1, args.repeats or (2 if args.mode == 'full' else 1))} round-robin repeats in one process"

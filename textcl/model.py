@@ -2,7 +2,7 @@
 
 `Encoder` tokenises once, sorts by token length, packs batches by a token budget with dynamic
 padding, runs a bf16 copy of the weights where the hardware has bf16 units (or, for precision int8,
-an ONNX Runtime int8 export of the transformer from `textcl.int8`, with the model's own pooling after
+an OpenVINO int8 export of the transformer from `textcl.int8`, with the model's own pooling after
 it), and returns float32, L2-normalised rows in input order; an optional on-disk cache is keyed by
 weights, not by name.
 """
