@@ -104,6 +104,7 @@ class BudgetCallback(TrainerCallback):
 
 def ndcg10(model: SentenceTransformer, test: RetrievalSet, cache: Path | None = None) -> float:
     """textcl's exact evaluator, fp32 (what `textcl eval` computes): nDCG@10 x 100."""
+    model.eval()  # a model straight out of the Trainer is in train mode, and Encoder would keep dropout on
     enc = Encoder(model, precision="fp32", batch_size=64, cache_dir=cache, show_progress=False)
     return 100 * evaluate_retrieval(enc, test, [10])[f"{test.name}/ndcg@10"]
 
@@ -145,6 +146,7 @@ def run_row(row: str, seed: int, data: Data, args: argparse.Namespace) -> dict:
     t_trained = time.perf_counter()
     sched = getattr(trainer, "lr_scheduler", None)
     lr_last = sched.get_last_lr()[0] if sched is not None else None
+    model.save(str(args.work / f"{row}-s{seed}" / "model"))  # kept (git-ignored) so it can be re-scored
     score = ndcg10(model, data.test)
     t_eval = time.perf_counter()
     fn, n_neg = false_negatives(mined, data)
@@ -175,13 +177,17 @@ def machine() -> str:
     return f"{name}, {os.cpu_count()} cores, torch {torch.__version__}, {torch.get_num_threads()} threads"
 
 
+def _points(value: float | None) -> str:
+    return "-" if value is None else f"{value:.2f}"
+
+
 def summary(rows: list[dict]) -> list[str]:
     """Markdown: one line per (row, seed) and mean ± std per row."""
     lines = ["| row | seed | test nDCG@10 | base | steps (of epoch) | mining s | training s | eval s | "
              "mined negatives that are train positives |", "|---|---|---|---|---|---|---|---|---|"]
     for r in rows:
         m = r["mining"]
-        lines.append(f"| {r['row']} | {r['seed']} | {r['ndcg@10']:.2f} | {r.get('base_ndcg@10') or float('nan'):.2f} | "
+        lines.append(f"| {r['row']} | {r['seed']} | {r['ndcg@10']:.2f} | {_points(r.get('base_ndcg@10'))} | "
                      f"{r['steps']} ({r['steps_per_epoch']}) | {r['mining_s']:.0f} | {r['training_s']:.0f} | "
                      f"{r['eval_s']:.0f} | {m['negatives_that_are_train_positives']} of {m['negatives']} |")
     lines += ["", "| row | seeds | test nDCG@10 mean ± std |", "|---|---|---|"]
@@ -238,8 +244,8 @@ def main() -> int:
     p.add_argument("--output-format", choices=["triplet", "n-tuple"], default="triplet",
                    help="st-documented's mined rows: triplets as its docstring example, or one 5-negative row per query")
     p.add_argument("--max-steps", type=int, default=None, help="cap on steps (tests); default one epoch")
-    p.add_argument("--base", choices=["first", "last"], default="first",
-                   help="score the untrained model before the runs or after them (a long run records its rows first)")
+    p.add_argument("--base", choices=["first", "last", "skip"], default="first",
+                   help="score the untrained model before the runs, after them (a long run records its rows first) or not")
     p.add_argument("--results", type=Path, default=RESULTS / "results.jsonl")
     p.add_argument("--records", type=Path, default=None, help="only write the section from this results file")
     p.add_argument("--out", type=Path, default=None, help="markdown section to write (default: print only)")
@@ -255,7 +261,7 @@ def main() -> int:
     print(f"cpu_has_bf16 (AMX) = {cpu_has_bf16()}; training and evaluation in fp32", flush=True)
     args.results.parent.mkdir(parents=True, exist_ok=True)
     command = "python bench/bench_fast_peer.py " + " ".join(sys.argv[1:])
-    base = None if args.base == "last" else base_ndcg(args)
+    base = base_ndcg(args) if args.base == "first" else None
     for seed in args.seeds:
         data = load_data(args.data, seed, args.quick)
         for row in args.rows:
@@ -266,7 +272,7 @@ def main() -> int:
             with open(args.results, "a") as fh:
                 fh.write(json.dumps(rec) + "\n")
             print(json.dumps(rec), flush=True)
-    if base is None:  # --base last: rewrite this run's records with the base score
+    if args.base == "last":  # rewrite this run's records with the base score
         base = base_ndcg(args)
         rows = [json.loads(x) for x in args.results.read_text().splitlines()]
         rows = [{**r, "base_ndcg@10": base} if r["command"] == command and r["base_ndcg@10"] is None else r

@@ -41,4 +41,6 @@ def test_one_row_mines_trains_and_scores_on_a_tiny_beir_folder(tmp_path, tiny_mo
     assert 0.0 <= rec["ndcg@10"] <= 100.0 and rec["test_queries"] == 40
     assert rec["mining"]["range_min"] == 10 and rec["mining"]["num_negatives"] == 5
     assert 0 <= rec["mining"]["negatives_that_are_train_positives"] <= rec["mining"]["negatives"]
+    model = bfp.SentenceTransformer(str(tiny_model_path), device="cpu").train()  # as the Trainer leaves it
+    assert bfp.ndcg10(model, data.test) == bfp.ndcg10(model, data.test) and not model.training  # no dropout
     assert "| st-documented | 1 |" in "\n".join(bfp.summary([{**rec, "base_ndcg@10": 1.0}]))
