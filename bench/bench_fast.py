@@ -103,7 +103,8 @@ def _pts(values: list[float | None]) -> str:
     return f"{statistics.mean(vals):.2f} ± {statistics.stdev(vals):.2f}"
 
 
-def section(rows: list[dict], command: str) -> list[str]:
+def section(all_rows: list[dict], command: str) -> list[str]:
+    rows = list({r["seed"]: r for r in reversed(all_rows)}.values())[::-1]  # one per seed (the first) for the means
     lines = ["## Query-side fine-tuning on NFCorpus (`recipes/nfcorpus-fast.yaml`)", "",
              f"Command: `{command}`. One `textcl run` per seed: check, base evaluation, train (query tower only, "
              "softmax over all 3,633 documents), evaluation, index, report. Points x100, mean ± std over seeds.", "",
@@ -117,9 +118,12 @@ def section(rows: list[dict], command: str) -> list[str]:
               "saved model is the untouched base tower, so a symmetric task run through it keeps the base score "
               "exactly. The paraphrase-retrieval set (STS-B test pairs with gold >= 4: sentence1 -> sentence2 "
               "among all test sentence2s) is built by this script under bench/results.", ""]
+    lines += ["Until commit c500580 every epoch after the first replayed epoch 0's batches and sampled positives "
+              "(a training-loop bug, fixed there with regression tests): the multi-epoch quality numbers in the "
+              "sections below were measured with it.", ""]
     lines += ["Wall times are whole `textcl run`s; `note` says whether the 2 cores were shared with other jobs.", "",
               "| seed | wall (s) | corpus embeddings | steps (best) | test nDCG@10 | note |", "|---|---|---|---|---|---|"]
-    for r in rows:
+    for r in all_rows:
         after = r["nfcorpus_after"]
         lines.append(f"| {r['seed']} | {r['wall_s']:.0f} | {'cached' if r['corpus_cached'] else 'computed'} | "
                      f"{r['steps']} ({r['best_step']}) | {100 * after:.2f} | {r.get('note', '')} |"
