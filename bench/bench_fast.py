@@ -14,7 +14,6 @@ budget is bench_fast_peer.py.
 from __future__ import annotations
 
 import argparse
-import csv
 import json
 import statistics
 import subprocess
@@ -23,6 +22,8 @@ import time
 from pathlib import Path
 
 from common import DATA, ROOT, write_section  # first: sets up sys.path and env
+
+from textcl.eval import load_sts_set
 
 SEEDS = {"quick": (42,), "full": (42, 1, 2)}
 RECIPE = ROOT / "recipes" / "nfcorpus-fast.yaml"
@@ -35,10 +36,7 @@ def write_stsb_retrieval(out: Path) -> Path:
     (a paraphrase), the corpus every test sentence2. Written under bench/results, never committed."""
     if (out / "qrels" / "test.tsv").is_file():  # written by an earlier (or concurrent) run
         return out
-    pairs = []
-    with open(DATA / "stsbenchmark" / "sts-test.csv", encoding="utf-8") as fh:
-        for row in csv.reader(fh, delimiter="\t", quoting=csv.QUOTE_NONE):
-            pairs.append((float(row[4]), row[5], row[6]))
+    pairs = [(p.score, p.sentence1, p.sentence2) for p in load_sts_set(DATA / "stsbenchmark", "test")]
     docs = list(dict.fromkeys(p[2] for p in pairs))
     doc_id = {d: f"d{i}" for i, d in enumerate(docs)}
     queries = list(dict.fromkeys(p[1] for p in pairs if p[0] >= 4.0))

@@ -145,6 +145,12 @@ def resolve_precision(precision: str, device: str | torch.device | None) -> str:
     return "bf16" if supported else "fp32"
 
 
+def weights_version(model: torch.nn.Module) -> tuple:
+    """Changes whenever a weight or buffer is replaced or updated in place (an optimizer step bumps each
+    tensor's version counter): tells "these weights changed" without hashing them."""
+    return tuple((id(t), t._version) for t in model.state_dict(keep_vars=True).values())
+
+
 def prompt_length(model: SentenceTransformer, prompt: str) -> int | None:
     """Tokens of `prompt` (without its closing special token) when the model's pooling leaves the prompt
     out of the mean (`include_prompt=False`), as sentence-transformers computes it; else None.
@@ -214,7 +220,7 @@ class Encoder:
         self.cache_dir = Path(cache_dir) if cache_dir is not None else None
         self.show_progress = show_progress
         self.fingerprint = model_fingerprint(model)
-        self._hashed_state = tuple((id(t), t._version) for t in model.state_dict(keep_vars=True).values())
+        self._hashed_state = weights_version(model)
         self._shadow: torch.nn.Module | None = None
         self._stores: dict[Path, EmbeddingStore] = {}
         self._int8_stage: int8.TokenStage | None = None
@@ -256,7 +262,7 @@ class Encoder:
     def _refresh_fingerprint(self) -> None:
         """Re-hash the weights only when a tensor changed since the last hash (training changes them in
         place, which bumps each tensor's version counter); hashing every call cost ~0.3 s for MiniLM."""
-        state = tuple((id(t), t._version) for t in self.model.state_dict(keep_vars=True).values())
+        state = weights_version(self.model)
         if state != self._hashed_state:
             self.fingerprint = model_fingerprint(self.model)
             self._hashed_state = state
@@ -282,9 +288,7 @@ class Encoder:
         """Load (or export) the int8 stage for the current weights. On a fresh export a sample of `texts`
         (prompted) is encoded in fp32: half of its batches calibrate the quantization, the other half is
         what the quality guard compares. A failed guard raises for int8 and falls back to fp32/bf16 for auto."""
-        # Parameter versions change on any in-place update (an optimizer step), so training is noticed
-        # without re-hashing the weights on every call.
-        weights = tuple((id(p), p._version) for p in self.model.parameters())
+        weights = weights_version(self.model)
         if self._int8_stage is not None and weights == self._int8_weights:
             return
         self.fingerprint = model_fingerprint(self.model)

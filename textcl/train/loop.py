@@ -126,7 +126,7 @@ def train(config: RunConfig, examples: Sequence | None = None, *, dev: Callable 
         query_prompt=config.model.query_prompt, document_prompt=config.model.document_prompt)
     if documents is not None:  # query-side: documents keep the frozen base tower (encoded once)
         encoder = RoutedEncoder(encoder, documents)
-    run_loss = _loss_runner(config, embed, corpus, no_sync)
+    run_loss = _loss_runner(config, embed, corpus, no_sync, rank)
     evaluate_dev, evaluate_ood = build_evaluators(config, dev, ood)
     if main:
         save_config(config, out_dir / "textcl_config.yaml")
@@ -288,7 +288,7 @@ def _interpolate_with_base(config: RunConfig, model: Any, state: ckpt.TrainerSta
 
 
 def _loss_runner(config: RunConfig, embed: Callable, corpus: TrainingCorpus | None,
-                 no_sync: Callable | None) -> Callable[[Any, int], float]:
+                 no_sync: Callable | None, rank: int) -> Callable[[Any, int], float]:
     """`run(batch, step) -> loss`: forward + backward with in-batch negatives, or against the corpus."""
     tc = config.train
     if corpus is None:
@@ -298,8 +298,7 @@ def _loss_runner(config: RunConfig, embed: Callable, corpus: TrainingCorpus | No
 
     def run(batch: Any, step: int) -> float:
         # Uniform draws are seeded by (seed, step) and rank: a resumed run draws the same documents.
-        from textcl.distributed import rank
-        rng = np.random.default_rng([config.seed, step, rank()])
+        rng = np.random.default_rng([config.seed, step, rank])
         return corpus_forward_backward(embed, batch, corpus, config.loss, how, rng)
 
     return run
