@@ -15,6 +15,8 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
+import resource
 import statistics
 import subprocess
 import sys
@@ -68,11 +70,12 @@ def run_seed(seed: int, results: Path, mode: str) -> dict:
     if mode == "quick":
         cmd += ["--set", "train.epochs=2"]
     cached = (results / "cache").is_dir()
-    t0 = time.perf_counter()
+    t0, c0 = time.perf_counter(), _children_cpu()
     subprocess.run(cmd, check=True)
-    wall = time.perf_counter() - t0
+    wall, cpu = time.perf_counter() - t0, _children_cpu() - c0
     summary = json.loads((out / "summary.json").read_text())
-    row = {"seed": seed, "mode": mode, "wall_s": round(wall, 1), "corpus_cached": cached,
+    row = {"seed": seed, "mode": mode, "wall_s": round(wall, 1), "cpu_s": round(cpu, 1), "corpus_cached": cached,
+           "load_avg_1m": round(os.getloadavg()[0], 2),
            "stages_s": {k: v.get("seconds") for k, v in summary.get("stages", {}).items() if isinstance(v, dict)},
            "steps": (summary.get("train") or {}).get("steps"), "best_step": _best_step(out)}
     for name, key in KEYS.items():
@@ -81,6 +84,12 @@ def run_seed(seed: int, results: Path, mode: str) -> dict:
     with open(results / "results.jsonl", "a", encoding="utf-8") as fh:
         fh.write(json.dumps(row) + "\n")
     return row
+
+
+def _children_cpu() -> float:
+    """CPU seconds (user + system, all threads) of finished child processes: the budget the peer gets."""
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
 
 
 def _best_step(out: Path) -> int | None:

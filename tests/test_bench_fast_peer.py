@@ -28,6 +28,20 @@ def test_budget_callback_stops_before_the_next_step_would_pass_the_deadline():
     assert control.should_training_stop and cb.stopped_by_budget
 
 
+def test_cpu_clock_budget_counts_this_process_cpu_seconds_not_sleep():
+    cb = bfp.BudgetCallback(deadline=bfp.CLOCKS["cpu"]() + 0.5, clock=bfp.CLOCKS["cpu"])
+    control = SimpleNamespace(should_training_stop=False)
+    cb.on_train_begin(None, None, control)
+    time.sleep(1.0)  # a second of wall time that costs no CPU: still inside a 0.5 CPU-second budget
+    cb.on_step_end(None, None, control)
+    assert not control.should_training_stop
+    end = time.process_time() + 0.6
+    while time.process_time() < end:  # burn 0.6 CPU seconds: the next step would pass the deadline
+        pass
+    cb.on_step_end(None, None, control)
+    assert control.should_training_stop and cb.stopped_by_budget
+
+
 def test_one_row_mines_trains_and_scores_on_a_tiny_beir_folder(tmp_path, tiny_model_path):
     folder = write_beir(tmp_path / "beir", n_docs=60, n_queries=40)
     shutil.copy(folder / "qrels" / "train.tsv", folder / "qrels" / "test.tsv")
@@ -35,9 +49,9 @@ def test_one_row_mines_trains_and_scores_on_a_tiny_beir_folder(tmp_path, tiny_mo
     assert len(data.pairs) == 40 and len(data.corpus) == 60
     assert all(p in data.train_positives[a] for a, p in zip(data.pairs["anchor"], data.pairs["positive"]))
     args = argparse.Namespace(model=str(tiny_model_path), output_format="triplet", budget_s=60.0, loss="mnrl",
-                              max_steps=2, work=tmp_path / "work", quick=False)
+                              clock="cpu", max_steps=2, work=tmp_path / "work", quick=False)
     rec = bfp.run_row("st-documented", 1, data, args)
-    assert rec["steps"] == 2 and not rec["stopped_by_budget"]
+    assert rec["steps"] == 2 and not rec["stopped_by_budget"] and 0 < rec["budget_used_s"] < 60
     assert 0.0 <= rec["ndcg@10"] <= 100.0 and rec["test_queries"] == 40
     assert rec["mining"]["range_min"] == 10 and rec["mining"]["num_negatives"] == 5
     assert 0 <= rec["mining"]["negatives_that_are_train_positives"] <= rec["mining"]["negatives"]

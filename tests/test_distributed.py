@@ -79,6 +79,8 @@ def scenarios() -> dict[str, tuple[Batch, list[int], dict, int | None, bool]]:
         "corpus_query_side": (neg6, [3, 3], {"_corpus": "query"}, None, False),
         "corpus_both_uneven": (neg5, [3, 2], {"_corpus": "both"}, None, False),
         "corpus_sampled": (neg6, [3, 3], {"_corpus": "sampled"}, None, False),
+        "corpus_all_positives": (neg6, [4, 2], {"_corpus": "all"}, None, False),
+        "corpus_sampled_all_positives": (neg6, [3, 3], {"_corpus": "sampled_all"}, None, False),
     }
 
 
@@ -96,8 +98,9 @@ def run_loss(embed, batch: Batch, over: dict, chunk, no_sync=None) -> float:
     mode = over.get("_corpus")
     if mode is None:
         return forward_backward(embed, batch, LossConfig(**over), chunk_size=chunk, no_sync=no_sync)
-    how = CorpusNegatives(query_side=mode != "both", candidates=4 if mode == "sampled" else None,
-                          samples=6 if mode == "sampled" else 0)
+    sampled = mode.startswith("sampled")
+    how = CorpusNegatives(query_side=mode != "both", candidates=4 if sampled else None,
+                          samples=6 if sampled else 0, all_positives=mode.endswith("all"))
     # the same uniform draws on every rank and in the full batch: estimates per query then agree
     return corpus_forward_backward(embed, batch, corpus(), LossConfig(), how, np.random.default_rng(0))
 

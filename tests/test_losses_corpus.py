@@ -139,3 +139,69 @@ def test_sampled_denominator_is_unbiased():
         estimates.append(math.exp(loss.item() + s_pos) - math.exp(s_pos))
     mean, sem = float(np.mean(estimates)), float(np.std(estimates) / math.sqrt(draws))
     assert abs(mean - z_exact) < 4 * sem + 1e-3 * z_exact
+
+
+def _loop_multi(q, corpus, positives, excluded, temperature):
+    """Every positive p of query i against the non-excluded documents, python loops: the mean over p of
+    -log(e^{s_ip} / (e^{s_ip} + sum_neg e^{s_ij})), then the mean over queries."""
+    total = 0.0
+    for i in range(q.shape[0]):
+        neg = sum(math.exp(float(q[i] @ corpus[j]) / temperature)
+                  for j in range(corpus.shape[0]) if (i, j) not in excluded)
+        terms = []
+        for p in positives[i]:
+            s_pos = float(q[i] @ corpus[p]) / temperature
+            terms.append(-(s_pos - math.log(math.exp(s_pos) + neg)))
+        total += sum(terms) / len(terms)
+    return total / q.shape[0]
+
+
+def test_every_positive_as_a_target_matches_a_loop_in_value_and_gradient():
+    q = _unit(3, 8, seed=20).float().requires_grad_(True)
+    corpus = _unit(12, 8, seed=21).float()
+    positives = {0: [1, 4, 7], 1: [2], 2: [4, 5]}  # q0 has three positives, q2 shares d4 with q0
+    pairs = [(i, p) for i, ps in positives.items() for p in ps] + [(1, 11)]  # d11 has q1's text
+    pos_pairs = _exclusions([(i, p) for i, ps in positives.items() for p in ps])
+    loss = corpus_info_nce(q, None, corpus, exclude=_exclusions(pairs), temperature=T, chunk_size=5,
+                           positives=pos_pairs)
+    loss.backward()
+    expect = _loop_multi(q.detach().double(), corpus.double(), positives, set(pairs), T)
+    assert abs(loss.item() - expect) < 1e-5
+    eps, base_q = 1e-6, q.detach().double()
+    num = torch.zeros_like(base_q)
+    for i in range(base_q.shape[0]):
+        for d in range(base_q.shape[1]):
+            plus, minus = base_q.clone(), base_q.clone()
+            plus[i, d] += eps
+            minus[i, d] -= eps
+            num[i, d] = (_loop_multi(plus, corpus.double(), positives, set(pairs), T)
+                         - _loop_multi(minus, corpus.double(), positives, set(pairs), T)) / (2 * eps)
+    assert torch.allclose(q.grad.double(), num, atol=1e-4)
+
+
+def test_one_positive_per_query_given_as_pairs_equals_the_single_positive_form():
+    q = _unit(4, 8, seed=22).float()
+    corpus = _unit(9, 8, seed=23).float()
+    rows = [3, 0, 8, 3]
+    ex = _exclusions([(i, r) for i, r in enumerate(rows)])
+    single = corpus_info_nce(q, corpus[rows], corpus, exclude=ex, temperature=T)
+    pairs = corpus_info_nce(q, None, corpus, exclude=ex, temperature=T, positives=ex)
+    assert abs(single.item() - pairs.item()) < 1e-6
+
+
+def test_sampled_estimator_with_every_positive_is_exact_when_the_top_k_covers_the_corpus():
+    q = _unit(2, 8, seed=24).float()
+    corpus = _unit(7, 8, seed=25).float()
+    positives = {0: [0, 3], 1: [1]}
+    pairs = [(i, p) for i, ps in positives.items() for p in ps]
+    exact = corpus_info_nce(q, None, corpus, exclude=_exclusions(pairs), temperature=T,
+                            positives=_exclusions(pairs))
+    valid = torch.ones(2, 7, dtype=torch.bool)
+    for r, c in pairs:
+        valid[r, c] = False
+    top = torch.arange(7).repeat(2, 1)
+    approx = sampled_corpus_info_nce(q, None, corpus[top], valid, torch.zeros(0, 8),
+                                     torch.zeros(2, 0, dtype=torch.bool), corpus_size=7, temperature=T,
+                                     corpus=corpus, positives=_exclusions(pairs))
+    assert abs(exact.item() - approx.item()) < 1e-5
+    assert abs(exact.item() - _loop_multi(q.double(), corpus.double(), positives, set(pairs), T)) < 1e-5

@@ -217,10 +217,36 @@ def _corpus_chunks(q, corpus, ex_rows, ex_cols, temperature, chunk_size):
         yield start, logits
 
 
-def corpus_info_nce(query: torch.Tensor, positive: torch.Tensor, corpus: torch.Tensor, *,
+def _positive_mean(query: torch.Tensor, per: torch.Tensor, pos_rows: torch.Tensor) -> torch.Tensor:
+    """Mean over queries of the mean of their per-positive losses `per` [P] (positive p belongs to
+    query `pos_rows[p]`)."""
+    b = query.shape[0]
+    total = torch.zeros(b, dtype=per.dtype, device=per.device).index_add(0, pos_rows, per)
+    count = torch.zeros(b, dtype=per.dtype, device=per.device).index_add(0, pos_rows, torch.ones_like(per))
+    return (total / count.clamp(min=1)).mean()
+
+
+def _positive_scores(query: torch.Tensor, positive: torch.Tensor | None, corpus: torch.Tensor,
+                     positives: tuple[torch.Tensor, torch.Tensor] | None,
+                     temperature: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """(scores [P], query row of each [P]): one `positive` [B, D] per query, or every (row, col) pair of
+    `positives` (query row, corpus row)."""
+    q = query.float()
+    if positives is None:
+        if positive is None:
+            raise ValueError("give positive (one per query) or positives (query row, corpus row) pairs")
+        return (q * positive.float()).sum(dim=1) / temperature, torch.arange(q.shape[0], device=q.device)
+    rows, cols = (t.to(q.device) for t in positives)
+    if bool((torch.bincount(rows, minlength=q.shape[0]) == 0).any()):
+        raise ValueError("every query needs at least one positive in `positives`")
+    return (q[rows] * corpus[cols.to(corpus.device)].float().to(q.device)).sum(dim=1) / temperature, rows
+
+
+def corpus_info_nce(query: torch.Tensor, positive: torch.Tensor | None, corpus: torch.Tensor, *,
                     exclude: tuple[torch.Tensor, torch.Tensor], temperature: float,
-                    chunk_size: int = 65536) -> torch.Tensor:
-    """Mean InfoNCE of each query against its positive and the WHOLE corpus as negatives.
+                    chunk_size: int = 65536,
+                    positives: tuple[torch.Tensor, torch.Tensor] | None = None) -> torch.Tensor:
+    """Mean InfoNCE of each query against its positive(s) and the WHOLE corpus as negatives.
 
     `query` [B, D] (with grad); `positive` [B, D] (the sampled positive of each query: a row of the
     cached corpus, or a live embedding with grad); `corpus` [N, D] frozen (fp32, fp16 or bf16; scores
@@ -229,17 +255,23 @@ def corpus_info_nce(query: torch.Tensor, positive: torch.Tensor, corpus: torch.T
     documents with a positive's or the query's text.
         loss_i = -s_ip + log(exp(s_ip) + sum_{j not excluded} exp(s_ij)),   s = q . c / temperature
     A mean over the B local queries, like `info_nce` (the caller scales for world size).
+
+    `positives` = (query rows, corpus rows) instead of `positive`: every known positive p of query i
+    is a target (each against the same negatives, its fellow positives excluded), and loss_i is the
+    mean of the per-positive terms (SupCon's L_out), so a query weighs the same however many positives
+    it has.
     """
     rows, cols = exclude
     lse = _CorpusLogSumExp.apply(query, corpus, rows.to(query.device), cols.to(query.device), temperature,
                                  chunk_size)
-    pos = (query.float() * positive.float()).sum(dim=1) / temperature
-    return (torch.logaddexp(pos, lse) - pos).mean()
+    scores, pos_rows = _positive_scores(query, positive, corpus, positives, temperature)
+    return _positive_mean(query, torch.logaddexp(scores, lse[pos_rows]) - scores, pos_rows)
 
 
-def sampled_corpus_info_nce(query: torch.Tensor, positive: torch.Tensor, hard: torch.Tensor,
+def sampled_corpus_info_nce(query: torch.Tensor, positive: torch.Tensor | None, hard: torch.Tensor,
                             hard_valid: torch.Tensor, sampled: torch.Tensor, sampled_valid: torch.Tensor, *,
-                            corpus_size: int, temperature: float) -> torch.Tensor:
+                            corpus_size: int, temperature: float, corpus: torch.Tensor | None = None,
+                            positives: tuple[torch.Tensor, torch.Tensor] | None = None) -> torch.Tensor:
     """InfoNCE against a bounded candidate set that estimates the whole-corpus denominator.
 
     For query i: `hard` [B, K, D] are its top-K corpus documents (from the cached index), counted
@@ -252,13 +284,20 @@ def sampled_corpus_info_nce(query: torch.Tensor, positive: torch.Tensor, hard: t
     given document with probability 1/N, so M draws count it M/N times on average), so sampled
     logits get + log(N / M) and the estimate enters the logsumexp as it is. The loss
     is -s_ip + log(e^{s_ip} + Z_i_hat), a mean over B. Exact when top-K covers the corpus.
+    `positives` (query row, corpus row of `corpus`) instead of `positive`: every known positive is a
+    target, as in `corpus_info_nce`.
     """
     q = query.float()
-    pos = (q * positive.float()).sum(dim=1) / temperature
     hard_logits = torch.einsum("bd,bkd->bk", q, hard.float()) / temperature
-    hard_logits = hard_logits.masked_fill(~hard_valid, -torch.inf)
-    parts = [pos[:, None], hard_logits]
+    parts = [hard_logits.masked_fill(~hard_valid, -torch.inf)]
     if sampled.shape[0]:
         samp = q @ sampled.float().T / temperature + math.log(corpus_size / sampled.shape[0])
         parts.append(samp.masked_fill(~sampled_valid, -torch.inf))
-    return (torch.logsumexp(torch.cat(parts, dim=1), dim=1) - pos).mean()
+    negatives = torch.cat(parts, dim=1)
+    if positives is not None and corpus is None:
+        raise ValueError("positives (query row, corpus row) need the corpus they index")
+    scores, pos_rows = _positive_scores(query, positive, corpus if corpus is not None else hard, positives,
+                                        temperature)
+    # the positive inside the logsumexp keeps it finite when every candidate is excluded
+    per = torch.logsumexp(torch.cat([scores[:, None], negatives[pos_rows]], dim=1), dim=1) - scores
+    return _positive_mean(query, per, pos_rows)

@@ -80,6 +80,35 @@ def test_targets_mask_every_known_positive_by_id_and_text_and_the_query_text(bei
         assert int(positives[j]) in own, qid
 
 
+def test_every_positive_pair_is_a_known_positive_by_id_and_none_is_a_negative(beir):
+    examples, _ = load_examples(beir, format="beir", split="train")
+    corpus = TrainingCorpus(texts=[json.loads(line)["text"] for line in open(beir / "corpus.jsonl")],
+                            ids=[f"d{i}" for i in range(40)])
+    batch = make_batches(examples, 12, num_negatives=0, rng=np.random.default_rng(0))[0]
+    rows, cols = corpus.positive_pairs(batch)
+    _, (ex_rows, ex_cols) = corpus.targets(batch)
+    excluded = set(zip(ex_rows.tolist(), ex_cols.tolist()))
+    qrels = {}
+    for line in list(open(beir / "qrels" / "train.tsv"))[1:]:
+        qid, did, _ = line.split("\t")
+        qrels.setdefault(qid, set()).add(did)
+    for i, qid in enumerate(batch.query_ids):
+        mine = {corpus.ids[c] for r, c in zip(rows.tolist(), cols.tolist()) if r == i}
+        assert mine == qrels[qid], qid  # every grade; d1 (d0's text under another id) is not a positive
+    assert all(pair in excluded for pair in zip(rows.tolist(), cols.tolist()))
+
+
+def test_every_positive_mode_trains_and_needs_the_query_tower(tiny_model_path, tmp_path, beir):
+    every = train(_query_side_config(tiny_model_path, tmp_path / "a", beir, "train.corpus_positives=all"), None)
+    sampled = train(_query_side_config(tiny_model_path, tmp_path / "s", beir), None)
+    losses = [h["loss"] for h in every.history if "loss" in h]
+    assert every.steps == 6 and all(np.isfinite(losses))
+    assert losses != [h["loss"] for h in sampled.history if "loss" in h]
+    with pytest.raises(ConfigError, match="corpus_positives: all"):
+        train(tiny_config(tiny_model_path, tmp_path / "f", f"data.train={beir}", "data.format=beir",
+                          "train.negatives=corpus", "train.corpus_positives=all"), None)
+
+
 def test_positive_outside_the_corpus_is_a_clear_error():
     corpus = TrainingCorpus(texts=["a b c"], ids=None)
     with pytest.raises(Exception, match="not in the training corpus"):

@@ -289,7 +289,8 @@ def run_fingerprint(config: Any, n_examples: int, world: int) -> dict:
 
 def _negatives_settings(tc: Any) -> dict:
     return {"tune": tc.tune, "negatives": tc.negatives, "corpus_candidates": tc.corpus_candidates,
-            "corpus_samples": tc.corpus_samples, "corpus_refresh_every": tc.corpus_refresh_every}
+            "corpus_samples": tc.corpus_samples, "corpus_refresh_every": tc.corpus_refresh_every,
+            "corpus_positives": tc.corpus_positives}
 
 
 def check_fingerprint(saved: dict, current: dict, where: Path) -> None:

@@ -84,6 +84,24 @@ class TrainingCorpus:
                 (torch.tensor(ex_rows, dtype=torch.long), torch.tensor(ex_cols, dtype=torch.long)))
 
 
+    def positive_pairs(self, batch: Batch) -> tuple[torch.Tensor, torch.Tensor]:
+        """(query rows, corpus rows) of every known positive of each query: by id when the query's
+        positives have ids in this corpus, else by normalised text (one row per text); the sampled
+        positive always. All of them are also in `targets`' exclusions."""
+        g = batch.group_size
+        ids = batch.candidate_ids or [None] * len(batch.candidates)
+        rows, cols = [], []
+        for i in range(len(batch)):
+            found = {self.row_of(batch.candidates[i * g], ids[i * g])}
+            known = batch.positive_sets[i] if batch.positive_sets else None
+            if known is not None:
+                by_id = [self._by_id[d] for d in known.ids if d in self._by_id]
+                found.update(by_id or (self._by_text[t][0] for t in known.texts if t in self._by_text))
+            rows += [i] * len(found)
+            cols += sorted(found)
+        return torch.tensor(rows, dtype=torch.long), torch.tensor(cols, dtype=torch.long)
+
+
 def storage_dtype(n: int, dim: int, choice: str) -> torch.dtype:
     """fp32, or fp16 (half the memory; scores are still computed in fp32) for `auto` past 1 GiB."""
     if choice == "fp32":

@@ -294,7 +294,8 @@ def _loss_runner(config: RunConfig, embed: Callable, corpus: TrainingCorpus | No
     if corpus is None:
         return lambda batch, step: forward_backward(embed, batch, config.loss, chunk_size=tc.gradcache_chunk_size,
                                                     no_sync=no_sync)
-    how = CorpusNegatives(query_side=tc.tune == "query", candidates=tc.corpus_candidates, samples=tc.corpus_samples)
+    how = CorpusNegatives(query_side=tc.tune == "query", candidates=tc.corpus_candidates, samples=tc.corpus_samples,
+                          all_positives=tc.corpus_positives == "all")
 
     def run(batch: Any, step: int) -> float:
         # Uniform draws are seeded by (seed, step) and rank: a resumed run draws the same documents.
@@ -321,6 +322,10 @@ def check_corpus_settings(config: RunConfig) -> None:
     if tc.corpus_candidates is not None and tc.corpus_candidates < 1:
         raise ConfigError(f"train.corpus_candidates must be >= 1 (or unset for the exact softmax), got "
                           f"{tc.corpus_candidates}")
+    if tc.corpus_positives == "all" and tc.tune != "query":
+        raise ConfigError("train.corpus_positives: all scores every known positive from the cached corpus, so "
+                          "it needs train.tune: query (with tune: both the positives are embedded live: use "
+                          "corpus_positives: sample)")
     if tc.tune == "query" and tc.corpus_refresh_every:
         raise ConfigError("train.corpus_refresh_every re-embeds the corpus with the trained model, but with "
                           "train.tune: query documents keep the base model; unset it")

@@ -165,6 +165,7 @@ class CorpusNegatives:
     query_side: bool
     candidates: int | None = None
     samples: int = 0
+    all_positives: bool = False  # every known positive is a target (query_side only: they are cached rows)
 
 
 def corpus_forward_backward(embed: EmbedFn, batch: Batch, corpus: TrainingCorpus, loss_cfg: LossConfig,
@@ -185,13 +186,15 @@ def corpus_forward_backward(embed: EmbedFn, batch: Batch, corpus: TrainingCorpus
     else:
         g = batch.group_size
         pos = embed([batch.candidates[i * g] for i in range(len(batch))], "document")
+    every = corpus.positive_pairs(batch) if how.all_positives else None
     if how.candidates is None:
-        loss = corpus_info_nce(q, pos, emb, exclude=exclude, temperature=loss_cfg.temperature)
+        loss = corpus_info_nce(q, pos, emb, exclude=exclude, temperature=loss_cfg.temperature, positives=every)
     else:
         c = sample_candidates(corpus, q.detach().cpu(), exclude, how.candidates, how.samples, rng)
         loss = sampled_corpus_info_nce(q, pos, emb[c["top"].to(q.device)], c["hard_valid"].to(q.device),
                                        emb[c["sampled"].to(q.device)], c["sampled_valid"].to(q.device),
-                                       corpus_size=len(corpus), temperature=loss_cfg.temperature)
+                                       corpus_size=len(corpus), temperature=loss_cfg.temperature, corpus=emb,
+                                       positives=every)
     sizes = D.gather_sizes(len(batch)) if D.is_distributed() else [len(batch)]
     loss = loss * (len(batch) * len(sizes) / sum(sizes))
     loss.backward()
