@@ -129,9 +129,10 @@ class TrainConfig:
     corpus_candidates: int | None = None  # None: exact softmax over the corpus; K: top-K + corpus_samples
     corpus_samples: int = 0  # uniform draws per step that estimate the rest of the corpus (with top-K)
     corpus_refresh_every: int | None = None  # tune=both: re-embed the corpus every N steps (None = never)
-    # tune=query: "sample" = one positive per query per step, drawn from its known positives; "all" = every
-    # known positive is a target each step (the mean of one InfoNCE term per positive; free with a cached corpus)
-    corpus_positives: Literal["sample", "all"] = "sample"
+    # "sample" = one positive per query per step, drawn from its known positives; "all" (tune=query only) =
+    # every known positive is a target each step (the mean of one InfoNCE term per positive; free with a
+    # cached corpus); "auto" = all with tune=query, else sample
+    corpus_positives: Literal["auto", "sample", "all"] = "auto"
 
     def __post_init__(self) -> None:
         for name, allow_none in (("batch_size", False), ("epochs", False), ("max_steps", True), ("log_every", False),

@@ -98,12 +98,17 @@ def test_every_positive_pair_is_a_known_positive_by_id_and_none_is_a_negative(be
     assert all(pair in excluded for pair in zip(rows.tolist(), cols.tolist()))
 
 
-def test_every_positive_mode_trains_and_needs_the_query_tower(tiny_model_path, tmp_path, beir):
+def test_every_positive_mode_trains_is_the_query_side_default_and_needs_the_query_tower(tiny_model_path, tmp_path,
+                                                                                        beir):
+    def losses(result):
+        return [h["loss"] for h in result.history if "loss" in h]
+
     every = train(_query_side_config(tiny_model_path, tmp_path / "a", beir, "train.corpus_positives=all"), None)
-    sampled = train(_query_side_config(tiny_model_path, tmp_path / "s", beir), None)
-    losses = [h["loss"] for h in every.history if "loss" in h]
-    assert every.steps == 6 and all(np.isfinite(losses))
-    assert losses != [h["loss"] for h in sampled.history if "loss" in h]
+    auto = train(_query_side_config(tiny_model_path, tmp_path / "d", beir), None)
+    sampled = train(_query_side_config(tiny_model_path, tmp_path / "s", beir, "train.corpus_positives=sample"), None)
+    assert every.steps == 6 and all(np.isfinite(losses(every)))
+    assert losses(auto) == losses(every)  # auto = all with tune: query
+    assert losses(every) != losses(sampled)
     with pytest.raises(ConfigError, match="corpus_positives: all"):
         train(tiny_config(tiny_model_path, tmp_path / "f", f"data.train={beir}", "data.format=beir",
                           "train.negatives=corpus", "train.corpus_positives=all"), None)

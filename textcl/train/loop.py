@@ -295,7 +295,7 @@ def _loss_runner(config: RunConfig, embed: Callable, corpus: TrainingCorpus | No
         return lambda batch, step: forward_backward(embed, batch, config.loss, chunk_size=tc.gradcache_chunk_size,
                                                     no_sync=no_sync)
     how = CorpusNegatives(query_side=tc.tune == "query", candidates=tc.corpus_candidates, samples=tc.corpus_samples,
-                          all_positives=tc.corpus_positives == "all")
+                          all_positives=tc.tune == "query" and tc.corpus_positives != "sample")
 
     def run(batch: Any, step: int) -> float:
         # Uniform draws are seeded by (seed, step) and rank: a resumed run draws the same documents.
