@@ -12,6 +12,7 @@ from dataclasses import asdict, replace
 from pathlib import Path
 
 from textcl.config import RunConfig
+from textcl.eval.metrics import is_primary
 from textcl.eval.similarity import examples_as_retrieval, scored_pair_samples, similarity_samples
 from textcl.pipeline import Context, NotApplicable, Stage, fingerprint_path
 from textcl.types import Encode, Example
@@ -104,7 +105,7 @@ def _evaluate(ctx: Context, model_path: str, tag: str) -> dict:
     sim_file.write_text(json.dumps(sims) + "\n", encoding="utf-8")
     if not metrics and not sims:
         raise NotApplicable("no evaluation sets and no training pairs to measure")
-    primary = {k: v for k, v in metrics.items() if k.endswith(("/ndcg@10", "/spearman_cosine"))}
+    primary = {k: v for k, v in metrics.items() if is_primary(k)}
     log.info("%s model (%s split): %s", tag, ec.split, ", ".join(f"{k} {100 * v:.2f}" for k, v in primary.items()))
     return {"model": model_path, "metrics": {k: float(v) for k, v in metrics.items()},
             "ood_metrics": sorted(k for k in metrics if k.split("/")[0] in ood_names),

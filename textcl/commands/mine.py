@@ -17,7 +17,7 @@ log = logging.getLogger(__name__)
 # CLI flag -> recipe key; values are type-checked by the recipe loader like any `--set` override.
 OPTIONS = {
     "num_negatives": int, "skip_top": int, "depth": int, "sampling": str, "relative_margin": str,
-    "absolute_margin": str, "margin_reference": str, "rows": str, "max_score": str, "index": str,
+    "absolute_margin": str, "margin_reference": str, "rows": str, "max_score": str, "factory": str,
     "query_chunk_size": int, "corpus_chunk_size": int, "recall_check_queries": int, "cross_encoder": str,
     "cross_encoder_max_score": str,
 }
@@ -29,7 +29,7 @@ HELP = {
     "margin_reference": "which positive of a multi-positive row the margins compare to",
     "rows": "retrieval sets: one row per query (all positives) or one per (query, positive)",
     "max_score": "drop candidates scoring above this cosine (none = off)",
-    "index": '"exact" (chunked, no FAISS) or a FAISS factory string: Flat, HNSW32, "IVF256,Flat|nprobe=16"',
+    "factory": '"exact" (chunked, no FAISS) or a FAISS factory string: Flat, HNSW32, "IVF256,Flat|nprobe=16"',
     "query_chunk_size": "queries searched at once", "corpus_chunk_size": "corpus rows encoded and searched at once",
     "recall_check_queries": "queries whose approximate top-k is checked against exact search",
     "cross_encoder": "re-score candidates with this cross-encoder (folder or hub id)",
@@ -57,7 +57,7 @@ def register(subparsers) -> None:
     p.add_argument("--seed", type=int, default=None, help="sampling / index seed (default: recipe seed, 42)")
     p.add_argument("--output", "--out", help="output .jsonl / .jsonl.gz / .parquet (default: recipe mining.output)")
     for name, tp in {**OPTIONS, **MODEL_OPTIONS}.items():
-        flags = ["--" + name.replace("_", "-")] + (["--factory"] if name == "index" else [])
+        flags = ["--" + name.replace("_", "-")] + (["--index"] if name == "factory" else [])  # --index: the old spelling
         section = "mining" if name in OPTIONS else "model"
         p.add_argument(*flags, type=tp, default=None, dest=name, choices=_choices(section, name),
                        help=f"{HELP[name]} (recipe: {section}.{name})")

@@ -24,6 +24,7 @@ from textcl import progress
 from textcl.config import RunConfig, save_config
 from textcl.distributed import freeze_unused_parameters
 from textcl.errors import ConfigError, TrainingError
+from textcl.eval.metrics import is_primary
 from textcl.model import Encoder, MemoEncoder, RoutedEncoder, load_model, router_model
 from textcl.train import checkpoint as ckpt
 from textcl.train import guard
@@ -103,11 +104,12 @@ def train(config: RunConfig, examples: Sequence | None = None, *, dev: Callable 
     documents, corpus = _corpus_setup(config, examples, precision, accelerator)
     optimizer = build_optimizer(model, tc)
     scheduler = build_scheduler(optimizer, tc, total_steps)
-    state = ckpt.TrainerState(world_size=world, fingerprint=ckpt.run_fingerprint(config, len(examples), world))
+    state = ckpt.TrainerState(world_size=world, resume_settings=ckpt.resume_settings(config, len(examples), world))
     resume_from = ckpt.resume_path(resume, ckpt_root)
     if resume_from is not None:
         state = ckpt.load_checkpoint(resume_from, model=model, optimizer=optimizer, scheduler=scheduler)
-        ckpt.check_fingerprint(state.fingerprint, ckpt.run_fingerprint(config, len(examples), world), resume_from)
+        ckpt.check_resume_settings(state.resume_settings, ckpt.resume_settings(config, len(examples), world),
+                                   resume_from)
         log.info("resumed from %s at step %d (epoch %d, batch %d)", resume_from, state.step, state.epoch,
                  state.batch_in_epoch)
     else:
@@ -449,5 +451,5 @@ def _broadcast(accelerator: Any, obj: dict) -> dict:
 
 def _short(metrics: dict) -> str:
     flat = {f"{part}/{k}": v for part, d in metrics.items() for k, v in d.items()}
-    keys = [k for k in flat if k.endswith(("ndcg@10", "spearman_cosine"))] or list(flat)[:6]
+    keys = [k for k in flat if is_primary(k)] or list(flat)[:6]
     return ", ".join(f"{k} {100 * flat[k]:.2f}" for k in keys)  # points, like every textcl table
