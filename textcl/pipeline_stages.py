@@ -12,6 +12,7 @@ from dataclasses import asdict, replace
 from pathlib import Path
 
 from textcl.config import RunConfig
+from textcl.data.training import load_mining_source, load_training_rows
 from textcl.eval.metrics import is_primary
 from textcl.eval.similarity import examples_as_retrieval, scored_pair_samples, similarity_samples
 from textcl.pipeline import Context, NotApplicable, Stage, fingerprint_path
@@ -31,14 +32,10 @@ def encoder_for(ctx: Context, model_path: str, *, scoring: bool = False) -> Enco
     """
     key = f"encoder:{model_path}:{'scoring' if scoring else 'speed'}"
     if key not in ctx.cache:
-        from textcl.model import load_model, make_encoder, scoring_precision
+        from textcl.model import encoder_for, load_configured_model
         mc = ctx.config.model
-        model = load_model(model_path, trust_remote_code=mc.trust_remote_code, max_seq_length=mc.max_seq_length)
-        precision = scoring_precision(mc.precision) if scoring else mc.precision
-        ctx.cache[key] = make_encoder(model, precision=precision, batch_size=mc.batch_size,
-                                      query_prompt=mc.query_prompt, document_prompt=mc.document_prompt,
-                                      cache_dir=mc.cache_dir, show_progress=True,  # one bar per long step
-                                      allow_int8=mc.allow_int8 and not scoring)
+        ctx.cache[key] = encoder_for(load_configured_model(mc, model_path), mc, scoring=scoring,
+                                     show_progress=True)  # one bar per long step
     return ctx.cache[key]
 
 
@@ -47,26 +44,17 @@ def _eval_paths(config: RunConfig) -> list[str]:
     return [*ec.sts, *ec.retrieval, *ec.ood_sts, *ec.ood_retrieval]
 
 
-def _is_beir(path: str | None) -> bool:
-    return path is not None and Path(path).is_dir() and (Path(path) / "qrels").is_dir()
-
-
 def load_train_examples(config: RunConfig) -> tuple[list[Example], list | None]:
     """Training rows as Examples for the data check (scored pairs and raw texts are mapped onto them)."""
-    from textcl.data import io
-
     dc = config.data
     if dc.train is None:
         raise NotApplicable("data.train is not set")
+    items, _ = load_training_rows(dc, config.loss.name)
     if config.loss.name == "cosent":
-        pairs = io.load_scored_pairs(dc.train, format=dc.format, split=dc.split, columns=dc.columns or None)
-        return [Example(p.sentence1, (p.sentence2,)) for p in pairs][:dc.max_examples], None
+        return [Example(p.sentence1, (p.sentence2,)) for p in items], None
     if config.loss.name == "simcse":
-        return [Example(t, (t,)) for t in io.load_texts(dc.train)][:dc.max_examples], None
-    examples, report = io.load_examples(dc.train, format=dc.format, columns=dc.columns or None, split=dc.split,
-                                        on_error=dc.on_error)
-    examples = examples[:dc.max_examples]
-    return examples, _sources(dc.train, "source", len(examples))
+        return [Example(t, (t,)) for t in items], None
+    return items, _sources(dc.train, "source", len(items))
 
 
 def _sources(path: str, column: str, n: int) -> list | None:
@@ -131,17 +119,13 @@ def _check(ctx: Context) -> dict:
 
 
 def _mine(ctx: Context) -> dict:
-    from textcl.data import io
     from textcl.mine import mine, write_mined
     cfg = ctx.config
     if cfg.loss.name != "infonce" or not cfg.mining.enabled:
         raise NotApplicable(f"mining is off (mining.enabled={cfg.mining.enabled}, loss={cfg.loss.name})")
     if cfg.data.train is None:
         raise NotApplicable("data.train is not set")
-    if _is_beir(cfg.data.train) and cfg.data.format in ("auto", "beir"):
-        source = io.load_beir(cfg.data.train, cfg.data.split)
-    else:
-        source = load_train_examples(cfg)[0]
+    source = load_mining_source(cfg.data)
     encode = encoder_for(ctx, cfg.model.name_or_path)
     mined, stats = mine(source, encode, cfg.mining, seed=cfg.seed, progress=True)
     stats.provenance["precision"] = getattr(encode, "precision", None)

@@ -94,16 +94,13 @@ def _configs(args: argparse.Namespace):
 def run(args: argparse.Namespace) -> int:
     from textcl.eval import evaluate_sets, load_sets
     from textcl.eval.results import build_results, format_results, write_results
-    from textcl.model import load_model, make_encoder, scoring_precision
+    from textcl.model import encoder_for, load_configured_model
 
     model_cfg, eval_cfg = _configs(args)
     loaded = load_sets(eval_cfg, eval_cfg.split)  # bad input fails here, in seconds, before the model loads
-    model = load_model(model_cfg.name_or_path, trust_remote_code=model_cfg.trust_remote_code,
-                       max_seq_length=model_cfg.max_seq_length)
-    precision = args.precision or scoring_precision(model_cfg.precision)  # explicit CLI choice wins
-    encoder = make_encoder(model, precision=precision, batch_size=model_cfg.batch_size,
-                      query_prompt=model_cfg.query_prompt, document_prompt=model_cfg.document_prompt,
-                      cache_dir=model_cfg.cache_dir, show_progress=not args.no_progress)
+    model = load_configured_model(model_cfg)
+    encoder = encoder_for(model, model_cfg, precision=args.precision, scoring=True,  # explicit CLI choice wins
+                          show_progress=not args.no_progress)
     results = evaluate_sets(encoder, eval_cfg, eval_cfg.split, loaded=loaded)
     model_info = {"name_or_path": model_cfg.name_or_path, "fingerprint": encoder.fingerprint,
                   "precision": encoder.precision, "max_seq_length": model.max_seq_length,

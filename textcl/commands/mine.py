@@ -96,26 +96,18 @@ def _config(args: argparse.Namespace):
 
 def _source(args: argparse.Namespace, cfg):
     """The rows to mine for: a RetrievalSet or a list of Examples."""
-    from pathlib import Path
-
-    from textcl.data.io import load_beir, load_examples, parse_columns_arg
+    from textcl.data.io import load_beir, parse_columns_arg
+    from textcl.data.training import load_mining_source
     from textcl.errors import ConfigError
 
     if args.retrieval and args.pairs:
         raise ConfigError("give --retrieval or --pairs, not both")
     if args.retrieval:
         return load_beir(args.retrieval, cfg.data.split)
-    path = args.pairs or cfg.data.train
-    if path is None:
+    if args.pairs is None and cfg.data.train is None:
         raise ConfigError("nothing to mine: give --retrieval BEIR_DIR, --pairs FILE or a recipe with data.train")
-    if cfg.data.format == "beir" or (not args.pairs and Path(path, "corpus.jsonl").exists()) \
-            or (not args.pairs and Path(path, "corpus.jsonl.gz").exists()):
-        return load_beir(path, cfg.data.split)
-    columns = parse_columns_arg(args.columns) if args.columns else cfg.data.columns
-    examples, report = load_examples(path, format=cfg.data.format, columns=columns or None,
-                                     split=cfg.data.split, on_error=cfg.data.on_error)
-    report.log()
-    return examples[:cfg.data.max_examples] if cfg.data.max_examples else examples
+    columns = parse_columns_arg(args.columns) if args.columns else None
+    return load_mining_source(cfg.data, path=args.pairs, columns=columns, as_rows=bool(args.pairs))
 
 
 def _init_distributed() -> bool:
@@ -138,7 +130,7 @@ def run(args: argparse.Namespace) -> int:
     from textcl.data.io import load_texts
     from textcl.errors import ConfigError
     from textcl.mine import mine, write_mined
-    from textcl.model import load_model, make_encoder
+    from textcl.model import encoder_for, load_configured_model
 
     cfg = _config(args)
     output = args.output or cfg.mining.output
@@ -151,11 +143,8 @@ def run(args: argparse.Namespace) -> int:
         extra = load_texts(args.corpus) if args.corpus else None
         device = f"cuda:{os.environ.get('LOCAL_RANK', '0')}" if torch.cuda.is_available() else "cpu"
         m = cfg.model
-        model = load_model(m.name_or_path, device=device, trust_remote_code=m.trust_remote_code,
-                           max_seq_length=m.max_seq_length)
-        encoder = make_encoder(model, precision=m.precision, batch_size=m.batch_size, query_prompt=m.query_prompt,
-                          document_prompt=m.document_prompt, cache_dir=m.cache_dir,
-                          show_progress=not args.no_progress and rank == 0, allow_int8=m.allow_int8)
+        model = load_configured_model(m, device=device)
+        encoder = encoder_for(model, m, show_progress=not args.no_progress and rank == 0)
         progress = not args.no_progress and rank == 0
         examples, stats = mine(source, encoder, cfg.mining, seed=cfg.seed, extra_corpus=extra, progress=progress)
         if rank == 0:

@@ -11,6 +11,7 @@ import logging
 from pathlib import Path
 
 from textcl.config import EvalConfig
+from textcl.data.beir import is_beir_folder
 from textcl.errors import DataError
 from textcl.eval.metrics import PRIMARY_METRIC
 from textcl.eval.results import SetResult
@@ -38,7 +39,7 @@ def load_sts_set(path: str | Path, split: str) -> list[ScoredPair]:
     p = Path(path)
     if not p.exists():
         raise DataError("STS set not found", str(p))
-    if p.is_dir() and (p / "qrels").is_dir():
+    if is_beir_folder(p):
         raise DataError("this is a BEIR retrieval folder; pass it with --retrieval", str(p))
     try:
         from textcl.data.io import load_scored_pairs
