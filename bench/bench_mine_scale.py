@@ -66,7 +66,7 @@ def child(n_queries: int, n_docs: int, index: str, chunk: int) -> None:
     rset = RetrievalSet("random", corpus, queries, qrels, split="train")
     base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     t0 = time.perf_counter()
-    cfg = MiningConfig(index=index, corpus_chunk_size=chunk, depth=50, num_negatives=3)
+    cfg = MiningConfig(factory=index, corpus_chunk_size=chunk, depth=50, num_negatives=3)
     examples, stats = mine(rset, enc, cfg, seed=0, progress=False)
     wall = time.perf_counter() - t0
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss

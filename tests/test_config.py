@@ -78,10 +78,24 @@ def test_a_bad_override_is_not_blamed_on_the_recipe(tmp_path):
 
 def test_nested_overrides_and_empty_sections(tmp_path):
     path = recipe(tmp_path, "train:\ndata:\n  columns:\n    query: q\n")  # `train:` is an empty section
-    cfg = load_recipe(path, ["train.batch_size=8", "data.columns.positive=answer", "mining.index=IVF16,Flat",
+    cfg = load_recipe(path, ["train.batch_size=8", "data.columns.positive=answer", "mining.factory=IVF16,Flat",
                              "model.max_seq_length=null", "eval.k_values=[1, 10]"])
     assert cfg.train.batch_size == 8 and cfg.data.columns == {"query": "q", "positive": "answer"}
-    assert cfg.mining.index == "IVF16,Flat" and cfg.model.max_seq_length is None and cfg.eval.k_values == [1, 10]
+    assert cfg.mining.factory == "IVF16,Flat" and cfg.model.max_seq_length is None and cfg.eval.k_values == [1, 10]
+
+
+def test_old_factory_keys_still_load_with_a_warning_naming_the_new_key(tmp_path, caplog):
+    path = recipe(tmp_path, "mining:\n  index: HNSW32\neval:\n  search: Flat\n")
+    with pytest.warns(DeprecationWarning) as caught:
+        cfg = load_recipe(path, ["mining.index=IVF16,Flat"])
+    assert cfg.mining.factory == "IVF16,Flat" and cfg.eval.factory == "Flat"
+    messages = sorted({str(w.message) for w in caught})
+    assert messages == ["recipe key eval.search is deprecated; use eval.factory",
+                        "recipe key mining.index is deprecated; use mining.factory"]
+    assert "recipe key mining.index is deprecated; use mining.factory" in caplog.text
+    with pytest.raises(ConfigError, match="mining.index and mining.factory are the same setting; keep only "
+                                          "mining.factory"):
+        load_recipe(recipe(tmp_path, "mining:\n  index: HNSW32\n  factory: Flat\n"))
 
 
 def test_paths_resolve_relative_to_recipe_and_overrides_to_cwd(tmp_path, monkeypatch):

@@ -148,3 +148,16 @@ def test_index_files_that_disagree_are_damage(tmp_path, keyword_encoder):
     with pytest.raises(DataError, match=r"damaged index: its files disagree on the number of documents "
                                         r"\(\{'embeddings.npy': 3, 'ids.jsonl': 60\}\); rebuild it"):
         SearchIndex.load(tmp_path / "idx")
+
+
+def test_load_corpus_keeps_the_later_of_a_repeated_id_and_warns(tmp_path, caplog):
+    """The one corpus reader follows BEIR's loader (and pytrec_eval / MTEB through it): a repeated id
+    overwrites the earlier document, and one warning names the file, the count and the line."""
+    (tmp_path / "c.jsonl").write_text('{"_id": "a", "text": "old"}\n{"_id": "b", "text": "b"}\n'
+                                      '{"_id": "a", "title": "T", "text": "new"}\n')
+    assert load_corpus(tmp_path / "c.jsonl") == {"a": Document("T", "new"), "b": Document("", "b")}
+    assert f"{tmp_path / 'c.jsonl'}: 1 repeated ids (the last one kept) (e.g. line 3 'a')" in caplog.text
+    assert "--strict" not in caplog.text  # eval's switch does not apply to an index corpus
+    (tmp_path / "noid.jsonl").write_text('{"text": "no id"}\n')
+    with pytest.raises(DataError, match=r"noid.jsonl:1 field '_id': missing field"):
+        load_corpus(tmp_path / "noid.jsonl")

@@ -93,7 +93,7 @@ def test_faiss_flat_equals_exact_search_tie_tolerant():
     q, c = _unit(rng, 50, 32), _unit(rng, 300, 32)
     c[10] = c[20]  # an exact tie
     es, ei = exact_search(q, c, 15, corpus_chunk_size=64)
-    fs, fi = search(q, c, 15, index="Flat")
+    fs, fi = search(q, c, 15, factory="Flat")
     _tie_tolerant_equal(es, ei, fs, fi)
     assert recall_at_k(fi, ei, 15, es, fs) == 1.0
 
@@ -103,7 +103,7 @@ def test_factory_strings_share_the_layout_and_report_recall(spec):
     rng = np.random.default_rng(2)
     q, c = _unit(rng, 40, 32), _unit(rng, 1000, 32)
     es, ei = exact_search(q, c, 10)
-    fs, fi = search(q, c, 10, index=spec, seed=0)
+    fs, fi = search(q, c, 10, factory=spec, seed=0)
     assert fs.shape == (40, 10) and fi.dtype == np.int64 and fs.dtype == np.float32
     assert (np.diff(fs, axis=1) <= 1e-6).all()  # descending
     r = recall_at_k(fi, ei, 10)

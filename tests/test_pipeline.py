@@ -11,7 +11,7 @@ import yaml
 
 from textcl.config import RunConfig, load_recipe
 from textcl.errors import ConfigError
-from textcl.pipeline import Context, NotApplicable, Stage, fingerprint_path, run_pipeline, run_stage
+from textcl.pipeline import Context, NotApplicable, Stage, file_stamp, resume_rule, run_pipeline, run_stage
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -20,8 +20,8 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 def _stages(calls: list, value: dict):
-    first = Stage("a", lambda c: {"x": value["x"]}, lambda c: calls.append("a") or {"out": value["x"] * 2})
-    second = Stage("b", lambda c: {}, lambda c: calls.append("b") or {"got": c.results["a"]["out"]},
+    first = Stage("a", lambda cfg: {"x": value["x"]}, lambda c, resume: calls.append("a") or {"out": value["x"] * 2})
+    second = Stage("b", lambda cfg: {}, lambda c, resume: calls.append("b") or {"got": c.results["a"]["out"]},
                    depends=("a",))
     return first, second
 
@@ -62,31 +62,64 @@ def test_stage_reuse_invalidation_and_skip(tmp_path):
 def test_interrupted_stage_reruns_and_not_applicable(tmp_path):
     calls: list = []
 
-    def boom(ctx):
+    def boom(ctx, resume):
         calls.append("boom")
         raise KeyboardInterrupt
 
     ctx = Context(RunConfig(), tmp_path)
     with pytest.raises(KeyboardInterrupt):
-        run_stage(ctx, Stage("a", lambda c: {}, boom), set())
+        run_stage(ctx, Stage("a", lambda cfg: {}, boom), set())
     assert json.loads((tmp_path / "stages" / "a.json").read_text())["complete"] is False
-    run_stage(ctx, Stage("a", lambda c: {}, lambda c: {"ok": 1}), set())  # incomplete marker: runs again
+    run_stage(ctx, Stage("a", lambda cfg: {}, lambda c, resume: {"ok": 1}), set())  # incomplete marker: runs again
     assert ctx.status["a"]["status"] == "done" and ctx.results["a"] == {"ok": 1}
 
-    def nothing(ctx):
+    def nothing(ctx, resume):
         raise NotApplicable("no eval sets")
 
-    run_stage(ctx, Stage("n", lambda c: {}, nothing), set())
+    run_stage(ctx, Stage("n", lambda cfg: {}, nothing), set())
     assert ctx.status["n"]["status"] == "not applicable: no eval sets" and ctx.results["n"] is None
 
 
-def test_fingerprint_path_tracks_content(tmp_path):
+def test_resume_rule_reuses_resumes_or_runs():
+    plain, resumable = Stage("a", dict, dict), Stage("t", dict, dict, resumable=True)
+    done, killed = {"hash": "h", "complete": True}, {"hash": "h", "complete": False}
+    assert resume_rule(plain, done, "h", forced=False) == "reuse"
+    assert resume_rule(plain, done, "h", forced=True) == resume_rule(plain, done, "new", forced=False) == "run"
+    assert resume_rule(plain, killed, "h", forced=False) == "run"  # nothing to continue: from scratch
+    assert resume_rule(resumable, killed, "h", forced=False) == resume_rule(resumable, killed, "h", forced=True) \
+        == "resume"  # forcing does not throw away the interrupted work
+    assert resume_rule(resumable, killed, "new", forced=False) == resume_rule(resumable, None, "h", forced=False) \
+        == "run"
+
+
+def test_an_interrupted_resumable_stage_is_run_with_resume(tmp_path):
+    seen: list = []
+
+    def body(ctx, resume):
+        seen.append(resume)
+        if len(seen) == 1:
+            raise KeyboardInterrupt
+        return {"ok": 1}
+
+    stage = Stage("t", lambda cfg: {"x": 1}, body, outputs=("t.txt", "mining.output"), resumable=True)
+    ctx = Context(RunConfig(), tmp_path)
+    with pytest.raises(KeyboardInterrupt):
+        run_stage(ctx, stage, set())
+    run_stage(ctx, stage, set())
+    assert seen == [False, True] and ctx.status["t"]["status"] == "done"
+    marker = json.loads((tmp_path / "stages" / "t.json").read_text())
+    assert marker["outputs"] == [str(tmp_path / "t.txt")]  # mining.output is unset: nothing to list
+    run_stage(ctx, stage, set(), force=True)  # a forced re-run of a COMPLETE stage starts afresh
+    assert seen == [False, True, False]
+
+
+def test_file_stamp_tracks_content(tmp_path):
     f = tmp_path / "a.txt"
     f.write_text("one")
-    first = fingerprint_path(str(f))
+    first = file_stamp(str(f))
     f.write_text("two")
-    assert fingerprint_path(str(f)) != first
-    assert fingerprint_path("org/model") == {"id": "org/model"} and fingerprint_path(None) is None
+    assert file_stamp(str(f)) != first
+    assert file_stamp("org/model") == {"id": "org/model"} and file_stamp(None) is None
 
 
 def test_unknown_skip_stage_is_an_error(tmp_path):
@@ -151,6 +184,9 @@ def test_run_end_to_end_resume_and_partial_rerun(tmp_path, tiny_model_path, caps
     for shared in ("summary.json", "report.md", "report.html", "model/README.md"):  # no local path leaks
         assert str(tmp_path) not in (out / shared).read_text(), shared
     assert summary["model_dir"] == "./model" and summary["output_dir"] == "."
+    for marker in (out / "stages").glob("*.json"):  # every stage wrote what the stage table says it writes
+        outputs = json.loads(marker.read_text())["outputs"]
+        assert outputs and all(Path(p).exists() for p in outputs), (marker.name, outputs)
 
     markers = {p.name: p.stat().st_mtime_ns for p in (out / "stages").glob("*.json")}
     assert main(["run", str(recipe)]) == 0  # nothing changed: every stage reused

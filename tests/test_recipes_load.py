@@ -4,6 +4,7 @@ data that exists (local paths) or looks like a hub id — so a recipe cannot rot
 from __future__ import annotations
 
 import re
+import warnings
 from pathlib import Path
 
 import pytest
@@ -32,7 +33,9 @@ def test_recipes_folder_exists():
 @pytest.mark.parametrize("path", RECIPES, ids=[p.name for p in RECIPES])
 def test_recipe_loads_and_round_trips(path, tmp_path, monkeypatch):
     monkeypatch.chdir(ROOT)  # recipes are run from the repository root (make demo)
-    cfg = load_recipe(path)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", DeprecationWarning)  # bundled recipes use no deprecated key
+        cfg = load_recipe(path)
     assert isinstance(cfg, RunConfig)
     save_config(cfg, tmp_path / "config.yaml")
     assert load_recipe(tmp_path / "config.yaml") == absolute_paths(cfg)  # defaults left relative: the cwd

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from textcl.report import (
+from textcl.pipeline.report import (
     forgetting_flags,
     format_table,
     interpolation_trials,

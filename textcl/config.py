@@ -10,9 +10,11 @@ from __future__ import annotations
 import copy
 import dataclasses
 import difflib
+import logging
 import re
 import types
 import typing
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -22,6 +24,7 @@ import yaml
 from textcl import paths
 from textcl.errors import ConfigError
 
+log = logging.getLogger(__name__)
 Precision = Literal["auto", "fp32", "bf16"]
 EncodePrecision = Literal["auto", "fp32", "bf16", "int8"]  # int8: encoding only (textcl.int8), never training
 _NUMBER = re.compile(r"^[-+]?(\d+\.?\d*|\.\d+)([eE][-+]?\d+)?$")
@@ -71,7 +74,7 @@ class MiningConfig:
     margin_reference: Literal["max", "min"] = "max"  # which of a row's positives the margins compare to
     rows: Literal["query", "pair"] = "query"  # retrieval sets: one row per query (all positives) or per pair
     max_score: float | None = None
-    index: str = "exact"  # "exact" (chunked) or a FAISS factory string: Flat, IVF256,Flat, HNSW32 ...
+    factory: str = "exact"  # "exact" (chunked) or a FAISS factory string: Flat, IVF256,Flat, HNSW32 ...
     query_chunk_size: int = 1024
     corpus_chunk_size: int = 16384  # also the unit of work per rank when distributed
     recall_check_queries: int = 200
@@ -154,7 +157,7 @@ class EvalConfig:
     dev_split: str = "dev"
     k_values: list[int] = field(default_factory=lambda: [1, 3, 5, 10, 100, 1000])
     ignore_identical_ids: bool | None = None  # None = per-dataset MTEB default
-    search: str = "exact"  # exact or a FAISS factory string
+    factory: str = "exact"  # exact or a FAISS factory string
     metric_for_best: str | None = None  # e.g. "nfcorpus/ndcg@10"; None = first primary metric
     forgetting_threshold: float = 1.0  # points of out-of-domain drop flagged as forgetting
     extra_corpus: str | None = _path(None)  # more documents for retrieval sets given as pairs files
@@ -270,7 +273,32 @@ _ALIASES = {"learning_rate": "lr", "num_train_epochs": "epochs", "num_epochs": "
             "bf16": "precision", "fp16": "precision", "scale": "temperature"}
 
 
-def _build(cls: type, data: Any, where: str, base_dir: Path | None = None) -> Any:
+# Old spellings of renamed keys, per section: still read, with a warning naming the new key.
+_DEPRECATED = {"MiningConfig": {"index": "factory"}, "EvalConfig": {"search": "factory"}}
+
+
+def _renamed(cls: type, data: dict, where: str, quiet: bool) -> dict:
+    """`data` with deprecated keys of `cls` renamed (warning once per key unless `quiet`)."""
+    renames = _DEPRECATED.get(cls.__name__, {})
+    if not renames.keys() & data.keys():
+        return data
+    out = {}
+    for key, value in data.items():
+        new = renames.get(key)
+        if new is None:
+            out[key] = value
+            continue
+        if new in data:
+            raise ConfigError(f"{where}.{key} and {where}.{new} are the same setting; keep only {where}.{new}")
+        if not quiet:
+            message = f"recipe key {where}.{key} is deprecated; use {where}.{new}"
+            warnings.warn(message, DeprecationWarning, stacklevel=2)
+            log.warning("%s", message)
+        out[new] = value
+    return out
+
+
+def _build(cls: type, data: Any, where: str, base_dir: Path | None = None, quiet: bool = False) -> Any:
     if isinstance(data, cls):
         return data
     if data is None:
@@ -280,7 +308,7 @@ def _build(cls: type, data: Any, where: str, base_dir: Path | None = None) -> An
     hints = typing.get_type_hints(cls)
     fields = {f.name: f for f in dataclasses.fields(cls)}
     kwargs = {}
-    for key, value in data.items():
+    for key, value in _renamed(cls, data, where, quiet).items():
         name = f"{where}.{key}" if where else str(key)
         if key not in fields:
             close = [_ALIASES[key]] if _ALIASES.get(key) in fields else \
@@ -289,7 +317,7 @@ def _build(cls: type, data: Any, where: str, base_dir: Path | None = None) -> An
             raise ConfigError(f"unknown key '{name}'{hint}")
         tp = hints[key]
         if dataclasses.is_dataclass(tp):
-            kwargs[key] = _build(tp, value, name, base_dir)
+            kwargs[key] = _build(tp, value, name, base_dir, quiet)
             continue
         value = _coerce(value, tp, name)
         kind = fields[key].metadata.get("path")
@@ -365,7 +393,7 @@ def load_recipe(path: str | Path | None = None, overrides: list[str] | None = No
         base_dir = path.resolve().parent
     for text in overrides or []:  # a bad --set is blamed on itself, not on the recipe file
         try:
-            _build(RunConfig, apply_overrides({}, [text]), "")
+            _build(RunConfig, apply_overrides({}, [text]), "", quiet=True)  # warned once, below
         except ConfigError as exc:
             raise ConfigError(f"--set {text}: {exc}") from None
     # Recipe paths resolve against the recipe's folder, override paths against the working directory.

@@ -13,7 +13,8 @@ from typing import Any
 
 import torch
 
-EmbedFn = Callable[[list[str], str], torch.Tensor]
+from textcl.types import EmbedFn
+
 NoSync = Callable[[], contextlib.AbstractContextManager[Any]]
 
 

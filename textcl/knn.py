@@ -179,14 +179,14 @@ def faiss_search(index, queries: np.ndarray, k: int, *, query_chunk_size: int = 
     return out_scores, out_idx
 
 
-def search(queries: np.ndarray, corpus: np.ndarray, k: int, *, index: str = "exact",
+def search(queries: np.ndarray, corpus: np.ndarray, k: int, *, factory: str = "exact",
            query_chunk_size: int = 1024, corpus_chunk_size: int = 65536, gpu: bool | None = None,
            seed: int = 0, progress: bool = False) -> tuple[np.ndarray, np.ndarray]:
-    """One entry point: `index="exact"` (chunked, bounded memory) or any FAISS factory spec."""
-    if index == "exact":
+    """One entry point: `factory="exact"` (chunked, bounded memory) or any FAISS factory string."""
+    if factory == "exact":
         return exact_search(queries, corpus, k, query_chunk_size=query_chunk_size,
                             corpus_chunk_size=corpus_chunk_size, progress=progress)
-    built = build_faiss_index(corpus, index, gpu=gpu, seed=seed)
+    built = build_faiss_index(corpus, factory, gpu=gpu, seed=seed)
     return faiss_search(built, queries, k, query_chunk_size=query_chunk_size, progress=progress)
 
 

@@ -24,6 +24,7 @@ import torch.nn.functional as F
 from sentence_transformers import SentenceTransformer
 
 from textcl import int8, progress
+from textcl.config import ModelConfig
 from textcl.embcache import EmbeddingStore, text_key
 from textcl.errors import ConfigError
 from textcl.hub import BUNDLED_NAMES, check_model_folder, resolve_model_path  # noqa: F401 - re-exported
@@ -494,6 +495,29 @@ class RoutedEncoder:
         if role not in ROUTES:
             raise ConfigError(f"role must be 'query' or 'document', got {role!r}")
         return (self.query if role == "query" else self.document)(texts, role)
+
+
+def load_configured_model(mc: ModelConfig, path: str | os.PathLike | None = None, *,
+                          device: str | None = None) -> SentenceTransformer:
+    """`load_model` with a recipe's model section (trust_remote_code, max_seq_length); `path` defaults to
+    `mc.name_or_path` (pass another to load e.g. a fine-tuned folder with the same settings)."""
+    return load_model(mc.name_or_path if path is None else path, device=device,
+                      trust_remote_code=mc.trust_remote_code, max_seq_length=mc.max_seq_length)
+
+
+def encoder_for(model: SentenceTransformer, mc: ModelConfig, *, precision: str | None = None,
+                scoring: bool = False, cache: bool = True, show_progress: bool = True) -> Encoder | RoutedEncoder:
+    """The one way to build the Encode of a model with a recipe's model section (batch size, prompts,
+    embedding cache, precision), for evaluation, mining, indexes, the data check and training.
+
+    `scoring`: the encoder reports numbers, so int8 becomes fp32 (`scoring_precision`) and auto never
+    picks int8; `precision` (e.g. an explicit --precision) overrides the section's. `cache=False` leaves the
+    embedding cache off (weights that change during training)."""
+    if precision is None:
+        precision = scoring_precision(mc.precision) if scoring else mc.precision
+    return make_encoder(model, precision=precision, batch_size=mc.batch_size, query_prompt=mc.query_prompt,
+                        document_prompt=mc.document_prompt, cache_dir=mc.cache_dir if cache else None,
+                        show_progress=show_progress, allow_int8=mc.allow_int8 and not scoring)
 
 
 def make_encoder(model: SentenceTransformer, **kwargs: Any) -> Encoder | RoutedEncoder:

@@ -10,6 +10,7 @@ import logging
 from pathlib import Path
 
 from textcl.config import RunConfig
+from textcl.data.beir import is_beir_folder
 from textcl.errors import ConfigError
 from textcl.eval import dataset_name
 from textcl.paths import is_hub_id
@@ -21,7 +22,7 @@ def available_splits(path: str) -> list[str] | None:
     """Splits an evaluation set offers: BEIR `qrels/*.tsv`, STS-B `sts-*.csv`; None for a single file
     (every split is the same rows) or a hub id."""
     p = Path(path)
-    if (p / "qrels").is_dir():
+    if is_beir_folder(p):
         return sorted({q.name.split(".")[0] for q in (p / "qrels").glob("*.tsv*")})
     if p.is_dir():
         return sorted(f.stem[4:] for f in p.glob("sts-*.csv"))

@@ -6,10 +6,14 @@ Fields are named by role (query, positives, negatives), never by column order.
 from __future__ import annotations
 
 import unicodedata
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Literal, Protocol
+from typing import TYPE_CHECKING, Literal, Protocol
 
 import numpy as np
+
+if TYPE_CHECKING:  # only for the EmbedFn annotation: importing torch here would slow every `textcl` start
+    import torch
 
 Role = Literal["query", "document"]
 
@@ -86,3 +90,7 @@ class Encode(Protocol):
     """Texts in, one L2-normalised float32 row per text out."""
 
     def __call__(self, texts: list[str], role: Role = "document") -> np.ndarray: ...
+
+
+# Training's embed function: `embed(texts, role) -> Tensor[n, D]` WITH grad (an Encode returns numpy, no grad).
+EmbedFn = Callable[[list[str], str], "torch.Tensor"]

@@ -48,9 +48,9 @@ def test_every_option_has_help_and_every_command_takes_no_progress():
     (["index", "build", "--model", "m", "--corpus", "c", "--out", "o"], "out", "o"),
     (["index", "build", "--model", "m", "--corpus", "c", "--output", "o", "--index", "HNSW32"], "factory", "HNSW32"),
     (["index", "build", "--model", "m", "--corpus", "c", "--output", "o", "--search", "Flat"], "factory", "Flat"),
-    (["eval", "--model", "m", "--search", "HNSW32"], "search", "HNSW32"),
+    (["eval", "--model", "m", "--search", "HNSW32"], "factory", "HNSW32"),
     (["eval", "--model", "m", "--factory", "HNSW32", "--out", "r.json"], "output", "r.json"),
-    (["mine", "--index", "IVF16,Flat"], "index", "IVF16,Flat"),
+    (["mine", "--index", "IVF16,Flat"], "factory", "IVF16,Flat"),
     (["mine", "--factory", "IVF16,Flat", "--out", "m.jsonl"], "output", "m.jsonl"),
 ])
 def test_one_name_per_concept_with_old_spellings_as_aliases(argv, dest, value):

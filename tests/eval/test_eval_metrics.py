@@ -105,3 +105,11 @@ def test_correlations_equal_scipy(pairs):
         return
     assert spearman(x, y) == pytest.approx(stats.spearmanr(x, y).statistic, abs=1e-9)
     assert pearson(x, y) == pytest.approx(stats.pearsonr(x, y).statistic, abs=1e-9)
+
+
+def test_is_primary_names_one_metric_per_task():
+    from textcl.eval.metrics import is_primary
+
+    assert is_primary("nfcorpus/ndcg@10") and is_primary("dev/stsb/spearman_cosine") and is_primary("ndcg@10")
+    assert not is_primary("nfcorpus/ndcg@100") and not is_primary("nfcorpus/mrr@10")
+    assert not is_primary("stsbenchmark/spearman_cosine_query_document")

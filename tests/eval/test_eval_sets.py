@@ -13,7 +13,7 @@ from textcl.config import EvalConfig
 from textcl.errors import DataError
 from textcl.eval import dataset_name, evaluate, evaluate_sets
 from textcl.eval.metrics import spearman
-from textcl.eval.report import build_report, format_table, write_report
+from textcl.eval.results import build_results, format_results, write_results
 from textcl.eval.retrieval import default_ignore_identical_ids, evaluate_retrieval
 from textcl.eval.sts import evaluate_sts, similarity_scores
 from textcl.types import Document, RetrievalSet, ScoredPair
@@ -171,14 +171,14 @@ def test_evaluate_config_and_report(tmp_path, keyword_encoder):
     assert flat["arguana/ndcg@10"] == pytest.approx(1.0)  # ArguAna default drops the self-match q1
     assert "sick/spearman_cosine" in flat
     results = evaluate_sets(enc, cfg, "test")
-    report = build_report(results, {"name_or_path": "kw", "fingerprint": "abc", "precision": "fp32"})
+    report = build_results(results, {"name_or_path": "kw", "fingerprint": "abc", "precision": "fp32"})
     rec = next(r for r in report["results"] if r["key"] == "arguana/ndcg@10")
     assert rec["k"] == 10 and rec["ignore_identical_ids"] is True and rec["split"] == "test"
     assert rec["precision"] == "fp32" and rec["model_fingerprint"] == "abc"
     assert "MTEB default" in rec["ignore_identical_ids_source"]
-    path = write_report(report, tmp_path / "out" / "report.json")
+    path = write_results(report, tmp_path / "out" / "report.json")
     assert json.loads(path.read_text())["sets"][0]["conventions"]["n_pairs"] == 3
-    table = format_table(report)
+    table = format_results(report)
     assert "arguana" in table and "ndcg@10 100.00" in table
 
 
@@ -194,7 +194,7 @@ def test_faiss_flat_equals_exact(keyword_encoder):
         pytest.skip("textcl.knn.search (FAISS) not available in this build")
     enc = keyword_encoder(KEYWORDS)
     exact = evaluate_retrieval(enc, toy_set(), [1, 3], ignore_identical_ids=True)
-    flat = evaluate_retrieval(enc, toy_set(), [1, 3], ignore_identical_ids=True, search="Flat")
+    flat = evaluate_retrieval(enc, toy_set(), [1, 3], ignore_identical_ids=True, factory="Flat")
     assert flat == pytest.approx(exact)
 
 
@@ -203,4 +203,4 @@ def test_unknown_search_without_faiss_is_a_config_error(keyword_encoder, monkeyp
     from textcl.errors import ConfigError
     monkeypatch.delattr(tindex, "search", raising=False)
     with pytest.raises(ConfigError, match="only exact search"):
-        evaluate_retrieval(keyword_encoder(KEYWORDS), toy_set(), [1], ignore_identical_ids=False, search="HNSW32")
+        evaluate_retrieval(keyword_encoder(KEYWORDS), toy_set(), [1], ignore_identical_ids=False, factory="HNSW32")

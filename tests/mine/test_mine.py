@@ -160,14 +160,14 @@ def test_same_inputs_and_seed_give_byte_identical_output(keyword_encoder, tmp_pa
          for i, s in enumerate([3, 3, 4])]
     assert h[0] == h[1] and h[0] != h[2]
     prov = mine(rset, enc, cfg, seed=3, progress=False)[1].provenance
-    assert set(prov) >= {"encoder", "index", "seed", "data", "config", "stats"}
+    assert set(prov) >= {"encoder", "factory", "seed", "data", "config", "stats"}
     assert prov["config"]["sampling"] == "random" and len(prov["data"]) == 64
 
 
 def test_faiss_index_reports_recall(keyword_encoder, caplog):
     caplog.set_level(logging.INFO)
     rset = _rset()
-    _, stats = mine(rset, keyword_encoder(KEYWORDS), _cfg(index="HNSW8"), seed=0, progress=False)
+    _, stats = mine(rset, keyword_encoder(KEYWORDS), _cfg(factory="HNSW8"), seed=0, progress=False)
     assert stats.recall is not None and 0 < stats.recall <= 1
     assert "recall@20 vs exact search" in caplog.text
 

@@ -16,7 +16,7 @@ from textcl.data.io import load_beir
 from textcl.mine import mine, write_mined
 
 WORLD = 2
-CONFIGS = {"exact": {}, "ivf": {"index": "IVF4,Flat|nprobe=2"}}
+CONFIGS = {"exact": {}, "ivf": {"factory": "IVF4,Flat|nprobe=2"}}
 
 
 def _cfg(**kw) -> MiningConfig:

@@ -13,25 +13,18 @@ from train_helpers import make_examples, tiny_config  # noqa: E402
 from textcl import distributed  # noqa: E402
 from textcl.errors import TrainingError  # noqa: E402
 from textcl.train import loop  # noqa: E402
+from textcl.train.finish import finish  # noqa: E402
+from textcl.train.selection import mix_with_base  # noqa: E402
 
 
 def main() -> None:
     model_path, out, mode, n = sys.argv[1], Path(sys.argv[2]), sys.argv[3], int(sys.argv[4])
-    models = []
-    real_load = loop.load_model
-
-    def load(*args, **kwargs):
-        models.append(real_load(*args, **kwargs))
-        return models[-1]
-
-    loop.load_model = load
-
     def callback(event: dict) -> None:
         rank = distributed.rank()
         if mode == "fail" and rank == 1 and event["step"] == 2:
             raise TrainingError("rank 1 failed on purpose at step 2")
         digest = hashlib.sha256()
-        for tensor in models[0].state_dict().values():
+        for tensor in trainer.model.state_dict().values():
             digest.update(tensor.detach().numpy().tobytes())
         with open(out.parent / f"{out.name}-rank{rank}.txt", "a") as fh:
             fh.write(f"{event['step']} {digest.hexdigest()}\n")
@@ -44,7 +37,10 @@ def main() -> None:
         dev = lambda encode: {"toy/ndcg@10": next(scores)}  # noqa: E731
         extra = ["train.eval_every=5", "train.interpolate_base=[0.5]"]
     config = tiny_config(model_path, out, "train.max_steps=5", "train.save_every=10", *extra)
-    result = loop.train(config, make_examples(n), callbacks=[callback], dev=dev)
+    trainer = loop.set_up(config, make_examples(n), dev=dev)
+    loop.fit(trainer, callbacks=[callback])
+    mix_with_base(trainer)
+    result = finish(trainer)
     print(f"rank {distributed.rank()} steps {result.steps} after {result.after.get('dev')}", flush=True)
 
 

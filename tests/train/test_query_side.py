@@ -224,3 +224,19 @@ def test_sampled_candidates_are_the_top_k_non_excluded_documents_over_corpus_blo
         for j, d in enumerate(out["sampled"].tolist()):
             bad = d in out["top"][i].tolist() or (i, d) in {(0, 5), (0, 11), (2, 0)}
             assert bool(out["sampled_valid"][i, j]) is not bad
+
+
+def test_training_corpus_reads_a_repeated_id_as_the_corpus_reader_does(tmp_path, caplog):
+    """train.corpus / the BEIR corpus of data.train go through the one corpus reader: a repeated id keeps
+    the later document (with a warning), as evaluation and the index do."""
+    from textcl.config import load_recipe
+    from textcl.train.corpus import load_corpus_texts
+
+    folder = tmp_path / "beir"
+    folder.mkdir()
+    (folder / "corpus.jsonl").write_text('{"_id": "d1", "text": "old text"}\n{"_id": "d2", "text": "two"}\n'
+                                         '{"_id": "d1", "text": "new text"}\n')
+    cfg = load_recipe(None, [f"train.corpus={folder}", "train.tune=query"])
+    texts, ids, where = load_corpus_texts(cfg, [])
+    assert (texts, ids, where) == (["new text", "two"], ["d1", "d2"], str(folder / "corpus.jsonl"))
+    assert "1 repeated ids (the last one kept) (e.g. line 3 'd1')" in caplog.text

@@ -11,6 +11,7 @@ from train_helpers import tiny_config
 from textcl.errors import ConfigError, TrainingError
 from textcl.train import checkpoint as ckpt
 from textcl.train import loop
+from textcl.train.finish import finish
 from textcl.train.objective import forward_backward as real_forward_backward
 
 
@@ -38,22 +39,14 @@ def test_nan_stops_with_step_and_keeps_last_good_checkpoint(tiny_model_path, tmp
 def test_nan_policy_skip_counts_and_leaves_weights_untouched(tiny_model_path, tmp_path, examples, monkeypatch):
     monkeypatch.setattr(loop, "forward_backward", _poison_at({2}, [0]))
     seen = {}
+    trainer = loop.set_up(tiny_config(tiny_model_path, tmp_path / "out", "train.nan_policy=skip",
+                                      "train.max_steps=3"), examples)
 
     def snapshot(event):  # weights right after step 1 and after the poisoned step 2 must match
-        model = loop_model[0]
-        seen[event["step"]] = {k: v.clone() for k, v in model.state_dict().items()}
+        seen[event["step"]] = {k: v.clone() for k, v in trainer.model.state_dict().items()}
 
-    loop_model = []
-    real_load = loop.load_model
-
-    def load(*args, **kwargs):
-        model = real_load(*args, **kwargs)
-        loop_model.append(model)
-        return model
-
-    monkeypatch.setattr(loop, "load_model", load)
-    result = loop.train(tiny_config(tiny_model_path, tmp_path / "out", "train.nan_policy=skip",
-                                    "train.max_steps=3"), examples, callbacks=[snapshot])
+    loop.fit(trainer, callbacks=[snapshot])
+    result = finish(trainer)
     assert result.skipped_steps == 1 and result.steps == 3
     assert all(torch.equal(seen[1][k], seen[2][k]) for k in seen[1])
     assert any(not torch.equal(seen[2][k], seen[3][k]) for k in seen[2])
@@ -98,17 +91,17 @@ def test_resume_refuses_changed_settings(tiny_model_path, tmp_path, examples):
         loop.train(tiny_config(tiny_model_path, tmp_path / "empty"), examples, resume=True)
 
 
-def test_fingerprint_from_older_version_resumes(tiny_model_path, tmp_path):
+def test_resume_settings_from_older_version_resume(tiny_model_path, tmp_path):
     """A checkpoint written before loss.angle_weight / train.layer_lr_decay existed resumes when
     they are left at their defaults, and is refused when they are changed."""
     cfg = tiny_config(tiny_model_path, tmp_path)
-    current = ckpt.run_fingerprint(cfg, 10, 1)
+    current = ckpt.resume_settings(cfg, 10, 1)
     old = {k: v for k, v in current.items() if k != "layer_lr_decay"}
     old["loss"] = {k: v for k, v in current["loss"].items() if k != "angle_weight"}
-    ckpt.check_fingerprint(old, current, tmp_path)  # no error
-    changed = ckpt.run_fingerprint(tiny_config(tiny_model_path, tmp_path, "loss.angle_weight=1.0"), 10, 1)
+    ckpt.check_resume_settings(old, current, tmp_path)  # no error
+    changed = ckpt.resume_settings(tiny_config(tiny_model_path, tmp_path, "loss.angle_weight=1.0"), 10, 1)
     with pytest.raises(ConfigError, match="settings changed .*angle_weight"):
-        ckpt.check_fingerprint(old, changed, tmp_path)
-    decayed = ckpt.run_fingerprint(tiny_config(tiny_model_path, tmp_path, "train.layer_lr_decay=0.8"), 10, 1)
+        ckpt.check_resume_settings(old, changed, tmp_path)
+    decayed = ckpt.resume_settings(tiny_config(tiny_model_path, tmp_path, "train.layer_lr_decay=0.8"), 10, 1)
     with pytest.raises(ConfigError, match=r"settings changed \(layer_lr_decay: 1.0 -> 0.8"):
-        ckpt.check_fingerprint(old, decayed, tmp_path)
+        ckpt.check_resume_settings(old, decayed, tmp_path)

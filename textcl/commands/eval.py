@@ -34,7 +34,7 @@ def register(subparsers) -> None:
                    help="cut-offs for retrieval metrics (repeatable; default 1 3 5 10 100 1000)")
     p.add_argument("--ignore-identical-ids", choices=["auto", "true", "false"], default=None,
                    help="drop documents whose id equals the query id (auto = MTEB default per dataset)")
-    p.add_argument("--factory", "--search", dest="search", default=None,
+    p.add_argument("--factory", "--search", dest="factory", default=None,
                    help='"exact" (default) or a FAISS factory string: Flat, HNSW32, "IVF256,Flat|nprobe=16"')
     p.add_argument("--strict", action="store_true",
                    help="qrels naming a doc or query missing from the set, or repeating a judgement, are errors "
@@ -72,8 +72,8 @@ def _configs(args: argparse.Namespace):
         updates["k_values"] = sorted(set(args.k))
     if args.ignore_identical_ids:
         updates["ignore_identical_ids"] = {"auto": None, "true": True, "false": False}[args.ignore_identical_ids]
-    if args.search:
-        updates["search"] = args.search
+    if args.factory:
+        updates["factory"] = args.factory
     if args.strict:
         updates["strict"] = True
     if args.corpus:
@@ -93,24 +93,21 @@ def _configs(args: argparse.Namespace):
 
 def run(args: argparse.Namespace) -> int:
     from textcl.eval import evaluate_sets, load_sets
-    from textcl.eval.report import build_report, format_table, write_report
-    from textcl.model import load_model, make_encoder, scoring_precision
+    from textcl.eval.results import build_results, format_results, write_results
+    from textcl.model import encoder_for, load_configured_model
 
     model_cfg, eval_cfg = _configs(args)
     loaded = load_sets(eval_cfg, eval_cfg.split)  # bad input fails here, in seconds, before the model loads
-    model = load_model(model_cfg.name_or_path, trust_remote_code=model_cfg.trust_remote_code,
-                       max_seq_length=model_cfg.max_seq_length)
-    precision = args.precision or scoring_precision(model_cfg.precision)  # explicit CLI choice wins
-    encoder = make_encoder(model, precision=precision, batch_size=model_cfg.batch_size,
-                      query_prompt=model_cfg.query_prompt, document_prompt=model_cfg.document_prompt,
-                      cache_dir=model_cfg.cache_dir, show_progress=not args.no_progress)
+    model = load_configured_model(model_cfg)
+    encoder = encoder_for(model, model_cfg, precision=args.precision, scoring=True,  # explicit CLI choice wins
+                          show_progress=not args.no_progress)
     results = evaluate_sets(encoder, eval_cfg, eval_cfg.split, loaded=loaded)
     model_info = {"name_or_path": model_cfg.name_or_path, "fingerprint": encoder.fingerprint,
                   "precision": encoder.precision, "max_seq_length": model.max_seq_length,
                   "query_prompt": encoder.prompts["query"], "document_prompt": encoder.prompts["document"],
                   "device": str(encoder.device)}
-    report = build_report(results, model_info)
-    sys.stdout.write(format_table(report) + "\n")
+    report = build_results(results, model_info)
+    sys.stdout.write(format_results(report) + "\n")
     if args.output:
-        log.info("report written to %s", write_report(report, args.output))
+        log.info("report written to %s", write_results(report, args.output))
     return 0

@@ -56,16 +56,17 @@ def _model_options(p: argparse.ArgumentParser, required: bool = True) -> None:
 
 
 def _encoder(model_name: str, args: argparse.Namespace, stored: dict | None = None):
-    from textcl.model import load_model, make_encoder
+    from textcl.config import ModelConfig
+    from textcl.model import encoder_for, load_configured_model
 
     stored = stored or {}
     q_prompt = args.query_prompt if args.query_prompt is not None else stored.get("query_prompt", "")
     d_prompt = args.document_prompt if args.document_prompt is not None else stored.get("document_prompt", "")
-    precision = args.precision or stored.get("precision") or "auto"
-    model = load_model(model_name, trust_remote_code=args.trust_remote_code)
-    return make_encoder(model, precision=precision, batch_size=args.batch_size, query_prompt=q_prompt,
-                        document_prompt=d_prompt, show_progress=not args.no_progress,  # off without a terminal
-                        allow_int8=args.allow_int8)
+    mc = ModelConfig(name_or_path=model_name, max_seq_length=None,  # the model's own
+                     precision=args.precision or stored.get("precision") or "auto", allow_int8=args.allow_int8,
+                     batch_size=args.batch_size, trust_remote_code=args.trust_remote_code,
+                     query_prompt=q_prompt, document_prompt=d_prompt, cache_dir=None)
+    return encoder_for(load_configured_model(mc), mc, show_progress=not args.no_progress)  # off without a terminal
 
 
 def _read_queries(path: str) -> list[tuple[str, str]]:

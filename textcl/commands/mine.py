@@ -17,7 +17,7 @@ log = logging.getLogger(__name__)
 # CLI flag -> recipe key; values are type-checked by the recipe loader like any `--set` override.
 OPTIONS = {
     "num_negatives": int, "skip_top": int, "depth": int, "sampling": str, "relative_margin": str,
-    "absolute_margin": str, "margin_reference": str, "rows": str, "max_score": str, "index": str,
+    "absolute_margin": str, "margin_reference": str, "rows": str, "max_score": str, "factory": str,
     "query_chunk_size": int, "corpus_chunk_size": int, "recall_check_queries": int, "cross_encoder": str,
     "cross_encoder_max_score": str,
 }
@@ -29,7 +29,7 @@ HELP = {
     "margin_reference": "which positive of a multi-positive row the margins compare to",
     "rows": "retrieval sets: one row per query (all positives) or one per (query, positive)",
     "max_score": "drop candidates scoring above this cosine (none = off)",
-    "index": '"exact" (chunked, no FAISS) or a FAISS factory string: Flat, HNSW32, "IVF256,Flat|nprobe=16"',
+    "factory": '"exact" (chunked, no FAISS) or a FAISS factory string: Flat, HNSW32, "IVF256,Flat|nprobe=16"',
     "query_chunk_size": "queries searched at once", "corpus_chunk_size": "corpus rows encoded and searched at once",
     "recall_check_queries": "queries whose approximate top-k is checked against exact search",
     "cross_encoder": "re-score candidates with this cross-encoder (folder or hub id)",
@@ -57,7 +57,7 @@ def register(subparsers) -> None:
     p.add_argument("--seed", type=int, default=None, help="sampling / index seed (default: recipe seed, 42)")
     p.add_argument("--output", "--out", help="output .jsonl / .jsonl.gz / .parquet (default: recipe mining.output)")
     for name, tp in {**OPTIONS, **MODEL_OPTIONS}.items():
-        flags = ["--" + name.replace("_", "-")] + (["--factory"] if name == "index" else [])
+        flags = ["--" + name.replace("_", "-")] + (["--index"] if name == "factory" else [])  # --index: the old spelling
         section = "mining" if name in OPTIONS else "model"
         p.add_argument(*flags, type=tp, default=None, dest=name, choices=_choices(section, name),
                        help=f"{HELP[name]} (recipe: {section}.{name})")
@@ -96,26 +96,18 @@ def _config(args: argparse.Namespace):
 
 def _source(args: argparse.Namespace, cfg):
     """The rows to mine for: a RetrievalSet or a list of Examples."""
-    from pathlib import Path
-
-    from textcl.data.io import load_beir, load_examples, parse_columns_arg
+    from textcl.data.io import load_beir, parse_columns_arg
+    from textcl.data.training import load_mining_source
     from textcl.errors import ConfigError
 
     if args.retrieval and args.pairs:
         raise ConfigError("give --retrieval or --pairs, not both")
     if args.retrieval:
         return load_beir(args.retrieval, cfg.data.split)
-    path = args.pairs or cfg.data.train
-    if path is None:
+    if args.pairs is None and cfg.data.train is None:
         raise ConfigError("nothing to mine: give --retrieval BEIR_DIR, --pairs FILE or a recipe with data.train")
-    if cfg.data.format == "beir" or (not args.pairs and Path(path, "corpus.jsonl").exists()) \
-            or (not args.pairs and Path(path, "corpus.jsonl.gz").exists()):
-        return load_beir(path, cfg.data.split)
-    columns = parse_columns_arg(args.columns) if args.columns else cfg.data.columns
-    examples, report = load_examples(path, format=cfg.data.format, columns=columns or None,
-                                     split=cfg.data.split, on_error=cfg.data.on_error)
-    report.log()
-    return examples[:cfg.data.max_examples] if cfg.data.max_examples else examples
+    columns = parse_columns_arg(args.columns) if args.columns else None
+    return load_mining_source(cfg.data, path=args.pairs, columns=columns, as_rows=bool(args.pairs))
 
 
 def _init_distributed() -> bool:
@@ -138,7 +130,7 @@ def run(args: argparse.Namespace) -> int:
     from textcl.data.io import load_texts
     from textcl.errors import ConfigError
     from textcl.mine import mine, write_mined
-    from textcl.model import load_model, make_encoder
+    from textcl.model import encoder_for, load_configured_model
 
     cfg = _config(args)
     output = args.output or cfg.mining.output
@@ -151,11 +143,8 @@ def run(args: argparse.Namespace) -> int:
         extra = load_texts(args.corpus) if args.corpus else None
         device = f"cuda:{os.environ.get('LOCAL_RANK', '0')}" if torch.cuda.is_available() else "cpu"
         m = cfg.model
-        model = load_model(m.name_or_path, device=device, trust_remote_code=m.trust_remote_code,
-                           max_seq_length=m.max_seq_length)
-        encoder = make_encoder(model, precision=m.precision, batch_size=m.batch_size, query_prompt=m.query_prompt,
-                          document_prompt=m.document_prompt, cache_dir=m.cache_dir,
-                          show_progress=not args.no_progress and rank == 0, allow_int8=m.allow_int8)
+        model = load_configured_model(m, device=device)
+        encoder = encoder_for(model, m, show_progress=not args.no_progress and rank == 0)
         progress = not args.no_progress and rank == 0
         examples, stats = mine(source, encoder, cfg.mining, seed=cfg.seed, extra_corpus=extra, progress=progress)
         if rank == 0:

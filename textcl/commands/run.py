@@ -28,7 +28,7 @@ def register(subparsers) -> None:
 def run(args: argparse.Namespace) -> int:
     from textcl.config import load_recipe
     from textcl.pipeline import run_pipeline
-    from textcl.report import format_table
+    from textcl.pipeline.report import format_table
 
     config = load_recipe(args.recipe, args.overrides)
     try:

@@ -24,9 +24,12 @@ def find_file(folder: Path, name: str) -> Path | None:
     return None
 
 
-def is_beir_folder(folder: Path) -> bool:
-    return folder.is_dir() and find_file(folder, "corpus.jsonl") is not None \
-        and find_file(folder, "queries.jsonl") is not None
+def is_beir_folder(path: str | Path) -> bool:
+    """The one "is this a BEIR folder" rule: a folder holding corpus.jsonl[.gz], queries.jsonl[.gz] or
+    qrels/. One holding only some of them still is one, so `load_beir` names the file it lacks."""
+    folder = Path(path)
+    return folder.is_dir() and (find_file(folder, "corpus.jsonl") is not None
+                                or find_file(folder, "queries.jsonl") is not None or (folder / "qrels").is_dir())
 
 
 class Quirks:
@@ -38,19 +41,22 @@ class Quirks:
     def add(self, kind: str, example: str) -> None:
         self.seen.setdefault(kind, []).append(example)
 
-    def log(self, path: Path) -> None:
+    def log(self, path: Path, *, strict_hint: bool = True) -> None:
         if self.seen:
             parts = [f"{len(v)} {k} (e.g. {', '.join(v[:3])})" for k, v in self.seen.items()]
-            log.warning("%s: %s; --strict (eval.strict: true) makes these errors", path, "; ".join(parts))
+            hint = "; --strict (eval.strict: true) makes these errors" if strict_hint else ""
+            log.warning("%s: %s%s", path, "; ".join(parts), hint)
 
 
-def load_beir_corpus(path: Path, report: LoadReport | None = None, quirks: Quirks | None = None) -> dict[str, Document]:
-    """Documents by id. A repeated id is an error, or with `quirks` (lenient) the last one wins, as in
-    BEIR's loader, and is noted there."""
+def load_beir_corpus(path: Path, report: LoadReport | None = None, quirks: Quirks | None = None, *,
+                     id_keys: tuple[str, ...] = ("_id",)) -> dict[str, Document]:
+    """Documents by id (the first of `id_keys` a row has). A repeated id is an error, or with `quirks`
+    (lenient) the last one wins, as in BEIR's loader, and is noted there."""
     corpus: dict[str, Document] = {}
     for lineno, obj in iter_jsonl(path, report):
         try:
-            doc_id = get_text(obj, "_id", str(path), lineno)
+            id_key = next((k for k in id_keys if obj.get(k) is not None), id_keys[0])
+            doc_id = get_text(obj, id_key, str(path), lineno)
             title = obj.get("title")
             title = "" if title is None else check_text(title, str(path), lineno, "title", allow_empty=True)
             text = get_text(obj, "text", str(path), lineno, allow_empty=bool(title.strip()))

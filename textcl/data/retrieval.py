@@ -10,9 +10,9 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 
-from textcl.data.beir import is_beir_folder, load_beir
+from textcl.data.beir import Quirks, find_file, is_beir_folder, load_beir, load_beir_corpus
 from textcl.data.examples import load_examples
-from textcl.data.source import iter_jsonl, iter_lines
+from textcl.data.source import iter_lines
 from textcl.data.tables import detect_format
 from textcl.errors import DataError
 from textcl.types import Document, Example, RetrievalSet, normalize_text
@@ -25,29 +25,23 @@ NOT_A_SET = ("not a retrieval set: expected a BEIR folder (corpus.jsonl, queries
 
 
 def load_corpus(path: str | Path) -> dict[str, Document]:
-    """A BEIR folder (corpus.jsonl[.gz]), a corpus JSONL (_id|id, title, text) or a text file (one per line)."""
+    """The corpus reader: a BEIR folder (its corpus.jsonl[.gz]), a corpus JSONL (`_id` or `id`, title,
+    text) or a text file (one document per line, the line number as id).
+
+    A repeated id keeps the later document, with one warning per file naming it, as BEIR's loader (which
+    pytrec_eval and MTEB evaluate through) does."""
     p = Path(path)
     if p.is_dir():
-        for name in ("corpus.jsonl", "corpus.jsonl.gz"):
-            if (p / name).is_file():
-                p = p / name
-                break
-        else:
+        found = find_file(p, "corpus.jsonl")
+        if found is None:
             raise DataError("folder has no corpus.jsonl (expected a BEIR folder)", str(path))
-    corpus: dict[str, Document] = {}
+        p = found
     if p.name.endswith((".jsonl", ".jsonl.gz")):
-        for lineno, obj in iter_jsonl(p):
-            doc_id = str(obj.get("_id", obj.get("id", lineno)))
-            title, text = obj.get("title") or "", obj.get("text")
-            if not isinstance(text, str) or not (text.strip() or str(title).strip()):
-                raise DataError("missing or empty text", str(p), lineno, "text")
-            if doc_id in corpus:
-                raise DataError(f"duplicate id '{doc_id}'", str(p), lineno, "_id")
-            corpus[doc_id] = Document(title=str(title), text=text)
-    else:
-        for lineno, line in iter_lines(p):
-            if line.strip():
-                corpus[str(lineno)] = Document(title="", text=line.strip())
+        quirks = Quirks()
+        corpus = load_beir_corpus(p, quirks=quirks, id_keys=("_id", "id"))
+        quirks.log(p, strict_hint=False)
+        return corpus
+    corpus = {str(lineno): Document(title="", text=line.strip()) for lineno, line in iter_lines(p) if line.strip()}
     if not corpus:
         raise DataError("empty corpus", str(p))
     return corpus
@@ -62,7 +56,7 @@ def load_retrieval_set(path: str | Path, split: str = "test", *, on_unknown: str
                        extra_corpus: str | Path | None = None, columns: dict | None = None) -> RetrievalSet:
     """A BEIR folder (qrels of `split`), or a pairs file made a set by `retrieval_set_from_pairs`."""
     p = Path(path)
-    if is_beir_folder(p) or (p.is_dir() and any(p.glob("corpus.jsonl*")) or (p / "qrels").is_dir()):
+    if is_beir_folder(p):
         return load_beir(p, split, on_unknown=on_unknown)  # names the file a BEIR folder lacks
     if not p.exists():
         raise DataError("retrieval set not found", str(p))

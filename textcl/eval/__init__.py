@@ -1,7 +1,7 @@
 """Evaluation: load configured STS and retrieval sets, run them, return flat metrics or a report.
 
 `evaluate(encode, eval_cfg, split)` -> {"{dataset}/spearman_cosine": ..., "{dataset}/ndcg@10": ...};
-`evaluate_sets` returns per-set results with their conventions (for `eval.report`). A set's name is
+`evaluate_sets` returns per-set results with their conventions (for `eval.results`). A set's name is
 its folder name (or file stem), which selects per-dataset defaults such as the identical-id rule.
 """
 
@@ -11,8 +11,10 @@ import logging
 from pathlib import Path
 
 from textcl.config import EvalConfig
+from textcl.data.beir import is_beir_folder
 from textcl.errors import DataError
-from textcl.eval.report import SetResult
+from textcl.eval.metrics import PRIMARY_METRIC
+from textcl.eval.results import SetResult
 from textcl.eval.retrieval import evaluate_retrieval
 from textcl.eval.sts import evaluate_sts
 from textcl.types import Encode, ScoredPair
@@ -37,7 +39,7 @@ def load_sts_set(path: str | Path, split: str) -> list[ScoredPair]:
     p = Path(path)
     if not p.exists():
         raise DataError("STS set not found", str(p))
-    if p.is_dir() and (p / "qrels").is_dir():
+    if is_beir_folder(p):
         raise DataError("this is a BEIR retrieval folder; pass it with --retrieval", str(p))
     try:
         from textcl.data.io import load_scored_pairs
@@ -81,12 +83,12 @@ def evaluate_sets(encode: Encode, eval_cfg: EvalConfig, split: str | None = None
             metrics = evaluate_sts(encode, data, name)
             results.append(SetResult("sts", name, split, metrics, {
                 "path": str(path), "n_pairs": len(data), "role": "query (both sides)",
-                "out_of_domain": out_of_domain, "primary": f"{name}/spearman_cosine"}))
+                "out_of_domain": out_of_domain, "primary": f"{name}/{PRIMARY_METRIC['sts']}"}))
             continue
-        details: dict = {"path": str(path), "out_of_domain": out_of_domain, "primary": f"{data.name}/ndcg@10",
+        details: dict = {"path": str(path), "out_of_domain": out_of_domain, "primary": f"{data.name}/{PRIMARY_METRIC['retrieval']}",
                          "skipped_qrels": data.meta.get("skipped_qrels", {})}
         metrics = evaluate_retrieval(encode, data, eval_cfg.k_values, eval_cfg.ignore_identical_ids,
-                                     eval_cfg.search, details=details)
+                                     eval_cfg.factory, details=details)
         results.append(SetResult("retrieval", data.name, split, metrics, details))
     return results
 

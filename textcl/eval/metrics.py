@@ -21,6 +21,13 @@ from collections.abc import Iterable, Mapping
 import numpy as np
 
 RANKING_METRICS = ("ndcg", "mrr", "recall", "map", "precision")
+PRIMARY_METRIC = {"retrieval": "ndcg@10", "sts": "spearman_cosine"}  # by task
+
+
+def is_primary(key: str) -> bool:
+    """Whether a metric key ("nfcorpus/ndcg@10", "dev/stsb/spearman_cosine") is its set's primary metric:
+    the one tables, plots, forgetting flags and checkpoint selection use."""
+    return key.rsplit("/", 1)[-1] in PRIMARY_METRIC.values()
 
 
 def rank_run(run: Mapping[str, float]) -> list[str]:

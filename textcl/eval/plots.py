@@ -11,6 +11,8 @@ from pathlib import Path
 
 import numpy as np
 
+from textcl.eval.metrics import is_primary
+
 log = logging.getLogger(__name__)
 COLORS = {"positive": "#2a9d8f", "hardest negative": "#e76f51", "random negative": "#8d99ae",
           "similar pairs (top 25% gold)": "#2a9d8f", "dissimilar pairs (bottom 25% gold)": "#8d99ae"}
@@ -59,7 +61,7 @@ def eval_series(history: Sequence[Mapping]) -> dict[str, list[tuple[int, float]]
             continue
         for group, metrics in (h.get("eval") or {}).items():
             for key, value in (metrics or {}).items():
-                if key.endswith(("ndcg@10", "spearman_cosine")):
+                if is_primary(key):
                     out.setdefault(f"{group}: {key}", []).append((int(h["step"]), float(value)))
     return out
 
@@ -125,7 +127,7 @@ def plot_mining(outcomes: Mapping[str, int], path: Path) -> Path | None:
 
 def plot_before_after(before: Mapping[str, float], after: Mapping[str, float], path: Path) -> Path | None:
     """Grouped bars of the primary metrics before and after fine-tuning."""
-    keys = [k for k in before if k in after and k.endswith(("ndcg@10", "spearman_cosine"))]
+    keys = [k for k in before if k in after and is_primary(k)]
     if not keys:
         return None
     plt = _plt()

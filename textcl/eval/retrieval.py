@@ -71,19 +71,19 @@ def check_retrieval_set(rset: RetrievalSet) -> dict[str, int]:
     return warnings
 
 
-def _search(q: np.ndarray, c: np.ndarray, k: int, search: str, query_chunk_size: int,
+def _search(q: np.ndarray, c: np.ndarray, k: int, factory: str, query_chunk_size: int,
             corpus_chunk_size: int) -> tuple[np.ndarray, np.ndarray]:
-    if search == "exact":
+    if factory == "exact":
         return knn.exact_search(q, c, k, query_chunk_size=query_chunk_size,
                                    corpus_chunk_size=corpus_chunk_size)
     faiss_search = getattr(knn, "search", None)
     if faiss_search is None:
-        raise ConfigError(f"eval.search={search!r}: this build has only exact search (use 'exact')")
-    return faiss_search(q, c, k, index=search, query_chunk_size=query_chunk_size,
+        raise ConfigError(f"eval.factory={factory!r}: this build has only exact search (use 'exact')")
+    return faiss_search(q, c, k, factory=factory, query_chunk_size=query_chunk_size,
                         corpus_chunk_size=corpus_chunk_size)
 
 
-def retrieve(encode: Encode, rset: RetrievalSet, k: int, *, ignore_identical_ids: bool, search: str = "exact",
+def retrieve(encode: Encode, rset: RetrievalSet, k: int, *, ignore_identical_ids: bool, factory: str = "exact",
              query_chunk_size: int = 1024, corpus_chunk_size: int = 65536) -> tuple[dict, int]:
     """Run: {query_id: {doc_id: score}} with k candidates per query, and the number of self-matches dropped."""
     qids = [q for q in rset.qrels if q in rset.queries]
@@ -91,7 +91,7 @@ def retrieve(encode: Encode, rset: RetrievalSet, k: int, *, ignore_identical_ids
     q_emb = encode([rset.queries[q] for q in qids], "query")
     d_emb = encode([rset.corpus[d].full_text for d in doc_ids], "document")
     fetch = min(k + (1 if ignore_identical_ids else 0), len(doc_ids))
-    scores, idx = _search(q_emb, d_emb, fetch, search, query_chunk_size, corpus_chunk_size)
+    scores, idx = _search(q_emb, d_emb, fetch, factory, query_chunk_size, corpus_chunk_size)
     run: dict[str, dict[str, float]] = {}
     dropped = 0
     for row, qid in enumerate(qids):
@@ -109,7 +109,7 @@ def retrieve(encode: Encode, rset: RetrievalSet, k: int, *, ignore_identical_ids
 
 
 def evaluate_retrieval(encode: Encode, rset: RetrievalSet, k_values: Sequence[int] = DEFAULT_K_VALUES,
-                       ignore_identical_ids: bool | None = None, search: str = "exact", *,
+                       ignore_identical_ids: bool | None = None, factory: str = "exact", *,
                        details: dict | None = None) -> dict[str, float]:
     """Metrics `{name}/{metric}@{k}` for metric in ndcg, mrr, recall, map, precision.
 
@@ -123,7 +123,7 @@ def evaluate_retrieval(encode: Encode, rset: RetrievalSet, k_values: Sequence[in
     if ignore_identical_ids is None:
         ignore_identical_ids, source = default_ignore_identical_ids(rset.name)
     warnings = check_retrieval_set(rset)
-    run, dropped = retrieve(encode, rset, max(k_values), ignore_identical_ids=ignore_identical_ids, search=search)
+    run, dropped = retrieve(encode, rset, max(k_values), ignore_identical_ids=ignore_identical_ids, factory=factory)
     per_query = evaluate_run(rset.qrels, run, k_values)
     means = mean_metrics(per_query)
     out = {f"{rset.name}/{key}": value for key, value in means.items()}
@@ -131,7 +131,7 @@ def evaluate_retrieval(encode: Encode, rset: RetrievalSet, k_values: Sequence[in
         details.update({
             "dataset": rset.name, "split": rset.split, "k_values": k_values, "candidates": max(k_values),
             "ignore_identical_ids": ignore_identical_ids, "ignore_identical_ids_source": source,
-            "identical_ids_dropped": dropped, "search": search, "n_corpus": len(rset.corpus),
+            "identical_ids_dropped": dropped, "factory": factory, "n_corpus": len(rset.corpus),
             "n_queries_evaluated": len(per_query), "n_queries_with_qrels": len(rset.qrels),
             "document_text": 'title + " " + text', "mean_over": "evaluated queries (pytrec_eval/MTEB)",
             **warnings,

@@ -35,7 +35,7 @@ class MiningStats:
     outcomes: dict[str, int] = field(default_factory=lambda: dict.fromkeys(OUTCOMES, 0))
     negatives: int = 0
     recall: float | None = None
-    index: str = "exact"
+    factory: str = "exact"
     provenance: dict = field(default_factory=dict)
     timings: dict[str, float] = field(default_factory=dict)  # never part of provenance (not deterministic)
 
@@ -93,8 +93,8 @@ def mine(source: RetrievalSet | list[Example], encode: Encode, cfg: MiningConfig
                     "is given", cfg.cross_encoder_max_score)
     plan = plan_from_retrieval(source, extra_corpus, cfg.rows) if isinstance(source, RetrievalSet) \
         else plan_from_examples(list(source), extra_corpus)
-    log.info("mining %d rows (%d unique queries) against %d corpus texts, index=%s", len(plan.rows),
-             len(plan.queries), len(plan.corpus), cfg.index)
+    log.info("mining %d rows (%d unique queries) against %d corpus texts, factory=%s", len(plan.rows),
+             len(plan.queries), len(plan.corpus), cfg.factory)
     cands = find_candidates(plan, encode, cfg, seed=seed, progress=progress)
     rng = np.random.default_rng(np.random.SeedSequence(seed).spawn(2)[0])
     chosen, counts = select_negatives(plan, cands.scores, cands.indices, cands.pair_scores, cfg, rng, scorer)
@@ -102,9 +102,9 @@ def mine(source: RetrievalSet | list[Example], encode: Encode, cfg: MiningConfig
     stats = MiningStats(rows=len(examples), rows_without_negatives=sum(1 for c in chosen if not c),
                         queries_without_positives=plan.queries_without_positives,
                         candidates=counts.pop("candidates"), outcomes={k: counts[k] for k in OUTCOMES},
-                        negatives=counts["selected"], recall=cands.recall, index=cfg.index, timings=cands.timings)
-    stats.provenance = {"encoder": encoder_fingerprint(encode), "index": cfg.index, "seed": seed,
-                        "data": plan.fingerprint(), "config": dataclasses.asdict(cfg), "stats": stats.to_dict()}
+                        negatives=counts["selected"], recall=cands.recall, factory=cfg.factory, timings=cands.timings)
+    stats.provenance = {"encoder": encoder_fingerprint(encode), "factory": cfg.factory, "seed": seed,
+                        "data": plan.content_hash(), "config": dataclasses.asdict(cfg), "stats": stats.to_dict()}
     _log_stats(stats)
     return examples, stats
 

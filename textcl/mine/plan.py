@@ -46,7 +46,7 @@ class MiningPlan:
         pair_corpus = np.array([c for pos in self.row_positives for c in pos], dtype=np.int64)
         return pair_row, self.row_query[pair_row], pair_corpus
 
-    def fingerprint(self) -> str:
+    def content_hash(self) -> str:
         """sha256 over queries, corpus (ids and texts) and row structure: the data's identity."""
         h = hashlib.sha256()
         for part in (self.queries, self.corpus, self.corpus_ids or []):

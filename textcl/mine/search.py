@@ -108,7 +108,7 @@ def _approximate(plan: MiningPlan, q_emb: np.ndarray, encode: Encode, cfg: Minin
     _pair_scores(q_emb, c_emb, 0, pair_q, pair_c, pair_scores)
     result: list = [None]
     if rank == 0:
-        index = build_faiss_index(c_emb, cfg.index, seed=seed)
+        index = build_faiss_index(c_emb, cfg.factory, seed=seed)
         scores, idx = faiss_search(index, q_emb, k, query_chunk_size=cfg.query_chunk_size, progress=progress)
         rng = np.random.default_rng(np.random.SeedSequence(seed).spawn(2)[1])
         n_check = min(cfg.recall_check_queries, len(q_emb))
@@ -132,12 +132,12 @@ def find_candidates(plan: MiningPlan, encode: Encode, cfg: MiningConfig, *, seed
     q_emb = encode_sharded(plan.queries, encode, "query", cfg.query_chunk_size, progress=progress)
     t_queries = time.perf_counter() - t0
     recall = None
-    if cfg.index == "exact":
+    if cfg.factory == "exact":
         scores, idx, pair_scores, encode_s = _exact(plan, q_emb, encode, cfg, k, progress)
     else:
         scores, idx, pair_scores, encode_s, recall = _approximate(plan, q_emb, encode, cfg, k, seed, progress)
         level = logging.WARNING if recall < 0.9 else logging.INFO
-        log.log(level, "index %s: recall@%d vs exact search on %d sampled queries = %.4f%s", cfg.index, k,
+        log.log(level, "index %s: recall@%d vs exact search on %d sampled queries = %.4f%s", cfg.factory, k,
                 min(cfg.recall_check_queries, len(q_emb)), recall,
                 " (low: raise nprobe/efSearch, e.g. 'IVF1024,Flat|nprobe=64')" if recall < 0.9 else "")
     total = time.perf_counter() - t0

@@ -12,7 +12,7 @@ from typing import Any
 import yaml
 
 from textcl.config import RunConfig, to_dict
-from textcl.eval.report import metric_sort_key, points
+from textcl.eval.results import metric_sort_key, points
 from textcl.hub import BUNDLED_NAMES
 from textcl.paths import is_hub_id, portable_paths
 

@@ -49,7 +49,7 @@ class TrainerState:
     evals_without_improvement: int = 0
     world_size: int = 1
     history: list[dict] = field(default_factory=list)
-    fingerprint: dict = field(default_factory=dict)  # config fields that must not change on resume
+    resume_settings: dict = field(default_factory=dict)  # config fields that must not change on resume
 
 
 # ---------------------------------------------------------------- RNG state
@@ -236,6 +236,8 @@ def load_checkpoint(folder: Path, *, model: torch.nn.Module, optimizer: torch.op
     scheduler.load_state_dict(_torch_load(folder / "scheduler.pt"))
     set_rng_state(_torch_load(folder / "rng.pt"))
     raw = json.loads((folder / "trainer_state.json").read_text(encoding="utf-8"))
+    if "fingerprint" in raw:  # the key's name in checkpoints written before the rename
+        raw["resume_settings"] = raw.pop("fingerprint")
     return TrainerState(**raw)
 
 
@@ -278,7 +280,7 @@ def prune_checkpoints(root: Path, keep: int) -> None:
 # ---------------------------------------------------------------- resume policy
 
 
-def run_fingerprint(config: Any, n_examples: int, world: int) -> dict:
+def resume_settings(config: Any, n_examples: int, world: int) -> dict:
     """Settings that must match for a resumed run to continue the same trajectory."""
     tc = config.train
     return {"seed": config.seed, "model": config.model.name_or_path, "loss": asdict(config.loss),
@@ -293,7 +295,7 @@ def _negatives_settings(tc: Any) -> dict:
             "corpus_positives": tc.corpus_positives}
 
 
-def check_fingerprint(saved: dict, current: dict, where: Path) -> None:
+def check_resume_settings(saved: dict, current: dict, where: Path) -> None:
     from textcl.config import LossConfig, TrainConfig
     # Options added after a checkpoint was written count as their defaults (old checkpoints resume).
     saved = {"layer_lr_decay": TrainConfig.layer_lr_decay, "negatives": _negatives_settings(TrainConfig()), **saved,

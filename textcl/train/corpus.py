@@ -20,8 +20,9 @@ import torch
 
 from textcl.config import RunConfig
 from textcl.data.batching import Batch
-from textcl.data.beir import find_file, is_beir_folder, load_beir_corpus
+from textcl.data.beir import find_file, is_beir_folder
 from textcl.data.examples import load_texts
+from textcl.data.retrieval import load_corpus
 from textcl.errors import ConfigError, DataError
 from textcl.types import Encode, Example, normalize_text
 
@@ -115,10 +116,9 @@ def load_corpus_texts(config: RunConfig, examples: Sequence[Example]) -> tuple[l
     """(texts, ids or None, where they came from): `train.corpus` (a BEIR folder or a text file), else
     the BEIR corpus of `data.train`, else every positive and negative text of the training rows."""
     source = config.train.corpus or config.data.train
-    if source is not None and is_beir_folder(Path(source)):
-        corpus_file = find_file(Path(source), "corpus.jsonl")
-        docs = load_beir_corpus(corpus_file)
-        return [d.full_text for d in docs.values()], list(docs), str(corpus_file)
+    if source is not None and is_beir_folder(source):
+        docs = load_corpus(source)
+        return [d.full_text for d in docs.values()], list(docs), str(find_file(Path(source), "corpus.jsonl"))
     if config.train.corpus is not None:
         texts = list(dict.fromkeys(load_texts(config.train.corpus)))
         known = set(texts)

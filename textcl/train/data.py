@@ -12,6 +12,7 @@ import numpy as np
 
 from textcl.config import RunConfig
 from textcl.data.batching import Batch, make_batches, make_scored_batches, make_text_batches
+from textcl.data.training import load_training_rows
 from textcl.errors import ConfigError, DataError
 from textcl.types import Example, ScoredPair
 
@@ -109,7 +110,6 @@ def load_training_data(config: RunConfig) -> tuple[list, dict]:
     InfoNCE uses the mined file (`mining.output`) when it exists, else `data.train`.
     """
     dc = config.data
-    from textcl.data import io
     mined = Path(config.mining.output) if config.mining.output else None
     provenance: dict = {"data": {"train": dc.train, "format": dc.format, "split": dc.split}}
     if config.loss.name == "infonce" and mined is not None and mined.exists():
@@ -118,20 +118,11 @@ def load_training_data(config: RunConfig) -> tuple[list, dict]:
         raise ConfigError("data.train is not set (and no mined file at mining.output)")
     else:
         path, fmt = Path(dc.train), dc.format
-    if config.loss.name == "cosent":
-        items: list = io.load_scored_pairs(path, format=fmt, split=dc.split, columns=dc.columns or None)
-    elif config.loss.name == "simcse":
-        items = io.load_texts(path)
-    else:
-        items, report = io.load_examples(path, format=fmt, columns=dc.columns or None, split=dc.split,
-                                         on_error=dc.on_error)
+    items, report = load_training_rows(dc, config.loss.name, path=path, fmt=fmt)
+    if report is not None:
         provenance["load_report"] = {"kept": report.kept, "skipped": report.n_skipped}
-        if path == mined:  # what write_examples stored with the mined file (encoder, index, seed, ...)
+        if path == mined:  # what write_examples stored with the mined file (encoder, factory, seed, ...)
             provenance["mining"] = {"file": str(mined), "provenance": getattr(report, "provenance", None)}
-    if dc.max_examples is not None and len(items) > dc.max_examples:
-        log.info("data.max_examples=%d: using the first %d of %d items", dc.max_examples, dc.max_examples,
-                 len(items))
-        items = items[:dc.max_examples]
     provenance["n_items"] = len(items)
     provenance["source"] = str(path)
     log.info("training on %d %s items from %s", len(items), config.loss.name, path)

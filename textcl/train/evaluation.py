@@ -9,9 +9,9 @@ from collections.abc import Callable
 
 from textcl.config import RunConfig
 from textcl.errors import ConfigError
+from textcl.eval.metrics import is_primary
 
 Evaluator = Callable[[Callable], dict[str, float]]
-PRIMARY = ("ndcg@10", "spearman_cosine")
 
 
 def build_evaluators(config: RunConfig, dev: Evaluator | None,
@@ -45,7 +45,7 @@ def pick_metric(metrics: dict[str, float], name: str | None) -> tuple[str, float
                               f"{', '.join(sorted(metrics)) or 'none'}")
         return name, float(metrics[name])
     for key in metrics:
-        if key.endswith(PRIMARY):
+        if is_primary(key):
             return key, float(metrics[key])
     if not metrics:
         raise ConfigError("the dev evaluator returned no metrics")

@@ -9,7 +9,6 @@ over the gathered pairs, unscaled.
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
@@ -32,8 +31,7 @@ from textcl.losses import (
     sampled_corpus_info_nce,
 )
 from textcl.train.corpus import TrainingCorpus, sample_candidates
-
-EmbedFn = Callable[[list[str], str], torch.Tensor]
+from textcl.types import EmbedFn
 
 
 @dataclass

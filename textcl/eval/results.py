@@ -1,4 +1,4 @@
-"""Evaluation reports: every number stored next to the conventions that produced it, and a table.
+"""Evaluation results: every number stored next to the conventions that produced it, and a table.
 
 JSON layout: {"model": {...}, "sets": [{task, dataset, split, conventions, metrics}],
 "results": [{key, value, task, dataset, split, metric, k, precision, model_fingerprint,
@@ -17,7 +17,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-PRIMARY = {"sts": "spearman_cosine", "retrieval": "ndcg@10"}
 TABLE_COLUMNS = {"sts": ("spearman_cosine", "pearson_cosine", "spearman_dot"),
                  "retrieval": ("ndcg@10", "mrr@10", "recall@100", "map@10")}
 
@@ -41,7 +40,7 @@ def _metric_record(key: str, value: float, res: SetResult, model: dict) -> dict:
                               "metric": m.group(1) if m else metric, "k": int(m.group(2)) if m else None,
                               "precision": model.get("precision"), "model_fingerprint": model.get("fingerprint")}
     if res.task == "retrieval":
-        for name in ("ignore_identical_ids", "ignore_identical_ids_source", "search", "candidates",
+        for name in ("ignore_identical_ids", "ignore_identical_ids_source", "factory", "candidates",
                      "n_queries_evaluated"):
             record[name] = res.conventions.get(name)
     else:
@@ -50,8 +49,8 @@ def _metric_record(key: str, value: float, res: SetResult, model: dict) -> dict:
     return record
 
 
-def build_report(results: list[SetResult], model: dict[str, Any]) -> dict[str, Any]:
-    """The JSON-ready report; `model` holds name_or_path, fingerprint, precision, max_seq_length..."""
+def build_results(results: list[SetResult], model: dict[str, Any]) -> dict[str, Any]:
+    """The JSON-ready results file; `model` holds name_or_path, fingerprint, precision, max_seq_length..."""
     return {
         "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
         "model": model,
@@ -61,8 +60,8 @@ def build_report(results: list[SetResult], model: dict[str, Any]) -> dict[str, A
     }
 
 
-def write_report(report: dict[str, Any], path: str | Path) -> Path:
-    """Write JSON atomically (temp file + rename) so a crash never leaves half a report."""
+def write_results(report: dict[str, Any], path: str | Path) -> Path:
+    """Write JSON atomically (temp file + rename) so a crash never leaves half a file."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".tmp")
@@ -95,7 +94,7 @@ def points(value: Any) -> str:
     return f"{100 * value:.2f}" if isinstance(value, (int, float)) and not math.isnan(value) else "–"
 
 
-def format_table(report: dict[str, Any]) -> str:
+def format_results(report: dict[str, Any]) -> str:
     """A fixed-width table of the main metrics (x100), one row per set, with its conventions."""
     model = report.get("model", {})
     lines = [f"model {model.get('name_or_path', '?')}  fingerprint {str(model.get('fingerprint', '?'))[:12]}  "

@@ -12,9 +12,9 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 from textcl.eval import plots
+from textcl.eval.metrics import is_primary
 
 log = logging.getLogger(__name__)
-PRIMARY = ("ndcg@10", "spearman_cosine")
 OVERFIT_MIN_DROP_POINTS = 0.5
 
 
@@ -23,7 +23,7 @@ def forgetting_flags(before: Mapping[str, float], after: Mapping[str, float], oo
     """Out-of-domain primary metrics (nDCG@10, Spearman) that dropped by more than `threshold_points`."""
     flags = []
     for key in ood_keys:
-        if key in before and key in after and key.endswith(PRIMARY):
+        if key in before and key in after and is_primary(key):
             drop = 100.0 * (before[key] - after[key])
             if drop > threshold_points:
                 flags.append({"metric": key, "before": before[key], "after": after[key],
@@ -70,7 +70,7 @@ def interpolation_trials(history: Sequence[Mapping]) -> list[dict]:
 def before_after_rows(before: Mapping[str, float], after: Mapping[str, float],
                       ood_keys: Sequence[str] = ()) -> list[tuple[str, str, float | None, float | None]]:
     """(set kind, metric, before, after) for every primary metric, in-domain first."""
-    keys = [k for k in dict.fromkeys([*before, *after]) if k.endswith(PRIMARY)]
+    keys = [k for k in dict.fromkeys([*before, *after]) if is_primary(k)]
     keys.sort(key=lambda k: (k in ood_keys, k))
     return [("out-of-domain" if k in ood_keys else "in-domain", k, before.get(k), after.get(k)) for k in keys]
 

@@ -1,0 +1,112 @@
+"""Evaluate and select: held-out metrics during training, the best checkpoint by the dev metric, early
+stopping, and WiSE-FT mixing with the base model after training. Every rank takes the same decision
+(evaluation runs on the main process and is broadcast).
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from accelerate.utils import broadcast_object_list
+
+from textcl.eval.metrics import is_primary
+from textcl.model import load_configured_model
+from textcl.soup import interpolate
+from textcl.train import checkpoint as ckpt
+from textcl.train.evaluation import pick_metric
+from textcl.train.trainer import Trainer
+
+log = logging.getLogger(__name__)
+
+
+def evaluate(trainer: Trainer, step: int) -> dict:
+    """{"dev": metrics, "ood": metrics} of the current weights ({} without a dev evaluator)."""
+    metrics: dict = {}
+    if trainer.main and trainer.evaluate_dev is not None:
+        trainer.model.eval()
+        metrics = {"dev": trainer.evaluate_dev(trainer.encoder),
+                   "ood": trainer.evaluate_ood(trainer.encoder) if trainer.evaluate_ood else {}}
+        trainer.model.train()
+    metrics = broadcast(trainer.accelerator, metrics)
+    if metrics:
+        log.info("eval at step %d: %s", step, short(metrics))
+    return metrics
+
+
+def select(trainer: Trainer, step: int, metrics: dict) -> None:
+    """Record an evaluation; keep the weights as checkpoints/best when the dev metric improved, else count
+    one more evaluation without improvement."""
+    state = trainer.state
+    key, value = pick_metric(metrics["dev"], trainer.config.eval.metric_for_best)
+    state.history.append({"step": step, "eval": metrics, "metric": key})
+    if state.best_metric is None or value > state.best_metric:
+        state.best_metric, state.best_step, state.evals_without_improvement = value, step, 0
+        _save_best(trainer)
+    else:
+        state.evals_without_improvement += 1
+
+
+def stop_early(trainer: Trainer) -> bool:
+    """Whether `train.early_stopping_patience` evaluations in a row brought no improvement (then logged
+    and recorded in the history)."""
+    state, patience = trainer.state, trainer.config.train.early_stopping_patience
+    if patience is None or state.evals_without_improvement < patience:
+        return False
+    log.info("early stopping at step %d: no dev improvement in %d evaluations (best %.4f at step %s)",
+             state.step, patience, state.best_metric, state.best_step)
+    state.history.append({"step": state.step, "early_stopped": True})
+    return True
+
+
+def mix_with_base(trainer: Trainer) -> None:
+    """WiSE-FT (Wortsman et al., 2022) for each a in train.interpolate_base: score (1 - a) * base + a * best
+    checkpoint on dev like any checkpoint; the best mix replaces checkpoints/best if it beats it."""
+    config, state = trainer.config, trainer.state
+    if not config.train.interpolate_base:
+        return
+    if trainer.evaluate_dev is None:
+        log.warning("train.interpolate_base is set but there is no dev evaluator: interpolation skipped")
+        return
+    if not state.best_step:
+        log.info("train.interpolate_base: the base model scored best on dev; no interpolation to try")
+        return
+    trainer.accelerator.wait_for_everyone()  # checkpoints/best is written by the main process
+    base = load_configured_model(config.model, device="cpu").state_dict()
+    tuned = load_configured_model(config.model, trainer.ckpt_root / "best", device="cpu").state_dict()
+    best_alpha = None
+    for alpha in sorted(set(config.train.interpolate_base)):
+        trainer.model.load_state_dict(interpolate(base, tuned, alpha))
+        metrics = evaluate(trainer, state.step)
+        key, value = pick_metric(metrics["dev"], config.eval.metric_for_best)
+        # "step" is the interpolated checkpoint's step: the entry describes that checkpoint, mixed with the base
+        state.history.append({"step": state.best_step, "interpolation": alpha, "eval": metrics, "metric": key})
+        log.info("interpolation %.2f x best (step %s) + %.2f x base: dev %s %.4f (best so far %.4f)", alpha,
+                 state.best_step, 1 - alpha, key, value, state.best_metric)
+        if value > state.best_metric:
+            state.best_metric, best_alpha = value, alpha
+            _save_best(trainer)
+    state.best_interpolation = best_alpha
+    log.info("train.interpolate_base: %s", f"kept {best_alpha} x fine-tuned + {1 - best_alpha:.2f} x base"
+             if best_alpha is not None else "no interpolation beat the best checkpoint; it stays the model")
+    trainer.accelerator.wait_for_everyone()
+
+
+def _save_best(trainer: Trainer) -> None:
+    if trainer.main:
+        ckpt.atomic_folder(trainer.ckpt_root / "best",
+                           lambda tmp: trainer.model.save(str(tmp), create_model_card=False))
+
+
+def broadcast(accelerator: Any, obj: dict) -> dict:
+    if accelerator.num_processes == 1:
+        return obj
+    box = [obj]
+    broadcast_object_list(box, from_process=0)
+    return box[0]
+
+
+def short(metrics: dict) -> str:
+    flat = {f"{part}/{k}": v for part, d in metrics.items() for k, v in d.items()}
+    keys = [k for k in flat if is_primary(k)] or list(flat)[:6]
+    return ", ".join(f"{k} {100 * flat[k]:.2f}" for k in keys)  # points, like every textcl table
