@@ -83,9 +83,3 @@ class KeywordEncoder:
 def keyword_encoder() -> type[KeywordEncoder]:
     return KeywordEncoder
 
-
-def pytest_collection_modifyitems(config, items):
-    """Run the int8 tests last. A process that has run an OpenVINO int8 model and then receives SIGINT
-    (the Ctrl-C test in tests/train/test_train_safety.py) crashed with a segfault; each passes alone,
-    so the Ctrl-C test must not share the process with a live OpenVINO model."""
-    items.sort(key=lambda item: "test_int8.py" in item.nodeid)

@@ -256,3 +256,77 @@ def test_cli_mine_int8_records_precision_and_guard(tmp_path, tiny_model_path):
     assert rc == 0
     prov = json.loads(out.with_name("mined.jsonl.provenance.json").read_text())
     assert prov["precision"] == "int8" and prov["int8_guard"]["passed"] and prov["int8_guard"]["texts"] > 0
+
+
+def test_keep_signal_stack_puts_the_threads_alternate_stack_back():
+    import ctypes
+
+    if not sys.platform.startswith("linux"):
+        pytest.skip("sigaltstack via glibc")
+    libc = ctypes.CDLL(None, use_errno=True)
+    before, after = int8._SignalStack(), int8._SignalStack()
+    libc.sigaltstack(None, ctypes.byref(before))
+    buffer = ctypes.create_string_buffer(1 << 16)
+    with int8.keep_signal_stack():  # what the CPU plugin does: its own stack on this thread
+        other = int8._SignalStack(ctypes.cast(buffer, ctypes.c_void_p), 0, len(buffer))
+        assert libc.sigaltstack(ctypes.byref(other), None) == 0
+    libc.sigaltstack(None, ctypes.byref(after))
+    assert (after.ss_sp, after.ss_flags, after.ss_size) == (before.ss_sp, before.ss_flags, before.ss_size)
+
+
+CTRL_C_AFTER_INT8 = """
+import gc, os, signal, sys
+import torch
+from textcl.cli import main
+from textcl.model import Encoder, load_model
+from textcl.train import loop
+
+model_path, recipe, cache, texts = sys.argv[1], sys.argv[2], sys.argv[3], sys.argv[4:]
+model = load_model(model_path, device="cpu")
+enc = Encoder(model, precision="int8", cache_dir=cache, show_progress=False)
+enc(texts)
+with torch.no_grad():
+    next(model.parameters()).add_(1e-2)
+enc(texts)  # changed weights: a re-export, whose OpenVINO CPU plugin replaces the first one ...
+del enc, model  # ... and is released after it (creation order), as an Encoder's re-export does
+gc.collect()
+real, calls = loop.forward_backward, [0]
+
+def press_ctrl_c_at_step_3(*args, **kwargs):
+    calls[0] += 1
+    if calls[0] == 3:
+        os.kill(os.getpid(), signal.SIGINT)
+    return real(*args, **kwargs)
+
+loop.forward_backward = press_ctrl_c_at_step_3
+sys.exit(main(["train", recipe]))
+"""
+
+
+def test_ctrl_c_after_int8_encoding_saves_and_exits_cleanly(tiny_model_path, tmp_path):
+    """OpenVINO's CPU plugins swap the thread's sigaltstack and, released in creation order, left it on
+    freed memory: the next SIGINT (handled on that stack) was a silent SIGSEGV, not checkpoint-and-stop.
+    Run in a subprocess so that a crash fails this test instead of killing pytest."""
+    import json
+    import os
+    import subprocess
+    from pathlib import Path
+
+    import textcl
+
+    words = "the cat dog tea coffee milk heart risk diet sleep brain blood fish meat fruit green".split()
+    rows = [{"query": f"{words[i % 16]} and {words[(i * 5) % 16]}", "positive": f"{words[i % 16]} {words[(i * 5) % 16]} {i}"}
+            for i in range(24)]
+    (tmp_path / "pairs.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    recipe = tmp_path / "recipe.yaml"
+    recipe.write_text(f"output_dir: runs/a\nmodel: {{name_or_path: {tiny_model_path}, max_seq_length: 32}}\n"
+                      "data: {train: pairs.jsonl}\nmining: {enabled: false}\n"
+                      "train: {batch_size: 4, lr: 1e-3, precision: fp32, max_steps: 4, log_every: 1}\n")
+    (tmp_path / "ctrl_c.py").write_text(CTRL_C_AFTER_INT8)
+    root = str(Path(textcl.__file__).resolve().parents[1])  # the textcl under test, not another install
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [root, os.environ.get("PYTHONPATH")]))}
+    proc = subprocess.run([sys.executable, str(tmp_path / "ctrl_c.py"), str(tiny_model_path), str(recipe),
+                           str(tmp_path / "cache"), *TEXTS], capture_output=True, text=True, env=env, timeout=600)
+    assert proc.returncode == 130, (proc.returncode, proc.stderr[-3000:])  # -11 was the segfault
+    assert proc.stdout == f"interrupted at step 3; resume with: textcl train {recipe} --resume\n"
+    assert (tmp_path / "runs" / "a" / "model" / "checkpoints" / "step-00000003").is_dir()

@@ -8,15 +8,17 @@ Pooling and normalisation are not exported: the Encoder runs the model's own mod
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import hashlib
 import io
 import json
 import logging
 import os
 import shutil
+import sys
 import tempfile
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -59,6 +61,39 @@ def require() -> None:
     """Raise the "install textcl[int8]" error when the int8 extra is missing."""
     if not available():
         raise ConfigError(MISSING_EXTRA)
+
+
+class _SignalStack(ctypes.Structure):  # Linux `stack_t`
+    _fields_ = [("ss_sp", ctypes.c_void_p), ("ss_flags", ctypes.c_int), ("ss_size", ctypes.c_size_t)]
+
+
+@contextlib.contextmanager
+def keep_signal_stack() -> Iterator[None]:
+    """Put this thread's alternate signal stack back as it was after the block (Linux; elsewhere a no-op).
+
+    OpenVINO's CPU plugin (2026.4 here) installs its own sigaltstack on the thread that creates it (each
+    `compile_model` on a new `ov.Core`, NNCF's included) and, when it is destroyed with its stack still
+    current, puts back the one it found; its own is freed either way. Two plugins released in creation
+    order (an Encoder's re-export replacing its stage, two int8 encoders) leave the thread on the first
+    one's freed stack. CPython's SIGINT handler runs on the alternate stack (SA_ONSTACK), so the next Ctrl-C
+    killed the process with SIGSEGV (no traceback: faulthandler's handler uses the same stack) instead of
+    training's checkpoint-and-stop. With the stack we had restored after each plugin is created, no
+    plugin's stack stays current, so a plugin's teardown never installs a freed one.
+    """
+    if not sys.platform.startswith("linux"):
+        yield
+        return
+    libc = ctypes.CDLL(None, use_errno=True)
+    saved = _SignalStack()
+    if libc.sigaltstack(None, ctypes.byref(saved)) != 0:
+        yield
+        return
+    try:
+        yield
+    finally:
+        # May fail (ENOMEM) where the kernel now needs a bigger stack (AMX state): then OpenVINO's stays.
+        if libc.sigaltstack(ctypes.byref(saved), None) != 0:
+            log.debug("int8: could not restore the alternate signal stack (errno %d)", ctypes.get_errno())
 
 
 def default_cache_root() -> Path:
@@ -131,7 +166,7 @@ def quantize_weights(fp32_path: Path, int8_path: Path, calibration: list[dict[st
     logging.getLogger("nncf").setLevel(logging.ERROR)
     fp32 = ov.Core().read_model(str(fp32_path))
     # NNCF draws progress bars on stdout, where `textcl mine` writes its JSON: swallow them.
-    with contextlib.redirect_stdout(io.StringIO()):
+    with contextlib.redirect_stdout(io.StringIO()), keep_signal_stack():  # NNCF compiles models on the CPU
         quantized = nncf.quantize(fp32, nncf.Dataset(calibration), model_type=nncf.ModelType.TRANSFORMER,
                                   subset_size=len(calibration))
     ov.save_model(quantized, str(int8_path))
@@ -165,7 +200,8 @@ class TokenStage:
 
         self.folder = folder
         config = {"INFERENCE_NUM_THREADS": threads or torch.get_num_threads(), "PERFORMANCE_HINT": "LATENCY"}
-        self.compiled = ov.Core().compile_model(str(folder / "model_int8.xml"), "CPU", config)
+        with keep_signal_stack():  # see keep_signal_stack: the CPU plugin swaps the signal stack
+            self.compiled = ov.Core().compile_model(str(folder / "model_int8.xml"), "CPU", config)
         self.inputs = [port.get_any_name() for port in self.compiled.inputs]
 
     def __call__(self, features: dict[str, Any]) -> dict[str, Any]:
