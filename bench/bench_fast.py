@@ -73,16 +73,23 @@ def run_seed(seed: int, results: Path, mode: str) -> dict:
     t0, c0 = time.perf_counter(), _children_cpu()
     subprocess.run(cmd, check=True)
     wall, cpu = time.perf_counter() - t0, _children_cpu() - c0
+    row = {**result_row(out, seed, mode), "wall_s": round(wall, 1), "cpu_s": round(cpu, 1), "corpus_cached": cached,
+           "load_avg_1m": round(os.getloadavg()[0], 2)}
+    with open(results / "results.jsonl", "a", encoding="utf-8") as fh:
+        fh.write(json.dumps(row) + "\n")
+    return row
+
+
+def result_row(out: Path, seed: int, mode: str) -> dict:
+    """The scores and stage times of one finished `textcl run` output folder (`--collect` reads folders
+    run by hand, e.g. with --set overrides; their wall time is the sum of the stage times)."""
     summary = json.loads((out / "summary.json").read_text())
-    row = {"seed": seed, "mode": mode, "wall_s": round(wall, 1), "cpu_s": round(cpu, 1), "corpus_cached": cached,
-           "load_avg_1m": round(os.getloadavg()[0], 2),
-           "stages_s": {k: v.get("seconds") for k, v in summary.get("stages", {}).items() if isinstance(v, dict)},
-           "steps": (summary.get("train") or {}).get("steps"), "best_step": _best_step(out)}
+    stages = {k: v.get("seconds") for k, v in summary.get("stages", {}).items() if isinstance(v, dict)}
+    row = {"seed": seed, "mode": mode, "wall_s": round(sum(v for v in stages.values() if v), 1),
+           "stages_s": stages, "steps": (summary.get("train") or {}).get("steps"), "best_step": _best_step(out)}
     for name, key in KEYS.items():
         row[f"{name}_before"] = summary["before"].get(key)
         row[f"{name}_after"] = summary["after"].get(key)
-    with open(results / "results.jsonl", "a", encoding="utf-8") as fh:
-        fh.write(json.dumps(row) + "\n")
     return row
 
 
@@ -144,8 +151,19 @@ def main() -> int:
     parser.add_argument("--seeds", type=int, nargs="*", default=None)
     parser.add_argument("--results", default=str(ROOT / "bench" / "results" / "fast"))
     parser.add_argument("--records", default=None, help="table bench/records/fast.jsonl without running")
+    parser.add_argument("--collect", nargs="*", default=None, metavar="SEED=FOLDER",
+                        help="append rows for finished `textcl run` folders to --results' results.jsonl")
+    parser.add_argument("--note", default="", help="with --collect: the rows' note (e.g. the machine's load)")
     parser.add_argument("--out", default=str(ROOT / "bench" / "results" / "fast.md"))
     args = parser.parse_args()
+    if args.collect is not None:
+        results = Path(args.results)
+        results.mkdir(parents=True, exist_ok=True)
+        with open(results / "results.jsonl", "a", encoding="utf-8") as fh:
+            for item in args.collect:
+                seed, folder = item.split("=", 1)
+                fh.write(json.dumps({**result_row(Path(folder), int(seed), "full"), "note": args.note}) + "\n")
+        return 0
     if args.records:
         path = Path(args.records) / "fast.jsonl"
         rows = [json.loads(line) for line in path.read_text().splitlines() if line.strip()] if path.exists() else []
