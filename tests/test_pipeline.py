@@ -230,7 +230,6 @@ def test_bundled_recipes_have_a_doc_comment():
         assert first.startswith("# ") and len(first) > 20, f"{path.name} must start with a doc comment"
 
 
-@pytest.mark.slow  # a subprocess start (torch import) costs ~10 s
 def test_train_stage_under_a_launcher(tmp_path, tiny_model_path):
     """`launcher:` runs training in subprocesses (accelerate launch on GPUs); "python" = one process here."""
     recipe = _tiny_project(tmp_path, tiny_model_path)
