@@ -119,7 +119,7 @@ def test_quick_mode_end_to_end_on_tiny_data(tmp_path, tiny_model_path, shared_da
         qids |= {x.split("\t")[0] for x in keep[1:]}
         (data / "nfcorpus" / "qrels" / f"{split}.tsv").write_text("\n".join(keep) + "\n")
     with open(data / "nfcorpus" / "queries.jsonl", "w") as f:
-        f.writelines(x for x in open(shared_data / "nfcorpus" / "queries.jsonl") if json.loads(x)["_id"] in qids)
+        f.writelines(x for x in (shared_data / "nfcorpus" / "queries.jsonl").read_text().splitlines(True) if json.loads(x)["_id"] in qids)
     out = tmp_path / "q.md"
     subprocess.run([sys.executable, str(ROOT / "bench" / "bench_quality.py"), "--mode", "quick", "--jobs", "2",
                     "--data", str(data), "--model", str(tiny_model_path), "--results", str(tmp_path / "res"),

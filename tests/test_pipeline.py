@@ -211,8 +211,8 @@ def test_query_side_run_embeds_each_text_once_per_model_and_keeps_the_index_vali
     # check, evaluation, training and the index: every DOCUMENT is embedded once by the base model (the
     # training loop's step-0 evaluation re-encodes a few held-out queries with the not-yet-trained tower)
     docs = {(json.loads(line)["title"] + " " + json.loads(line)["text"]).strip()
-            for name in ("heldout", "general") for line in open(tmp_path / name / "corpus.jsonl")}
-    docs |= {json.loads(line)["positive"] for line in open(tmp_path / "train.jsonl")}
+            for name in ("heldout", "general") for line in (tmp_path / name / "corpus.jsonl").read_text().splitlines()}
+    docs |= {json.loads(line)["positive"] for line in (tmp_path / "train.jsonl").read_text().splitlines()}
     for fingerprint, texts in computed.items():
         repeated = {t for t in texts if texts.count(t) > 1}
         assert not repeated & docs, (fingerprint[:12], sorted(repeated & docs)[:3])
