@@ -103,7 +103,7 @@ def test_factory_strings_share_the_layout_and_report_recall(spec):
     rng = np.random.default_rng(2)
     q, c = _unit(rng, 40, 32), _unit(rng, 1000, 32)
     es, ei = exact_search(q, c, 10)
-    fs, fi = search(q, c, 10, index=spec, seed=0)
+    fs, fi = search(q, c, 10, index=spec)
     assert fs.shape == (40, 10) and fi.dtype == np.int64 and fs.dtype == np.float32
     assert (np.diff(fs, axis=1) <= 1e-6).all()  # descending
     r = recall_at_k(fi, ei, 10)

@@ -31,9 +31,6 @@ def merge_topk(scores_a: torch.Tensor, idx_a: torch.Tensor, scores_b: torch.Tens
             torch.from_numpy(np.take_along_axis(idx, order, 1)))
 
 
-_merge_topk = merge_topk  # backwards-compatible private name
-
-
 def _chunk_topk(sims: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor]:
     """Top-k of each row where a tie at the k-th value is won by the lowest column index.
 
@@ -180,14 +177,12 @@ def faiss_search(index, queries: np.ndarray, k: int, *, query_chunk_size: int = 
 
 
 def search(queries: np.ndarray, corpus: np.ndarray, k: int, *, index: str = "exact",
-           query_chunk_size: int = 1024, corpus_chunk_size: int = 65536, gpu: bool | None = None,
-           seed: int = 0, progress: bool = False) -> tuple[np.ndarray, np.ndarray]:
+           query_chunk_size: int = 1024, corpus_chunk_size: int = 65536) -> tuple[np.ndarray, np.ndarray]:
     """One entry point: `index="exact"` (chunked, bounded memory) or any FAISS factory spec."""
     if index == "exact":
         return exact_search(queries, corpus, k, query_chunk_size=query_chunk_size,
-                            corpus_chunk_size=corpus_chunk_size, progress=progress)
-    built = build_faiss_index(corpus, index, gpu=gpu, seed=seed)
-    return faiss_search(built, queries, k, query_chunk_size=query_chunk_size, progress=progress)
+                            corpus_chunk_size=corpus_chunk_size)
+    return faiss_search(build_faiss_index(corpus, index), queries, k, query_chunk_size=query_chunk_size)
 
 
 def recall_at_k(approx_idx: np.ndarray, exact_idx: np.ndarray, k: int | None = None,

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from textcl.config import EvalConfig
-from textcl.errors import DataError
+from textcl.errors import ConfigError, DataError
 from textcl.eval import dataset_name, evaluate, evaluate_sets
 from textcl.eval.metrics import spearman
 from textcl.eval.report import build_report, format_table, write_report
@@ -189,18 +189,13 @@ def test_dataset_name(tmp_path, shared_data):
 
 
 def test_faiss_flat_equals_exact(keyword_encoder):
-    from textcl import knn as tindex
-    if not hasattr(tindex, "search"):
-        pytest.skip("textcl.knn.search (FAISS) not available in this build")
     enc = keyword_encoder(KEYWORDS)
     exact = evaluate_retrieval(enc, toy_set(), [1, 3], ignore_identical_ids=True)
     flat = evaluate_retrieval(enc, toy_set(), [1, 3], ignore_identical_ids=True, search="Flat")
     assert flat == pytest.approx(exact)
 
 
-def test_unknown_search_without_faiss_is_a_config_error(keyword_encoder, monkeypatch):
-    from textcl import knn as tindex
-    from textcl.errors import ConfigError
-    monkeypatch.delattr(tindex, "search", raising=False)
-    with pytest.raises(ConfigError, match="only exact search"):
-        evaluate_retrieval(keyword_encoder(KEYWORDS), toy_set(), [1], ignore_identical_ids=False, search="HNSW32")
+def test_invalid_factory_string_is_a_config_error_naming_it(keyword_encoder):
+    with pytest.raises(ConfigError, match="invalid FAISS factory string 'NoSuchIndex'"):
+        evaluate_retrieval(keyword_encoder(KEYWORDS), toy_set(), [1], ignore_identical_ids=False,
+                           search="NoSuchIndex")

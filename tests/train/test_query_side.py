@@ -119,7 +119,7 @@ def test_index_built_with_the_base_model_is_reused_without_reencoding(tiny_model
     loaded = SearchIndex.load(tmp_path / "index", tuned)  # the fingerprint check passes: same document tower
     hits = loaded.search(["cancer diet"], k=3)
     assert len(hits[0]) == 3 and calls == []
-    assert tuned.fingerprint == base.fingerprint != tuned.query_fingerprint
+    assert tuned.fingerprint == base.fingerprint != tuned.query.fingerprint
 
 
 def test_documents_are_encoded_once_for_training_and_every_evaluation(tiny_model_path, tmp_path, beir,
