@@ -24,7 +24,9 @@ setup: $(STAMP)
 lint: setup
 	$(VENV)/bin/ruff check textcl tests bench
 
+# lint-imports: the one-way layers of [tool.importlinter] in pyproject.toml.
 test: setup lint
+	$(VENV)/bin/lint-imports
 	$(VENV)/bin/pytest -q -x --durations=10
 
 test-slow: setup

@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 import math
 
+import faiss
 import numpy as np
 import torch
 
@@ -107,7 +108,6 @@ def _nlist(factory: str) -> int | None:
 
 def _to_gpu(index, gpu: bool | None):
     """Move an index to GPU when asked (None = when available); log the fallback to CPU."""
-    import faiss
     if gpu is False:
         return index
     n_gpus = faiss.get_num_gpus() if hasattr(faiss, "get_num_gpus") else 0
@@ -125,10 +125,6 @@ def _to_gpu(index, gpu: bool | None):
 
 def build_faiss_index(corpus: np.ndarray, spec: str, *, gpu: bool | None = None, seed: int = 0):
     """Build and fill a FAISS inner-product index from a factory spec ("HNSW32", "IVF256,PQ32|nprobe=16")."""
-    try:
-        import faiss
-    except ImportError:
-        raise ConfigError("FAISS is not installed: install textcl[faiss] (faiss-cpu)") from None
     factory, params = parse_index_spec(spec)
     xb = np.ascontiguousarray(corpus, dtype=np.float32)
     nlist = _nlist(factory)

@@ -427,6 +427,7 @@ def split_towers(model: SentenceTransformer) -> tuple[SentenceTransformer, Sente
 def router_model(query: SentenceTransformer, document: SentenceTransformer) -> SentenceTransformer:
     """One SentenceTransformer whose `encode_query` runs `query` and `encode_document` (and plain
     `encode`) runs `document`: a sentence-transformers Router over the two towers' modules."""
+    # sentence-transformers >= 6 only (query-side training); the rest of this module imports on older ones
     from sentence_transformers.base.modules import Router
 
     router = Router.for_query_document(query_modules=list(query), document_modules=list(document))

@@ -11,7 +11,9 @@ from pathlib import Path
 import numpy as np
 
 from textcl.config import RunConfig
+from textcl.data import io
 from textcl.data.batching import Batch, make_batches, make_scored_batches, make_text_batches
+from textcl.distributed import world_size
 from textcl.errors import ConfigError, DataError
 from textcl.types import Example, ScoredPair
 
@@ -56,7 +58,6 @@ def epoch_batch_maker(config: RunConfig, items: Sequence) -> Callable[[int], lis
     def make(epoch: int) -> list[Batch]:
         if epoch in cache:
             return cache[epoch]
-        from textcl.distributed import world_size
         rng = np.random.default_rng([config.seed, epoch])
         if loss == "infonce":
             batches = make_batches(items, tc.batch_size, num_negatives=negatives, rng=rng,
@@ -109,7 +110,6 @@ def load_training_data(config: RunConfig) -> tuple[list, dict]:
     InfoNCE uses the mined file (`mining.output`) when it exists, else `data.train`.
     """
     dc = config.data
-    from textcl.data import io
     mined = Path(config.mining.output) if config.mining.output else None
     provenance: dict = {"data": {"train": dc.train, "format": dc.format, "split": dc.split}}
     if config.loss.name == "infonce" and mined is not None and mined.exists():
