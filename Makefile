@@ -33,7 +33,7 @@ test-slow: setup
 	$(VENV)/bin/pytest -q -m slow --durations=10
 
 fuzz: setup
-	TEXTCL_FUZZ_EXAMPLES=2000 $(VENV)/bin/pytest -q tests/test_fuzz.py
+	TEXTCL_FUZZ_EXAMPLES=2000 $(VENV)/bin/pytest -q tests/data/test_fuzz.py
 
 demo: setup
 	$(VENV)/bin/textcl run recipes/quickstart.yaml

@@ -1,4 +1,5 @@
-"""STS and retrieval evaluators on hand-checkable data (keyword encoder), bad input, report and CLI."""
+"""Retrieval evaluation on hand-checkable data (keyword encoder), bad input, and `evaluate` over the
+configured sets with its report."""
 
 from __future__ import annotations
 
@@ -6,17 +7,14 @@ import dataclasses
 import json
 from pathlib import Path
 
-import numpy as np
 import pytest
 
 from textcl.config import EvalConfig
 from textcl.errors import ConfigError, DataError
 from textcl.eval import dataset_name, evaluate, evaluate_sets
-from textcl.eval.metrics import spearman
 from textcl.eval.report import build_report, format_table, write_report
 from textcl.eval.retrieval import default_ignore_identical_ids, evaluate_retrieval
-from textcl.eval.sts import evaluate_sts, similarity_scores
-from textcl.types import Document, RetrievalSet, ScoredPair
+from textcl.types import Document, RetrievalSet
 
 KEYWORDS = ["cat", "dog", "car", "tree", "river"]
 
@@ -64,51 +62,6 @@ def test_identical_id_defaults_follow_mteb():
     assert value is False and "not in the MTEB table" in source
 
 
-def test_sts_keys_and_values(keyword_encoder):
-    enc = keyword_encoder(KEYWORDS)
-    pairs = [ScoredPair("cat", "cat", 5.0), ScoredPair("cat dog", "cat", 3.0), ScoredPair("car", "tree", 0.0),
-             ScoredPair("river tree dog", "tree", 2.5)]
-    m = evaluate_sts(enc, pairs, "toy")
-    for sim in ("cosine", "dot", "euclidean", "manhattan"):
-        assert -1 <= m[f"toy/spearman_{sim}"] <= 1 and f"toy/pearson_{sim}" in m
-    assert m["toy/spearman_cosine"] == pytest.approx(1.0)
-
-
-def test_sts_with_two_towers_uses_the_query_tower_and_reports_the_query_document_pairing(keyword_encoder):
-    from textcl.model import RoutedEncoder
-
-    query_side = keyword_encoder(KEYWORDS)
-    query_side.fingerprint = "q"
-
-    class Reversed:  # a document tower that ranks pairs in the opposite order
-        fingerprint = "d"
-
-        def __call__(self, texts, role="document"):
-            return query_side(["cat" if "cat" not in t else "car" for t in texts], role)
-
-    pairs = [ScoredPair("cat", "cat", 5.0), ScoredPair("cat dog", "cat", 3.0), ScoredPair("car", "tree", 0.0),
-             ScoredPair("river tree dog", "tree", 2.5)]
-    plain = evaluate_sts(query_side, pairs, "toy")
-    routed = evaluate_sts(RoutedEncoder(query_side, Reversed()), pairs, "toy")
-    assert routed["toy/spearman_cosine"] == plain["toy/spearman_cosine"]  # both sentences: query tower
-    assert "toy/spearman_cosine_query_document" not in plain
-    # sentence1 by the query tower, sentence2 by the document tower: cos(q(s1), d(s2)) by hand
-    a = query_side([p.sentence1 for p in pairs])
-    b = Reversed()([p.sentence2 for p in pairs])
-    expect = spearman(np.array([p.score for p in pairs]), (a * b).sum(axis=1))
-    assert routed["toy/spearman_cosine_query_document"] == pytest.approx(expect)
-
-
-def test_similarity_scores_signs():
-    a = np.array([[1.0, 0.0], [0.0, 2.0]])
-    b = np.array([[1.0, 0.0], [1.0, 0.0]])
-    s = similarity_scores(a, b)
-    np.testing.assert_allclose(s["cosine"], [1.0, 0.0])
-    np.testing.assert_allclose(s["dot"], [1.0, 0.0])
-    np.testing.assert_allclose(s["euclidean"], [0.0, -np.sqrt(5)])
-    np.testing.assert_allclose(s["manhattan"], [0.0, -3.0])
-
-
 # ---------------------------------------------------------------- bad input
 
 
@@ -148,11 +101,6 @@ def test_qrels_queries_all_unknown_is_an_error(keyword_encoder):
     rset = RetrievalSet("x", {"d": Document("", "cat")}, {"a": "cat"}, {"b": {"d": 1}})
     with pytest.raises(DataError, match="wrong split or mismatched files"):
         evaluate_retrieval(keyword_encoder(KEYWORDS), rset, [1])
-
-
-def test_empty_sts_set_is_an_error(keyword_encoder):
-    with pytest.raises(DataError, match="no pairs"):
-        evaluate_sts(keyword_encoder(KEYWORDS), [], "x")
 
 
 # ---------------------------------------------------------------- evaluate + report
