@@ -57,4 +57,4 @@ bench-fast: setup
 	$(PY) bench/bench_fast.py --mode full
 
 clean:
-	rm -rf $(VENV) out .pytest_cache
+	rm -rf $(VENV) out .pytest_cache .import_linter_cache .grimp_cache

@@ -11,6 +11,7 @@ import pytest
 import torch
 
 from textcl import hub
+from textcl import model as tm
 from textcl.errors import ConfigError
 from textcl.model import Encoder, load_model, model_fingerprint, resolve_model_path, resolve_precision
 
@@ -79,10 +80,11 @@ def test_fingerprint_tracks_weights_not_name(tiny, tiny_model_path, tmp_path):
     assert model_fingerprint(other) != fp
 
 
-def test_resolve_precision():
-    assert resolve_precision("fp32", "cpu") == "fp32"
-    assert resolve_precision("bf16", "cpu") == "bf16"
-    assert resolve_precision("auto", "cpu") in ("fp32", "bf16")
+@pytest.mark.parametrize("amx, auto", [(True, "bf16"), (False, "fp32")])
+def test_resolve_precision_auto_is_bf16_only_with_bf16_units(monkeypatch, amx, auto):
+    monkeypatch.setattr(tm, "cpu_has_bf16", lambda: amx)
+    assert resolve_precision("auto", "cpu") == auto
+    assert resolve_precision("fp32", "cpu") == "fp32" and resolve_precision("bf16", "cpu") == "bf16"  # asked for
     with pytest.raises(ConfigError, match="auto, fp32 or bf16"):
         resolve_precision("fp16", "cpu")
 

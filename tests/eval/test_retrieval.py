@@ -52,12 +52,13 @@ def test_retrieval_hand_checked(keyword_encoder):
     assert m2["toy/recall@3"] == pytest.approx(1.0)
 
 
-def test_identical_id_defaults_follow_mteb():
-    assert default_ignore_identical_ids("ArguAna")[0] is True
-    assert default_ignore_identical_ids("quora")[0] is True
-    assert default_ignore_identical_ids("FiQA2018")[0] is True
-    assert default_ignore_identical_ids("nfcorpus")[0] is False
-    assert default_ignore_identical_ids("scifact")[0] is False
+@pytest.mark.parametrize("name, ignore", [("ArguAna", True), ("quora", True), ("FiQA2018", True),
+                                          ("nfcorpus", False), ("scifact", False)])
+def test_identical_id_default_is_mteb_s_for_the_dataset(name, ignore):
+    assert default_ignore_identical_ids(name)[0] is ignore
+
+
+def test_identical_ids_are_kept_for_a_set_mteb_does_not_list():
     value, source = default_ignore_identical_ids("my-private-set")
     assert value is False and "not in the MTEB table" in source
 

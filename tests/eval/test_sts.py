@@ -15,13 +15,21 @@ from textcl.types import ScoredPair
 KEYWORDS = ["cat", "dog", "car", "tree", "river"]
 
 
-def test_sts_keys_and_values(keyword_encoder):
+def test_sts_correlations_equal_scipy_on_hand_computed_similarities(keyword_encoder):
+    stats = pytest.importorskip("scipy.stats")
     enc = keyword_encoder(KEYWORDS)
     pairs = [ScoredPair("cat", "cat", 5.0), ScoredPair("cat dog", "cat", 3.0), ScoredPair("car", "tree", 0.0),
              ScoredPair("river tree dog", "tree", 2.5)]
     m = evaluate_sts(enc, pairs, "toy")
-    for sim in ("cosine", "dot", "euclidean", "manhattan"):
-        assert -1 <= m[f"toy/spearman_{sim}"] <= 1 and f"toy/pearson_{sim}" in m
+    a, b = enc([p.sentence1 for p in pairs]), enc([p.sentence2 for p in pairs])
+    gold = [p.score for p in pairs]
+    by_hand = {"cosine": [x @ y / np.linalg.norm(x) / np.linalg.norm(y) for x, y in zip(a, b)],
+               "dot": [x @ y for x, y in zip(a, b)], "euclidean": [-np.linalg.norm(x - y) for x, y in zip(a, b)],
+               "manhattan": [-np.abs(x - y).sum() for x, y in zip(a, b)]}
+    assert {k for k in m} == {f"toy/{c}_{s}" for c in ("spearman", "pearson") for s in by_hand}
+    for sim, scores in by_hand.items():
+        assert m[f"toy/spearman_{sim}"] == pytest.approx(stats.spearmanr(gold, scores).statistic, abs=1e-6), sim
+        assert m[f"toy/pearson_{sim}"] == pytest.approx(stats.pearsonr(gold, scores).statistic, abs=1e-6), sim
     assert m["toy/spearman_cosine"] == pytest.approx(1.0)
 
 

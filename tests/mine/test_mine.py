@@ -163,7 +163,7 @@ def test_faiss_index_reports_recall(keyword_encoder, caplog):
     caplog.set_level(logging.INFO)
     rset = _rset()
     _, stats = mine(rset, keyword_encoder(KEYWORDS), _cfg(index="HNSW8"), seed=0, progress=False)
-    assert stats.recall is not None and 0 < stats.recall <= 1
+    assert stats.recall == 1.0  # 9 documents, efSearch 128: the graph search is exhaustive
     assert "recall@20 vs exact search" in caplog.text
 
 
