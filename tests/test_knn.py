@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import faiss
 import numpy as np
 import pytest
 import torch
@@ -22,7 +23,6 @@ from textcl.knn import (
 @pytest.fixture(autouse=True)
 def _one_faiss_thread():
     """OpenMP spinning on a busy 2-core machine makes small PQ trainings take seconds; one thread is faster."""
-    import faiss
     before = faiss.omp_get_max_threads()
     faiss.omp_set_num_threads(1)
     yield

@@ -180,7 +180,6 @@ def test_cache_follows_weight_changes(tiny_model_path, tmp_path):
 
 
 def test_weights_are_hashed_once_per_model_state(tiny_model_path, tmp_path, monkeypatch):
-    import textcl.model as tm
     model = load_model(str(tiny_model_path), device="cpu")
     enc = Encoder(model, precision="fp32", cache_dir=tmp_path, show_progress=False)
     calls = []

@@ -20,8 +20,6 @@ from collections.abc import Iterable, Mapping
 
 import numpy as np
 
-RANKING_METRICS = ("ndcg", "mrr", "recall", "map", "precision")
-
 
 def rank_run(run: Mapping[str, float]) -> list[str]:
     """Document ids in trec_eval order: score descending, then doc id descending."""
