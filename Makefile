@@ -24,14 +24,16 @@ setup: $(STAMP)
 lint: setup
 	$(VENV)/bin/ruff check textcl tests bench
 
+# lint-imports: the one-way layers of [tool.importlinter] in pyproject.toml.
 test: setup lint
+	$(VENV)/bin/lint-imports
 	$(VENV)/bin/pytest -q -x --durations=10
 
 test-slow: setup
 	$(VENV)/bin/pytest -q -m slow --durations=10
 
 fuzz: setup
-	TEXTCL_FUZZ_EXAMPLES=2000 $(VENV)/bin/pytest -q tests/test_fuzz.py
+	TEXTCL_FUZZ_EXAMPLES=2000 $(VENV)/bin/pytest -q tests/data/test_fuzz.py
 
 demo: setup
 	$(VENV)/bin/textcl run recipes/quickstart.yaml
@@ -55,4 +57,4 @@ bench-fast: setup
 	$(PY) bench/bench_fast.py --mode full
 
 clean:
-	rm -rf $(VENV) out .pytest_cache
+	rm -rf $(VENV) out .pytest_cache .import_linter_cache .grimp_cache

@@ -22,7 +22,11 @@ WORDS = ("the a of and to in is for on with what how why does do are cancer diet
 def build_tiny_model(path: Path, seed: int = 0) -> Path:
     """Write a 2-layer, hidden-32 BERT sentence-transformer with a word-level vocab to `path`."""
     import torch
-    from sentence_transformers import SentenceTransformer, models
+    from sentence_transformers import SentenceTransformer
+    try:  # sentence-transformers >= 6 (the old path still works there, with a DeprecationWarning)
+        from sentence_transformers.sentence_transformer import modules as models
+    except ImportError:  # sentence-transformers < 6
+        from sentence_transformers import models
     from transformers import BertConfig, BertModel, BertTokenizerFast
 
     path.mkdir(parents=True, exist_ok=True)

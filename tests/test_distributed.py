@@ -215,4 +215,4 @@ def test_single_process_helpers_are_identity():
     t = torch.ones(2, 3)
     assert D.gather_with_grad(t) is t
     assert D.rank() == 0 and D.world_size() == 1 and not D.is_distributed()
-    assert D.gather_sizes(4) == [4] and D.all_gather_object("x") == ["x"] and D.all_reduce_mean(2.5) == 2.5
+    assert D.gather_sizes(4) == [4] and D.all_gather_object("x") == ["x"]

@@ -1,3 +1,4 @@
+import numpy as np
 from sentence_transformers import SentenceTransformer
 
 
@@ -7,7 +8,8 @@ def test_tiny_model_loads_and_encodes(tiny_model_path):
     assert emb.shape == (2, 32)
 
 
-def test_keyword_encoder(keyword_encoder):
-    enc = keyword_encoder(["cat", "dog"])
-    v = enc(["cat cat", "dog"])
-    assert v[0, 0] > 0.99 and v[1, 1] > 0.99
+def test_keyword_encoder_is_a_normalised_bag_of_keywords(keyword_encoder):
+    v = keyword_encoder(["cat", "dog"])(["cat cat", "Dog"])
+    # counts per keyword, then 1e-3 in a last column (no zero rows), then L2 normalisation
+    want = np.array([[2, 0, 1e-3], [0, 1, 1e-3]]) / np.sqrt([[4 + 1e-6], [1 + 1e-6]])
+    np.testing.assert_allclose(v, want, rtol=1e-6)

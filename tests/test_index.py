@@ -8,6 +8,7 @@ import shutil
 import numpy as np
 import pytest
 
+from textcl.cli import main
 from textcl.errors import ConfigError, DataError
 from textcl.index import SearchIndex, load_corpus
 from textcl.types import Document
@@ -86,7 +87,6 @@ def test_load_corpus_formats(tmp_path):
 
 
 def test_cli_build_and_search(tmp_path, tiny_model_path, capsys):
-    from textcl.cli import main
 
     # Distinct lengths: the fixture model tells texts apart mostly by length.
     (tmp_path / "docs.txt").write_text("cat\nthe dog ran\na red car is fast\nthe green tree by the river\n")
@@ -104,7 +104,6 @@ def test_cli_build_and_search(tmp_path, tiny_model_path, capsys):
 
 
 def test_index_records_a_model_path_that_resolves_from_anywhere(tmp_path, tiny_model_path, monkeypatch, capsys):
-    from textcl.cli import main
 
     shutil.copytree(tiny_model_path, tmp_path / "proj" / "out" / "model")
     (tmp_path / "proj" / "docs.txt").write_text("cat\nthe dog ran\n")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import faiss
 import numpy as np
 import pytest
 import torch
@@ -22,7 +23,6 @@ from textcl.knn import (
 @pytest.fixture(autouse=True)
 def _one_faiss_thread():
     """OpenMP spinning on a busy 2-core machine makes small PQ trainings take seconds; one thread is faster."""
-    import faiss
     before = faiss.omp_get_max_threads()
     faiss.omp_set_num_threads(1)
     yield
@@ -103,11 +103,11 @@ def test_factory_strings_share_the_layout_and_report_recall(spec):
     rng = np.random.default_rng(2)
     q, c = _unit(rng, 40, 32), _unit(rng, 1000, 32)
     es, ei = exact_search(q, c, 10)
-    fs, fi = search(q, c, 10, factory=spec, seed=0)
+    fs, fi = search(q, c, 10, factory=spec)
     assert fs.shape == (40, 10) and fi.dtype == np.int64 and fs.dtype == np.float32
     assert (np.diff(fs, axis=1) <= 1e-6).all()  # descending
     r = recall_at_k(fi, ei, 10)
-    assert 0.0 < r <= 1.0
+    assert r == pytest.approx(np.mean([len(set(fi[i]) & set(ei[i])) / 10 for i in range(40)]))
     if spec.startswith(("IVF16,Flat", "HNSW")):
         assert r > 0.95  # full probing / a graph this small is essentially exact
 

@@ -199,11 +199,6 @@ def test_angle_is_cosent_ranking_over_angle_scores():
     assert all(torch.isfinite(g).all() and g.abs().sum() > 0 for g in grads)
 
 
-def test_normalize_text():
-    assert normalize_text("  Stra\u00dfe\tim  ＴＥＸＴ \n") == "strasse im text"
-    assert normalize_text("ﬁne") == "fine"
-
-
 def test_false_negative_mask_rules():
     # 2 queries, group_size 2: rows 0,1 belong to q0 (positive, negative), rows 2,3 to q1
     queries = ["what is a cat", "dogs"]

@@ -11,6 +11,7 @@ import pytest
 import torch
 
 from textcl import hub
+from textcl import model as tm
 from textcl.errors import ConfigError
 from textcl.model import Encoder, load_model, model_fingerprint, resolve_model_path, resolve_precision
 
@@ -79,22 +80,25 @@ def test_fingerprint_tracks_weights_not_name(tiny, tiny_model_path, tmp_path):
     assert model_fingerprint(other) != fp
 
 
-def test_resolve_precision():
-    assert resolve_precision("fp32", "cpu") == "fp32"
-    assert resolve_precision("bf16", "cpu") == "bf16"
-    assert resolve_precision("auto", "cpu") in ("fp32", "bf16")
+@pytest.mark.parametrize("amx, auto", [(True, "bf16"), (False, "fp32")])
+def test_resolve_precision_auto_is_bf16_only_with_bf16_units(monkeypatch, amx, auto):
+    monkeypatch.setattr(tm, "cpu_has_bf16", lambda: amx)
+    assert resolve_precision("auto", "cpu") == auto
+    assert resolve_precision("fp32", "cpu") == "fp32" and resolve_precision("bf16", "cpu") == "bf16"  # asked for
     with pytest.raises(ConfigError, match="auto, fp32 or bf16"):
         resolve_precision("fp16", "cpu")
 
 
-def test_encoder_fp32_matches_sentence_transformers(tiny):
+def test_encoder_fp32_matches_sentence_transformers(tiny, monkeypatch):
     enc = Encoder(tiny, precision="fp32", batch_size=2, show_progress=False)
+    batches = []
+    monkeypatch.setattr(enc, "_batches", lambda lengths, real=enc._batches: batches.append(real(lengths)) or batches[-1])
     out = enc(TEXTS, "document")
     ref = tiny.encode(TEXTS, normalize_embeddings=True, convert_to_numpy=True)
     assert out.dtype == np.float32 and out.shape == ref.shape
     np.testing.assert_allclose(out, ref, atol=1e-5)  # input order kept despite length sorting
     np.testing.assert_allclose(np.linalg.norm(out, axis=1), 1.0, atol=1e-5)
-    assert enc.last_stats["batches"] >= 2
+    assert len(batches[0]) >= 2  # several batches: the order is restored across them
 
 
 def test_encoder_bf16_close_to_fp32_and_tracks_weight_updates(tiny_model_path):
@@ -176,7 +180,6 @@ def test_cache_follows_weight_changes(tiny_model_path, tmp_path):
 
 
 def test_weights_are_hashed_once_per_model_state(tiny_model_path, tmp_path, monkeypatch):
-    import textcl.model as tm
     model = load_model(str(tiny_model_path), device="cpu")
     enc = Encoder(model, precision="fp32", cache_dir=tmp_path, show_progress=False)
     calls = []

@@ -91,21 +91,6 @@ def test_plots_are_omitted_without_data(tmp_path):
     assert "- overfitting: none flagged (4 dev evaluations)" in md
 
 
-def test_similarity_samples_for_histograms(keyword_encoder):
-    from textcl.eval.similarity import examples_as_retrieval, scored_pair_samples, similarity_samples
-    from textcl.types import Example, ScoredPair
-
-    enc = keyword_encoder(["cat", "dog", "car", "tree"])
-    rows = [Example(f"{w} question", (f"{w} answer",)) for w in ("cat", "dog", "car", "tree")]
-    sims = similarity_samples(enc, examples_as_retrieval(rows), seed=0)
-    assert len(sims["positive"]) == 4 and len(sims["hardest negative"]) == 4 and len(sims["random negative"]) == 12
-    assert min(sims["positive"]) > 0.99 and max(sims["hardest negative"]) < 0.01  # one keyword each
-    pairs = [ScoredPair("cat", "cat", 5.0), ScoredPair("cat", "dog", 0.0), ScoredPair("dog", "dog", 4.0),
-             ScoredPair("car", "tree", 1.0)]
-    s = scored_pair_samples(enc, pairs)
-    assert s["similar pairs (top 25% gold)"] == pytest.approx([1.0]) and s["dissimilar pairs (bottom 25% gold)"][0] < 0.01
-
-
 @pytest.mark.parametrize("mix_dev, line_end", [(0.65, "the model is the a=0.75 mix"),
                                                (0.55, "the checkpoint stays the model")])
 def test_interpolation_trials_in_report(tmp_path, mix_dev, line_end):

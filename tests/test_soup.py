@@ -73,33 +73,39 @@ def test_checkpoint_folder_as_input(two_models, tmp_path):
         average_models([ckpt, two_models[0]], tmp_path / "x")
 
 
-def test_refuses_incompatible_inputs(two_models, tmp_path):
-    other = tmp_path / "other"
-    shutil.copytree(two_models[1], other)
-    state = {k: v.contiguous() for k, v in load_model(str(other), device="cpu").state_dict().items()}
-    name = next(k for k, v in state.items() if v.dim() == 2)
-    bad = tmp_path / "bad-ckpt"
-    bad.mkdir()
-    save_file({**state, name: torch.zeros(3, 3)}, str(bad / "model.safetensors"))
-    with pytest.raises(ConfigError, match=f"weight '{name}' has shape"):
-        average_models([two_models[0], bad], tmp_path / "o1")
-    missing = tmp_path / "missing-ckpt"
-    missing.mkdir()
-    save_file({k: v for k, v in state.items() if k != name}, str(missing / "model.safetensors"))
-    with pytest.raises(ConfigError, match="weight names differ"):
-        average_models([two_models[0], missing], tmp_path / "o2")
-    with pytest.raises(ConfigError, match="neither a model folder"):
-        average_models([two_models[0], tmp_path], tmp_path / "o3")
+def _checkpoint(folder, change):
+    """A checkpoint folder holding the second model's weights, changed by `change(state, first 2-D weight name)`."""
+    def make(models, tmp):
+        state = {k: v.contiguous() for k, v in load_model(str(models[1]), device="cpu").state_dict().items()}
+        name = next(k for k, v in state.items() if v.dim() == 2)
+        (tmp / folder).mkdir()
+        save_file(change(state, name), str(tmp / folder / "model.safetensors"))
+        return [models[0], tmp / folder], None, name
+    return make
+
+
+def _other_pooling(models, tmp):
+    other = tmp / "other"
+    shutil.copytree(models[1], other)
     cfg = other / "1_Pooling" / "config.json"
     pooling = json.loads(cfg.read_text())
     pooling["pooling_mode"] = "cls"
     cfg.write_text(json.dumps(pooling))
-    with pytest.raises(ConfigError, match="module stack differs"):
-        average_models([two_models[0], other], tmp_path / "o4")
-    with pytest.raises(ConfigError, match="2 weights for 1 models"):
-        average_models(two_models[:1], tmp_path / "o5", weights=[1, 1])
-    with pytest.raises(ConfigError, match="positive sum"):
-        average_models(two_models, tmp_path / "o6", weights=[0, 0])
+    return [models[0], other], None, None
+
+
+@pytest.mark.parametrize("make, message", [
+    (_checkpoint("bad-ckpt", lambda s, name: {**s, name: torch.zeros(3, 3)}), "weight '{name}' has shape"),
+    (_checkpoint("missing-ckpt", lambda s, name: {k: v for k, v in s.items() if k != name}), "weight names differ"),
+    (lambda models, tmp: ([models[0], tmp], None, None), "neither a model folder"),
+    (_other_pooling, "module stack differs"),
+    (lambda models, tmp: (list(models[:1]), [1, 1], None), "2 weights for 1 models"),
+    (lambda models, tmp: (list(models), [0, 0], None), "positive sum"),
+], ids=["weight-shape", "weight-names", "not-a-model", "module-stack", "weights-count", "weights-sum"])
+def test_refuses_incompatible_inputs(two_models, tmp_path, make, message):
+    inputs, weights, name = make(two_models, tmp_path)
+    with pytest.raises(ConfigError, match=message.format(name=name)):
+        average_models(inputs, tmp_path / "out", weights)
 
 
 def test_cli(two_models, tmp_path, capsys):

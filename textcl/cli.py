@@ -55,13 +55,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"textcl {_version()}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for name in COMMANDS:
-        try:
-            module = importlib.import_module(f"textcl.commands.{name}")
-        except ModuleNotFoundError as exc:
-            if exc.name != f"textcl.commands.{name}":
-                raise
-            continue  # command not built yet
-        module.register(sub)
+        importlib.import_module(f"textcl.commands.{name}").register(sub)
     _add_no_progress(parser)
     return parser
 

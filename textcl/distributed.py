@@ -87,15 +87,6 @@ def all_gather_object(obj: Any) -> list[Any]:
     return out
 
 
-def all_reduce_mean(value: float) -> float:
-    """Mean of a float over ranks (for logging a global loss); the value itself when single process."""
-    if not is_distributed():
-        return value
-    t = torch.tensor([value], dtype=torch.float64, device=collective_device())
-    dist.all_reduce(t, op=dist.ReduceOp.SUM)
-    return float(t.item()) / world_size()
-
-
 def freeze_unused_parameters(module: torch.nn.Module, probe: Callable[[], torch.Tensor]) -> list[str]:
     """Set requires_grad=False on parameters that `probe()` (a forward pass) leaves without a gradient,
     e.g. BERT's pooler under mean pooling; return their names.

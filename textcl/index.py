@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import faiss
 import numpy as np
 
 from textcl.data.retrieval import load_corpus  # noqa: F401 - re-exported: `textcl.index.load_corpus` is public
@@ -44,7 +45,6 @@ def _rebuild_hint(path: Path, config: dict) -> str:
 
 
 def _read_faiss(path: Path) -> Any:
-    import faiss
     if not path.is_file():
         raise FileNotFoundError("file is missing")
     return faiss.read_index(str(path))
@@ -184,7 +184,6 @@ class SearchIndex:
             f.writelines(json.dumps(r, ensure_ascii=False) + "\n" for r in self.rows)
         (self.path / "fingerprint.txt").write_text(self.config["fingerprint"] + "\n", encoding="utf-8")
         if self.faiss_index is not None:
-            import faiss
             faiss.write_index(self.faiss_index, str(self.path / "index.faiss"))
         (self.path / "config.json").write_text(json.dumps(self.config, indent=2) + "\n", encoding="utf-8")
 
@@ -219,7 +218,6 @@ def _row(doc_id: str, doc: Document) -> dict:
 
 def _get_search_params(index) -> dict:
     """Search-time parameters that faiss.write_index does not keep (HNSW efSearch, IVF nprobe)."""
-    import faiss
     out = {}
     base = faiss.downcast_index(index)
     if hasattr(base, "hnsw"):
@@ -231,7 +229,6 @@ def _get_search_params(index) -> dict:
 
 
 def _set_search_params(index, params: dict) -> None:
-    import faiss
     space = faiss.ParameterSpace()
     for name, value in params.items():
         space.set_index_parameter(index, name, value)

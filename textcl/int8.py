@@ -38,7 +38,7 @@ METHOD = "openvino + nncf static int8 (transformer preset, calibrated on the gua
 MISSING_EXTRA = ("precision int8 needs OpenVINO and NNCF, which are not installed: pip install 'textcl[int8]' "
                  "(onnx + openvino + nncf), or use precision fp32")
 # Measured with all-MiniLM-L6-v2 on the full NFCorpus test set: this int8 has cosine to fp32 0.9977 mean /
-# 0.9923 min and nDCG@10 31.44 vs 31.59; torch's dynamic int8 (mean 0.937, issue 22's probe) lost 0.8
+# 0.9923 min and nDCG@10 31.44 vs 31.59; torch's dynamic int8 (mean 0.937) lost 0.8
 # nDCG@10 points. The thresholds sit between the two; a broken quantization lands far below both (the
 # test's: mean 0.01).
 MIN_MEAN_COSINE = 0.98

@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 import math
 
+import faiss
 import numpy as np
 import torch
 
@@ -29,9 +30,6 @@ def merge_topk(scores_a: torch.Tensor, idx_a: torch.Tensor, scores_b: torch.Tens
     order = np.lexsort((key, -scores), axis=1)[:, :k]  # numpy's lexsort is ~3x torch's stable argsort here
     return (torch.from_numpy(np.take_along_axis(scores, order, 1)),
             torch.from_numpy(np.take_along_axis(idx, order, 1)))
-
-
-_merge_topk = merge_topk  # backwards-compatible private name
 
 
 def _chunk_topk(sims: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -110,7 +108,6 @@ def _nlist(factory: str) -> int | None:
 
 def _to_gpu(index, gpu: bool | None):
     """Move an index to GPU when asked (None = when available); log the fallback to CPU."""
-    import faiss
     if gpu is False:
         return index
     n_gpus = faiss.get_num_gpus() if hasattr(faiss, "get_num_gpus") else 0
@@ -128,10 +125,6 @@ def _to_gpu(index, gpu: bool | None):
 
 def build_faiss_index(corpus: np.ndarray, spec: str, *, gpu: bool | None = None, seed: int = 0):
     """Build and fill a FAISS inner-product index from a factory spec ("HNSW32", "IVF256,PQ32|nprobe=16")."""
-    try:
-        import faiss
-    except ImportError:
-        raise ConfigError("FAISS is not installed: install textcl[faiss] (faiss-cpu)") from None
     factory, params = parse_index_spec(spec)
     xb = np.ascontiguousarray(corpus, dtype=np.float32)
     nlist = _nlist(factory)
@@ -180,14 +173,12 @@ def faiss_search(index, queries: np.ndarray, k: int, *, query_chunk_size: int = 
 
 
 def search(queries: np.ndarray, corpus: np.ndarray, k: int, *, factory: str = "exact",
-           query_chunk_size: int = 1024, corpus_chunk_size: int = 65536, gpu: bool | None = None,
-           seed: int = 0, progress: bool = False) -> tuple[np.ndarray, np.ndarray]:
+           query_chunk_size: int = 1024, corpus_chunk_size: int = 65536) -> tuple[np.ndarray, np.ndarray]:
     """One entry point: `factory="exact"` (chunked, bounded memory) or any FAISS factory string."""
     if factory == "exact":
         return exact_search(queries, corpus, k, query_chunk_size=query_chunk_size,
-                            corpus_chunk_size=corpus_chunk_size, progress=progress)
-    built = build_faiss_index(corpus, factory, gpu=gpu, seed=seed)
-    return faiss_search(built, queries, k, query_chunk_size=query_chunk_size, progress=progress)
+                            corpus_chunk_size=corpus_chunk_size)
+    return faiss_search(build_faiss_index(corpus, factory), queries, k, query_chunk_size=query_chunk_size)
 
 
 def recall_at_k(approx_idx: np.ndarray, exact_idx: np.ndarray, k: int | None = None,

@@ -114,8 +114,8 @@ def tokenizer_text(model: SentenceTransformer) -> str | None:
 def cpu_has_bf16() -> bool:
     """True when the CPU has AMX bf16 tiles, the units that make bf16 encoding faster than fp32.
 
-    AVX-512-BF16 alone is not enough: on such a CPU (this project's 2-core Xeon, no AMX) a bf16
-    4096x384 @ 384x1536 matmul ran at 84 GFLOP/s against 149 for fp32, so "auto" stays fp32 there.
+    AVX-512-BF16 alone is not enough: on a CPU with it but without AMX a bf16 4096x384 @ 384x1536 matmul
+    ran at 84 GFLOP/s against 149 for fp32, so "auto" stays fp32 there.
     """
     try:
         flags = Path("/proc/cpuinfo").read_text()
@@ -227,7 +227,6 @@ class Encoder:
         self._int8_stage: int8.TokenStage | None = None
         self._int8_weights: tuple = ()
         self.int8_report: dict[str, Any] = {}
-        self.last_stats: dict[str, Any] = {}
 
     # ------------------------------------------------------------ public
 
@@ -384,7 +383,6 @@ class Encoder:
         extra = {"prompt_length": length} if length is not None else {}
         with_types = self._with_types()
         batches = self._batches(lengths)
-        padded = 0
         bar = progress.bar(total=len(texts), desc="encode", unit="text", enabled=self.show_progress, leave=False)
         with torch.inference_mode():
             for idx in batches:
@@ -394,7 +392,6 @@ class Encoder:
                 for row, i in enumerate(idx):
                     input_ids[row, :lengths[i]] = torch.tensor(ids[i])
                     mask[row, :lengths[i]] = 1
-                padded += len(idx) * width
                 features = {"input_ids": input_ids.to(self.device), "attention_mask": mask.to(self.device), **extra}
                 if with_types:
                     features["token_type_ids"] = torch.zeros_like(features["input_ids"])
@@ -404,8 +401,6 @@ class Encoder:
                 out[torch.from_numpy(idx)] = F.normalize(emb, p=2, dim=1).cpu()
                 bar.update(len(idx))
         bar.close()
-        self.last_stats = {"texts": len(texts), "tokens": int(lengths.sum()), "padded_tokens": padded,
-                           "batches": len(batches)}
         return out.numpy()
 
 
@@ -433,6 +428,7 @@ def split_towers(model: SentenceTransformer) -> tuple[SentenceTransformer, Sente
 def router_model(query: SentenceTransformer, document: SentenceTransformer) -> SentenceTransformer:
     """One SentenceTransformer whose `encode_query` runs `query` and `encode_document` (and plain
     `encode`) runs `document`: a sentence-transformers Router over the two towers' modules."""
+    # sentence-transformers >= 6 only (query-side training); the rest of this module imports on older ones
     from sentence_transformers.base.modules import Router
 
     router = Router.for_query_document(query_modules=list(query), document_modules=list(document))
@@ -476,7 +472,6 @@ class RoutedEncoder:
     def __init__(self, query: Any, document: Any):
         self.query, self.document = query, document
         self.fingerprint = document.fingerprint
-        self.query_fingerprint = query.fingerprint
 
     @property
     def precision(self) -> str:

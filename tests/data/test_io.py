@@ -299,19 +299,18 @@ def test_skip_mode_counts_every_planted_case(tmp_path):
     assert "skipped: 4" in report.summary()
 
 
-def test_nothing_loaded_is_an_error_and_empty_files(tmp_path):
-    with pytest.raises(DataError, match=r"a.jsonl: no rows found \(1 skipped"):
-        load_examples(w(tmp_path / "a.jsonl", "{bad\n"), on_error="skip")
-    with pytest.raises(DataError, match=r"e.jsonl: no rows found \(empty file\)"):
-        load_examples(w(tmp_path / "e.jsonl", ""))
-    with pytest.raises(DataError, match=r"e.csv:1: empty file \(no header line\)"):
-        load_examples(w(tmp_path / "e.csv", ""))
-    with pytest.raises(DataError, match=r"missing.jsonl: file not found"):
-        load_examples(tmp_path / "missing.jsonl")
-    with pytest.raises(DataError, match=r"x.bin: cannot detect the format from suffix '.bin'"):
-        load_examples(w(tmp_path / "x.bin", "abc"))
-    with pytest.raises(DataError, match=r"on_error must be 'raise' or 'skip', got 'ignore'"):
-        load_examples(tmp_path / "e.jsonl", on_error="ignore")
+@pytest.mark.parametrize("name, text, on_error, message", [
+    ("a.jsonl", "{bad\n", "skip", r"a.jsonl: no rows found \(1 skipped"),
+    ("e.jsonl", "", "raise", r"e.jsonl: no rows found \(empty file\)"),
+    ("e.csv", "", "raise", r"e.csv:1: empty file \(no header line\)"),
+    ("missing.jsonl", None, "raise", r"missing.jsonl: file not found"),
+    ("x.bin", "abc", "raise", r"x.bin: cannot detect the format from suffix '.bin'"),
+    ("e.jsonl", "", "ignore", r"on_error must be 'raise' or 'skip', got 'ignore'"),
+], ids=["all-rows-skipped", "empty-jsonl", "empty-csv", "missing", "unknown-suffix", "bad-on-error"])
+def test_nothing_loaded_is_an_error_naming_the_file(tmp_path, name, text, on_error, message):
+    path = tmp_path / name if text is None else w(tmp_path / name, text)
+    with pytest.raises(DataError, match=message):
+        load_examples(path, on_error=on_error)
 
 
 def test_bad_parquet_and_stsb_as_examples(tmp_path, shared_data):

@@ -1,5 +1,5 @@
 """Your own data as a retrieval set: a pairs file (query, positive[, ids]) plus an optional extra
-corpus; every positive is relevant for its query. Inputs are checked before the model loads."""
+corpus; every positive is relevant for its query."""
 
 from __future__ import annotations
 
@@ -7,8 +7,6 @@ import json
 
 import pytest
 
-from textcl import model as model_module
-from textcl.cli import main
 from textcl.config import EvalConfig
 from textcl.data.retrieval import load_retrieval_set
 from textcl.errors import DataError
@@ -32,19 +30,6 @@ def test_pairs_file_with_extra_corpus_is_a_retrieval_set(tmp_path, keyword_encod
     metrics = evaluate(encode, EvalConfig(retrieval=[str(tmp_path / "faq.csv")], extra_corpus=str(extra),
                                           k_values=[1, 2]))
     assert metrics["faq/recall@2"] == 1.0 and metrics["faq/ndcg@2"] > 0.5
-
-
-def test_eval_checks_inputs_before_loading_the_model(tmp_path, monkeypatch, caplog):
-    def no_model(*args, **kwargs):
-        raise AssertionError("the model must not load before the inputs are checked")
-
-    monkeypatch.setattr(model_module, "load_model", no_model)
-    (tmp_path / "notes.md").write_text("# notes\n")
-    assert main(["eval", "--model", "all-MiniLM-L6-v2", "--retrieval", str(tmp_path / "notes.md")]) == 2
-    assert f"{tmp_path / 'notes.md'}: cannot detect the format from suffix '.md'" in caplog.text
-    (tmp_path / "one.jsonl").write_text('{"text": "no query column"}\n')
-    assert main(["eval", "--model", "all-MiniLM-L6-v2", "--retrieval", str(tmp_path / "one.jsonl")]) == 2
-    assert "one.jsonl" in caplog.records[-1].getMessage() and "query" in caplog.records[-1].getMessage()
 
 
 def test_folder_that_is_no_set_says_what_is_expected(tmp_path):

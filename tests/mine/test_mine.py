@@ -16,7 +16,7 @@ from textcl.mine import mine, write_mined
 from textcl.mine.filters import OUTCOMES, margin_threshold, reference_scores
 from textcl.mine.plan import plan_from_examples, plan_from_retrieval
 from textcl.mine.sample import sample, select_negatives
-from textcl.types import Document, Example, RetrievalSet, normalize_text
+from textcl.types import Document, Example, RetrievalSet
 
 KEYWORDS = ["cat", "dog", "car", "tree", "river", "music", "book", "coffee"]
 
@@ -45,11 +45,6 @@ def _rset() -> RetrievalSet:
 def _cfg(**kw) -> MiningConfig:
     base = {"num_negatives": 3, "depth": 20, "relative_margin": None}
     return MiningConfig(**{**base, **kw})
-
-
-def test_normalize_text():
-    assert normalize_text("  ＣＡＴ\u00a0Dog\n\triver ") == "cat dog river"
-    assert normalize_text("Straße") == normalize_text("STRASSE")
 
 
 def test_no_positive_or_variant_or_query_copy_is_ever_a_negative(keyword_encoder):
@@ -168,7 +163,7 @@ def test_faiss_index_reports_recall(keyword_encoder, caplog):
     caplog.set_level(logging.INFO)
     rset = _rset()
     _, stats = mine(rset, keyword_encoder(KEYWORDS), _cfg(factory="HNSW8"), seed=0, progress=False)
-    assert stats.recall is not None and 0 < stats.recall <= 1
+    assert stats.recall == 1.0  # 9 documents, efSearch 128: the graph search is exhaustive
     assert "recall@20 vs exact search" in caplog.text
 
 

@@ -64,7 +64,7 @@ def _query_side_config(model_path: Path, out: Path, beir: Path, *extra: str):
 
 def test_targets_mask_every_known_positive_by_id_and_text_and_the_query_text(beir):
     examples, _ = load_examples(beir, format="beir", split="train")
-    corpus = TrainingCorpus(texts=[json.loads(line)["text"] for line in open(beir / "corpus.jsonl")],
+    corpus = TrainingCorpus(texts=[json.loads(line)["text"] for line in (beir / "corpus.jsonl").read_text().splitlines()],
                             ids=[f"d{i}" for i in range(40)])
     batch = make_batches(examples, 12, num_negatives=0, rng=np.random.default_rng(0))[0]
     positives, (rows, cols) = corpus.targets(batch)
@@ -140,7 +140,7 @@ def test_output_is_a_router_whose_document_tower_is_the_base_model(tiny_model_pa
 
 
 def test_index_built_with_the_base_model_is_reused_without_reencoding(tiny_model_path, tmp_path, beir):
-    docs = [json.loads(line)["text"] for line in open(beir / "corpus.jsonl")]
+    docs = [json.loads(line)["text"] for line in (beir / "corpus.jsonl").read_text().splitlines()]
     base = Encoder(load_model(tiny_model_path, device="cpu", max_seq_length=32), precision="fp32",
                    show_progress=False)
     SearchIndex.build(base, {f"d{i}": Document(title="", text=t) for i, t in enumerate(docs)}, tmp_path / "index",
@@ -153,7 +153,7 @@ def test_index_built_with_the_base_model_is_reused_without_reencoding(tiny_model
     loaded = SearchIndex.load(tmp_path / "index", tuned)  # the fingerprint check passes: same document tower
     hits = loaded.search(["cancer diet"], k=3)
     assert len(hits[0]) == 3 and calls == []
-    assert tuned.fingerprint == base.fingerprint != tuned.query_fingerprint
+    assert tuned.fingerprint == base.fingerprint != tuned.query.fingerprint
 
 
 def test_documents_are_encoded_once_for_training_and_every_evaluation(tiny_model_path, tmp_path, beir,

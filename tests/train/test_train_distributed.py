@@ -10,7 +10,6 @@ import sys
 import time
 from pathlib import Path
 
-import pytest
 import torch
 from safetensors.torch import load_file
 
@@ -32,7 +31,6 @@ def _torchrun(tiny_model_path: Path, out: Path, mode: str, n: int, timeout: int 
     return proc, time.perf_counter() - start
 
 
-@pytest.mark.slow
 def test_uneven_data_two_processes_finish_in_sync(tiny_model_path, tmp_path):
     # 11 examples, global batch 4: the epoch ends with a 3-query batch (shards of 2 and 1 queries);
     # GradCache on (chunk 1) so the no_sync path runs too.
@@ -46,7 +44,6 @@ def test_uneven_data_two_processes_finish_in_sync(tiny_model_path, tmp_path):
     assert seconds < 90, f"took {seconds:.0f}s"
 
 
-@pytest.mark.slow
 def test_interpolate_base_two_processes(tiny_model_path, tmp_path):
     # Evaluation runs on rank 0 and is broadcast: both ranks try the mix and finish together.
     proc, seconds = _torchrun(tiny_model_path, tmp_path / "out", "wise", 16)
@@ -61,7 +58,6 @@ def test_interpolate_base_two_processes(tiny_model_path, tmp_path):
     assert seconds < 90, f"took {seconds:.0f}s"
 
 
-@pytest.mark.slow
 def test_rank_failure_ends_the_job_with_a_clear_error(tiny_model_path, tmp_path):
     proc, seconds = _torchrun(tiny_model_path, tmp_path / "out", "fail", 16)
     assert proc.returncode != 0

@@ -91,17 +91,13 @@ def test_resume_refuses_changed_settings(tiny_model_path, tmp_path, examples):
         loop.train(tiny_config(tiny_model_path, tmp_path / "empty"), examples, resume=True)
 
 
-def test_resume_settings_from_older_version_resume(tiny_model_path, tmp_path):
-    """A checkpoint written before loss.angle_weight / train.layer_lr_decay existed resumes when
-    they are left at their defaults, and is refused when they are changed."""
-    cfg = tiny_config(tiny_model_path, tmp_path)
-    current = ckpt.resume_settings(cfg, 10, 1)
-    old = {k: v for k, v in current.items() if k != "layer_lr_decay"}
-    old["loss"] = {k: v for k, v in current["loss"].items() if k != "angle_weight"}
-    ckpt.check_resume_settings(old, current, tmp_path)  # no error
-    changed = ckpt.resume_settings(tiny_config(tiny_model_path, tmp_path, "loss.angle_weight=1.0"), 10, 1)
-    with pytest.raises(ConfigError, match="settings changed .*angle_weight"):
-        ckpt.check_resume_settings(old, changed, tmp_path)
+def test_resume_settings_are_compared_as_saved(tiny_model_path, tmp_path):
+    """Equal settings resume; a changed one, or one the checkpoint lacks, is refused naming the key."""
+    current = ckpt.resume_settings(tiny_config(tiny_model_path, tmp_path), 10, 1)
+    ckpt.check_resume_settings(dict(current), current, tmp_path)  # no error
     decayed = ckpt.resume_settings(tiny_config(tiny_model_path, tmp_path, "train.layer_lr_decay=0.8"), 10, 1)
-    with pytest.raises(ConfigError, match=r"settings changed \(layer_lr_decay: 1.0 -> 0.8"):
-        ckpt.check_resume_settings(old, decayed, tmp_path)
+    with pytest.raises(ConfigError, match=r"settings changed \(layer_lr_decay: 1.0 -> 0.8\)"):
+        ckpt.check_resume_settings(current, decayed, tmp_path)
+    lacking = {k: v for k, v in current.items() if k != "layer_lr_decay"}
+    with pytest.raises(ConfigError, match=r"settings changed \(layer_lr_decay: None -> 1.0\)"):
+        ckpt.check_resume_settings(lacking, current, tmp_path)

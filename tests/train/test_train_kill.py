@@ -9,7 +9,6 @@ import sys
 import textwrap
 from pathlib import Path
 
-import pytest
 import torch
 from train_helpers import make_examples, tiny_config, weights
 
@@ -33,7 +32,6 @@ CHILD = textwrap.dedent("""
 """)
 
 
-@pytest.mark.slow  # two model loads in a subprocess: ~20 s on a busy 2-core machine
 def test_sigkill_mid_epoch_then_resume_is_bitwise_equal(tiny_model_path, tmp_path):
     examples = make_examples(40)  # 10 batches per epoch: steps 4-6 are mid-epoch
     killed = tmp_path / "killed"

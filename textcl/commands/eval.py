@@ -8,6 +8,9 @@ import logging
 import sys
 from pathlib import Path
 
+from textcl.config import EvalConfig, ModelConfig, load_recipe
+from textcl.errors import ConfigError
+
 log = logging.getLogger(__name__)
 
 
@@ -49,9 +52,6 @@ def register(subparsers) -> None:
 
 
 def _configs(args: argparse.Namespace):
-    from textcl.config import EvalConfig, ModelConfig, load_recipe
-    from textcl.errors import ConfigError
-
     if args.recipe:
         cfg = load_recipe(args.recipe)
         model_cfg, eval_cfg = cfg.model, cfg.eval
@@ -92,6 +92,7 @@ def _configs(args: argparse.Namespace):
 
 
 def run(args: argparse.Namespace) -> int:
+    # start-up time: these load torch and sentence-transformers, and `textcl --help` imports this module
     from textcl.eval import evaluate_sets, load_sets
     from textcl.eval.results import build_results, format_results, write_results
     from textcl.model import encoder_for, load_configured_model

@@ -8,6 +8,9 @@ import logging
 import sys
 from pathlib import Path
 
+from textcl.config import ModelConfig
+from textcl.data.io import get_text, iter_jsonl, iter_lines
+
 log = logging.getLogger(__name__)
 
 
@@ -56,7 +59,7 @@ def _model_options(p: argparse.ArgumentParser, required: bool = True) -> None:
 
 
 def _encoder(model_name: str, args: argparse.Namespace, stored: dict | None = None):
-    from textcl.config import ModelConfig
+    # start-up time: textcl.model loads torch, and `textcl --help` imports this module
     from textcl.model import encoder_for, load_configured_model
 
     stored = stored or {}
@@ -70,15 +73,13 @@ def _encoder(model_name: str, args: argparse.Namespace, stored: dict | None = No
 
 
 def _read_queries(path: str) -> list[tuple[str, str]]:
-    from textcl.data.io import get_text, iter_jsonl, iter_lines
-
     if path.endswith((".jsonl", ".jsonl.gz")):
         return [(str(o.get("_id", o.get("id", n))), get_text(o, "text", path, n)) for n, o in iter_jsonl(path)]
     return [(str(n), line.strip()) for n, line in iter_lines(path) if line.strip()]
 
 
 def build(args: argparse.Namespace) -> int:
-    from textcl.index import SearchIndex, load_corpus
+    from textcl.index import SearchIndex, load_corpus  # start-up time, as in _encoder
 
     corpus = load_corpus(args.corpus)
     enc = _encoder(args.model, args)
@@ -101,7 +102,7 @@ def build(args: argparse.Namespace) -> int:
 
 
 def _load(args: argparse.Namespace):
-    from textcl.index import SearchIndex
+    from textcl.index import SearchIndex  # start-up time, as in _encoder
 
     index = SearchIndex.load(args.index)
     model = args.model or index.config.get("model")
@@ -137,7 +138,7 @@ def search(args: argparse.Namespace) -> int:
 
 
 def add(args: argparse.Namespace) -> int:
-    from textcl.index import load_corpus
+    from textcl.index import load_corpus  # start-up time, as in _encoder
 
     index = _load(args)
     n = index.add(load_corpus(args.corpus))

@@ -11,6 +11,12 @@ import json
 import logging
 import os
 import sys
+import typing
+
+from textcl.config import RunConfig, load_recipe
+from textcl.data.io import load_beir, load_texts, parse_columns_arg
+from textcl.data.training import load_mining_source
+from textcl.errors import ConfigError
 
 log = logging.getLogger(__name__)
 
@@ -68,15 +74,11 @@ def register(subparsers) -> None:
 
 def _choices(section: str, name: str) -> list[str] | None:
     """The values a Literal recipe key accepts, listed in --help and checked by argparse."""
-    import typing
-
-    from textcl.config import RunConfig
     tp = typing.get_type_hints(typing.get_type_hints(RunConfig)[section])[name]
     return list(typing.get_args(tp)) if typing.get_origin(tp) is typing.Literal else None
 
 
 def _config(args: argparse.Namespace):
-    from textcl.config import load_recipe
     overrides = list(args.set)
     for name in OPTIONS:
         value = getattr(args, name)
@@ -96,10 +98,6 @@ def _config(args: argparse.Namespace):
 
 def _source(args: argparse.Namespace, cfg):
     """The rows to mine for: a RetrievalSet or a list of Examples."""
-    from textcl.data.io import load_beir, parse_columns_arg
-    from textcl.data.training import load_mining_source
-    from textcl.errors import ConfigError
-
     if args.retrieval and args.pairs:
         raise ConfigError("give --retrieval or --pairs, not both")
     if args.retrieval:
@@ -112,7 +110,7 @@ def _source(args: argparse.Namespace, cfg):
 
 def _init_distributed() -> bool:
     """Join the process group torchrun/accelerate describe in the environment; True if we created it."""
-    import torch
+    import torch  # start-up time: `textcl --help` imports every command module; torch takes seconds
     import torch.distributed as dist
     if int(os.environ.get("WORLD_SIZE", "1")) <= 1 or dist.is_initialized():
         return False
@@ -124,11 +122,11 @@ def _init_distributed() -> bool:
 
 
 def run(args: argparse.Namespace) -> int:
+    # start-up time: these load torch and sentence-transformers, and `textcl --help` imports this module
     import torch
+    import torch.distributed as dist
 
     from textcl import distributed
-    from textcl.data.io import load_texts
-    from textcl.errors import ConfigError
     from textcl.mine import mine, write_mined
     from textcl.model import encoder_for, load_configured_model
 
@@ -158,6 +156,5 @@ def run(args: argparse.Namespace) -> int:
             sys.stdout.write(json.dumps(stats.to_dict(), indent=1) + "\n")
     finally:
         if created:
-            import torch.distributed as dist
             dist.destroy_process_group()
     return 0

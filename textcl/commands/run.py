@@ -8,6 +8,7 @@ import shutil
 import sys
 from pathlib import Path
 
+from textcl.config import load_recipe
 from textcl.errors import TrainingInterrupted
 
 
@@ -26,7 +27,7 @@ def register(subparsers) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from textcl.config import load_recipe
+    # start-up time: these load torch and sentence-transformers, and `textcl --help` imports this module
     from textcl.pipeline import run_pipeline
     from textcl.pipeline.report import format_table
 

@@ -18,7 +18,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from textcl.soup import average_models
+    from textcl.soup import average_models  # start-up time: loads torch; `textcl --help` imports this module
     out = average_models(args.models, args.output, args.weights, trust_remote_code=args.trust_remote_code)
     print(f"averaged {len(args.models)} models into {out} (inputs and weights in {out / 'soup.json'})")
     return 0

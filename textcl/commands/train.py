@@ -5,7 +5,9 @@ from __future__ import annotations
 import argparse
 import logging
 
+from textcl.config import load_recipe
 from textcl.errors import TrainingInterrupted
+from textcl.paths import place_outputs
 
 log = logging.getLogger("textcl")
 
@@ -25,8 +27,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from textcl.config import load_recipe
-    from textcl.paths import place_outputs
+    # start-up time: these load torch and sentence-transformers, and `textcl --help` imports this module
     from textcl.preflight import check_recipe
     from textcl.train.loop import train
 

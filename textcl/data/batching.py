@@ -137,8 +137,7 @@ def _epoch_order(lengths: Sequence[int], batch_size: int, rng: np.random.Generat
 
 
 def make_batches(examples: Sequence[Example], batch_size: int, *, num_negatives: int,
-                 rng: np.random.Generator, length_grouped: bool = False, drop_last: bool = False,
-                 start: int = 0) -> list[Batch]:
+                 rng: np.random.Generator, length_grouped: bool = False) -> list[Batch]:
     """One epoch of batches, deterministic for the state of `rng` (use e.g. default_rng([seed, epoch])).
 
     Per query: one positive drawn uniformly when it has several, and exactly `num_negatives`
@@ -146,7 +145,6 @@ def make_batches(examples: Sequence[Example], batch_size: int, *, num_negatives:
     share a query or a sampled positive are kept out of the same batch where possible (other known
     positives are masked by the loss via `positive_sets`). With
     `length_grouped`, items of similar length share a batch and batch order is shuffled.
-    `start` skips the first batches (resume): the epoch is built in full, then sliced.
     """
     if batch_size < 1 or num_negatives < 0:
         raise DataError(f"make_batches: batch_size must be >= 1 and num_negatives >= 0, got "
@@ -171,10 +169,8 @@ def make_batches(examples: Sequence[Example], batch_size: int, *, num_negatives:
     groups = _duplicate_aware(order, keys, batch_size)
     if length_grouped:
         groups = [groups[i] for i in rng.permutation(len(groups))]
-    if drop_last:
-        groups = [g for g in groups if len(g) == batch_size]
     out = []
-    for g in groups[start:]:
+    for g in groups:
         cands = [c for i in g for c in [picks[i][0], *picks[i][1]]]
         out.append(Batch(queries=[examples[i].query for i in g], candidates=[c[0] for c in cands],
                          group_size=1 + num_negatives, query_ids=[examples[i].query_id for i in g],
@@ -183,30 +179,24 @@ def make_batches(examples: Sequence[Example], batch_size: int, *, num_negatives:
     return out
 
 
-def _simple_batches(n: int, batch_size: int, rng: np.random.Generator, drop_last: bool,
-                    start: int) -> list[np.ndarray]:
+def _simple_batches(n: int, batch_size: int, rng: np.random.Generator) -> list[np.ndarray]:
     order = rng.permutation(n)
-    parts = [order[s:s + batch_size] for s in range(0, n, batch_size)]
-    if drop_last:
-        parts = [p for p in parts if len(p) == batch_size]
-    return parts[start:]
+    return [order[s:s + batch_size] for s in range(0, n, batch_size)]
 
 
-def make_scored_batches(pairs: Sequence[ScoredPair], batch_size: int, *, rng: np.random.Generator,
-                        drop_last: bool = False, start: int = 0) -> list[Batch]:
+def make_scored_batches(pairs: Sequence[ScoredPair], batch_size: int, *, rng: np.random.Generator) -> list[Batch]:
     """CoSENT batches: queries = sentence1, candidates = sentence2 (group_size 1), scores = gold."""
     return [Batch(queries=[pairs[i].sentence1 for i in p], candidates=[pairs[i].sentence2 for i in p],
                   group_size=1, scores=[float(pairs[i].score) for i in p])
-            for p in _simple_batches(len(pairs), batch_size, rng, drop_last, start)]
+            for p in _simple_batches(len(pairs), batch_size, rng)]
 
 
-def make_text_batches(texts: Sequence[str], batch_size: int, *, rng: np.random.Generator,
-                      drop_last: bool = False, start: int = 0) -> list[Batch]:
+def make_text_batches(texts: Sequence[str], batch_size: int, *, rng: np.random.Generator) -> list[Batch]:
     """Unsupervised SimCSE batches: each text is its own positive (two dropout views), group_size 1.
 
     Repeated texts in a batch are masked as false negatives via their normalized text."""
     out = []
-    for p in _simple_batches(len(texts), batch_size, rng, drop_last, start):
+    for p in _simple_batches(len(texts), batch_size, rng):
         batch_texts = [texts[i] for i in p]
         out.append(Batch(queries=batch_texts, candidates=list(batch_texts), group_size=1,
                          positive_sets=[KnownPositives(texts=frozenset([normalize_text(t)]))

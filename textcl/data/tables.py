@@ -94,7 +94,7 @@ def sniff_delimiter(path: str | Path) -> str:
 
 def parquet_columns(path: Path) -> tuple[list[str], dict[bytes, bytes]]:
     """Column names and key/value metadata of a Parquet file."""
-    import pyarrow as pa
+    import pyarrow as pa  # start-up time: only Parquet needs it, and `textcl --help` loads the data layer
     import pyarrow.parquet as pq
 
     if not path.is_file():
@@ -107,7 +107,7 @@ def parquet_columns(path: Path) -> tuple[list[str], dict[bytes, bytes]]:
 
 
 def _parquet_rows(path: Path, report: LoadReport) -> Iterator[tuple[int, dict]]:
-    import pyarrow as pa
+    import pyarrow as pa  # start-up time, as in parquet_columns
     import pyarrow.parquet as pq
 
     parquet_columns(path)
@@ -124,7 +124,7 @@ def _parquet_rows(path: Path, report: LoadReport) -> Iterator[tuple[int, dict]]:
 
 
 def _hf_load(name: str, split: str) -> Any:
-    import datasets
+    import datasets  # start-up time: `datasets` takes seconds to import and only HF inputs need it
 
     try:
         if Path(name).is_dir():

@@ -37,7 +37,7 @@ def _gzip(data: bytes) -> bytes:
 
 
 def _parquet_bytes(examples: list[Example], provenance: dict | None) -> bytes:
-    import pyarrow as pa
+    import pyarrow as pa  # start-up time: only Parquet needs it, and `textcl --help` loads the data layer
     import pyarrow.parquet as pq
 
     texts = pa.list_(pa.string())

@@ -12,6 +12,8 @@ from pathlib import Path
 
 from textcl.config import EvalConfig
 from textcl.data.beir import is_beir_folder
+from textcl.data.io import load_scored_pairs
+from textcl.data.retrieval import load_retrieval_set
 from textcl.errors import DataError
 from textcl.eval.metrics import PRIMARY_METRIC
 from textcl.eval.results import SetResult
@@ -41,13 +43,6 @@ def load_sts_set(path: str | Path, split: str) -> list[ScoredPair]:
         raise DataError("STS set not found", str(p))
     if is_beir_folder(p):
         raise DataError("this is a BEIR retrieval folder; pass it with --retrieval", str(p))
-    try:
-        from textcl.data.io import load_scored_pairs
-    except ImportError:  # older data layer: STS-B and SICK only
-        from textcl.data.io import load_sick, load_stsb
-        if p.is_file() and "sentence_A" in p.open(encoding="utf-8").readline():
-            return load_sick(p, split)
-        return load_stsb(p, split)
     if p.is_dir() and not (p / f"sts-{split}.csv").exists() and list(p.glob("sts-*.csv")):
         available = sorted(f.stem[4:] for f in p.glob("sts-*.csv"))
         raise DataError(f"no sts-{split}.csv (available splits: {', '.join(available)})", str(p))
@@ -56,7 +51,6 @@ def load_sts_set(path: str | Path, split: str) -> list[ScoredPair]:
 
 def load_sets(eval_cfg: EvalConfig, split: str | None = None, *, include_ood: bool = True) -> list[tuple]:
     """Read every configured set, before any model is loaded: `(kind, path, data, out_of_domain)` rows."""
-    from textcl.data.retrieval import load_retrieval_set
     split = split or eval_cfg.split
     sts_paths = list(eval_cfg.sts) + (list(eval_cfg.ood_sts) if include_ood else [])
     ret_paths = list(eval_cfg.retrieval) + (list(eval_cfg.ood_retrieval) if include_ood else [])

@@ -20,7 +20,6 @@ from collections.abc import Iterable, Mapping
 
 import numpy as np
 
-RANKING_METRICS = ("ndcg", "mrr", "recall", "map", "precision")
 PRIMARY_METRIC = {"retrieval": "ndcg@10", "sts": "spearman_cosine"}  # by task
 
 

@@ -19,6 +19,7 @@ COLORS = {"positive": "#2a9d8f", "hardest negative": "#e76f51", "random negative
 
 
 def _plt():
+    # Imported here: the headless backend must be chosen before pyplot loads, and only reports draw.
     import matplotlib
     matplotlib.use("Agg", force=True)
     import matplotlib.pyplot as plt

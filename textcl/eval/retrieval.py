@@ -15,10 +15,8 @@ import logging
 import re
 from collections.abc import Sequence
 
-import numpy as np
-
 from textcl import knn
-from textcl.errors import ConfigError, DataError
+from textcl.errors import DataError
 from textcl.eval.metrics import evaluate_run, mean_metrics
 from textcl.types import Encode, RetrievalSet
 
@@ -71,18 +69,6 @@ def check_retrieval_set(rset: RetrievalSet) -> dict[str, int]:
     return warnings
 
 
-def _search(q: np.ndarray, c: np.ndarray, k: int, factory: str, query_chunk_size: int,
-            corpus_chunk_size: int) -> tuple[np.ndarray, np.ndarray]:
-    if factory == "exact":
-        return knn.exact_search(q, c, k, query_chunk_size=query_chunk_size,
-                                   corpus_chunk_size=corpus_chunk_size)
-    faiss_search = getattr(knn, "search", None)
-    if faiss_search is None:
-        raise ConfigError(f"eval.factory={factory!r}: this build has only exact search (use 'exact')")
-    return faiss_search(q, c, k, factory=factory, query_chunk_size=query_chunk_size,
-                        corpus_chunk_size=corpus_chunk_size)
-
-
 def retrieve(encode: Encode, rset: RetrievalSet, k: int, *, ignore_identical_ids: bool, factory: str = "exact",
              query_chunk_size: int = 1024, corpus_chunk_size: int = 65536) -> tuple[dict, int]:
     """Run: {query_id: {doc_id: score}} with k candidates per query, and the number of self-matches dropped."""
@@ -91,7 +77,8 @@ def retrieve(encode: Encode, rset: RetrievalSet, k: int, *, ignore_identical_ids
     q_emb = encode([rset.queries[q] for q in qids], "query")
     d_emb = encode([rset.corpus[d].full_text for d in doc_ids], "document")
     fetch = min(k + (1 if ignore_identical_ids else 0), len(doc_ids))
-    scores, idx = _search(q_emb, d_emb, fetch, factory, query_chunk_size, corpus_chunk_size)
+    scores, idx = knn.search(q_emb, d_emb, fetch, factory=factory, query_chunk_size=query_chunk_size,
+                             corpus_chunk_size=corpus_chunk_size)
     run: dict[str, dict[str, float]] = {}
     dropped = 0
     for row, qid in enumerate(qids):

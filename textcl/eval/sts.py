@@ -21,8 +21,6 @@ from textcl.types import Encode, ScoredPair
 
 log = logging.getLogger(__name__)
 
-SIMILARITIES = ("cosine", "dot", "euclidean", "manhattan")
-
 
 def similarity_scores(a: np.ndarray, b: np.ndarray) -> dict[str, np.ndarray]:
     """Row-wise similarities of paired embeddings (distances negated so higher = more similar)."""

@@ -13,6 +13,7 @@ import logging
 from dataclasses import dataclass, field
 
 import numpy as np
+from sentence_transformers import CrossEncoder
 
 from textcl.config import MiningConfig
 from textcl.data.io import write_examples
@@ -125,8 +126,6 @@ def write_mined(examples: list[Example], path: str, provenance: dict) -> None:
 
 def load_cross_encoder(name_or_path: str) -> PairScorer:
     """A sentence-transformers CrossEncoder as a PairScorer (sigmoid scores in [0, 1] for 1-label models)."""
-    from sentence_transformers import CrossEncoder
-
     model = CrossEncoder(name_or_path)
 
     def score(pairs: list[tuple[str, str]]) -> np.ndarray:

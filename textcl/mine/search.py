@@ -15,6 +15,7 @@ from dataclasses import dataclass
 
 import numpy as np
 import torch
+import torch.distributed as dist
 
 from textcl import distributed, progress
 from textcl.config import MiningConfig
@@ -118,7 +119,6 @@ def _approximate(plan: MiningPlan, q_emb: np.ndarray, encode: Encode, cfg: Minin
         recall = recall_at_k(idx[sample], ex_i, k, ex_s, scores[sample])
         result = [(scores, idx, recall)]
     if world > 1:
-        import torch.distributed as dist
         dist.broadcast_object_list(result, src=0)
     scores, idx, recall = result[0]
     return scores, idx, pair_scores, encode_s, recall

@@ -286,20 +286,14 @@ def resume_settings(config: Any, n_examples: int, world: int) -> dict:
     return {"seed": config.seed, "model": config.model.name_or_path, "loss": asdict(config.loss),
             "batch_size": tc.batch_size, "lr": tc.lr, "scheduler": tc.scheduler, "n_examples": n_examples,
             "world_size": world, "max_steps": tc.max_steps, "epochs": tc.epochs,
-            "layer_lr_decay": tc.layer_lr_decay, "negatives": _negatives_settings(tc)}
-
-
-def _negatives_settings(tc: Any) -> dict:
-    return {"tune": tc.tune, "negatives": tc.negatives, "corpus_candidates": tc.corpus_candidates,
-            "corpus_samples": tc.corpus_samples, "corpus_refresh_every": tc.corpus_refresh_every,
-            "corpus_positives": tc.corpus_positives}
+            "layer_lr_decay": tc.layer_lr_decay,
+            "negatives": {"tune": tc.tune, "negatives": tc.negatives, "corpus_candidates": tc.corpus_candidates,
+                          "corpus_samples": tc.corpus_samples, "corpus_refresh_every": tc.corpus_refresh_every,
+                          "corpus_positives": tc.corpus_positives}}
 
 
 def check_resume_settings(saved: dict, current: dict, where: Path) -> None:
-    from textcl.config import LossConfig, TrainConfig
-    # Options added after a checkpoint was written count as their defaults (old checkpoints resume).
-    saved = {"layer_lr_decay": TrainConfig.layer_lr_decay, "negatives": _negatives_settings(TrainConfig()), **saved,
-             "loss": {**asdict(LossConfig()), **saved.get("loss", {})}}
+    """Refuse to resume when a setting differs from the checkpoint's (one it lacks counts as different)."""
     diff = [k for k in current if saved.get(k) != current[k]]
     if diff:
         detail = ", ".join(f"{k}: {saved.get(k)!r} -> {current[k]!r}" for k in diff)

@@ -13,6 +13,7 @@ import numpy as np
 from textcl.config import RunConfig
 from textcl.data.batching import Batch, make_batches, make_scored_batches, make_text_batches
 from textcl.data.training import load_training_rows
+from textcl.distributed import world_size
 from textcl.errors import ConfigError, DataError
 from textcl.types import Example, ScoredPair
 
@@ -57,7 +58,6 @@ def epoch_batch_maker(config: RunConfig, items: Sequence) -> Callable[[int], lis
     def make(epoch: int) -> list[Batch]:
         if epoch in cache:
             return cache[epoch]
-        from textcl.distributed import world_size
         rng = np.random.default_rng([config.seed, epoch])
         if loss == "infonce":
             batches = make_batches(items, tc.batch_size, num_negatives=negatives, rng=rng,

@@ -9,6 +9,7 @@ from collections.abc import Callable
 
 from textcl.config import RunConfig
 from textcl.errors import ConfigError
+from textcl.eval import evaluate
 from textcl.eval.metrics import is_primary
 
 Evaluator = Callable[[Callable], dict[str, float]]
@@ -20,14 +21,12 @@ def build_evaluators(config: RunConfig, dev: Evaluator | None,
     out-of-domain sets on `eval.split` (they are only watched, never used for selection)."""
     ec = config.eval
     if dev is None and (ec.sts or ec.retrieval):
-        from textcl.eval import evaluate
         dev_cfg = dataclasses.replace(ec, ood_sts=[], ood_retrieval=[])
 
         def dev(encode: Callable) -> dict[str, float]:
             return evaluate(encode, dev_cfg, ec.dev_split)
 
     if ood is None and (ec.ood_sts or ec.ood_retrieval):
-        from textcl.eval import evaluate
         ood_cfg = dataclasses.replace(ec, sts=list(ec.ood_sts), retrieval=list(ec.ood_retrieval),
                                       ood_sts=[], ood_retrieval=[])
 

@@ -7,7 +7,10 @@ from pathlib import Path
 
 import pytest
 
+from textcl import pipeline
+from textcl.cli import main
 from textcl.commands import run as run_command
+from textcl.errors import TrainingInterrupted
 
 
 def test_follow_up_command_uses_the_venv_path_when_textcl_is_not_on_path(tmp_path, monkeypatch):
@@ -22,10 +25,6 @@ def test_follow_up_command_uses_the_venv_path_when_textcl_is_not_on_path(tmp_pat
 
 
 def test_ctrl_c_in_the_train_stage_prints_one_resume_line(monkeypatch, capsys):
-    from textcl import pipeline
-    from textcl.cli import main
-    from textcl.errors import TrainingInterrupted
-
     def interrupted(*args, **kwargs):
         raise TrainingInterrupted(7, "out/model/checkpoints/step-00000007")
 

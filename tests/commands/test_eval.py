@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from textcl import model as model_module
 from textcl.cli import main
 
 
@@ -56,3 +57,16 @@ def test_cli_errors_are_clear(tmp_path, tiny_model_path, caplog):
     assert "nothing to evaluate" in caplog.text
     assert main(["eval", "--model", str(tiny_model_path), "--retrieval", str(tmp_path / "missing")]) == 2
     assert "missing: retrieval set not found" in caplog.text
+
+
+def test_eval_checks_inputs_before_loading_the_model(tmp_path, monkeypatch, caplog):
+    def no_model(*args, **kwargs):
+        raise AssertionError("the model must not load before the inputs are checked")
+
+    monkeypatch.setattr(model_module, "load_model", no_model)
+    (tmp_path / "notes.md").write_text("# notes\n")
+    assert main(["eval", "--model", "all-MiniLM-L6-v2", "--retrieval", str(tmp_path / "notes.md")]) == 2
+    assert f"{tmp_path / 'notes.md'}: cannot detect the format from suffix '.md'" in caplog.text
+    (tmp_path / "one.jsonl").write_text('{"text": "no query column"}\n')
+    assert main(["eval", "--model", "all-MiniLM-L6-v2", "--retrieval", str(tmp_path / "one.jsonl")]) == 2
+    assert "one.jsonl" in caplog.records[-1].getMessage() and "query" in caplog.records[-1].getMessage()

@@ -11,12 +11,24 @@ from pathlib import Path
 
 import pytest
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT / "bench"))
 
 import bench_quality as bq  # noqa: E402
 
 from textcl.config import load_recipe  # noqa: E402
+
+
+def _literal(text: str):
+    """What a grid value means: null/true/false, an int, a float, else the text."""
+    if text in ("null", "true", "false"):
+        return {"null": None, "true": True, "false": False}[text]
+    for kind in (int, float):
+        try:
+            return kind(text)
+        except ValueError:
+            pass
+    return text
 
 
 def _row(label: str, dev: float, test: float, seed: int = 42, task: str = "nfcorpus", impl: str = "textcl") -> dict:
@@ -39,7 +51,9 @@ def test_every_grid_setting_is_a_valid_recipe_override(task, grid):
     base = bq.NF_BASE if task == "nfcorpus" else bq.STS_BASE
     for label, sets in grid.items():
         cfg = load_recipe(recipe, [*base, *sets])  # unknown keys / bad types raise ConfigError
-        assert cfg.train.lr > 0, label
+        for key, value in (s.split("=", 1) for s in sets):  # and the value set is the value used
+            section, name = key.split(".")
+            assert getattr(getattr(cfg, section), name) == _literal(value), (label, key)
     assert bq.budget(bq.NF_GRID["pair rows, 1200 steps, lr 5e-5"]) == {"steps": 1200, "batch_size": 32, "lr": 5e-5}
     assert bq.budget(["train.epochs=4"])["steps"] == 4 * (2590 // 32)  # from the pinned base, not the recipe
     assert load_recipe(ROOT / "recipes" / "nfcorpus.yaml", bq.NF_BASE).mining.rows == "query"
@@ -119,7 +133,7 @@ def test_quick_mode_end_to_end_on_tiny_data(tmp_path, tiny_model_path, shared_da
         qids |= {x.split("\t")[0] for x in keep[1:]}
         (data / "nfcorpus" / "qrels" / f"{split}.tsv").write_text("\n".join(keep) + "\n")
     with open(data / "nfcorpus" / "queries.jsonl", "w") as f:
-        f.writelines(x for x in open(shared_data / "nfcorpus" / "queries.jsonl") if json.loads(x)["_id"] in qids)
+        f.writelines(x for x in (shared_data / "nfcorpus" / "queries.jsonl").read_text().splitlines(True) if json.loads(x)["_id"] in qids)
     out = tmp_path / "q.md"
     subprocess.run([sys.executable, str(ROOT / "bench" / "bench_quality.py"), "--mode", "quick", "--jobs", "2",
                     "--data", str(data), "--model", str(tiny_model_path), "--results", str(tmp_path / "res"),

@@ -32,7 +32,10 @@ def test_output_loads_in_sentence_transformers_with_card_and_config(tiny_model_p
     saved = yaml.safe_load((out / "textcl_config.yaml").read_text())
     assert saved["train"]["max_steps"] == 6 and saved["train"]["output_dir"] == "."  # relative to the file
     assert load_recipe(out / "textcl_config.yaml").model.name_or_path == str(tiny_model_path)
-    assert all(h["lr"] >= 0 and h["examples_per_s"] > 0 for h in result.history if "loss" in h)
+    # lr 1e-3, 6 steps, warmup ceil(0.1 x 6) = 1 step, linear decay: after step s the lr is 1e-3 x (6 - s) / 5
+    logged = [h for h in result.history if "loss" in h]
+    assert [h["lr"] for h in logged] == pytest.approx([1e-3 * (6 - s) / 5 for s in range(1, 7)])
+    assert all(h["examples_per_s"] > 0 for h in logged)
 
 
 def test_resume_is_bitwise_equal_to_an_uninterrupted_run(tiny_model_path, tmp_path, examples):

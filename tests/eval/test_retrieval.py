@@ -1,4 +1,5 @@
-"""STS and retrieval evaluators on hand-checkable data (keyword encoder), bad input, report and CLI."""
+"""Retrieval evaluation on hand-checkable data (keyword encoder), bad input, and `evaluate` over the
+configured sets with its results file."""
 
 from __future__ import annotations
 
@@ -6,17 +7,14 @@ import dataclasses
 import json
 from pathlib import Path
 
-import numpy as np
 import pytest
 
 from textcl.config import EvalConfig
-from textcl.errors import DataError
+from textcl.errors import ConfigError, DataError
 from textcl.eval import dataset_name, evaluate, evaluate_sets
-from textcl.eval.metrics import spearman
 from textcl.eval.results import build_results, format_results, write_results
 from textcl.eval.retrieval import default_ignore_identical_ids, evaluate_retrieval
-from textcl.eval.sts import evaluate_sts, similarity_scores
-from textcl.types import Document, RetrievalSet, ScoredPair
+from textcl.types import Document, RetrievalSet
 
 KEYWORDS = ["cat", "dog", "car", "tree", "river"]
 
@@ -54,59 +52,15 @@ def test_retrieval_hand_checked(keyword_encoder):
     assert m2["toy/recall@3"] == pytest.approx(1.0)
 
 
-def test_identical_id_defaults_follow_mteb():
-    assert default_ignore_identical_ids("ArguAna")[0] is True
-    assert default_ignore_identical_ids("quora")[0] is True
-    assert default_ignore_identical_ids("FiQA2018")[0] is True
-    assert default_ignore_identical_ids("nfcorpus")[0] is False
-    assert default_ignore_identical_ids("scifact")[0] is False
+@pytest.mark.parametrize("name, ignore", [("ArguAna", True), ("quora", True), ("FiQA2018", True),
+                                          ("nfcorpus", False), ("scifact", False)])
+def test_identical_id_default_is_mteb_s_for_the_dataset(name, ignore):
+    assert default_ignore_identical_ids(name)[0] is ignore
+
+
+def test_identical_ids_are_kept_for_a_set_mteb_does_not_list():
     value, source = default_ignore_identical_ids("my-private-set")
     assert value is False and "not in the MTEB table" in source
-
-
-def test_sts_keys_and_values(keyword_encoder):
-    enc = keyword_encoder(KEYWORDS)
-    pairs = [ScoredPair("cat", "cat", 5.0), ScoredPair("cat dog", "cat", 3.0), ScoredPair("car", "tree", 0.0),
-             ScoredPair("river tree dog", "tree", 2.5)]
-    m = evaluate_sts(enc, pairs, "toy")
-    for sim in ("cosine", "dot", "euclidean", "manhattan"):
-        assert -1 <= m[f"toy/spearman_{sim}"] <= 1 and f"toy/pearson_{sim}" in m
-    assert m["toy/spearman_cosine"] == pytest.approx(1.0)
-
-
-def test_sts_with_two_towers_uses_the_query_tower_and_reports_the_query_document_pairing(keyword_encoder):
-    from textcl.model import RoutedEncoder
-
-    query_side = keyword_encoder(KEYWORDS)
-    query_side.fingerprint = "q"
-
-    class Reversed:  # a document tower that ranks pairs in the opposite order
-        fingerprint = "d"
-
-        def __call__(self, texts, role="document"):
-            return query_side(["cat" if "cat" not in t else "car" for t in texts], role)
-
-    pairs = [ScoredPair("cat", "cat", 5.0), ScoredPair("cat dog", "cat", 3.0), ScoredPair("car", "tree", 0.0),
-             ScoredPair("river tree dog", "tree", 2.5)]
-    plain = evaluate_sts(query_side, pairs, "toy")
-    routed = evaluate_sts(RoutedEncoder(query_side, Reversed()), pairs, "toy")
-    assert routed["toy/spearman_cosine"] == plain["toy/spearman_cosine"]  # both sentences: query tower
-    assert "toy/spearman_cosine_query_document" not in plain
-    # sentence1 by the query tower, sentence2 by the document tower: cos(q(s1), d(s2)) by hand
-    a = query_side([p.sentence1 for p in pairs])
-    b = Reversed()([p.sentence2 for p in pairs])
-    expect = spearman(np.array([p.score for p in pairs]), (a * b).sum(axis=1))
-    assert routed["toy/spearman_cosine_query_document"] == pytest.approx(expect)
-
-
-def test_similarity_scores_signs():
-    a = np.array([[1.0, 0.0], [0.0, 2.0]])
-    b = np.array([[1.0, 0.0], [1.0, 0.0]])
-    s = similarity_scores(a, b)
-    np.testing.assert_allclose(s["cosine"], [1.0, 0.0])
-    np.testing.assert_allclose(s["dot"], [1.0, 0.0])
-    np.testing.assert_allclose(s["euclidean"], [0.0, -np.sqrt(5)])
-    np.testing.assert_allclose(s["manhattan"], [0.0, -3.0])
 
 
 # ---------------------------------------------------------------- bad input
@@ -150,15 +104,10 @@ def test_qrels_queries_all_unknown_is_an_error(keyword_encoder):
         evaluate_retrieval(keyword_encoder(KEYWORDS), rset, [1])
 
 
-def test_empty_sts_set_is_an_error(keyword_encoder):
-    with pytest.raises(DataError, match="no pairs"):
-        evaluate_sts(keyword_encoder(KEYWORDS), [], "x")
+# ---------------------------------------------------------------- evaluate + results file
 
 
-# ---------------------------------------------------------------- evaluate + report
-
-
-def test_evaluate_config_and_report(tmp_path, keyword_encoder):
+def test_evaluate_config_and_results(tmp_path, keyword_encoder):
     folder = write_beir(tmp_path / "arguana", {"d1": ("", "cat"), "q1": ("", "cat"), "d2": ("", "dog")},
                         {"q1": "cat", "q2": "dog"}, [("q1", "d1", 1), ("q2", "d2", 1)])
     sick = tmp_path / "sick.tsv"
@@ -189,18 +138,13 @@ def test_dataset_name(tmp_path, shared_data):
 
 
 def test_faiss_flat_equals_exact(keyword_encoder):
-    from textcl import knn as tindex
-    if not hasattr(tindex, "search"):
-        pytest.skip("textcl.knn.search (FAISS) not available in this build")
     enc = keyword_encoder(KEYWORDS)
     exact = evaluate_retrieval(enc, toy_set(), [1, 3], ignore_identical_ids=True)
     flat = evaluate_retrieval(enc, toy_set(), [1, 3], ignore_identical_ids=True, factory="Flat")
     assert flat == pytest.approx(exact)
 
 
-def test_unknown_search_without_faiss_is_a_config_error(keyword_encoder, monkeypatch):
-    from textcl import knn as tindex
-    from textcl.errors import ConfigError
-    monkeypatch.delattr(tindex, "search", raising=False)
-    with pytest.raises(ConfigError, match="only exact search"):
-        evaluate_retrieval(keyword_encoder(KEYWORDS), toy_set(), [1], ignore_identical_ids=False, factory="HNSW32")
+def test_invalid_factory_string_is_a_config_error_naming_it(keyword_encoder):
+    with pytest.raises(ConfigError, match="invalid FAISS factory string 'NoSuchIndex'"):
+        evaluate_retrieval(keyword_encoder(KEYWORDS), toy_set(), [1], ignore_identical_ids=False,
+                           factory="NoSuchIndex")

@@ -58,6 +58,7 @@ def test_one_name_per_concept_with_old_spellings_as_aliases(argv, dest, value):
 
 
 def test_readable_log_lines_and_no_bars_without_a_terminal(monkeypatch):
+    monkeypatch.delenv("TQDM_DISABLE", raising=False)  # an earlier in-process `main([... --no-progress])` sets it
     record = logging.LogRecord("textcl.x", logging.WARNING, __file__, 1, "disk %s", ("full",), None)
     line = _Readable().format(record)
     assert line.endswith(" warning: disk full") and "textcl.x" not in line

@@ -16,7 +16,6 @@ import tempfile
 from collections.abc import Callable
 from pathlib import Path
 
-import pytest
 from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 
@@ -300,7 +299,6 @@ def test_fuzz_texts(data, name, on_error):
 @settings(FUZZ, max_examples=max(3, N // 6))
 @given(columns=TABLES.filter(bool),
        split=st.sampled_from(["train", "test"]))
-@pytest.mark.filterwarnings("ignore")
 def test_fuzz_hf_folder(columns, split):
     import datasets
 
