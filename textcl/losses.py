@@ -70,13 +70,10 @@ def _masked_ce(logits: torch.Tensor, labels: torch.Tensor, mask: torch.Tensor | 
     return F.cross_entropy(logits, labels)
 
 
-def simcse(view1: torch.Tensor, view2: torch.Tensor, *, temperature: float, label_offset: int = 0,
-           mask: torch.Tensor | None = None) -> torch.Tensor:
-    """Unsupervised SimCSE: two dropout views of the same texts; view2[label_offset + i] is the
-    positive of view1[i] and the other rows of view2 (possibly gathered) are negatives.
-    Equal to info_nce with group_size 1; same world-size scaling rule."""
-    return info_nce(view1, view2, temperature=temperature, group_size=1, label_offset=label_offset,
-                    mask=mask)
+def simcse(view1: torch.Tensor, view2: torch.Tensor, *, temperature: float) -> torch.Tensor:
+    """Unsupervised SimCSE: two dropout views of the same texts; view2[i] is the positive of view1[i]
+    and the other rows of view2 are negatives. Equal to info_nce with group_size 1."""
+    return info_nce(view1, view2, temperature=temperature, group_size=1)
 
 
 def cosent(emb1: torch.Tensor, emb2: torch.Tensor, scores: torch.Tensor, *,

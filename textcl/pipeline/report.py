@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import html
 import logging
+import re
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
@@ -31,7 +32,7 @@ def forgetting_flags(before: Mapping[str, float], after: Mapping[str, float], oo
     return flags
 
 
-def overfitting_flags(history: Sequence[Mapping], min_drop_points: float = OVERFIT_MIN_DROP_POINTS) -> list[dict]:
+def overfitting_flags(history: Sequence[Mapping]) -> list[dict]:
     """Held-out primary metric falling after its best evaluation while the train loss kept falling."""
     series = {k: v for k, v in plots.eval_series(history).items() if k.startswith("dev")}
     losses = [(h["step"], h["loss"]) for h in history if "loss" in h]
@@ -41,7 +42,7 @@ def overfitting_flags(history: Sequence[Mapping], min_drop_points: float = OVERF
             continue
         best_step, best = max(points, key=lambda p: (p[1], -p[0]))
         last_step, last = points[-1]
-        if last_step <= best_step or 100.0 * (best - last) <= min_drop_points:
+        if last_step <= best_step or 100.0 * (best - last) <= OVERFIT_MIN_DROP_POINTS:
             continue
         near_best = [loss for s, loss in losses if s <= best_step] or [losses[0][1]] if losses else []
         after_best = [loss for s, loss in losses if s > best_step]
@@ -239,7 +240,6 @@ def render_html(markdown: str) -> str:
 
 
 def _inline(text: str) -> str:
-    import re
     text = html.escape(text)
     text = re.sub(r"\*\*(.+?)\*\*", r"<b>\1</b>", text)
     return re.sub(r"`(.+?)`", r"<code>\1</code>", text)
