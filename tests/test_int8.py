@@ -2,16 +2,28 @@
 
 from __future__ import annotations
 
+import ctypes
+import json
 import logging
+import os
+import subprocess
 import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
+from beir_fixture import write_beir
 
+import textcl
 from textcl import int8
+from textcl.cli import main
+from textcl.config import load_recipe
+from textcl.data.io import load_beir
 from textcl.errors import ConfigError
+from textcl.index import SearchIndex
 from textcl.model import Encoder, encoder_precision, load_model, resolve_precision, scoring_precision
+from textcl.types import Document
 
 pytest.importorskip("openvino")
 pytest.importorskip("nncf")
@@ -157,8 +169,6 @@ def test_missing_extra_names_textcl_int8(tiny, monkeypatch):
 
 
 def test_cli_missing_extra_message(tmp_path, tiny_model_path, monkeypatch, caplog):
-    from textcl.cli import main
-
     monkeypatch.setitem(sys.modules, "nncf", None)
     (tmp_path / "docs.txt").write_text("cat\nthe dog ran\n")
     with caplog.at_level(logging.ERROR):
@@ -186,8 +196,6 @@ def test_guard_result_thresholds():
 
 @pytest.mark.slow
 def test_int8_matches_fp32_on_the_bundled_model(shared_data, tmp_path):
-    from textcl.data.io import load_beir
-
     rset = load_beir(shared_data / "nfcorpus", "test")
     docs = [d.full_text for d in list(rset.corpus.values())[:300]]
     queries = list(rset.queries.values())[:100]
@@ -201,9 +209,6 @@ def test_int8_matches_fp32_on_the_bundled_model(shared_data, tmp_path):
 
 
 def test_index_remembers_its_precision_and_notes_another(tiny, tmp_path, caplog):
-    from textcl.index import SearchIndex
-    from textcl.types import Document
-
     corpus = {str(i): Document(title="", text=t) for i, t in enumerate(TEXTS) if t}
     e8 = Encoder(tiny, precision="int8", cache_dir=tmp_path / "cache", show_progress=False)
     built = SearchIndex.build(e8, corpus, tmp_path / "idx", factory="exact", model="tiny")
@@ -217,10 +222,6 @@ def test_index_remembers_its_precision_and_notes_another(tiny, tmp_path, caplog)
 
 
 def test_cli_index_build_int8_and_search_with_its_precision(tmp_path, tiny_model_path, monkeypatch, capsys):
-    import json
-
-    from textcl.cli import main
-
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))  # where exports go without an embedding cache
     (tmp_path / "docs.txt").write_text("cat\nthe dog ran\na red car is fast\nthe green tree by the river\n")
     out = tmp_path / "idx"
@@ -235,8 +236,6 @@ def test_cli_index_build_int8_and_search_with_its_precision(tmp_path, tiny_model
 
 
 def test_recipe_takes_int8_for_encoding_but_not_for_training():
-    from textcl.config import load_recipe
-
     cfg = load_recipe(None, ["model.precision=int8", "model.allow_int8=true"])
     assert cfg.model.precision == "int8" and cfg.model.allow_int8 is True
     with pytest.raises(ConfigError, match="precision"):
@@ -244,12 +243,6 @@ def test_recipe_takes_int8_for_encoding_but_not_for_training():
 
 
 def test_cli_mine_int8_records_precision_and_guard(tmp_path, tiny_model_path):
-    import json
-
-    from beir_fixture import write_beir
-
-    from textcl.cli import main
-
     beir = write_beir(tmp_path / "beir")
     out = tmp_path / "mined.jsonl"
     rc = main(["mine", "--model", str(tiny_model_path), "--retrieval", str(beir), "--split", "train",
@@ -260,8 +253,6 @@ def test_cli_mine_int8_records_precision_and_guard(tmp_path, tiny_model_path):
 
 
 def test_keep_signal_stack_puts_the_threads_alternate_stack_back():
-    import ctypes
-
     if not sys.platform.startswith("linux"):
         pytest.skip("sigaltstack via glibc")
     libc = ctypes.CDLL(None, use_errno=True)
@@ -308,13 +299,6 @@ def test_ctrl_c_after_int8_encoding_saves_and_exits_cleanly(tiny_model_path, tmp
     """OpenVINO's CPU plugins swap the thread's sigaltstack and, released in creation order, left it on
     freed memory: the next SIGINT (handled on that stack) was a silent SIGSEGV, not checkpoint-and-stop.
     Run in a subprocess so that a crash fails this test instead of killing pytest."""
-    import json
-    import os
-    import subprocess
-    from pathlib import Path
-
-    import textcl
-
     words = "the cat dog tea coffee milk heart risk diet sleep brain blood fish meat fruit green".split()
     rows = [{"query": f"{words[i % 16]} and {words[(i * 5) % 16]}", "positive": f"{words[i % 16]} {words[(i * 5) % 16]} {i}"}
             for i in range(24)]

@@ -11,6 +11,7 @@ from hypothesis import strategies as st
 
 from textcl.eval.metrics import (
     evaluate_run,
+    is_primary,
     mean_metrics,
     pearson,
     query_metrics,
@@ -108,8 +109,6 @@ def test_correlations_equal_scipy(pairs):
 
 
 def test_is_primary_names_one_metric_per_task():
-    from textcl.eval.metrics import is_primary
-
     assert is_primary("nfcorpus/ndcg@10") and is_primary("dev/stsb/spearman_cosine") and is_primary("ndcg@10")
     assert not is_primary("nfcorpus/ndcg@100") and not is_primary("nfcorpus/mrr@10")
     assert not is_primary("stsbenchmark/spearman_cosine_query_document")

@@ -17,7 +17,7 @@ from textcl.index import SearchIndex
 from textcl.model import Encoder, load_model, make_encoder, model_fingerprint
 from textcl.pipeline import Context, NotApplicable, Stage, file_stamp, resume_rule, run_pipeline, run_stage
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 
 
 # ---------------------------------------------------------------- framework, with fake stages

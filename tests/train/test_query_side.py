@@ -13,13 +13,14 @@ import torch
 from sentence_transformers import SentenceTransformer
 from train_helpers import tiny_config
 
+from textcl.config import load_recipe
 from textcl.data.batching import make_batches
 from textcl.data.io import load_examples
 from textcl.errors import ConfigError
 from textcl.index import SearchIndex
 from textcl.model import Encoder, load_model, make_encoder, model_fingerprint, split_towers
 from textcl.train import loop
-from textcl.train.corpus import TrainingCorpus
+from textcl.train.corpus import TrainingCorpus, load_corpus_texts, sample_candidates
 from textcl.train.loop import train
 from textcl.types import Document
 
@@ -209,7 +210,6 @@ def test_query_side_rejects_settings_it_cannot_honour(tiny_model_path, tmp_path,
 
 
 def test_sampled_candidates_are_the_top_k_non_excluded_documents_over_corpus_blocks():
-    from textcl.train.corpus import sample_candidates
     g = torch.Generator().manual_seed(0)
     emb = torch.nn.functional.normalize(torch.randn(23, 8, generator=g), dim=1)
     corpus = TrainingCorpus(texts=[f"t{i}" for i in range(23)], ids=None, embeddings=emb)
@@ -229,9 +229,6 @@ def test_sampled_candidates_are_the_top_k_non_excluded_documents_over_corpus_blo
 def test_training_corpus_reads_a_repeated_id_as_the_corpus_reader_does(tmp_path, caplog):
     """train.corpus / the BEIR corpus of data.train go through the one corpus reader: a repeated id keeps
     the later document (with a warning), as evaluation and the index do."""
-    from textcl.config import load_recipe
-    from textcl.train.corpus import load_corpus_texts
-
     folder = tmp_path / "beir"
     folder.mkdir()
     (folder / "corpus.jsonl").write_text('{"_id": "d1", "text": "old text"}\n{"_id": "d2", "text": "two"}\n'

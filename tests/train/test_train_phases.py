@@ -120,12 +120,14 @@ def test_finish_without_a_dev_evaluator_writes_the_last_weights(tiny_model_path,
 @pytest.mark.parametrize("policy", ["stop", "skip"])
 def test_a_non_finite_step_stops_or_is_counted(tiny_model_path, tmp_path, examples, policy):
     trainer = set_up(tiny_config(tiny_model_path, tmp_path / "out", f"train.nan_policy={policy}"), examples)
-    trainer.run_loss = lambda batch, step: float("nan")  # the step sees a NaN loss and no gradient
+    batches = trainer.make_epoch(0)
+    assert train_step(trainer, batches).finite  # a normal first step (the optimizer has stepped once)
+    trainer.run_loss = lambda batch, step: float("nan")  # the next step sees a NaN loss and no gradient
     before = _state(trainer.model)
     if policy == "stop":
-        with pytest.raises(TrainingError, match=r"non-finite loss \(nan\).* at step 1 \(epoch 0, batch 0\)"):
-            train_step(trainer, trainer.make_epoch(0))
+        with pytest.raises(TrainingError, match=r"non-finite loss \(nan\).* at step 2 \(epoch 0, batch 1\)"):
+            train_step(trainer, batches)
         return
-    result = train_step(trainer, trainer.make_epoch(0))
-    assert not result.finite and trainer.state.skipped_steps == 1 and trainer.state.step == 1
+    result = train_step(trainer, batches)
+    assert not result.finite and trainer.state.skipped_steps == 1 and trainer.state.step == 2
     assert all(torch.equal(v, before[k]) for k, v in trainer.model.state_dict().items())
