@@ -1,4 +1,4 @@
-"""Evaluation: load configured STS and retrieval sets, run them, return flat metrics or a report.
+"""Evaluation: load configured STS and retrieval sets, run them, return flat metrics or per-set results.
 
 `evaluate(encode, eval_cfg, split)` -> {"{dataset}/spearman_cosine": ..., "{dataset}/ndcg@10": ...};
 `evaluate_sets` returns per-set results with their conventions (for `eval.results`). A set's name is
