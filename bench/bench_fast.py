@@ -73,7 +73,8 @@ def run_seed(seed: int, results: Path, mode: str) -> dict:
     t0, c0 = time.perf_counter(), _children_cpu()
     subprocess.run(cmd, check=True)
     wall, cpu = time.perf_counter() - t0, _children_cpu() - c0
-    row = {**result_row(out, seed, mode), "wall_s": round(wall, 1), "cpu_s": round(cpu, 1), "corpus_cached": cached,
+    row = {**result_row(out, seed, mode), "variant": "all", "wall_s": round(wall, 1), "cpu_s": round(cpu, 1),
+           "corpus_cached": cached,
            "load_avg_1m": round(os.getloadavg()[0], 2)}
     with open(results / "results.jsonl", "a", encoding="utf-8") as fh:
         fh.write(json.dumps(row) + "\n")
@@ -117,17 +118,30 @@ def _pts(values: list[float | None]) -> str:
     return f"{statistics.mean(vals):.2f} ± {statistics.stdev(vals):.2f}"
 
 
+VARIANTS = {"sample": "one positive sampled per step (`corpus_positives: sample`)",
+            "all": "every positive each step (`corpus_positives: all`, the recipe)"}
+SETS = (("nfcorpus", "NFCorpus test nDCG@10"), ("stsb", "STS-B test Spearman (query tower)"),
+        ("stsb_qd", "STS-B test Spearman (query x document tower)"),
+        ("stsb-retrieval", "STS-B paraphrase retrieval nDCG@10 (out of domain)"))
+
+
 def section(all_rows: list[dict], command: str) -> list[str]:
-    rows = list({r["seed"]: r for r in reversed(all_rows)}.values())[::-1]  # one per seed (the first) for the means
+    """Mean ± std per variant (rows without a `variant` were recorded before the key existed: `sample`),
+    one row per seed and variant (the first recorded), then every run's wall time."""
+    by_variant: dict[str, dict[int, dict]] = {}
+    for r in all_rows:
+        by_variant.setdefault(r.get("variant", "sample"), {}).setdefault(r["seed"], r)
+    variants = [v for v in VARIANTS if v in by_variant]
+    first = next(iter(by_variant[variants[0]].values()))
     lines = ["## Query-side fine-tuning on NFCorpus (`recipes/nfcorpus-fast.yaml`)", "",
              f"Command: `{command}`. One `textcl run` per seed: check, base evaluation, train (query tower only, "
              "softmax over all 3,633 documents), evaluation, index, report. Points x100, mean ± std over seeds.", "",
-             "| set | base | fine-tuned | seeds |", "|---|---|---|---|"]
-    for name, label in (("nfcorpus", "NFCorpus test nDCG@10"), ("stsb", "STS-B test Spearman (query tower)"),
-                        ("stsb_qd", "STS-B test Spearman (query x document tower)"),
-                        ("stsb-retrieval", "STS-B paraphrase retrieval nDCG@10 (out of domain)")):
-        base = rows[0][f"{name}_before"] if name != "stsb_qd" else rows[0]["stsb_before"]  # one tower before
-        lines.append(f"| {label} | {100 * base:.2f} | {_pts([r[f'{name}_after'] for r in rows])} | {len(rows)} |")
+             "| set | base | " + " | ".join(f"{VARIANTS[v]}, {len(by_variant[v])} seeds" for v in variants) + " |",
+             "|---|---|" + "---|" * len(variants)]
+    for name, label in SETS:
+        base = first[f"{name}_before"] if name != "stsb_qd" else first["stsb_before"]  # one tower before
+        cells = [_pts([r[f"{name}_after"] for r in by_variant[v].values()]) for v in variants]
+        lines.append(f"| {label} | {100 * base:.2f} | " + " | ".join(cells) + " |")
     lines += ["", "The STS-B rows score the query tower alone (both sentences through it); plain `encode` of the "
               "saved model is the untouched base tower, so a symmetric task run through it keeps the base score "
               "exactly. The paraphrase-retrieval set (STS-B test pairs with gold >= 4: sentence1 -> sentence2 "
@@ -135,11 +149,14 @@ def section(all_rows: list[dict], command: str) -> list[str]:
     lines += ["Until commit c500580 every epoch after the first replayed epoch 0's batches and sampled positives "
               "(a training-loop bug, fixed there with regression tests): the multi-epoch quality numbers in the "
               "sections below were measured with it.", ""]
-    lines += ["Wall times are whole `textcl run`s; `note` says whether the 2 cores were shared with other jobs.", "",
-              "| seed | wall (s) | corpus embeddings | steps (best) | test nDCG@10 | note |", "|---|---|---|---|---|---|"]
+    lines += ["Wall times are whole `textcl run`s (for runs collected with `--collect`: the sum of the stage "
+              "times); `note` says whether the 2 cores were shared with other jobs.", "",
+              "| variant | seed | wall (s) | corpus embeddings | steps (best) | test nDCG@10 | note |",
+              "|---|---|---|---|---|---|---|"]
     for r in all_rows:
         after = r["nfcorpus_after"]
-        lines.append(f"| {r['seed']} | {r['wall_s']:.0f} | {'cached' if r['corpus_cached'] else 'computed'} | "
+        cached = {True: "cached", False: "computed"}.get(r.get("corpus_cached"), "-")
+        lines.append(f"| {r.get('variant', 'sample')} | {r['seed']} | {r['wall_s']:.0f} | {cached} | "
                      f"{r['steps']} ({r['best_step']}) | {100 * after:.2f} | {r.get('note', '')} |"
                      if after is not None else "")
     return lines
@@ -154,6 +171,7 @@ def main() -> int:
     parser.add_argument("--collect", nargs="*", default=None, metavar="SEED=FOLDER",
                         help="append rows for finished `textcl run` folders to --results' results.jsonl")
     parser.add_argument("--note", default="", help="with --collect: the rows' note (e.g. the machine's load)")
+    parser.add_argument("--variant", choices=list(VARIANTS), default="all", help="with --collect: the recipe variant")
     parser.add_argument("--out", default=str(ROOT / "bench" / "results" / "fast.md"))
     args = parser.parse_args()
     if args.collect is not None:
@@ -162,7 +180,8 @@ def main() -> int:
         with open(results / "results.jsonl", "a", encoding="utf-8") as fh:
             for item in args.collect:
                 seed, folder = item.split("=", 1)
-                fh.write(json.dumps({**result_row(Path(folder), int(seed), "full"), "note": args.note}) + "\n")
+                row = {**result_row(Path(folder), int(seed), "full"), "variant": args.variant, "note": args.note}
+                fh.write(json.dumps(row) + "\n")
         return 0
     if args.records:
         path = Path(args.records) / "fast.jsonl"
