@@ -118,6 +118,10 @@ class TrainConfig:
     # WiSE-FT: after training, also score (1 - a) * base + a * best checkpoint on dev for each a here
     # (the fine-tuned share); one that beats the best checkpoint becomes the model. [] = off.
     interpolate_base: list[float] = field(default_factory=list)
+    # Forgetting budget (points, e.g. 0.5): the WiSE-FT mix kept is the best on dev among the best checkpoint
+    # and its interpolate_base mixes whose out-of-domain scores (eval.ood_*, on their DEV split) are at most
+    # this far below the base model's, even if a less-mixed model scores higher on dev. None = off.
+    max_ood_drop: float | None = None
     nan_policy: Literal["stop", "skip"] = "stop"
     log_every: int = 10
     # Which tower trains: "both" (one shared model, the usual full fine-tune) or "query" (a copy of the

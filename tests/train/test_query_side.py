@@ -21,7 +21,9 @@ from textcl.index import SearchIndex
 from textcl.model import Encoder, load_model, make_encoder, model_fingerprint, split_towers
 from textcl.train import loop
 from textcl.train.corpus import TrainingCorpus, load_corpus_texts, sample_candidates
+from textcl.train.evaluation import ood_drop
 from textcl.train.loop import train
+from textcl.train.selection import choose_mix
 from textcl.types import Document
 
 WORDS = ("cancer diet vitamin heart risk health study food sugar fat cell blood brain sleep exercise coffee "
@@ -237,3 +239,75 @@ def test_training_corpus_reads_a_repeated_id_as_the_corpus_reader_does(tmp_path,
     texts, ids, where = load_corpus_texts(cfg, [])
     assert (texts, ids, where) == (["new text", "two"], ["d1", "d2"], str(folder / "corpus.jsonl"))
     assert "1 repeated ids (the last one kept) (e.g. line 3 'd1')" in caplog.text
+
+
+def _ood_folder(tmp_path: Path) -> Path:
+    """A second graded BEIR folder as the out-of-domain set, with dev and test splits."""
+    folder = write_graded_beir(tmp_path / "ood-beir", n_docs=30, n_queries=16)
+    (folder / "qrels" / "test.tsv").write_text((folder / "qrels" / "dev.tsv").read_text())
+    return folder
+
+
+@pytest.mark.parametrize("budget", [0.0, 1000.0])
+def test_forgetting_budget_keeps_the_best_dev_mix_within_the_budget(tiny_model_path, tmp_path, beir, budget):
+    ood = _ood_folder(tmp_path)
+    config = _query_side_config(tiny_model_path, tmp_path / "out", beir, f"eval.retrieval=[{beir}]",
+                                f"eval.ood_retrieval=[{ood}]", "eval.k_values=[10]", "train.eval_every=3",
+                                "train.lr=1e-3", "train.interpolate_base=[0.3, 0.6]", f"train.max_ood_drop={budget}")
+    result = train(config, None)
+    decision = next(h for h in result.history if "forgetting_budget" in h)
+    candidates = decision["candidates"]
+    assert [c["alpha"] for c in candidates] == [1.0, 0.3, 0.6] and decision["forgetting_budget"] == budget
+    within = [c for c in candidates if c["ood_drop"] <= budget]
+    expect = max(within, key=lambda c: (c["dev"], c["alpha"])) if within else min(candidates,
+                                                                                     key=lambda c: c["ood_drop"])
+    assert decision["chosen"] == expect["alpha"]
+    if budget == 1000.0:  # every mix is within it: plain best-on-dev
+        assert expect["dev"] == max(c["dev"] for c in candidates)
+    trials = {h["interpolation"]: h for h in result.history if "interpolation" in h}
+    for c in candidates[1:]:  # each mix's drop was measured on the out-of-domain DEV split and recorded
+        assert trials[c["alpha"]]["ood_drop_dev"] == c["ood_drop"]
+    card = (tmp_path / "out" / "README.md").read_text()
+    if decision["chosen"] < 1.0:
+        assert f"forgetting budget of {budget} points" in card
+
+
+def test_choose_mix_prefers_dev_within_the_budget_and_otherwise_forgets_least(caplog):
+    cands = [{"alpha": 1.0, "dev": 0.35, "ood_drop": 1.5}, {"alpha": 0.7, "dev": 0.345, "ood_drop": 0.4},
+             {"alpha": 0.5, "dev": 0.33, "ood_drop": 0.1}]
+    assert choose_mix(cands, 0.5)["alpha"] == 0.7
+    assert choose_mix(cands, 2.0)["alpha"] == 1.0
+    assert choose_mix(cands, 0.05)["alpha"] == 0.5 and "no mix stays within" in caplog.text
+    tie = [{"alpha": 0.5, "dev": 0.3, "ood_drop": 0.0}, {"alpha": 0.9, "dev": 0.3, "ood_drop": 0.0}]
+    assert choose_mix(tie, 0.5)["alpha"] == 0.9
+
+
+def test_ood_drop_is_the_worst_primary_metric_drop_in_points():
+    base = {"a/ndcg@10": 0.50, "a/recall@100": 0.9, "b/spearman_cosine": 0.80}
+    assert ood_drop({"a/ndcg@10": 0.49, "a/recall@100": 0.1, "b/spearman_cosine": 0.797}, base) == pytest.approx(1.0)
+    assert ood_drop({"a/ndcg@10": 0.51, "b/spearman_cosine": 0.81}, base) == pytest.approx(-1.0)
+
+
+@pytest.mark.parametrize("extra, message", [
+    (["train.max_ood_drop=0.5"], "interpolate_base"),
+    (["train.max_ood_drop=0.5", "train.interpolate_base=[0.5]"], "out-of-domain sets"),
+])
+def test_forgetting_budget_needs_mixes_and_out_of_domain_sets(tiny_model_path, tmp_path, beir, extra, message):
+    with pytest.raises(ConfigError, match=message):
+        train(_query_side_config(tiny_model_path, tmp_path / "x", beir, *extra), None)
+
+
+def test_forgetting_budget_leaves_out_sets_without_a_dev_split(tiny_model_path, tmp_path, beir, caplog):
+    with_dev = _ood_folder(tmp_path)
+    no_dev = write_graded_beir(tmp_path / "no-dev", n_docs=30, n_queries=16)
+    (no_dev / "qrels" / "test.tsv").write_text((no_dev / "qrels" / "dev.tsv").read_text())
+    (no_dev / "qrels" / "dev.tsv").unlink()
+    base = (f"eval.retrieval=[{beir}]", "eval.k_values=[10]", "train.interpolate_base=[0.5]",
+            "train.max_ood_drop=0.5")
+    with pytest.raises(ConfigError, match="no out-of-domain set has a 'dev' split"):
+        train(_query_side_config(tiny_model_path, tmp_path / "a", beir, *base, f"eval.ood_retrieval=[{no_dev}]"),
+              None)
+    result = train(_query_side_config(tiny_model_path, tmp_path / "b", beir, *base,
+                                      f"eval.ood_retrieval=[{with_dev}, {no_dev}]"), None)
+    assert f"out-of-domain set {no_dev} has no usable 'dev' split" in caplog.text
+    assert any("forgetting_budget" in h for h in result.history)

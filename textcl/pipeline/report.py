@@ -55,7 +55,9 @@ def overfitting_flags(history: Sequence[Mapping]) -> list[dict]:
 
 def interpolation_trials(history: Sequence[Mapping]) -> list[dict]:
     """WiSE-FT candidates the trainer scored after training (`train.interpolate_base`), with the dev value
-    of the checkpoint they mix (step = that checkpoint's step)."""
+    of the checkpoint they mix (step = that checkpoint's step). With a forgetting budget
+    (`train.max_ood_drop`) each trial also has its out-of-domain dev drop, the budget and whether it was kept."""
+    budget = next((h for h in history if "forgetting_budget" in h), None)
     trials = []
     for h in history:
         if "interpolation" not in h:
@@ -63,8 +65,12 @@ def interpolation_trials(history: Sequence[Mapping]) -> list[dict]:
         key = h.get("metric")
         checkpoint = next((e["eval"]["dev"].get(key) for e in history if "eval" in e and "interpolation" not in e
                            and e["step"] == h["step"]), None)
-        trials.append({"alpha": h["interpolation"], "step": h["step"], "metric": key,
-                       "dev": (h["eval"].get("dev") or {}).get(key), "checkpoint_dev": checkpoint})
+        trial = {"alpha": h["interpolation"], "step": h["step"], "metric": key,
+                 "dev": (h["eval"].get("dev") or {}).get(key), "checkpoint_dev": checkpoint}
+        if budget is not None:
+            trial.update(ood_drop_dev=h.get("ood_drop_dev"), budget=budget["forgetting_budget"],
+                         kept=budget["chosen"] == h["interpolation"])
+        trials.append(trial)
     return trials
 
 
@@ -133,11 +139,17 @@ def render_markdown(summary: Mapping, images: Mapping[str, str]) -> str:
     md += _unflagged(flags, sorted({k.split("/")[0] for k in ood}), summary.get("dev_evaluations", 0))
     trials = summary.get("interpolation") or []
     if trials:
-        best = max(trials, key=lambda t: t["dev"])
-        kept = best["checkpoint_dev"] is None or best["dev"] > best["checkpoint_dev"]
+        if "budget" in trials[0]:  # chosen within a forgetting budget, not by dev alone
+            best = next((t for t in trials if t["kept"]), trials[0])
+            kept = best["kept"]
+            budget = (f" within the forgetting budget of {trials[0]['budget']} points (out-of-domain dev drop: "
+                      + ", ".join(f"a={t['alpha']} {t['ood_drop_dev']:.2f}" for t in trials) + ")")
+        else:
+            best = max(trials, key=lambda t: t["dev"])
+            kept, budget = best["checkpoint_dev"] is None or best["dev"] > best["checkpoint_dev"], ""
         md.append(f"- WiSE-FT (`train.interpolate_base`), dev {trials[0]['metric']} of a x step {trials[0]['step']} "
                   f"+ (1 - a) x base: " + ", ".join(f"a={t['alpha']} {_fmt(t['dev'])}" for t in trials)
-                  + f" vs {_fmt(trials[0]['checkpoint_dev'])} for the checkpoint: "
+                  + f" vs {_fmt(trials[0]['checkpoint_dev'])} for the checkpoint{budget}: "
                   + (f"the model is the a={best['alpha']} mix" if kept else "the checkpoint stays the model"))
     md.append("")
     for name, title in (("heldout", "Held-out metrics over steps"), ("training", "Loss and learning rate"),

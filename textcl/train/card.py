@@ -72,7 +72,9 @@ def render_model_card(*, config: RunConfig, state: Any, before: dict, after: dic
         f"lr {tc.lr}, {tc.scheduler} schedule, warmup ratio {tc.warmup_ratio}, processes {state.world_size}",
         f"- selected checkpoint: step {state.best_step} by {config.eval.metric_for_best or 'first primary dev metric'}"
         + (f", interpolated with the base model: {state.best_interpolation} x fine-tuned + "
-           f"{1 - state.best_interpolation:.2f} x base (WiSE-FT, chosen on dev)"
+           f"{1 - state.best_interpolation:.2f} x base (WiSE-FT, chosen on dev"
+           + (f" within a forgetting budget of {tc.max_ood_drop} points on the out-of-domain sets)" if tc.max_ood_drop is not None
+              else ")")
            if state.best_interpolation is not None else "")
         if state.best_step is not None else "- selected checkpoint: the last step (no dev evaluator)",
         f"- written: {datetime.datetime.now(datetime.timezone.utc).strftime('%Y-%m-%d %H:%M UTC')}",

@@ -5,12 +5,15 @@ out-of-domain evaluator (watching forgetting), both `encode -> {metric: value}`.
 from __future__ import annotations
 
 import dataclasses
+import logging
 from collections.abc import Callable
 
 from textcl.config import RunConfig
-from textcl.errors import ConfigError
-from textcl.eval import evaluate
+from textcl.errors import ConfigError, DataError
+from textcl.eval import evaluate, evaluate_sets, load_sets
 from textcl.eval.metrics import is_primary
+
+log = logging.getLogger(__name__)
 
 Evaluator = Callable[[Callable], dict[str, float]]
 
@@ -34,6 +37,39 @@ def build_evaluators(config: RunConfig, dev: Evaluator | None,
             return evaluate(encode, ood_cfg, ec.split)
 
     return dev, ood
+
+
+def build_ood_dev(config: RunConfig) -> Evaluator | None:
+    """With a forgetting budget (train.max_ood_drop): the out-of-domain sets on their dev split, read once,
+    so the choice of a WiSE-FT mix never looks at the split the report shows. A set without that split
+    stays watched (on eval.split) but is left out of the budget, with a warning naming it."""
+    ec = config.eval
+    if config.train.max_ood_drop is None:
+        return None
+    loaded: list[tuple] = []
+    for kind, paths in (("sts", ec.ood_sts), ("retrieval", ec.ood_retrieval)):
+        for path in paths:
+            one = dataclasses.replace(ec, sts=[path] if kind == "sts" else [],
+                                      retrieval=[path] if kind == "retrieval" else [], ood_sts=[], ood_retrieval=[])
+            try:
+                loaded += load_sets(one, ec.dev_split, include_ood=False)
+            except DataError as exc:
+                log.warning("train.max_ood_drop: out-of-domain set %s has no usable '%s' split, so it is watched "
+                            "but not part of the forgetting budget (%s)", path, ec.dev_split, exc)
+    if not loaded:
+        raise ConfigError(f"train.max_ood_drop: no out-of-domain set has a '{ec.dev_split}' split to measure "
+                          "forgetting on (the budget never looks at the split the report shows)")
+
+    def ood_dev(encode: Callable) -> dict[str, float]:
+        return {k: v for res in evaluate_sets(encode, ec, ec.dev_split, loaded=loaded) for k, v in res.metrics.items()}
+
+    return ood_dev
+
+
+def ood_drop(metrics: dict[str, float], base: dict[str, float]) -> float:
+    """The largest drop, in points, of a primary out-of-domain metric below the base model's (<= 0: none)."""
+    drops = [100 * (base[k] - v) for k, v in metrics.items() if is_primary(k) and k in base]
+    return max(drops, default=0.0)
 
 
 def pick_metric(metrics: dict[str, float], name: str | None) -> tuple[str, float]:

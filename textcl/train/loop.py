@@ -35,7 +35,7 @@ from textcl.train.components import (
 )
 from textcl.train.corpus import TrainingCorpus, build_training_corpus, embed_corpus
 from textcl.train.data import epoch_batch_maker, load_training_data, uses_corpus_negatives
-from textcl.train.evaluation import build_evaluators
+from textcl.train.evaluation import build_evaluators, build_ood_dev
 from textcl.train.finish import finish
 from textcl.train.objective import CorpusNegatives, corpus_forward_backward, forward_backward
 from textcl.train.selection import evaluate, mix_with_base, select, stop_early
@@ -105,12 +105,14 @@ def set_up(config: RunConfig, examples: Sequence | None = None, *, dev: Callable
     if documents is not None:  # query-side: documents keep the frozen base tower (encoded once)
         encoder = RoutedEncoder(encoder, documents)
     evaluate_dev, evaluate_ood = build_evaluators(config, dev, ood)
+    evaluate_ood_dev = build_ood_dev(config)
     if accelerator.is_main_process:
         save_config(config, Path(tc.output_dir) / "textcl_config.yaml")
     return Trainer(config=config, accelerator=accelerator, model=model, optimizer=optimizer, scheduler=scheduler,
                    state=state, make_epoch=make_epoch, total_steps=total_steps,
                    run_loss=_loss_runner(config, embed, corpus, no_sync, accelerator.process_index),
-                   encoder=encoder, evaluate_dev=evaluate_dev, evaluate_ood=evaluate_ood, documents=documents,
+                   encoder=encoder, evaluate_dev=evaluate_dev, evaluate_ood=evaluate_ood,
+                   evaluate_ood_dev=evaluate_ood_dev, documents=documents,
                    corpus=corpus, provenance=provenance or {})
 
 
@@ -121,6 +123,13 @@ def _batches(config: RunConfig, examples: Sequence, world: int) -> tuple[Callabl
     if bad_alphas:
         raise ConfigError(f"train.interpolate_base: each value is the fine-tuned share of an interpolation with "
                           f"the base model and must lie strictly between 0 and 1, got {bad_alphas}")
+    if tc.max_ood_drop is not None:
+        if tc.max_ood_drop < 0 or not tc.interpolate_base:
+            raise ConfigError("train.max_ood_drop: a forgetting budget in points (>= 0) chooses among the WiSE-FT "
+                              "mixes of train.interpolate_base; set both (e.g. interpolate_base: [0.5, 0.7, 0.9])")
+        if not (config.eval.ood_sts or config.eval.ood_retrieval):
+            raise ConfigError("train.max_ood_drop needs out-of-domain sets (eval.ood_sts / eval.ood_retrieval) with "
+                              f"a '{config.eval.dev_split}' split to measure forgetting on")
     if tc.batch_size < world:
         raise ConfigError(f"train.batch_size={tc.batch_size} is the global batch; it must be >= the "
                           f"{world} processes")

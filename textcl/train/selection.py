@@ -14,7 +14,7 @@ from textcl.eval.metrics import is_primary
 from textcl.model import load_configured_model
 from textcl.soup import interpolate
 from textcl.train import checkpoint as ckpt
-from textcl.train.evaluation import pick_metric
+from textcl.train.evaluation import ood_drop, pick_metric
 from textcl.train.trainer import Trainer
 
 log = logging.getLogger(__name__)
@@ -61,7 +61,9 @@ def stop_early(trainer: Trainer) -> bool:
 
 def mix_with_base(trainer: Trainer) -> None:
     """WiSE-FT (Wortsman et al., 2022) for each a in train.interpolate_base: score (1 - a) * base + a * best
-    checkpoint on dev like any checkpoint; the best mix replaces checkpoints/best if it beats it."""
+    checkpoint on dev like any checkpoint; the best mix replaces checkpoints/best if it beats it. With a
+    forgetting budget (train.max_ood_drop) the choice is `choose_mix`'s instead: the best on dev among the
+    best checkpoint and the mixes within the budget on the out-of-domain sets' dev split."""
     config, state = trainer.config, trainer.state
     if not config.train.interpolate_base:
         return
@@ -74,22 +76,66 @@ def mix_with_base(trainer: Trainer) -> None:
     trainer.accelerator.wait_for_everyone()  # checkpoints/best is written by the main process
     base = load_configured_model(config.model, device="cpu").state_dict()
     tuned = load_configured_model(config.model, trainer.ckpt_root / "best", device="cpu").state_dict()
+    budget = config.train.max_ood_drop if trainer.evaluate_ood_dev is not None else None
+    candidates = []  # {"alpha", "dev", "ood_drop"}: the best checkpoint is alpha 1.0
+    if budget is not None:
+        trainer.model.load_state_dict(base)
+        base_ood = _ood_dev(trainer)
+        trainer.model.load_state_dict(tuned)
+        candidates.append({"alpha": 1.0, "dev": state.best_metric, "ood_drop": ood_drop(_ood_dev(trainer), base_ood)})
     best_alpha = None
     for alpha in sorted(set(config.train.interpolate_base)):
         trainer.model.load_state_dict(interpolate(base, tuned, alpha))
         metrics = evaluate(trainer, state.step)
         key, value = pick_metric(metrics["dev"], config.eval.metric_for_best)
+        entry = {"step": state.best_step, "interpolation": alpha, "eval": metrics, "metric": key}
+        if budget is not None:
+            entry["ood_drop_dev"] = ood_drop(_ood_dev(trainer), base_ood)
+            candidates.append({"alpha": alpha, "dev": value, "ood_drop": entry["ood_drop_dev"]})
         # "step" is the interpolated checkpoint's step: the entry describes that checkpoint, mixed with the base
-        state.history.append({"step": state.best_step, "interpolation": alpha, "eval": metrics, "metric": key})
-        log.info("interpolation %.2f x best (step %s) + %.2f x base: dev %s %.4f (best so far %.4f)", alpha,
-                 state.best_step, 1 - alpha, key, value, state.best_metric)
-        if value > state.best_metric:
+        state.history.append(entry)
+        log.info("interpolation %.2f x best (step %s) + %.2f x base: dev %s %.4f (best so far %.4f)%s", alpha,
+                 state.best_step, 1 - alpha, key, value, state.best_metric,
+                 f", out-of-domain dev drop {entry['ood_drop_dev']:.2f} points" if budget is not None else "")
+        if budget is None and value > state.best_metric:
             state.best_metric, best_alpha = value, alpha
             _save_best(trainer)
+    if budget is not None:
+        chosen = choose_mix(candidates, budget)
+        if chosen["alpha"] < 1.0:
+            best_alpha, state.best_metric = chosen["alpha"], chosen["dev"]
+            trainer.model.load_state_dict(interpolate(base, tuned, best_alpha))
+            _save_best(trainer)
+        state.history.append({"step": state.best_step, "forgetting_budget": budget, "candidates": candidates,
+                              "chosen": chosen["alpha"]})
     state.best_interpolation = best_alpha
     log.info("train.interpolate_base: %s", f"kept {best_alpha} x fine-tuned + {1 - best_alpha:.2f} x base"
-             if best_alpha is not None else "no interpolation beat the best checkpoint; it stays the model")
+             if best_alpha is not None else "no interpolation was chosen over the best checkpoint; it stays the model")
     trainer.accelerator.wait_for_everyone()
+
+
+def choose_mix(candidates: list[dict], budget: float) -> dict:
+    """The candidate ({"alpha", "dev", "ood_drop"}) with the best dev score among those whose out-of-domain
+    drop (points) is within `budget`, the larger alpha on a tie; when none is, the one that forgets least
+    (warned): the budget is the user's limit, and dev scores cannot buy it back."""
+    within = [c for c in candidates if c["ood_drop"] <= budget]
+    if within:
+        return max(within, key=lambda c: (c["dev"], c["alpha"]))
+    least = min(candidates, key=lambda c: (c["ood_drop"], -c["dev"]))
+    log.warning("train.max_ood_drop=%s: no mix stays within the forgetting budget; kept a=%s, which forgets "
+                "least (%.2f points on the out-of-domain dev sets): add smaller interpolate_base values",
+                budget, least["alpha"], least["ood_drop"])
+    return least
+
+
+def _ood_dev(trainer: Trainer) -> dict[str, float]:
+    """The out-of-domain sets on their dev split (main process; broadcast like `evaluate`)."""
+    metrics: dict = {}
+    if trainer.main and trainer.evaluate_ood_dev is not None:
+        trainer.model.eval()
+        metrics = trainer.evaluate_ood_dev(trainer.encoder)
+        trainer.model.train()
+    return broadcast(trainer.accelerator, metrics)
 
 
 def _save_best(trainer: Trainer) -> None:

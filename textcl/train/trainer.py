@@ -55,6 +55,7 @@ class Trainer:
     encoder: Encoder | RoutedEncoder
     evaluate_dev: Evaluator | None = None
     evaluate_ood: Evaluator | None = None
+    evaluate_ood_dev: Evaluator | None = None  # forgetting budget only (train.max_ood_drop)
     documents: MemoEncoder | None = None
     corpus: TrainingCorpus | None = None
     provenance: dict = field(default_factory=dict)
