@@ -100,7 +100,8 @@ def main() -> int:
     p.add_argument("--alphas", type=float, nargs="+", default=[0.5, 0.6, 0.7, 0.8, 0.9])
     p.add_argument("--cache", type=Path, default=None, help="document embedding cache (default: the run's)")
     p.add_argument("--results", type=Path, default=ROOT / "bench" / "results" / "forgetting.jsonl")
-    p.add_argument("--records", type=Path, default=None, help="only table this results file")
+    p.add_argument("--records", type=Path, default=None, help="only table this results file (or folder's forgetting.jsonl)")
+    p.add_argument("--mode", choices=["quick", "full"], default=None, help="bench/run_all.py's flag (unused: replays need runs)")
     p.add_argument("--out", type=Path, default=ROOT / "bench" / "results" / "forgetting.md")
     args = p.parse_args()
     if args.records is None:
@@ -110,6 +111,8 @@ def main() -> int:
             with open(args.results, "a", encoding="utf-8") as fh:
                 fh.write(json.dumps(row) + "\n")
     path = args.records or args.results
+    if path.is_dir():  # bench/run_all.py passes the records folder
+        path = path / "forgetting.jsonl"
     rows = [json.loads(x) for x in path.read_text().splitlines() if x.strip()] if path.exists() else []
     if rows:
         write_section(args.out, section(rows, "python bench/bench_forgetting.py RUN... --budget "

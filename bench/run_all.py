@@ -17,9 +17,10 @@ import sys
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
-ORDER = ["encode", "int8", "mine", "mine_scale", "search", "train", "fast", "fast_peer", "corpus_scale", "quality"]
+ORDER = ["encode", "int8", "mine", "mine_scale", "search", "train", "fast", "forgetting", "fast_peer", "corpus_scale",
+         "quality"]
 # Benches that train models for an hour or more: `make bench` tables their recorded runs (bench/records).
-RECORDED = ("quality", "fast")
+RECORDED = ("quality", "fast", "forgetting")
 MARK = "<!-- bench: {} -->"
 
 
