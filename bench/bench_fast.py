@@ -119,7 +119,7 @@ def _pts(values: list[float | None]) -> str:
 
 
 VARIANTS = {"sample": "one positive sampled per step (`corpus_positives: sample`)",
-            "all": "every positive each step (`corpus_positives: all`, the recipe)"}
+            "all": "every positive each step (`corpus_positives: all`)"}
 SETS = (("nfcorpus", "NFCorpus test nDCG@10"), ("stsb", "STS-B test Spearman (query tower)"),
         ("stsb_qd", "STS-B test Spearman (query x document tower)"),
         ("stsb-retrieval", "STS-B paraphrase retrieval nDCG@10 (out of domain)"))
@@ -145,7 +145,10 @@ def section(all_rows: list[dict], command: str) -> list[str]:
     lines += ["", "The STS-B rows score the query tower alone (both sentences through it); plain `encode` of the "
               "saved model is the untouched base tower, so a symmetric task run through it keeps the base score "
               "exactly. The paraphrase-retrieval set (STS-B test pairs with gold >= 4: sentence1 -> sentence2 "
-              "among all test sentence2s) is built by this script under bench/results.", ""]
+              "among all test sentence2s) is built by this script under bench/results.", "",
+              "These runs end with the dev-selected checkpoint. The recipe now adds a WiSE-FT step (`train."
+              "interpolate_base`: mixes with the base query tower, the best on dev kept); the next section replays "
+              "it on these runs with the same code.", ""]
     lines += ["Until commit c500580 every epoch after the first replayed epoch 0's batches and sampled positives "
               "(a training-loop bug, fixed there with regression tests): the multi-epoch quality numbers in the "
               "sections below were measured with it.", ""]
