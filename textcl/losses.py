@@ -223,16 +223,18 @@ def _positive_mean(query: torch.Tensor, per: torch.Tensor, pos_rows: torch.Tenso
     return (total / count.clamp(min=1)).mean()
 
 
-def _positive_scores(query: torch.Tensor, positive: torch.Tensor | None, corpus: torch.Tensor,
+def _positive_scores(query: torch.Tensor, positive: torch.Tensor | None, corpus: torch.Tensor | None,
                      positives: tuple[torch.Tensor, torch.Tensor] | None,
                      temperature: float) -> tuple[torch.Tensor, torch.Tensor]:
     """(scores [P], query row of each [P]): one `positive` [B, D] per query, or every (row, col) pair of
-    `positives` (query row, corpus row)."""
+    `positives` (query row, row of `corpus`)."""
     q = query.float()
     if positives is None:
         if positive is None:
             raise ValueError("give positive (one per query) or positives (query row, corpus row) pairs")
         return (q * positive.float()).sum(dim=1) / temperature, torch.arange(q.shape[0], device=q.device)
+    if corpus is None:
+        raise ValueError("positives (query row, corpus row) need the corpus they index")
     rows, cols = (t.to(q.device) for t in positives)
     if bool((torch.bincount(rows, minlength=q.shape[0]) == 0).any()):
         raise ValueError("every query needs at least one positive in `positives`")
@@ -291,10 +293,7 @@ def sampled_corpus_info_nce(query: torch.Tensor, positive: torch.Tensor | None, 
         samp = q @ sampled.float().T / temperature + math.log(corpus_size / sampled.shape[0])
         parts.append(samp.masked_fill(~sampled_valid, -torch.inf))
     negatives = torch.cat(parts, dim=1)
-    if positives is not None and corpus is None:
-        raise ValueError("positives (query row, corpus row) need the corpus they index")
-    scores, pos_rows = _positive_scores(query, positive, corpus if corpus is not None else hard, positives,
-                                        temperature)
+    scores, pos_rows = _positive_scores(query, positive, corpus, positives, temperature)
     # the positive inside the logsumexp keeps it finite when every candidate is excluded
     per = torch.logsumexp(torch.cat([scores[:, None], negatives[pos_rows]], dim=1), dim=1) - scores
     return _positive_mean(query, per, pos_rows)

@@ -23,12 +23,9 @@ log = logging.getLogger(__name__)
 def evaluate(trainer: Trainer, step: int) -> dict:
     """{"dev": metrics, "ood": metrics} of the current weights ({} without a dev evaluator)."""
     metrics: dict = {}
-    if trainer.main and trainer.evaluate_dev is not None:
-        trainer.model.eval()
-        metrics = {"dev": trainer.evaluate_dev(trainer.encoder),
-                   "ood": trainer.evaluate_ood(trainer.encoder) if trainer.evaluate_ood else {}}
-        trainer.model.train()
-    metrics = broadcast(trainer.accelerator, metrics)
+    if trainer.evaluate_dev is not None:
+        metrics = _on_main(trainer, lambda encode: {
+            "dev": trainer.evaluate_dev(encode), "ood": trainer.evaluate_ood(encode) if trainer.evaluate_ood else {}})
     if metrics:
         log.info("eval at step %d: %s", step, short(metrics))
     return metrics
@@ -129,11 +126,16 @@ def choose_mix(candidates: list[dict], budget: float) -> dict:
 
 
 def _ood_dev(trainer: Trainer) -> dict[str, float]:
-    """The out-of-domain sets on their dev split (main process; broadcast like `evaluate`)."""
+    """The out-of-domain sets on their dev split (forgetting budget only)."""
+    return _on_main(trainer, trainer.evaluate_ood_dev)
+
+
+def _on_main(trainer: Trainer, evaluator: Any) -> dict:
+    """`evaluator(encoder)` of the current weights in eval mode on the main process, broadcast to every rank."""
     metrics: dict = {}
-    if trainer.main and trainer.evaluate_ood_dev is not None:
+    if trainer.main:
         trainer.model.eval()
-        metrics = trainer.evaluate_ood_dev(trainer.encoder)
+        metrics = evaluator(trainer.encoder)
         trainer.model.train()
     return broadcast(trainer.accelerator, metrics)
 
