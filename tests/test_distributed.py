@@ -1,7 +1,7 @@
 """Two gloo processes on CPU, each with part of a batch: DDP-style averaged parameter gradients equal
 the single-process full-batch gradients (atol 1e-5), with and without GradCache, for an uneven
 split, through a real DistributedDataParallel wrapper, with corpus-wide negatives (query tower,
-both towers, sampled candidates), and an empty rank raises instead of hanging."""
+both towers, sampled candidates, the similarity anchor), and an empty rank raises instead of hanging."""
 
 from __future__ import annotations
 
@@ -81,6 +81,8 @@ def scenarios() -> dict[str, tuple[Batch, list[int], dict, int | None, bool]]:
         "corpus_sampled": (neg6, [3, 3], {"_corpus": "sampled"}, None, False),
         "corpus_all_positives": (neg6, [4, 2], {"_corpus": "all"}, None, False),
         "corpus_sampled_all_positives": (neg6, [3, 3], {"_corpus": "sampled_all"}, None, False),
+        # query-side with the similarity anchor: a term over the whole batch's query pairs
+        "corpus_all_positives_anchor": (neg6, [4, 2], {"_corpus": "all", "_anchor": 3.0}, None, False),
     }
 
 
@@ -94,13 +96,19 @@ def corpus() -> TrainingCorpus:
     return out
 
 
+def base_encode(texts: list[str], role: str) -> np.ndarray:
+    """A stand-in for the frozen base tower: a fixed embedding per text."""
+    return np.stack([np.random.default_rng(sum(t.encode())).standard_normal(16) for t in texts]).astype(np.float32)
+
+
 def run_loss(embed, batch: Batch, over: dict, chunk, no_sync=None) -> float:
     mode = over.get("_corpus")
     if mode is None:
         return forward_backward(embed, batch, LossConfig(**over), chunk_size=chunk, no_sync=no_sync)
     sampled = mode.startswith("sampled")
+    anchor = (over["_anchor"], base_encode) if "_anchor" in over else None
     how = CorpusNegatives(query_side=mode != "both", candidates=4 if sampled else None,
-                          samples=6 if sampled else 0, all_positives=mode.endswith("all"))
+                          samples=6 if sampled else 0, all_positives=mode.endswith("all"), anchor=anchor)
     # the same uniform draws on every rank and in the full batch: estimates per query then agree
     return corpus_forward_backward(embed, batch, corpus(), LossConfig(), how, np.random.default_rng(0))
 

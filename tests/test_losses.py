@@ -17,6 +17,7 @@ from textcl.losses import (
     normalize_text,
     query_side_mask,
     simcse,
+    similarity_anchor,
 )
 
 T = 0.07
@@ -242,3 +243,46 @@ def test_cosent_with_angle_weight_adds_the_angle_objective():
     both = forward_backward(embed, batch, LossConfig(name="cosent", angle_weight=0.5))
     assert plain == pytest.approx(cosent(e1, e2, s).item(), rel=1e-6)
     assert both == pytest.approx(plain + 0.5 * angle(e1, e2, s).item(), rel=1e-6)
+
+
+def _anchor_loop(q, b):
+    """1 - Pearson correlation of cos(q_i, q_j) and cos(b_i, b_j) over the pairs i < j, python loops."""
+    def cos(x, y):
+        return float(x @ y) / (float(x.norm()) * float(y.norm()))
+    n = q.shape[0]
+    pairs = [(i, j) for i in range(n) for j in range(i + 1, n)]
+    x = [cos(q[i], q[j]) for i, j in pairs]
+    y = [cos(b[i], b[j]) for i, j in pairs]
+    mx, my = sum(x) / len(x), sum(y) / len(y)
+    cov = sum((a - mx) * (c - my) for a, c in zip(x, y))
+    return 1 - cov / math.sqrt(sum((a - mx) ** 2 for a in x) * sum((c - my) ** 2 for c in y))
+
+
+def test_similarity_anchor_matches_a_loop_in_value_and_gradient():
+    g = torch.Generator().manual_seed(3)
+    q = torch.randn(5, 6, generator=g, dtype=torch.float64).requires_grad_(True)
+    b = torch.randn(5, 4, generator=g, dtype=torch.float64)  # the base tower may even differ in width
+    loss = similarity_anchor(q, b)
+    loss.backward()
+    assert loss.item() == pytest.approx(_anchor_loop(q.detach(), b), abs=1e-6)
+    eps, num = 1e-6, torch.zeros_like(q)
+    for i in range(5):
+        for d in range(6):
+            plus, minus = q.detach().clone(), q.detach().clone()
+            plus[i, d] += eps
+            minus[i, d] -= eps
+            num[i, d] = (_anchor_loop(plus, b) - _anchor_loop(minus, b)) / (2 * eps)
+    assert torch.allclose(q.grad, num, atol=1e-5)
+
+
+def test_similarity_anchor_is_zero_when_every_pair_keeps_its_similarity_and_for_two_queries():
+    g = torch.Generator().manual_seed(4)
+    b = torch.randn(6, 8, generator=g)
+    rotation, _ = torch.linalg.qr(torch.randn(8, 8, generator=g))
+    moved = (b @ rotation) * torch.tensor([[2.0], [0.5], [1.0], [3.0], [1.0], [0.1]])
+    assert similarity_anchor(moved, b).item() == pytest.approx(0.0, abs=1e-6)
+    assert similarity_anchor(b + 0.5 * torch.randn(6, 8, generator=g), b).item() > 1e-3
+    two = torch.randn(2, 8, generator=g, requires_grad=True)
+    loss = similarity_anchor(two, b[:2])
+    loss.backward()
+    assert loss.item() == 0.0 and two.grad is not None

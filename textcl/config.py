@@ -140,6 +140,10 @@ class TrainConfig:
     # every known positive is a target each step (the mean of one InfoNCE term per positive; free with a
     # cached corpus); "auto" = all with tune=query, else sample
     corpus_positives: Literal["auto", "sample", "all"] = "auto"
+    # tune=query: weight of a term that holds the cosine similarity between every two queries of a batch at
+    # the base model's (mean squared change), so that text-vs-text similarity through the query tower (STS)
+    # moves less while queries move towards their documents. 0 = off.
+    similarity_anchor: float = 0.0
 
     def __post_init__(self) -> None:
         for name, allow_none in (("batch_size", False), ("epochs", False), ("max_steps", True), ("log_every", False),
@@ -147,6 +151,8 @@ class TrainConfig:
             value = getattr(self, name)
             if (value is not None or not allow_none) and (not isinstance(value, int) or value < 1):
                 raise ConfigError(f"train.{name} must be a positive integer{' (or null)' * allow_none}, got {value!r}")
+        if self.similarity_anchor < 0:
+            raise ConfigError(f"train.similarity_anchor is a loss weight (>= 0; 0 = off), got {self.similarity_anchor!r}")
         if self.save_every_minutes is not None and self.save_every_minutes <= 0:
             raise ConfigError(f"train.save_every_minutes must be > 0 (or null: off), got {self.save_every_minutes!r}")
 

@@ -174,6 +174,27 @@ def query_side_mask(positive_ids: Sequence[str | None], positive_texts: Sequence
 # ------------------------------------------------------------------ corpus-wide negatives
 
 
+def similarity_anchor(query: torch.Tensor, base: torch.Tensor) -> torch.Tensor:
+    """1 - the Pearson correlation between the cosine similarities of every two different rows of `query`
+    [B, D] (with grad) and those of the same pairs under `base` [B, D'] (the frozen base model's embeddings
+    of the same texts).
+
+    Zero while the tuned tower ranks text pairs as the base model does, whatever it does to the similarity
+    between a query and a document: it holds text-vs-text similarity (STS through the query tower) while the
+    contrastive loss moves queries towards their documents. Invariant to a shift and scale of all
+    similarities, as a rank metric like STS's Spearman is, so that dropout (which lowers every training-time
+    similarity) does not pull the tower away from the base model. Fewer than 3 rows: 0."""
+    n = query.shape[0]
+    if n < 3:
+        return query.sum() * 0.0
+    q = torch.nn.functional.normalize(query.float(), dim=-1)
+    b = torch.nn.functional.normalize(base.float().to(query.device), dim=-1)
+    upper = torch.triu_indices(n, n, offset=1, device=query.device)
+    tuned, fixed = (q @ q.T)[upper[0], upper[1]], (b @ b.T)[upper[0], upper[1]]
+    tuned, fixed = tuned - tuned.mean(), fixed - fixed.mean()
+    return 1.0 - (tuned * fixed).sum() / (tuned.norm() * fixed.norm()).clamp_min(1e-12)
+
+
 class _CorpusLogSumExp(torch.autograd.Function):
     """lse_i = log sum_{j not excluded} exp(q_i . c_j / t) over a frozen corpus, computed in chunks.
 

@@ -115,6 +115,9 @@ def test_every_positive_mode_trains_is_the_query_side_default_and_needs_the_quer
     with pytest.raises(ConfigError, match="corpus_positives: all"):
         train(tiny_config(tiny_model_path, tmp_path / "f", f"data.train={beir}", "data.format=beir",
                           "train.negatives=corpus", "train.corpus_positives=all"), None)
+    with pytest.raises(ConfigError, match="similarity_anchor"):
+        train(tiny_config(tiny_model_path, tmp_path / "g", f"data.train={beir}", "data.format=beir",
+                          "train.similarity_anchor=1"), None)
 
 
 def test_positive_outside_the_corpus_is_a_clear_error():
@@ -177,12 +180,13 @@ def test_documents_are_encoded_once_for_training_and_every_evaluation(tiny_model
     assert len([1 for role, _ in seen if role == "query"]) == 4  # dev queries at steps 0, 2, 4, 6
 
 
-def test_query_side_resume_is_bitwise_equal_to_an_uninterrupted_run(tiny_model_path, tmp_path, beir):
-    straight = train(_query_side_config(tiny_model_path, tmp_path / "a", beir), None)
-    stopped = train(_query_side_config(tiny_model_path, tmp_path / "b", beir), None,
+@pytest.mark.parametrize("extra", [[], ["train.similarity_anchor=5"]])
+def test_query_side_resume_is_bitwise_equal_to_an_uninterrupted_run(tiny_model_path, tmp_path, beir, extra):
+    straight = train(_query_side_config(tiny_model_path, tmp_path / "a", beir, *extra), None)
+    stopped = train(_query_side_config(tiny_model_path, tmp_path / "b", beir, *extra), None,
                     callbacks=[lambda event: event["step"] == 3])
     assert stopped.steps == 3
-    resumed = train(_query_side_config(tiny_model_path, tmp_path / "b", beir), None, resume=True)
+    resumed = train(_query_side_config(tiny_model_path, tmp_path / "b", beir, *extra), None, resume=True)
     assert resumed.steps == 6
     a = SentenceTransformer(str(tmp_path / "a"), device="cpu").state_dict()
     b = SentenceTransformer(str(tmp_path / "b"), device="cpu").state_dict()
@@ -199,6 +203,24 @@ def test_sampled_candidates_and_full_fine_tuning_with_refresh_train(tiny_model_p
                              "train.negatives=corpus", "train.corpus_refresh_every=2"), None)
     assert full.steps == 6
     assert split_towers(load_model(tmp_path / "f", device="cpu")) is None  # both towers trained: one model
+
+
+def test_similarity_anchor_keeps_text_to_text_similarity_through_the_query_tower_closer_to_base(
+        tiny_model_path, tmp_path, beir):
+    # held-out texts (not training queries): the anchor acts on the batch's queries and must carry over
+    texts = [" ".join(np.random.default_rng(50 + i).choice(WORDS, size=4)) for i in range(12)]
+    base = SentenceTransformer(str(tiny_model_path), device="cpu").encode(texts, normalize_embeddings=True)
+
+    def change(anchor: str) -> float:
+        out = tmp_path / anchor
+        train(_query_side_config(tiny_model_path, out, beir, f"train.similarity_anchor={anchor}", "train.lr=1e-3",
+                                 "train.epochs=3"), None)
+        tuned = SentenceTransformer(str(out), device="cpu").encode_query(texts, normalize_embeddings=True)
+        off = ~np.eye(len(texts), dtype=bool)
+        return float(np.mean((tuned @ tuned.T - base @ base.T)[off] ** 2))
+
+    free, anchored = change("0"), change("1")
+    assert free > 0 and anchored < 0.5 * free, (free, anchored)
 
 
 @pytest.mark.parametrize("extra, message", [

@@ -283,13 +283,16 @@ def prune_checkpoints(root: Path, keep: int) -> None:
 def resume_settings(config: Any, n_examples: int, world: int) -> dict:
     """Settings that must match for a resumed run to continue the same trajectory."""
     tc = config.train
+    negatives = {"tune": tc.tune, "negatives": tc.negatives, "corpus_candidates": tc.corpus_candidates,
+                 "corpus_samples": tc.corpus_samples, "corpus_refresh_every": tc.corpus_refresh_every,
+                 "corpus_positives": tc.corpus_positives}
+    if tc.similarity_anchor:  # only when on: checkpoints from before the setting existed stay resumable
+        negatives["similarity_anchor"] = tc.similarity_anchor
     return {"seed": config.seed, "model": config.model.name_or_path, "loss": asdict(config.loss),
             "batch_size": tc.batch_size, "lr": tc.lr, "scheduler": tc.scheduler, "n_examples": n_examples,
             "world_size": world, "max_steps": tc.max_steps, "epochs": tc.epochs,
             "layer_lr_decay": tc.layer_lr_decay,
-            "negatives": {"tune": tc.tune, "negatives": tc.negatives, "corpus_candidates": tc.corpus_candidates,
-                          "corpus_samples": tc.corpus_samples, "corpus_refresh_every": tc.corpus_refresh_every,
-                          "corpus_positives": tc.corpus_positives}}
+            "negatives": negatives}
 
 
 def check_resume_settings(saved: dict, current: dict, where: Path) -> None:

@@ -110,7 +110,7 @@ def set_up(config: RunConfig, examples: Sequence | None = None, *, dev: Callable
         save_config(config, Path(tc.output_dir) / "textcl_config.yaml")
     return Trainer(config=config, accelerator=accelerator, model=model, optimizer=optimizer, scheduler=scheduler,
                    state=state, make_epoch=make_epoch, total_steps=total_steps,
-                   run_loss=_loss_runner(config, embed, corpus, no_sync, accelerator.process_index),
+                   run_loss=_loss_runner(config, embed, corpus, documents, no_sync, accelerator.process_index),
                    encoder=encoder, evaluate_dev=evaluate_dev, evaluate_ood=evaluate_ood,
                    evaluate_ood_dev=evaluate_ood_dev, documents=documents,
                    corpus=corpus, provenance=provenance or {})
@@ -237,7 +237,7 @@ def save_checkpoint(trainer: Trainer) -> None:
     trainer.accelerator.wait_for_everyone()
 
 
-def _loss_runner(config: RunConfig, embed: Callable, corpus: TrainingCorpus | None,
+def _loss_runner(config: RunConfig, embed: Callable, corpus: TrainingCorpus | None, documents: MemoEncoder | None,
                  no_sync: Callable | None, rank: int) -> Callable[[Any, int], float]:
     """`run(batch, step) -> loss`: forward + backward with in-batch negatives, or against the corpus."""
     tc = config.train
@@ -245,7 +245,8 @@ def _loss_runner(config: RunConfig, embed: Callable, corpus: TrainingCorpus | No
         return lambda batch, step: forward_backward(embed, batch, config.loss, chunk_size=tc.gradcache_chunk_size,
                                                     no_sync=no_sync)
     how = CorpusNegatives(query_side=tc.tune == "query", candidates=tc.corpus_candidates, samples=tc.corpus_samples,
-                          all_positives=tc.tune == "query" and tc.corpus_positives != "sample")
+                          all_positives=tc.tune == "query" and tc.corpus_positives != "sample",
+                          anchor=(tc.similarity_anchor, documents) if tc.similarity_anchor and documents else None)
 
     def run(batch: Any, step: int) -> float:
         # Uniform draws are seeded by (seed, step) and rank: a resumed run draws the same documents.
@@ -258,6 +259,9 @@ def _loss_runner(config: RunConfig, embed: Callable, corpus: TrainingCorpus | No
 def check_corpus_settings(config: RunConfig) -> None:
     """Refuse settings that corpus-wide negatives / query-side training cannot honour (before any work)."""
     tc = config.train
+    if tc.similarity_anchor and tc.tune != "query":
+        raise ConfigError("train.similarity_anchor holds the query tower's similarities at the base model's, so "
+                          "it needs train.tune: query (unset it, or set tune: query)")
     if not uses_corpus_negatives(config):
         return
     if config.loss.name != "infonce":

@@ -9,6 +9,7 @@ over the gathered pairs, unscaled.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
@@ -29,6 +30,7 @@ from textcl.losses import (
     normalize_text,
     query_side_mask,
     sampled_corpus_info_nce,
+    similarity_anchor,
 )
 from textcl.train.corpus import TrainingCorpus, sample_candidates
 from textcl.types import EmbedFn
@@ -164,6 +166,8 @@ class CorpusNegatives:
     candidates: int | None = None
     samples: int = 0
     all_positives: bool = False  # every known positive is a target (query_side only: they are cached rows)
+    # query_side: (weight, base encoder) of `losses.similarity_anchor` over the whole batch's queries; None = off
+    anchor: tuple[float, Callable[[list[str], str], np.ndarray]] | None = None
 
 
 def corpus_forward_backward(embed: EmbedFn, batch: Batch, corpus: TrainingCorpus, loss_cfg: LossConfig,
@@ -195,5 +199,14 @@ def corpus_forward_backward(embed: EmbedFn, batch: Batch, corpus: TrainingCorpus
                                        positives=every)
     sizes = D.gather_sizes(len(batch)) if D.is_distributed() else [len(batch)]
     loss = loss * (len(batch) * len(sizes) / sum(sizes))
+    if how.anchor is not None:
+        # Over the global batch: every rank computes the same term from the gathered queries, unscaled
+        # (gather's backward sums it over ranks, DDP averages: the single-process gradient).
+        weight, base_encode = how.anchor
+        base = torch.from_numpy(np.asarray(base_encode(list(batch.queries), "query"), dtype=np.float32))
+        gather = D.is_distributed()
+        q_all = D.gather_with_grad(q, sizes) if gather else q
+        base_all = D.gather_with_grad(base.to(q.device), sizes) if gather else base
+        loss = loss + weight * similarity_anchor(q_all, base_all)
     loss.backward()
     return float(loss.detach())
