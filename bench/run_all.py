@@ -17,10 +17,10 @@ import sys
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
-ORDER = ["encode", "int8", "mine", "mine_scale", "search", "train", "fast", "forgetting", "fast_peer", "corpus_scale",
+ORDER = ["encode", "int8", "mine", "mine_scale", "search", "train", "fast", "forgetting", "full_corpus", "fast_peer", "corpus_scale",
          "quality"]
 # Benches that train models for an hour or more: `make bench` tables their recorded runs (bench/records).
-RECORDED = ("quality", "fast", "forgetting")
+RECORDED = ("quality", "fast", "forgetting", "full_corpus")
 MARK = "<!-- bench: {} -->"
 
 

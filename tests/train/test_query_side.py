@@ -216,6 +216,7 @@ def test_similarity_anchor_keeps_text_to_text_similarity_through_the_query_tower
         train(_query_side_config(tiny_model_path, out, beir, f"train.similarity_anchor={anchor}", "train.lr=1e-3",
                                  "train.epochs=3"), None)
         tuned = SentenceTransformer(str(out), device="cpu").encode_query(texts, normalize_embeddings=True)
+        assert ("similarity_anchor: 1" in (out / "README.md").read_text()) == (anchor == "1")  # the model card
         off = ~np.eye(len(texts), dtype=bool)
         return float(np.mean((tuned @ tuned.T - base @ base.T)[off] ** 2))
 

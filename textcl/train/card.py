@@ -35,7 +35,10 @@ def _towers(config: RunConfig) -> list[str]:
             "Only the **query** tower was fine-tuned; the **document** tower is the base model "
             f"({config.model.name_or_path}), unchanged and frozen. `encode_query` runs the tuned tower, "
             "`encode_document` (and plain `encode`) the base one, so document embeddings and indexes built "
-            "with the base model stay valid: nothing needs re-encoding.", ""]
+            "with the base model stay valid: nothing needs re-encoding."
+            + (f" Training held the query tower's text-vs-text similarities close to the base model's "
+               f"(`train.similarity_anchor: {config.train.similarity_anchor}`)." if config.train.similarity_anchor
+               else ""), ""]
 
 
 

@@ -1,0 +1,86 @@
+"""Full fine-tuning against the cached corpus (`train.tune: both`, `negatives: corpus`, with and without
+`corpus_refresh_every`) next to query-side training, on NFCorpus dev: the dev nDCG@10 after each evaluation
+of finished `textcl run` folders, with their settings and CPU cost per step. Runs take minutes to hours on
+2 cores, so they are run by hand (commands in the section) and collected; `make bench` tables the records.
+
+    .venv/bin/python bench/bench_full_corpus.py --collect "LABEL=RUN_FOLDER" ... --note "..."
+    .venv/bin/python bench/bench_full_corpus.py --records bench/records --out X.md
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+from common import ROOT, write_section  # first: sets up sys.path and env
+
+import yaml
+
+SETTINGS = ("tune", "lr", "corpus_refresh_every", "corpus_positives", "similarity_anchor", "max_steps")
+
+
+def collect(label: str, run: Path, note: str) -> dict:
+    """Settings, dev curve and time of one finished `textcl run` folder."""
+    config = yaml.safe_load((run / "config.yaml").read_text())
+    if (run / "history.json").is_file():
+        history = json.loads((run / "history.json").read_text())
+        summary = json.loads((run / "summary.json").read_text())
+    else:  # a run stopped by hand: its last checkpoint's history
+        last = sorted((run / "model" / "checkpoints").glob("step-*/trainer_state.json"))[-1]
+        history, summary = json.loads(last.read_text())["history"], {"after": {}}
+    evals = [h for h in history if "eval" in h and "interpolation" not in h]
+    metric = evals[0]["metric"]
+    train_s = (summary.get("stages", {}).get("train") or {}).get("seconds")
+    return {"label": label, "seed": config["seed"], "model": config["model"]["name_or_path"],
+            "settings": {k: config["train"].get(k) for k in SETTINGS},
+            "dev": [[h["step"], h["eval"]["dev"][metric]] for h in evals], "metric": metric,
+            "steps": (summary.get("train") or {}).get("steps"), "train_s": train_s,
+            "test_after": summary["after"].get("nfcorpus/ndcg@10"), "note": note}
+
+
+def section(rows: list[dict]) -> list[str]:
+    lines = ["## Full fine-tuning against the cached corpus vs query-side (NFCorpus dev)", "",
+             "Issue 21's item 3: the corpus negatives of query-side training used to train both towers (`train.tune: "
+             "both`, `negatives: corpus`: each query's positive is embedded live, the rest of the corpus comes from "
+             "the cache), with the cache re-embedded every N steps (`corpus_refresh_every`, ANCE-style) or never, "
+             "against query-side training (`tune: query`: documents keep the base model). Each row is one `textcl run "
+             "recipes/nfcorpus-fast.yaml` with the `--set` overrides shown (seed 42, one seed: a hint). NFCorpus dev "
+             "nDCG@10 x100 at each evaluation (step 0 = the starting model).", "",
+             "| run | tune | lr | refresh every | start model | dev nDCG@10 by step | train stage (s) | note |",
+             "|---|---|---|---|---|---|---|---|"]
+    for r in rows:
+        s = r["settings"]
+        curve = ", ".join(f"{step}: {100 * v:.2f}" for step, v in r["dev"])
+        start = Path(r["model"]).name
+        train_s = f"{r['train_s']:.0f}" if r["train_s"] is not None else "—"
+        lines.append(f"| {r['label']} | {s['tune']} | {s['lr']:g} | {s['corpus_refresh_every'] or '—'} | {start} | "
+                     f"{curve} | {train_s} | {r['note']} |")
+    return lines
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--collect", nargs="*", default=None, metavar="LABEL=FOLDER")
+    parser.add_argument("--note", default="")
+    parser.add_argument("--results", default=str(ROOT / "bench" / "results" / "full_corpus.jsonl"))
+    parser.add_argument("--records", default=None, help="table RECORDS/full_corpus.jsonl")
+    parser.add_argument("--mode", choices=["quick", "full"], default=None, help="bench/run_all.py's flag (unused)")
+    parser.add_argument("--out", default=str(ROOT / "bench" / "results" / "full_corpus.md"))
+    args = parser.parse_args()
+    if args.collect is not None:
+        with open(args.results, "a", encoding="utf-8") as fh:
+            for item in args.collect:
+                label, folder = item.split("=", 1)
+                fh.write(json.dumps(collect(label, Path(folder), args.note)) + "\n")
+        return 0
+    path = Path(args.records) / "full_corpus.jsonl" if args.records else Path(args.results)
+    rows = [json.loads(line) for line in path.read_text().splitlines() if line.strip()] if path.exists() else []
+    if rows:
+        write_section(args.out, section(rows))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
