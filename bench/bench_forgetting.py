@@ -81,7 +81,8 @@ def section(rows: list[dict], command: str) -> list[str]:
     best = {r["seed"]: of(r, r["best_dev"]) for r in rows}
     ckpt = {r["seed"]: r["candidates"][0] for r in rows}
     lines = [f"## Forgetting budget on query-side runs (`train.max_ood_drop: {rows[0]['budget']}`)", "",
-             f"Command: `{command}`. For each finished `recipes/nfcorpus-fast.yaml` run: the selected checkpoint "
+             f"Command: `{command}`. For each finished `recipes/nfcorpus-fast.yaml` run (the `all` runs of the "
+             "section above, trained before the recipe had `train.similarity_anchor`): the selected checkpoint "
              f"(a = 1) and its WiSE-FT mixes a x tuned + (1 - a) x base query tower, a in {rows[0]['alphas']}, "
              "scored with textcl's evaluators, and chosen by `textcl.train.selection.choose_mix`, the rules training "
              "applies after its last step: *best on dev* = `train.interpolate_base` alone (the best NFCorpus dev "
