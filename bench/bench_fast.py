@@ -109,6 +109,10 @@ def _best_step(out: Path) -> int | None:
     return max(evals, key=lambda h: (h["eval"]["dev"][key], -h["step"]))["step"]
 
 
+def _seeds(n: int) -> str:
+    return f"{n} seed" + ("s" if n > 1 else "")
+
+
 def _pts(values: list[float | None]) -> str:
     vals = [100 * v for v in values if v is not None]
     if not vals:
@@ -141,7 +145,7 @@ def section(all_rows: list[dict], command: str) -> list[str]:
     lines = ["## Query-side fine-tuning on NFCorpus (`recipes/nfcorpus-fast.yaml`)", "",
              f"Command: `{command}`. One `textcl run` per seed: check, base evaluation, train (query tower only, "
              "softmax over all 3,633 documents), evaluation, index, report. Points x100, mean ± std over seeds.", "",
-             "| set | base | " + " | ".join(f"{VARIANTS[v]}, {len(by_variant[v])} seeds" for v in variants) + " |",
+             "| set | base | " + " | ".join(f"{VARIANTS[v]}, {_seeds(len(by_variant[v]))}" for v in variants) + " |",
              "|---|---|" + "---|" * len(variants)]
     for name, label in SETS:
         base = first[f"{name}_before"] if name != "stsb_qd" else first["stsb_before"]  # one tower before

@@ -14,9 +14,8 @@ import json
 import sys
 from pathlib import Path
 
-from common import ROOT, write_section  # first: sets up sys.path and env
-
 import yaml
+from common import ROOT, write_section  # sets up sys.path and env
 
 SETTINGS = ("tune", "lr", "corpus_refresh_every", "corpus_positives", "similarity_anchor", "max_steps")
 
