@@ -197,7 +197,7 @@ def test_query_side_resume_is_bitwise_equal_to_an_uninterrupted_run(tiny_model_p
 
 def test_sampled_candidates_and_full_fine_tuning_with_refresh_train(tiny_model_path, tmp_path, beir):
     sampled = train(_query_side_config(tiny_model_path, tmp_path / "s", beir, "train.corpus_candidates=5",
-                                       "train.corpus_samples=8"), None)
+                                       "train.corpus_samples=8", "train.similarity_anchor=1"), None)
     assert sampled.steps == 6 and all(np.isfinite(h["loss"]) for h in sampled.history if "loss" in h)
     full = train(tiny_config(tiny_model_path, tmp_path / "f", f"data.train={beir}", "data.format=beir",
                              "train.negatives=corpus", "train.corpus_refresh_every=2"), None)
