@@ -46,15 +46,25 @@ def section(rows: list[dict]) -> list[str]:
              "the cache), with the cache re-embedded every N steps (`corpus_refresh_every`, ANCE-style) or never, "
              "against query-side training (`tune: query`: documents keep the base model). Each row is one `textcl run "
              "recipes/nfcorpus-fast.yaml` with the `--set` overrides shown (seed 42, one seed: a hint). NFCorpus dev "
-             "nDCG@10 x100 at each evaluation (step 0 = the starting model).", "",
-             "| run | tune | lr | refresh every | start model | dev nDCG@10 by step | train stage (s) | note |",
-             "|---|---|---|---|---|---|---|---|"]
+             "nDCG@10 x100 at each evaluation (step 0 = the starting model). The train stage's seconds include the "
+             "dev evaluations and the refreshes: with `tune: both` each of them re-embeds the 3,633 documents, and a "
+             "step embeds each query's positive document with gradient.", "",
+             "Commands (the recipe as it was before `similarity_anchor`; collected with `bench/bench_full_corpus.py "
+             "--collect LABEL=RUN_FOLDER`): full rows `textcl run recipes/nfcorpus-fast.yaml --set train.tune=both "
+             "--set train.corpus_positives=sample --set train.lr=LR [--set train.corpus_refresh_every=N] --set "
+             "train.max_steps=STEPS --set train.eval_every=20 --set train.interpolate_base=[] --set "
+             "train.early_stopping_patience=null`; the last row `textcl run recipes/nfcorpus-fast.yaml --set "
+             "model.name_or_path=FOLDER --set train.interpolate_base=[]`, FOLDER = the step-20 weights of the "
+             "`refresh every 5` row saved as a sentence-transformers folder.", "",
+             "| run | tune | lr | refresh every | steps planned | start model | dev nDCG@10 by step | train stage (s) | "
+             "note |", "|---|---|---|---|---|---|---|---|---|"]
     for r in rows:
         s = r["settings"]
         curve = ", ".join(f"{step}: {100 * v:.2f}" for step, v in r["dev"])
         start = Path(r["model"]).name
         train_s = f"{r['train_s']:.0f}" if r["train_s"] is not None else "—"
-        lines.append(f"| {r['label']} | {s['tune']} | {s['lr']:g} | {s['corpus_refresh_every'] or '—'} | {start} | "
+        lines.append(f"| {r['label']} | {s['tune']} | {s['lr']:g} | {s['corpus_refresh_every'] or '—'} | "
+                     f"{s['max_steps'] or 'epochs'} | {start} | "
                      f"{curve} | {train_s} | {r['note']} |")
     return lines
 
