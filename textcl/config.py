@@ -140,9 +140,9 @@ class TrainConfig:
     # every known positive is a target each step (the mean of one InfoNCE term per positive; free with a
     # cached corpus); "auto" = all with tune=query, else sample
     corpus_positives: Literal["auto", "sample", "all"] = "auto"
-    # tune=query: weight of a term that holds the cosine similarity between every two queries of a batch at
-    # the base model's (mean squared change), so that text-vs-text similarity through the query tower (STS)
-    # moves less while queries move towards their documents. 0 = off.
+    # tune=query: weight of a loss term, 1 - the Pearson correlation between the cosine similarities of every two
+    # queries of a batch under the tuned tower and under the base model, so that text-vs-text similarity through
+    # the query tower (STS) moves less while queries move towards their documents. 0 = off.
     similarity_anchor: float = 0.0
 
     def __post_init__(self) -> None:
