@@ -56,16 +56,17 @@ def section(rows: list[dict]) -> list[str]:
              "train.early_stopping_patience=null`; the last row `textcl run recipes/nfcorpus-fast.yaml --set "
              "model.name_or_path=FOLDER --set train.interpolate_base=[]`, FOLDER = the step-20 weights of the "
              "`refresh every 5` row saved as a sentence-transformers folder.", "",
-             "| run | tune | lr | refresh every | steps planned | start model | dev nDCG@10 by step | train stage (s) | "
-             "note |", "|---|---|---|---|---|---|---|---|---|"]
+             "| run | tune | lr | refresh every | steps planned | start model | dev nDCG@10 by step | test nDCG@10 (kept "
+             "model) | train stage (s) | note |", "|---|---|---|---|---|---|---|---|---|---|"]
     for r in rows:
         s = r["settings"]
         curve = ", ".join(f"{step}: {100 * v:.2f}" for step, v in r["dev"])
         start = Path(r["model"]).name
         train_s = f"{r['train_s']:.0f}" if r["train_s"] is not None else "—"
+        test = f"{100 * r['test_after']:.2f}" if r.get("test_after") is not None else "—"
         lines.append(f"| {r['label']} | {s['tune']} | {s['lr']:g} | {s['corpus_refresh_every'] or '—'} | "
                      f"{s['max_steps'] or 'epochs'} | {start} | "
-                     f"{curve} | {train_s} | {r['note']} |")
+                     f"{curve} | {test} | {train_s} | {r['note']} |")
     return lines
 
 

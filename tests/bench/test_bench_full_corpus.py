@@ -28,7 +28,7 @@ def _run(folder: Path, finished: bool) -> Path:
     if finished:
         (folder / "history.json").write_text(json.dumps(history))
         (folder / "summary.json").write_text(json.dumps({"stages": {"train": {"seconds": 123.4}},
-                                                         "train": {"steps": 20}, "after": {}}))
+                                                         "train": {"steps": 20}, "after": {"nfcorpus/ndcg@10": 0.3159}}))
     else:
         ckpt = folder / "model" / "checkpoints" / "step-00000020"
         ckpt.mkdir(parents=True)
@@ -42,5 +42,5 @@ def test_finished_and_stopped_runs_become_rows_with_their_dev_curves(tmp_path):
     assert done["dev"] == [[0, 0.3021], [20, 0.2996]] == stopped["dev"]
     assert done["settings"]["corpus_refresh_every"] == 5 and done["train_s"] == 123.4 and stopped["train_s"] is None
     table = "\n".join(bfc.section([done, stopped]))
-    assert "| refresh 5 | both | 1e-05 | 5 | 20 | base | 0: 30.21, 20: 29.96 | 123 | idle |" in table
-    assert "| stopped | both | 1e-05 | 5 | 20 | base | 0: 30.21, 20: 29.96 | — |  |" in table
+    assert "| refresh 5 | both | 1e-05 | 5 | 20 | base | 0: 30.21, 20: 29.96 | 31.59 | 123 | idle |" in table
+    assert "| stopped | both | 1e-05 | 5 | 20 | base | 0: 30.21, 20: 29.96 | — | — |  |" in table
