@@ -55,10 +55,14 @@ def replay(run: Path, budget: float, alphas: list[float], cache: Path | None) ->
         candidates.append({"alpha": alpha, "dev": dev, "ood_drop": ood_drop(ood_dev(encoder), base_ood),
                            "test": {k: test.get(k) for k in SETS}})
         print(json.dumps(candidates[-1]), flush=True)
-    plain = [{k: c[k] for k in ("alpha", "dev", "ood_drop")} for c in candidates]
     return {"run": str(run), "seed": config.seed, "budget": budget, "alphas": alphas, "candidates": candidates,
-            "chosen": choose_mix(plain, budget)["alpha"], "best_dev": choose_mix(plain, math.inf)["alpha"],
+            "chosen": _choice(candidates, budget), "best_dev": _choice(candidates, math.inf),
             "base_test": {k: base_test.get(k) for k in SETS}}
+
+
+def _choice(candidates: list[dict], budget: float) -> float:
+    """The alpha `choose_mix` keeps among the replayed candidates (budget inf = best on dev alone)."""
+    return choose_mix([{k: c[k] for k in ("alpha", "dev", "ood_drop")} for c in candidates], budget)["alpha"]
 
 
 def _pts(values: list[float | None]) -> str:
@@ -75,8 +79,7 @@ def section(rows: list[dict], command: str) -> list[str]:
         return next(c for c in r["candidates"] if c["alpha"] == alpha)
 
     for r in rows:  # records written before "best_dev" was recorded
-        r.setdefault("best_dev", choose_mix([{k: c[k] for k in ("alpha", "dev", "ood_drop")}
-                                             for c in r["candidates"]], math.inf)["alpha"])
+        r.setdefault("best_dev", _choice(r["candidates"], math.inf))
     pick = {r["seed"]: of(r, r["chosen"]) for r in rows}
     best = {r["seed"]: of(r, r["best_dev"]) for r in rows}
     ckpt = {r["seed"]: r["candidates"][0] for r in rows}

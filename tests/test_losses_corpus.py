@@ -9,6 +9,7 @@ import math
 import numpy as np
 import torch
 import torch.nn.functional as F
+from numeric import finite_differences
 
 from textcl.losses import corpus_info_nce, sampled_corpus_info_nce
 
@@ -31,19 +32,6 @@ def _loop_loss(q, pos, corpus, excluded, temperature):
     return total / q.shape[0]
 
 
-def _finite_differences(loss_of, q, eps=1e-6):
-    """d loss / d q by central differences, one coordinate at a time (float64)."""
-    base_q = q.detach().double()
-    num = torch.zeros_like(base_q)
-    for i in range(base_q.shape[0]):
-        for d in range(base_q.shape[1]):
-            plus, minus = base_q.clone(), base_q.clone()
-            plus[i, d] += eps
-            minus[i, d] -= eps
-            num[i, d] = (loss_of(plus) - loss_of(minus)) / (2 * eps)
-    return num
-
-
 def _exclusions(pairs):
     rows = torch.tensor([r for r, _ in pairs], dtype=torch.long)
     cols = torch.tensor([c for _, c in pairs], dtype=torch.long)
@@ -64,7 +52,7 @@ def test_corpus_info_nce_value_and_gradient_match_a_loop():
     assert abs(loss.item() - expect) < 1e-5
 
     # gradient: finite differences of the loop, per coordinate
-    num = _finite_differences(lambda x: _loop_loss(x, pos.double(), corpus.double(), set(pairs), T), q)
+    num = finite_differences(lambda x: _loop_loss(x, pos.double(), corpus.double(), set(pairs), T), q)
     assert torch.allclose(q.grad.double(), num, atol=1e-4)
 
 
@@ -171,7 +159,7 @@ def test_every_positive_as_a_target_matches_a_loop_in_value_and_gradient():
     loss.backward()
     expect = _loop_multi(q.detach().double(), corpus.double(), positives, set(pairs), T)
     assert abs(loss.item() - expect) < 1e-5
-    num = _finite_differences(lambda x: _loop_multi(x, corpus.double(), positives, set(pairs), T), q)
+    num = finite_differences(lambda x: _loop_multi(x, corpus.double(), positives, set(pairs), T), q)
     assert torch.allclose(q.grad.double(), num, atol=1e-4)
 
 

@@ -204,9 +204,7 @@ def corpus_forward_backward(embed: EmbedFn, batch: Batch, corpus: TrainingCorpus
         # (gather's backward sums it over ranks, DDP averages: the single-process gradient).
         weight, base_encode = how.anchor
         base = torch.from_numpy(np.asarray(base_encode(list(batch.queries), "query"), dtype=np.float32))
-        gather = D.is_distributed()
-        q_all = D.gather_with_grad(q, sizes) if gather else q
-        base_all = D.gather_with_grad(base.to(q.device), sizes) if gather else base
-        loss = loss + weight * similarity_anchor(q_all, base_all)
+        base = base.to(q.device)  # gather_with_grad: identity on a single process
+        loss = loss + weight * similarity_anchor(D.gather_with_grad(q, sizes), D.gather_with_grad(base, sizes))
     loss.backward()
     return float(loss.detach())
