@@ -41,13 +41,17 @@ def _path(default: Any = None, *, hub: bool = False) -> Any:
 @dataclass(frozen=True)
 class ModelConfig:
     name_or_path: str = _path("all-MiniLM-L6-v2", hub=True)  # "all-MiniLM-L6-v2" = bundled offline copy
-    max_seq_length: int | None = 256
+    max_seq_length: int | None = None  # None = the model's own (its sentence_bert_config.json)
     precision: EncodePrecision = "auto"  # encoding; evaluation maps int8 to fp32 unless asked on the CLI
     allow_int8: bool = False  # let precision auto pick int8 (after its quality guard) for mining and indexes
     batch_size: int = 64  # encoding batch size
     trust_remote_code: bool = False
-    query_prompt: str = ""
-    document_prompt: str = ""
+    # Prompts prepended to queries / documents everywhere (training, mining, evaluation, indexes): None = the
+    # model's own (sentence-transformers' encode_query / encode_document rule), "" = none, a string overrides
+    query_prompt: str | None = None
+    document_prompt: str | None = None
+    # How embeddings are scored: None = the model's similarity_fn_name; cosine (unit vectors) or dot (raw)
+    similarity: Literal["cosine", "dot"] | None = None
     cache_dir: str | None = _path(None)  # on-disk embedding cache (None = off)
 
 
@@ -156,6 +160,41 @@ class TrainConfig:
         if self.save_every_minutes is not None and self.save_every_minutes <= 0:
             raise ConfigError(f"train.save_every_minutes must be > 0 (or null: off), got {self.save_every_minutes!r}")
 
+    @property
+    def uses_corpus_negatives(self) -> bool:
+        """Queries are scored against the whole training corpus (negatives: corpus; tune: query implies it)."""
+        return self.tune == "query" or self.negatives == "corpus"
+
+    def problems(self) -> list[str]:
+        """Combinations of train settings that cannot run together, each naming the keys to change."""
+        out = []
+        bad_alphas = [a for a in self.interpolate_base if not 0.0 < a < 1.0]
+        if bad_alphas:
+            out.append(f"train.interpolate_base: each value is the fine-tuned share of an interpolation with the "
+                       f"base model and must lie strictly between 0 and 1, got {bad_alphas}")
+        if self.max_ood_drop is not None and (self.max_ood_drop < 0 or not self.interpolate_base):
+            out.append("train.max_ood_drop: a forgetting budget in points (>= 0) chooses among the WiSE-FT mixes of "
+                       "train.interpolate_base; set both (e.g. interpolate_base: [0.5, 0.7, 0.9])")
+        if self.similarity_anchor and self.tune != "query":
+            out.append("train.similarity_anchor holds the query tower's similarities at the base model's, so it "
+                       "needs train.tune: query (unset it, or set tune: query)")
+        if not self.uses_corpus_negatives:
+            return out
+        if self.gradcache_chunk_size:
+            out.append("train.gradcache_chunk_size is for large in-batch negatives; corpus negatives need no cache "
+                       "(unset it)")
+        if self.corpus_candidates is not None and self.corpus_candidates < 1:
+            out.append(f"train.corpus_candidates must be >= 1 (or unset for the exact softmax), got "
+                       f"{self.corpus_candidates}")
+        if self.corpus_positives == "all" and self.tune != "query":
+            out.append("train.corpus_positives: all scores every known positive from the cached corpus, so it needs "
+                       "train.tune: query (with tune: both the positives are embedded live: use corpus_positives: "
+                       "sample)")
+        if self.tune == "query" and self.corpus_refresh_every:
+            out.append("train.corpus_refresh_every re-embeds the corpus with the trained model, but with train.tune: "
+                       "query documents keep the base model; unset it")
+        return out
+
 
 @dataclass(frozen=True)
 class EvalConfig:
@@ -165,6 +204,9 @@ class EvalConfig:
     ood_retrieval: list[str] = _path([], hub=True)
     split: str = "test"
     dev_split: str = "dev"
+    # Let training select its checkpoint on the rows the test table reports (dev_split = split, or an in-domain
+    # set that is one file): the test score is then inflated. Off: `textcl run` / `textcl train` refuse it.
+    allow_test_selection: bool = False
     k_values: list[int] = field(default_factory=lambda: [1, 3, 5, 10, 100, 1000])
     ignore_identical_ids: bool | None = None  # None = per-dataset MTEB default
     factory: str = "exact"  # exact or a FAISS factory string
@@ -195,6 +237,30 @@ class RunConfig:
     train: TrainConfig = field(default_factory=TrainConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)
     index: IndexConfig = field(default_factory=IndexConfig)
+
+    def problems(self) -> list[str]:
+        """Every combination of settings that cannot run together, each naming the keys to change. Checks
+        that need the data or the process count are training's (textcl.train.loop)."""
+        out, tc, loss = self.train.problems(), self.train, self.loss
+        if tc.uses_corpus_negatives and loss.name != "infonce":
+            out.append(f"train.tune=query / train.negatives=corpus train on (query, positive) rows with "
+                       f"loss.name=infonce, not {loss.name}")
+        if tc.uses_corpus_negatives and loss.symmetric:
+            out.append("loss.symmetric adds a positive -> in-batch-queries term, which corpus negatives do not "
+                       "use; set loss.symmetric: false with train.negatives: corpus / train.tune: query")
+        if tc.max_ood_drop is not None and not (self.eval.ood_sts or self.eval.ood_retrieval):
+            out.append("train.max_ood_drop needs out-of-domain sets (eval.ood_sts / eval.ood_retrieval) with a "
+                       f"'{self.eval.dev_split}' split to measure forgetting on")
+        return out
+
+    def check(self) -> None:
+        """Raise ConfigError naming every problem (`problems`): `load_recipe`, the pre-flight check of
+        `textcl run` / `textcl train` and training's set-up call it, so a bad combination fails before any stage."""
+        found = self.problems()
+        if len(found) == 1:
+            raise ConfigError(found[0])
+        if found:
+            raise ConfigError(f"{len(found)} settings cannot run together:\n  " + "\n  ".join(found))
 
 
 # ---------------------------------------------------------------- type checking
@@ -409,9 +475,11 @@ def load_recipe(path: str | Path | None = None, overrides: list[str] | None = No
     # Recipe paths resolve against the recipe's folder, override paths against the working directory.
     raw = apply_overrides(raw, overrides, base_dir=Path.cwd())
     try:
-        return _build(RunConfig, raw, "", base_dir)
+        config = _build(RunConfig, raw, "", base_dir)
+        config.check()
     except ConfigError as exc:
         raise ConfigError(f"{path or 'config'}: {exc}") from None
+    return config
 
 
 def to_dict(config: Any) -> dict:

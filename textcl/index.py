@@ -22,7 +22,7 @@ import numpy as np
 from textcl.data.retrieval import load_corpus  # noqa: F401 - re-exported: `textcl.index.load_corpus` is public
 from textcl.errors import ConfigError, DataError
 from textcl.knn import build_faiss_index, exact_search, faiss_search, recall_at_k
-from textcl.types import Document, Encode
+from textcl.types import Document, Encode, encoder_identity, plan_encoding
 
 log = logging.getLogger(__name__)
 
@@ -80,10 +80,13 @@ class SearchIndex:
         if fingerprint is None:
             raise ConfigError("SearchIndex.build needs the model fingerprint: pass an Encoder or fingerprint=...")
         ids = list(corpus)
-        emb = encode([corpus[i].full_text for i in ids], "document").astype(np.float32)
+        texts = [corpus[i].full_text for i in ids]
+        plan_encoding(encode, {"document": texts, "query": list(recall_queries or [])})
+        emb = encode(texts, "document").astype(np.float32)
         rows = [_row(i, corpus[i]) for i in ids]
-        config = {"model": model, "fingerprint": fingerprint, "factory": factory, "dim": int(emb.shape[1]),
-                  "count": len(ids), "seed": seed, "precision": getattr(encode, "precision", None)}
+        config = {"model": model, **encoder_identity(encode), "fingerprint": fingerprint, "factory": factory,
+                  "dim": int(emb.shape[1]), "count": len(ids), "seed": seed,
+                  "precision": getattr(encode, "precision", None)}
         if getattr(encode, "int8_report", None):
             config["int8_guard"] = {k: v for k, v in encode.int8_report.items() if k != "folder"}
         index = cls(Path(out), emb, rows, config)

@@ -102,10 +102,16 @@ def default_cache_root() -> Path:
     return Path(base) / "textcl"
 
 
-def export_dir(cache_root: str | os.PathLike, fingerprint: str) -> Path:
-    """The folder of one model's int8 export: keyed by weights fingerprint and recipe version, not by name."""
-    key = hashlib.sha256(f"{fingerprint}:{INT8_VERSION}:{METHOD}".encode()).hexdigest()[:32]
+def export_dir(cache_root: str | os.PathLike, fingerprint: str, calibration: str = "") -> Path:
+    """The folder of one model's int8 export: keyed by weights fingerprint, recipe version and the calibration
+    sample (`calibration_key`), not by name."""
+    key = hashlib.sha256(f"{fingerprint}:{INT8_VERSION}:{METHOD}:{calibration}".encode()).hexdigest()[:32]
     return Path(cache_root) / "int8" / key
+
+
+def calibration_key(samples: dict[str, list[str]]) -> str:
+    """sha256 of the (prompted) texts each role's calibration and guard sample holds."""
+    return hashlib.sha256(json.dumps(samples, sort_keys=True).encode()).hexdigest()
 
 
 class _TokenEmbeddings(torch.nn.Module):
@@ -222,16 +228,15 @@ class Recorder:
         return features
 
 
-def load_stage(model: Any, fingerprint: str, cache_root: str | os.PathLike, with_types: bool,
+def load_stage(model: Any, folder: Path, with_types: bool,
                calibration: Callable[[], list[dict[str, np.ndarray]]]) -> tuple[TokenStage, str]:
-    """The int8 stage for this model, exported on a cache miss (calibrated on `calibration()`'s feeds);
-    returns (stage, "hit" | "miss")."""
+    """The int8 stage exported in `folder` (`export_dir`), exported on a cache miss (calibrated on
+    `calibration()`'s feeds); returns (stage, "hit" | "miss")."""
     require()
-    folder = export_dir(cache_root, fingerprint)
     status = "hit"
     if not (folder / "model_int8.xml").is_file():
         status = "miss"
-        log.info("int8: exporting and quantizing the model (fingerprint %s) into %s", fingerprint[:12], folder)
+        log.info("int8: exporting and quantizing the model into %s", folder)
         build_export(model, folder, with_types, calibration())
     return TokenStage(folder), status
 
@@ -245,13 +250,24 @@ def guard_sample(texts: list[str], n: int = GUARD_TEXTS) -> list[str]:
 
 
 def guard_result(fp32: np.ndarray, int8: np.ndarray) -> dict[str, Any]:
-    """Mean/min row cosine of L2-normalised int8 vs fp32 embeddings, and whether they pass the thresholds."""
-    cos = np.sum(fp32 * int8, axis=1) if len(fp32) else np.ones(1)
+    """Mean/min row cosine of int8 vs fp32 embeddings, and whether they pass the thresholds."""
+    def unit(x: np.ndarray) -> np.ndarray:
+        return x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-12)
+
+    cos = np.sum(unit(fp32) * unit(int8), axis=1) if len(fp32) else np.ones(1)
     cos = np.nan_to_num(cos, nan=-1.0)  # a NaN row (overflowing weights) is a failure, not a pass
     mean, low = float(cos.mean()), float(cos.min())
     return {"method": METHOD, "texts": int(len(fp32)), "mean_cosine": round(mean, 5), "min_cosine": round(low, 5),
             "threshold_mean": MIN_MEAN_COSINE, "threshold_min": MIN_ROW_COSINE,
             "passed": bool(mean >= MIN_MEAN_COSINE and low >= MIN_ROW_COSINE)}
+
+
+def role_guards(results: dict[str, dict[str, Any]]) -> dict[str, Any]:
+    """One guard over several roles (documents, queries), each checked on its own sample: it passes when every
+    role passes; its mean/min are the worst role's, and `roles` keeps each."""
+    worst = min(results.values(), key=lambda g: (g["passed"], g["mean_cosine"]))
+    return {**worst, "texts": sum(g["texts"] for g in results.values()), "roles": results,
+            "passed": all(g["passed"] for g in results.values())}
 
 
 def read_guard(folder: Path) -> dict[str, Any] | None:
@@ -264,8 +280,9 @@ def write_guard(folder: Path, result: dict[str, Any]) -> None:
 
 
 def guard_error(result: dict[str, Any], fingerprint: str) -> ConfigError:
+    roles = ", ".join(f"{role}s {g['mean_cosine']:.4f}" for role, g in result.get("roles", {}).items())
     return ConfigError(
         f"int8 quality guard failed for model {fingerprint[:12]}: embeddings have mean cosine "
-        f"{result['mean_cosine']:.4f} (min {result['min_cosine']:.4f}) to fp32 on {result['texts']} texts, "
-        f"below the thresholds {result['threshold_mean']} (mean) / {result['threshold_min']} (min); "
-        "this model does not quantize well: use precision fp32 (or bf16)")
+        f"{result['mean_cosine']:.4f} (min {result['min_cosine']:.4f}) to fp32 on {result['texts']} texts"
+        f"{f' ({roles})' if roles else ''}, below the thresholds {result['threshold_mean']} (mean) / "
+        f"{result['threshold_min']} (min); this model does not quantize well: use precision fp32 (or bf16)")

@@ -15,12 +15,12 @@ import hashlib
 import json
 import logging
 import os
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from sentence_transformers import SentenceTransformer
 
 from textcl import int8, progress
@@ -28,10 +28,11 @@ from textcl.config import ModelConfig
 from textcl.embcache import EmbeddingStore, text_key
 from textcl.errors import ConfigError
 from textcl.hub import BUNDLED_NAMES, check_model_folder, resolve_model_path  # noqa: F401 - re-exported
+from textcl.textrule import TextRule, model_prompt, preprocess, text_rule, to_device
 
 log = logging.getLogger(__name__)
 
-CACHE_VERSION = "2"  # 2: one folder per model + settings, rows keyed by text
+CACHE_VERSION = "3"  # 3: tokenised by the model's own preprocess; similarity in the key
 
 
 def _needs_remote_code(path: str) -> bool:
@@ -152,20 +153,6 @@ def weights_version(model: torch.nn.Module) -> tuple:
     return tuple((id(t), t._version) for t in model.state_dict(keep_vars=True).values())
 
 
-def prompt_length(model: SentenceTransformer, prompt: str) -> int | None:
-    """Tokens of `prompt` (without its closing special token) when the model's pooling leaves the prompt
-    out of the mean (`include_prompt=False`), as sentence-transformers computes it; else None.
-
-    Training and encoding both pass it, so a prompted model pools the same tokens in both."""
-    if not prompt:
-        return None
-    pooling = next((m for m in model if hasattr(m, "include_prompt")), None)
-    if pooling is None or pooling.include_prompt:
-        return None
-    preprocess = getattr(model, "preprocess", None) or model.tokenize
-    return int(preprocess([prompt])["input_ids"].shape[-1]) - 1
-
-
 def encoder_precision(precision: str, device: str | torch.device | None, allow_int8: bool = False) -> str:
     """Map auto|fp32|bf16|int8 to what an Encoder runs; auto picks int8 only when `allow_int8` (CPU only).
 
@@ -207,7 +194,8 @@ class Encoder:
     """
 
     def __init__(self, model: SentenceTransformer, *, precision: str = "auto", batch_size: int = 64,
-                 query_prompt: str | None = "", document_prompt: str | None = "",
+                 query_prompt: str | None = None, document_prompt: str | None = None,
+                 similarity: str | None = None, rule: TextRule | None = None,
                  cache_dir: str | os.PathLike | None = None, show_progress: bool = True,
                  allow_int8: bool = False):
         self.model = model
@@ -215,9 +203,8 @@ class Encoder:
         self.requested_precision = precision
         self.precision = encoder_precision(precision, self.device, allow_int8)
         self.batch_size = batch_size
-        prompts = getattr(model, "prompts", None) or {}
-        self.prompts = {"query": prompts.get("query", "") if query_prompt is None else query_prompt,
-                        "document": prompts.get("document", "") if document_prompt is None else document_prompt}
+        self.rule = rule if rule is not None else text_rule(model, query_prompt, document_prompt, similarity)
+        self.prompts = dict(self.rule.prompts)
         self.cache_dir = Path(cache_dir) if cache_dir is not None else None
         self.show_progress = show_progress
         self.fingerprint = model_fingerprint(model)
@@ -226,25 +213,30 @@ class Encoder:
         self._stores: dict[Path, EmbeddingStore] = {}
         self._int8_stage: int8.TokenStage | None = None
         self._int8_weights: tuple = ()
+        self._plan: dict[str, list[str]] = {}  # int8 calibration sample per role (`prepare`)
         self.int8_report: dict[str, Any] = {}
 
     # ------------------------------------------------------------ public
+
+    @property
+    def query_fingerprint(self) -> str:
+        """One model encodes both roles: the same as `fingerprint` (a RoutedEncoder's differ)."""
+        return self.fingerprint
 
     def __call__(self, texts: list[str], role: str = "document") -> np.ndarray:
         if role not in self.prompts:
             raise ConfigError(f"role must be 'query' or 'document', got {role!r}")
         texts = list(texts)
-        prompt = self.prompts[role]
         if self.precision == "int8" and texts:
-            self._prepare_int8([prompt + t for t in texts], prompt)
+            self._prepare_int8(texts, role)
         if self.cache_dir is None or not texts:
-            return self._encode([prompt + t for t in texts], prompt, self._stages())
+            return self._encode(texts, role, self._stages())
         self._refresh_fingerprint()
         store = self._store(role)
         keys = [text_key(t) for t in texts]
         todo = store.missing(keys)
         if todo:
-            store.add([keys[i] for i in todo], self._encode([prompt + texts[i] for i in todo], prompt, self._stages()))
+            store.add([keys[i] for i in todo], self._encode([texts[i] for i in todo], role, self._stages()))
         else:
             log.debug("embedding cache hit: %d texts in %s", len(texts), store.folder)
         return store.get(keys)
@@ -252,7 +244,8 @@ class Encoder:
     def settings(self, role: str) -> dict[str, Any]:
         """Everything besides weights and text that changes the output (part of the cache key)."""
         out = {"version": CACHE_VERSION, "precision": self.precision, "prompt": self.prompts[role],
-               "max_seq_length": self.model.max_seq_length, "device": self.device.type}
+               "similarity": self.rule.similarity, "max_seq_length": self.model.max_seq_length,
+               "device": self.device.type}
         if self.precision == "int8":
             out["int8"] = f"{int8.INT8_VERSION}:{int8.METHOD}"
         return out
@@ -284,32 +277,48 @@ class Encoder:
             return [self._int8_stage, *list(self.model)[1:]]
         return [self._runner()]
 
-    def _prepare_int8(self, texts: list[str], prompt: str) -> None:
-        """Load (or export) the int8 stage for the current weights. On a fresh export a sample of `texts`
-        (prompted) is encoded in fp32: half of its batches calibrate the quantization, the other half is
-        what the quality guard compares. A failed guard raises for int8 and falls back to fp32/bf16 for auto."""
+    def prepare(self, texts: Mapping[str, Sequence[str]]) -> None:
+        """Say what this run will encode ({role: texts}) before it encodes anything, so that int8 calibrates on
+        a sample of all of it (documents and queries) whatever is encoded first. Other precisions: no-op."""
+        if self.precision != "int8":
+            return
+        plan = {role: int8.guard_sample(list(t)) for role, t in texts.items() if role in self.prompts and len(t)}
+        if plan and plan != self._plan:
+            self._plan, self._int8_stage = plan, None
+
+    def _prepare_int8(self, texts: list[str], role: str) -> None:
+        """Load (or export) the int8 stage for the current weights and calibration sample: `prepare`'s plan, else
+        a sample of this first call's texts. On a fresh export each role's sample is encoded in fp32: half of it
+        calibrates the quantization, the other half is what the quality guard compares, role by role. A failed
+        guard raises for int8 and falls back to fp32/bf16 for auto."""
         weights = weights_version(self.model)
         if self._int8_stage is not None and weights == self._int8_weights:
             return
         self.fingerprint = model_fingerprint(self.model)
+        if not self._plan:
+            self._plan = {role: int8.guard_sample(texts)}
         root = self.cache_dir if self.cache_dir is not None else int8.default_cache_root()
-        guard = int8.read_guard(int8.export_dir(root, self.fingerprint))
+        calibration = int8.calibration_key({r: [self.prompts[r] + t for t in ts] for r, ts in self._plan.items()})
+        folder = int8.export_dir(root, self.fingerprint, calibration)
+        guard = int8.read_guard(folder)
         recorder = int8.Recorder(self._with_types())
+        checks: dict[str, tuple[list[str], np.ndarray]] = {}
         if guard is None:
-            # Calibrate on half the sample and check on the other half: a guard on the calibration texts
+            # Calibrate on half of each sample and check on the other half: a guard on the calibration texts
             # themselves would flatter static quantization.
-            sample = int8.guard_sample(texts)
-            calibrate, check = sample[::2], sample[1::2] or sample
-            self._encode(calibrate, prompt, [recorder, self.model])
-            ref = self._encode(check, prompt, [self.model])
-        stage, status = int8.load_stage(self.model, self.fingerprint, root, self._with_types(),
-                                        lambda: recorder.feeds)
+            for r, sample in self._plan.items():
+                calibrate, check = sample[::2], sample[1::2] or sample
+                self._encode(calibrate, r, [recorder, self.model])
+                checks[r] = (check, self._encode(check, r, [self.model]))
+        stage, status = int8.load_stage(self.model, folder, self._with_types(), lambda: recorder.feeds)
         if guard is None:
-            got = self._encode(check, prompt, [stage, *list(self.model)[1:]])
-            guard = int8.guard_result(ref, got)
+            rest = list(self.model)[1:]
+            guard = int8.role_guards({r: int8.guard_result(ref, self._encode(check, r, [stage, *rest]))
+                                      for r, (check, ref) in checks.items()})
             int8.write_guard(stage.folder, guard)
-            log.info("int8 guard: cosine to fp32 mean %.4f, min %.4f on %d texts (%s)", guard["mean_cosine"],
-                     guard["min_cosine"], guard["texts"], "passed" if guard["passed"] else "FAILED")
+            for r, g in guard["roles"].items():
+                log.info("int8 guard (%ss): cosine to fp32 mean %.4f, min %.4f on %d texts (%s)", r, g["mean_cosine"],
+                         g["min_cosine"], g["texts"], "passed" if g["passed"] else "FAILED")
         self.int8_report = {**guard, "export": status, "folder": str(stage.folder)}
         if not guard["passed"]:
             if self.requested_precision == "int8":
@@ -336,17 +345,13 @@ class Encoder:
                     p.copy_(src[name])
         return self._shadow
 
-    def _tokenize(self, texts: list[str]) -> list[list[int]]:
-        first = self.model[0]
-        tokenizer = self.model.tokenizer
-        if getattr(first, "do_lower_case", False):
-            texts = [t.lower() for t in texts]
-        ids: list[list[int]] = []
-        for start in range(0, len(texts), 4096):
-            enc = tokenizer(texts[start:start + 4096], truncation=True, max_length=self.model.max_seq_length,
-                            padding=False, return_attention_mask=False, return_token_type_ids=False)
-            ids.extend(enc["input_ids"])
-        return ids
+    def _lengths(self, texts: list[str], role: str, chunk: int = 2048) -> np.ndarray:
+        """Token count of each text as the model's own preprocessing gives it (prompt included, truncated)."""
+        out = []
+        for start in range(0, len(texts), chunk):
+            features = preprocess(self.model, texts[start:start + chunk], self.prompts[role], role)
+            out.append(features["attention_mask"].sum(dim=1).numpy())
+        return np.concatenate(out)
 
     def _batches(self, lengths: np.ndarray) -> list[np.ndarray]:
         """Groups of indices, longest first, under a token budget of batch_size * max_seq_length.
@@ -371,34 +376,22 @@ class Encoder:
             start += n
         return batches
 
-    def _encode(self, texts: list[str], prompt: str, stages: list) -> np.ndarray:
+    def _encode(self, texts: list[str], role: str, stages: list) -> np.ndarray:
+        """Encode in batches packed by token length; each batch is the model's own `preprocess` of its texts
+        (the path training and sentence-transformers take), run through `stages`, finished by the rule."""
         dim = self.model.get_embedding_dimension()
         if not texts:
             return np.zeros((0, dim), dtype=np.float32)
-        ids = self._tokenize(texts)
-        lengths = np.array([len(x) for x in ids])
-        pad_id = self.model.tokenizer.pad_token_id or 0
+        lengths = self._lengths(texts, role)
         out = torch.empty((len(texts), dim), dtype=torch.float32)
-        length = prompt_length(self.model, prompt)
-        extra = {"prompt_length": length} if length is not None else {}
-        with_types = self._with_types()
-        batches = self._batches(lengths)
         bar = progress.bar(total=len(texts), desc="encode", unit="text", enabled=self.show_progress, leave=False)
         with torch.inference_mode():
-            for idx in batches:
-                width = int(lengths[idx].max())
-                input_ids = torch.full((len(idx), width), pad_id, dtype=torch.long)
-                mask = torch.zeros((len(idx), width), dtype=torch.long)
-                for row, i in enumerate(idx):
-                    input_ids[row, :lengths[i]] = torch.tensor(ids[i])
-                    mask[row, :lengths[i]] = 1
-                features = {"input_ids": input_ids.to(self.device), "attention_mask": mask.to(self.device), **extra}
-                if with_types:
-                    features["token_type_ids"] = torch.zeros_like(features["input_ids"])
+            for idx in self._batches(lengths):
+                features = preprocess(self.model, [texts[i] for i in idx], self.prompts[role], role)
+                features = to_device(features, self.device)
                 for stage in stages:
                     features = stage(features)
-                emb = features["sentence_embedding"].float()
-                out[torch.from_numpy(idx)] = F.normalize(emb, p=2, dim=1).cpu()
+                out[torch.from_numpy(idx)] = self.rule.finish(features["sentence_embedding"]).cpu()
                 bar.update(len(idx))
         bar.close()
         return out.numpy()
@@ -432,7 +425,11 @@ def router_model(query: SentenceTransformer, document: SentenceTransformer) -> S
     from sentence_transformers.base.modules import Router
 
     router = Router.for_query_document(query_modules=list(query), document_modules=list(document))
-    return SentenceTransformer(modules=[router], device=str(document.device))
+    # The base model's prompts and similarity carry over: encode_query / encode_document of the Router model
+    # prepend and score exactly as the base model's (and as textcl trained the query tower) do.
+    return SentenceTransformer(modules=[router], device=str(document.device), prompts=dict(document.prompts or {}),
+                               default_prompt_name=document.default_prompt_name,
+                               similarity_fn_name=document.similarity_fn_name)
 
 
 class MemoEncoder:
@@ -443,6 +440,8 @@ class MemoEncoder:
     def __init__(self, encode: Encoder):
         self.inner = encode
         self.fingerprint = encode.fingerprint
+        self.rule = encode.rule
+        self.prepare = encode.prepare
         self._rows: dict[str, dict[str, int]] = {role: {} for role in ROUTES}
         self._store: dict[str, list[np.ndarray]] = {role: [] for role in ROUTES}
 
@@ -465,13 +464,29 @@ class RoutedEncoder:
     """Encode with two towers: queries through `query`, documents through `document`.
 
     `fingerprint` is the DOCUMENT tower's: an index or embedding cache built with the base model stays
-    valid for a model whose query tower alone was fine-tuned."""
+    valid for a model whose query tower alone was fine-tuned. `query_fingerprint` is the query tower's:
+    reports and provenance record both (`fingerprints`)."""
 
     routed = True
 
     def __init__(self, query: Any, document: Any):
         self.query, self.document = query, document
         self.fingerprint = document.fingerprint
+
+    @property
+    def query_fingerprint(self) -> str:
+        return self.query.fingerprint
+
+    @property
+    def rule(self) -> TextRule:
+        return self.query.rule
+
+    def prepare(self, texts: Mapping[str, Sequence[str]]) -> None:
+        """Each tower plans int8 calibration on what it will encode (`Encoder.prepare`)."""
+        for role, tower in (("query", self.query), ("document", self.document)):
+            prepare = getattr(tower, "prepare", None)
+            if prepare is not None and role in texts:
+                prepare({role: texts[role]})
 
     @property
     def precision(self) -> str:
@@ -483,8 +498,7 @@ class RoutedEncoder:
 
     @property
     def prompts(self) -> dict[str, str]:
-        return {"query": self.query.prompts["query"], "document": self.document.inner.prompts["document"]
-                if isinstance(self.document, MemoEncoder) else self.document.prompts["document"]}
+        return {"query": self.query.rule.prompts["query"], "document": self.document.rule.prompts["document"]}
 
     def __call__(self, texts: list[str], role: str = "document") -> np.ndarray:
         if role not in ROUTES:
@@ -510,15 +524,34 @@ def encoder_for(model: SentenceTransformer, mc: ModelConfig, *, precision: str |
     embedding cache off (weights that change during training)."""
     if precision is None:
         precision = scoring_precision(mc.precision) if scoring else mc.precision
-    return make_encoder(model, precision=precision, batch_size=mc.batch_size, query_prompt=mc.query_prompt,
-                        document_prompt=mc.document_prompt, cache_dir=mc.cache_dir if cache else None,
-                        show_progress=show_progress, allow_int8=mc.allow_int8 and not scoring)
+    return make_encoder(model, precision=precision, batch_size=mc.batch_size, rule=model_rule(model, mc),
+                        cache_dir=mc.cache_dir if cache else None, show_progress=show_progress,
+                        allow_int8=mc.allow_int8 and not scoring)
+
+
+def model_rule(model: SentenceTransformer, mc: ModelConfig) -> TextRule:
+    """`textrule.text_rule` of `model` with a recipe's model section (None = the model's own prompt/similarity)."""
+    return text_rule(model, mc.query_prompt, mc.document_prompt, mc.similarity)
+
+
+def adopt_rule(model: SentenceTransformer, rule: TextRule) -> None:
+    """Write `rule` into the model's own settings (prompts, similarity) when the recipe overrode them, so the
+    folder it is saved to encodes with `encode_query` / `encode_document` as textcl trained and scored it."""
+    for role in ("query", "document"):
+        if model_prompt(model, role) != rule.prompts[role]:
+            model.prompts = {**(model.prompts or {}), role: rule.prompts[role]}
+    if model.similarity_fn_name != rule.similarity:
+        model.similarity_fn_name = rule.similarity
 
 
 def make_encoder(model: SentenceTransformer, **kwargs: Any) -> Encoder | RoutedEncoder:
     """The Encode for `model`: an `Encoder`, or a `RoutedEncoder` when the model has query/document
-    towers (a query-side fine-tune); keyword arguments go to each `Encoder`."""
+    towers (a query-side fine-tune); keyword arguments go to each `Encoder`. Both towers follow the rule of
+    the whole model (its prompts and similarity), as sentence-transformers' encode_query/encode_document do."""
     towers = split_towers(model)
     if towers is None:
         return Encoder(model, **kwargs)
+    if kwargs.get("rule") is None:
+        kwargs["rule"] = text_rule(model, kwargs.pop("query_prompt", None), kwargs.pop("document_prompt", None),
+                                   kwargs.pop("similarity", None))
     return RoutedEncoder(Encoder(towers[0], **kwargs), Encoder(towers[1], **kwargs))

@@ -6,7 +6,7 @@ Fields are named by role (query, positives, negatives), never by column order.
 from __future__ import annotations
 
 import unicodedata
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Literal, Protocol
 
@@ -87,9 +87,28 @@ class RetrievalSet:
 
 
 class Encode(Protocol):
-    """Texts in, one L2-normalised float32 row per text out."""
+    """Texts in, one float32 row per text out, scored by inner product (L2-normalised rows for a cosine model).
+
+    An Encode may also have `prepare({role: texts})` (`plan_encoding`), `fingerprint` and `rule`."""
 
     def __call__(self, texts: list[str], role: Role = "document") -> np.ndarray: ...
+
+
+def plan_encoding(encode: Encode, texts: dict[str, Sequence[str]]) -> None:
+    """Tell `encode` what a run will encode ({role: texts}) before it starts, when it wants to know (an int8
+    Encoder calibrates on a sample of all of it, not on whatever is encoded first)."""
+    prepare = getattr(encode, "prepare", None)
+    if prepare is not None:
+        prepare({role: t for role, t in texts.items() if t})
+
+
+def encoder_identity(encode: Encode) -> dict:
+    """What a report or provenance records of an Encode: both towers' fingerprints (the same for one model)
+    and its text rule (prompts, similarity)."""
+    fingerprint = getattr(encode, "fingerprint", None)
+    rule = getattr(encode, "rule", None)
+    return {"fingerprint": fingerprint, "query_fingerprint": getattr(encode, "query_fingerprint", fingerprint),
+            **(rule.describe() if rule is not None else {})}
 
 
 # Training's embed function: `embed(texts, role) -> Tensor[n, D]` WITH grad (an Encode returns numpy, no grad).

@@ -10,6 +10,7 @@ from pathlib import Path
 
 from textcl.config import EvalConfig, ModelConfig, load_recipe
 from textcl.errors import ConfigError
+from textcl.types import encoder_identity
 
 log = logging.getLogger(__name__)
 
@@ -103,9 +104,8 @@ def run(args: argparse.Namespace) -> int:
     encoder = encoder_for(model, model_cfg, precision=args.precision, scoring=True,  # explicit CLI choice wins
                           show_progress=not args.no_progress)
     results = evaluate_sets(encoder, eval_cfg, eval_cfg.split, loaded=loaded)
-    model_info = {"name_or_path": model_cfg.name_or_path, "fingerprint": encoder.fingerprint,
+    model_info = {"name_or_path": model_cfg.name_or_path, **encoder_identity(encoder),
                   "precision": encoder.precision, "max_seq_length": model.max_seq_length,
-                  "query_prompt": encoder.prompts["query"], "document_prompt": encoder.prompts["document"],
                   "device": str(encoder.device)}
     report = build_results(results, model_info)
     sys.stdout.write(format_results(report) + "\n")

@@ -18,7 +18,7 @@ from collections.abc import Sequence
 from textcl import knn
 from textcl.errors import DataError
 from textcl.eval.metrics import evaluate_run, mean_metrics
-from textcl.types import Encode, RetrievalSet
+from textcl.types import Encode, RetrievalSet, plan_encoding
 
 log = logging.getLogger(__name__)
 
@@ -74,8 +74,10 @@ def retrieve(encode: Encode, rset: RetrievalSet, k: int, *, ignore_identical_ids
     """Run: {query_id: {doc_id: score}} with k candidates per query, and the number of self-matches dropped."""
     qids = [q for q in rset.qrels if q in rset.queries]
     doc_ids = list(rset.corpus)
-    q_emb = encode([rset.queries[q] for q in qids], "query")
-    d_emb = encode([rset.corpus[d].full_text for d in doc_ids], "document")
+    queries, documents = [rset.queries[q] for q in qids], [rset.corpus[d].full_text for d in doc_ids]
+    plan_encoding(encode, {"document": documents, "query": queries})
+    q_emb = encode(queries, "query")
+    d_emb = encode(documents, "document")
     fetch = min(k + (1 if ignore_identical_ids else 0), len(doc_ids))
     scores, idx = knn.search(q_emb, d_emb, fetch, factory=factory, query_chunk_size=query_chunk_size,
                              corpus_chunk_size=corpus_chunk_size)

@@ -22,7 +22,7 @@ from textcl.mine.filters import OUTCOMES
 from textcl.mine.plan import MiningPlan, plan_from_examples, plan_from_retrieval
 from textcl.mine.sample import PairScorer, select_negatives
 from textcl.mine.search import find_candidates
-from textcl.types import Encode, Example, RetrievalSet
+from textcl.types import Encode, Example, RetrievalSet, encoder_identity
 
 log = logging.getLogger(__name__)
 
@@ -104,7 +104,8 @@ def mine(source: RetrievalSet | list[Example], encode: Encode, cfg: MiningConfig
                         queries_without_positives=plan.queries_without_positives,
                         candidates=counts.pop("candidates"), outcomes={k: counts[k] for k in OUTCOMES},
                         negatives=counts["selected"], recall=cands.recall, factory=cfg.factory, timings=cands.timings)
-    stats.provenance = {"encoder": encoder_fingerprint(encode), "factory": cfg.factory, "seed": seed,
+    stats.provenance = {"encoder": encoder_fingerprint(encode), **encoder_identity(encode), "factory": cfg.factory,
+                        "seed": seed,
                         "data": plan.content_hash(), "config": dataclasses.asdict(cfg), "stats": stats.to_dict()}
     _log_stats(stats)
     return examples, stats

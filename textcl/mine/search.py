@@ -21,7 +21,7 @@ from textcl import distributed, progress
 from textcl.config import MiningConfig
 from textcl.knn import build_faiss_index, exact_search, faiss_search, merge_topk, recall_at_k
 from textcl.mine.plan import MiningPlan
-from textcl.types import Encode
+from textcl.types import Encode, plan_encoding
 
 log = logging.getLogger(__name__)
 
@@ -129,6 +129,7 @@ def find_candidates(plan: MiningPlan, encode: Encode, cfg: MiningConfig, *, seed
     """Top (skip_top + depth) corpus items per unique query, plus the score of every own positive."""
     k = min(cfg.skip_top + cfg.depth, len(plan.corpus))
     t0 = time.perf_counter()
+    plan_encoding(encode, {"document": plan.corpus, "query": plan.queries})
     q_emb = encode_sharded(plan.queries, encode, "query", cfg.query_chunk_size, progress=progress)
     t_queries = time.perf_counter() - t0
     recall = None

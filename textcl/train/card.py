@@ -43,6 +43,14 @@ def _towers(config: RunConfig) -> list[str]:
 
 
 
+def _rule_line(rule: dict | None) -> list[str]:
+    """How text became vectors in training, evaluation and indexes (the model's own prompts unless overridden)."""
+    if not rule:
+        return []
+    return [f"- text rule: query prompt {rule['query_prompt']!r}, document prompt {rule['document_prompt']!r}, "
+            f"similarity {rule['similarity']} (what `encode_query` / `encode_document` of this folder use)"]
+
+
 def base_model_name(name_or_path: str) -> str | None:
     """The base model as a hub id for the card's metadata; None for a local folder (no path leaks)."""
     if name_or_path.lower() in {n.lower() for n in BUNDLED_NAMES}:
@@ -69,6 +77,7 @@ def render_model_card(*, config: RunConfig, state: Any, before: dict, after: dic
         *_towers(config),
         "## Training",
         "",
+        *_rule_line(provenance.get("text_rule")),
         f"- loss: {config.loss.name} (temperature {config.loss.temperature}, symmetric {config.loss.symmetric}, "
         f"false-negative masking {config.loss.mask_false_negatives})",
         f"- steps: {state.step} (skipped non-finite: {state.skipped_steps}), global batch {tc.batch_size}, "

@@ -19,7 +19,8 @@ from sentence_transformers import SentenceTransformer
 
 from textcl.config import ModelConfig, TrainConfig
 from textcl.errors import ConfigError
-from textcl.model import prompt_length, resolve_precision
+from textcl.model import model_rule, resolve_precision
+from textcl.textrule import preprocess, to_device
 
 log = logging.getLogger(__name__)
 
@@ -103,25 +104,19 @@ def build_scheduler(optimizer: torch.optim.Optimizer, cfg: TrainConfig,
 
 def make_embed(model: torch.nn.Module, st_model: SentenceTransformer,
                cfg: ModelConfig) -> Callable[[list[str], str], torch.Tensor]:
-    """`embed(texts, role) -> Tensor[n, D]` with grad: prompt, tokenize (max_seq_length), forward.
+    """`embed(texts, role) -> Tensor[n, D]` with grad, float32, by the model's text rule (`textrule`): the
+    role's prompt through the model's own `preprocess`, forward, L2-normalised when the similarity is cosine.
+    The same rule the Encoder applies, so training scores what evaluation and indexes score.
 
     `model` is what runs forward (possibly DDP-wrapped with autocast); `st_model` is the plain
-    SentenceTransformer that owns the tokenizer. Embeddings are returned in float32.
+    SentenceTransformer that owns the tokenizer, prompts and similarity.
     """
-    prompts = {"query": cfg.query_prompt, "document": cfg.document_prompt}
+    rule = model_rule(st_model, cfg)
     device = st_model.device
-    # sentence-transformers >= 6 renamed `tokenize` to `preprocess`; both pad to the longest text.
-    tokenize = getattr(st_model, "preprocess", None) or st_model.tokenize
-
-    lengths = {role: prompt_length(st_model, p) for role, p in prompts.items()}
 
     def embed(texts: list[str], role: str = "document") -> torch.Tensor:
-        prompt = prompts.get(role, "")
-        features = tokenize([prompt + t for t in texts] if prompt else list(texts))
-        features = {k: v.to(device) if isinstance(v, torch.Tensor) else v for k, v in features.items()}
-        if lengths.get(role) is not None:  # pooling leaves the prompt out, as at inference (Encoder)
-            features["prompt_length"] = lengths[role]
-        return model(features)["sentence_embedding"].float()
+        features = to_device(preprocess(st_model, texts, rule.prompts.get(role, ""), role), device)
+        return rule.finish(model(features)["sentence_embedding"])
 
     return embed
 

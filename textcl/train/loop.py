@@ -16,14 +16,20 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import torch
 from accelerate.utils import set_seed
 
 from textcl import progress
 from textcl.config import RunConfig, save_config
 from textcl.distributed import freeze_unused_parameters
 from textcl.errors import ConfigError
-from textcl.model import MemoEncoder, RoutedEncoder, encoder_for, load_configured_model
+from textcl.model import (
+    MemoEncoder,
+    RoutedEncoder,
+    adopt_rule,
+    encoder_for,
+    load_configured_model,
+    model_rule,
+)
 from textcl.train import checkpoint as ckpt
 from textcl.train import guard
 from textcl.train.components import (
@@ -34,7 +40,7 @@ from textcl.train.components import (
     make_embed,
 )
 from textcl.train.corpus import TrainingCorpus, build_training_corpus, embed_corpus
-from textcl.train.data import epoch_batch_maker, load_training_data, uses_corpus_negatives
+from textcl.train.data import epoch_batch_maker, load_training_data
 from textcl.train.evaluation import build_evaluators, build_ood_dev
 from textcl.train.finish import finish
 from textcl.train.objective import CorpusNegatives, corpus_forward_backward, forward_backward
@@ -42,7 +48,7 @@ from textcl.train.selection import evaluate, mix_with_base, select, stop_early
 from textcl.train.step import StepResult, train_step
 from textcl.train.trainer import Trainer, TrainResult
 
-__all__ = ["Trainer", "TrainResult", "check_corpus_settings", "fit", "set_up", "train"]
+__all__ = ["Trainer", "TrainResult", "fit", "set_up", "train"]
 
 log = logging.getLogger(__name__)
 
@@ -75,20 +81,22 @@ def set_up(config: RunConfig, examples: Sequence | None = None, *, dev: Callable
     """Everything before the first step: data and batches, model, optimizer and schedule (restored from a
     checkpoint when resuming), the loss and the evaluators. Seeds the random generators (once)."""
     tc = config.train
-    check_corpus_settings(config)
+    config.check()  # also run by load_recipe and the pre-flight check; a config built by hand gets it here
     accelerator, precision = build_accelerator(tc.precision)
     set_seed(config.seed)  # the one place random generators are seeded
     if examples is None:
         examples, provenance = load_training_data(config)
     make_epoch, total_steps = _batches(config, examples, accelerator.num_processes)
+    resume_from = ckpt.resume_path(resume, Path(tc.output_dir) / "checkpoints")
     # --- model, optimizer, schedule (state restored before accelerate wraps the model)
     model = load_configured_model(config.model, device=str(accelerator.device))
+    adopt_rule(model, model_rule(model, config.model))  # the saved model encodes as it was trained
     if tc.gradient_checkpointing:
         enable_gradient_checkpointing(model)
-    documents, corpus = _corpus_setup(config, examples, precision, accelerator)
+    documents, corpus = _corpus_setup(config, examples, precision, accelerator, resume_from)
     optimizer = build_optimizer(model, tc)
     scheduler = build_scheduler(optimizer, tc, total_steps)
-    state = _start_state(config, len(examples), accelerator, resume, overwrite,
+    state = _start_state(config, len(examples), accelerator, resume_from, overwrite,
                          (model, optimizer, scheduler))
     accelerator.wait_for_everyone()
     world = accelerator.num_processes
@@ -108,6 +116,7 @@ def set_up(config: RunConfig, examples: Sequence | None = None, *, dev: Callable
     evaluate_ood_dev = build_ood_dev(config)
     if accelerator.is_main_process:
         save_config(config, Path(tc.output_dir) / "textcl_config.yaml")
+    provenance = {**(provenance or {}), "text_rule": encoder.rule.describe()}  # prompts + similarity, for the card
     return Trainer(config=config, accelerator=accelerator, model=model, optimizer=optimizer, scheduler=scheduler,
                    state=state, make_epoch=make_epoch, total_steps=total_steps,
                    run_loss=_loss_runner(config, embed, corpus, documents, no_sync, accelerator.process_index),
@@ -119,17 +128,6 @@ def set_up(config: RunConfig, examples: Sequence | None = None, *, dev: Callable
 def _batches(config: RunConfig, examples: Sequence, world: int) -> tuple[Callable, int]:
     """(make_epoch, total steps), after the settings that depend on the data and the process count."""
     tc = config.train
-    bad_alphas = [a for a in tc.interpolate_base if not 0.0 < a < 1.0]
-    if bad_alphas:
-        raise ConfigError(f"train.interpolate_base: each value is the fine-tuned share of an interpolation with "
-                          f"the base model and must lie strictly between 0 and 1, got {bad_alphas}")
-    if tc.max_ood_drop is not None:
-        if tc.max_ood_drop < 0 or not tc.interpolate_base:
-            raise ConfigError("train.max_ood_drop: a forgetting budget in points (>= 0) chooses among the WiSE-FT "
-                              "mixes of train.interpolate_base; set both (e.g. interpolate_base: [0.5, 0.7, 0.9])")
-        if not (config.eval.ood_sts or config.eval.ood_retrieval):
-            raise ConfigError("train.max_ood_drop needs out-of-domain sets (eval.ood_sts / eval.ood_retrieval) with "
-                              f"a '{config.eval.dev_split}' split to measure forgetting on")
     if tc.batch_size < world:
         raise ConfigError(f"train.batch_size={tc.batch_size} is the global batch; it must be >= the "
                           f"{world} processes")
@@ -141,14 +139,13 @@ def _batches(config: RunConfig, examples: Sequence, world: int) -> tuple[Callabl
     return make_epoch, total_steps
 
 
-def _start_state(config: RunConfig, n_examples: int, accelerator: Any, resume: bool | str, overwrite: bool,
+def _start_state(config: RunConfig, n_examples: int, accelerator: Any, resume_from: Path | None, overwrite: bool,
                  restore: tuple[Any, Any, Any]) -> ckpt.TrainerState:
-    """A fresh state (refusing to replace a previous run unless `overwrite`), or the checkpoint's state with
-    model, optimizer and scheduler (`restore`) loaded from it when resuming."""
+    """A fresh state (refusing to replace a previous run unless `overwrite`), or the state of checkpoint
+    `resume_from` with model, optimizer and scheduler (`restore`) loaded from it."""
     world = accelerator.num_processes
     settings = ckpt.resume_settings(config, n_examples, world)
     ckpt_root = Path(config.train.output_dir) / "checkpoints"
-    resume_from = ckpt.resume_path(resume, ckpt_root)
     if resume_from is None:
         guard.guard_previous_run(Path(config.train.output_dir), ckpt_root, overwrite,
                                  remove=accelerator.is_main_process)
@@ -178,6 +175,10 @@ def fit(trainer: Trainer, callbacks: Sequence[Callback] | None = None,
         if not batches:
             raise ConfigError(f"epoch {state.epoch} has no batch: too few examples for batch_size={tc.batch_size}")
         while state.batch_in_epoch < len(batches) and not stop:
+            # Before the step, not after the previous one: a run resumed at a refresh step refreshes too.
+            if trainer.corpus is not None and tc.corpus_refresh_every and state.step \
+                    and state.step % tc.corpus_refresh_every == 0 and state.corpus_refreshed_at != state.step:
+                _refresh_corpus(trainer)
             step = train_step(trainer, batches)
             bar.update(1)
             bar.set_postfix(loss=f"{step.loss:.4f}", lr=f"{step.lr:.2e}")
@@ -192,9 +193,6 @@ def fit(trainer: Trainer, callbacks: Sequence[Callback] | None = None,
                 select(trainer, state.step, evaluate(trainer, state.step))
                 stop = stop_early(trainer)
             stop = stop or step.last_step or stop_requested
-            if trainer.corpus is not None and tc.corpus_refresh_every and not stop \
-                    and state.step % tc.corpus_refresh_every == 0:
-                _refresh_corpus(trainer.corpus, trainer.encoder, trainer.model, tc.corpus_dtype)
             periodic, interrupted = trigger.check(state.step)
             if stop or evaluate_now or step.end_of_epoch or periodic or interrupted:
                 save_checkpoint(trainer)
@@ -231,8 +229,10 @@ class _LogWindow:
 def save_checkpoint(trainer: Trainer) -> None:
     """checkpoints/step-N (main process; older ones pruned to keep_checkpoints); every rank waits for it."""
     if trainer.main:
+        refreshed = trainer.corpus is not None and trainer.state.corpus_refreshed_at is not None
         ckpt.save_checkpoint(trainer.ckpt_root / f"step-{trainer.state.step:08d}", model=trainer.model,
-                             optimizer=trainer.optimizer, scheduler=trainer.scheduler, state=trainer.state)
+                             optimizer=trainer.optimizer, scheduler=trainer.scheduler, state=trainer.state,
+                             corpus_embeddings=trainer.corpus.embeddings if refreshed else None)
         ckpt.prune_checkpoints(trainer.ckpt_root, trainer.config.train.keep_checkpoints)
     trainer.accelerator.wait_for_everyone()
 
@@ -256,55 +256,41 @@ def _loss_runner(config: RunConfig, embed: Callable, corpus: TrainingCorpus | No
     return run
 
 
-def check_corpus_settings(config: RunConfig) -> None:
-    """Refuse settings that corpus-wide negatives / query-side training cannot honour (before any work)."""
-    tc = config.train
-    if tc.similarity_anchor and tc.tune != "query":
-        raise ConfigError("train.similarity_anchor holds the query tower's similarities at the base model's, so "
-                          "it needs train.tune: query (unset it, or set tune: query)")
-    if not uses_corpus_negatives(config):
-        return
-    if config.loss.name != "infonce":
-        raise ConfigError(f"train.tune=query / train.negatives=corpus train on (query, positive) rows with "
-                          f"loss.name=infonce, not {config.loss.name}")
-    if config.loss.symmetric:
-        raise ConfigError("loss.symmetric adds a positive -> in-batch-queries term, which corpus negatives do "
-                          "not use; set loss.symmetric: false with train.negatives: corpus / train.tune: query")
-    if tc.gradcache_chunk_size:
-        raise ConfigError("train.gradcache_chunk_size is for large in-batch negatives; corpus negatives need "
-                          "no cache (unset it)")
-    if tc.corpus_candidates is not None and tc.corpus_candidates < 1:
-        raise ConfigError(f"train.corpus_candidates must be >= 1 (or unset for the exact softmax), got "
-                          f"{tc.corpus_candidates}")
-    if tc.corpus_positives == "all" and tc.tune != "query":
-        raise ConfigError("train.corpus_positives: all scores every known positive from the cached corpus, so "
-                          "it needs train.tune: query (with tune: both the positives are embedded live: use "
-                          "corpus_positives: sample)")
-    if tc.tune == "query" and tc.corpus_refresh_every:
-        raise ConfigError("train.corpus_refresh_every re-embeds the corpus with the trained model, but with "
-                          "train.tune: query documents keep the base model; unset it")
-
-
-def _corpus_setup(config: RunConfig, examples: Sequence, precision: str,
-                  accelerator: Any) -> tuple[MemoEncoder | None, TrainingCorpus | None]:
+def _corpus_setup(config: RunConfig, examples: Sequence, precision: str, accelerator: Any,
+                  resume_from: Path | None) -> tuple[MemoEncoder | None, TrainingCorpus | None]:
     """With corpus negatives: the training corpus embedded once by the frozen base model, and (tune=query)
-    that model's memoised encoder, which then encodes every document of evaluation too."""
+    that model's memoised encoder, which then encodes every document of evaluation too. Resuming a run whose
+    corpus was refreshed (tune=both): the checkpoint's embeddings instead."""
     tc, mc = config.train, config.model
-    if not uses_corpus_negatives(config):
+    if not tc.uses_corpus_negatives:
         return None, None
+    saved = ckpt.load_corpus_embeddings(resume_from) if resume_from is not None else None
+    if saved is not None and tc.tune == "both":
+        corpus = build_training_corpus(config, examples, None)
+        if saved.shape[0] != len(corpus):
+            raise ConfigError(f"cannot resume from {resume_from}: its corpus embeddings have {saved.shape[0]} rows, "
+                              f"the training corpus has {len(corpus)} documents; restore the corpus or start a "
+                              "fresh run in another train.output_dir")
+        corpus.embeddings = saved
+        log.info("the training corpus embeddings come from %s (refreshed during training)", resume_from)
+        return None, corpus
     base = load_configured_model(mc, device=str(accelerator.device))
     base.requires_grad_(False)
+    adopt_rule(base, model_rule(base, mc))  # the Router's document side carries the same prompts
     documents = MemoEncoder(encoder_for(base, mc, precision=precision, show_progress=accelerator.is_main_process))
     corpus = build_training_corpus(config, examples, documents)
     return (documents if tc.tune == "query" else None), corpus
 
 
-def _refresh_corpus(corpus: TrainingCorpus, encoder: Any, model: torch.nn.Module, dtype_choice: str) -> None:
-    """ANCE-style refresh (tune=both): re-embed the corpus with the weights being trained."""
+def _refresh_corpus(trainer: Trainer) -> None:
+    """ANCE-style refresh (tune=both): re-embed the corpus with the weights being trained; from now on every
+    checkpoint holds these embeddings, so a resumed run continues with them."""
+    corpus, model = trainer.corpus, trainer.model
     was_training = model.training
     model.eval()
-    corpus.embeddings = embed_corpus(corpus.texts, encoder, dtype_choice)
+    corpus.embeddings = embed_corpus(corpus.texts, trainer.encoder, trainer.config.train.corpus_dtype)
     model.train(was_training)
+    trainer.state.corpus_refreshed_at = trainer.state.step
     log.info("re-embedded the training corpus (%d documents) with the current weights", len(corpus))
 
 
