@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from textcl.config import RunConfig, load_recipe, save_config
-from textcl.paths import absolute_paths
+from textcl.paths import absolute_paths, place_outputs
 
 ROOT = Path(__file__).resolve().parents[1]
 SHARED = ROOT.parent / "shared"
@@ -49,3 +49,17 @@ def test_recipe_loads_and_round_trips(path, tmp_path, monkeypatch):
             continue  # benchmark data absent on this machine
         missing.append(f"{key}={value}")
     assert not missing, f"{path.name}: input paths not found (relative to the recipe or the repo root): {missing}"
+
+
+@pytest.mark.parametrize("path", RECIPES, ids=[p.name for p in RECIPES])
+def test_paths_derived_from_output_dir_follow_it(path, tmp_path, monkeypatch):
+    """`--set output_dir=X` moves the model, mined file, index and caches with it: no recipe pins one of them."""
+    monkeypatch.chdir(ROOT)
+    cfg = place_outputs(load_recipe(path, [f"output_dir={tmp_path}"]))
+    derived = {"train.output_dir": cfg.train.output_dir, "mining.output": cfg.mining.output,
+               "index.output": cfg.index.output, "model.cache_dir": cfg.model.cache_dir}
+    outside = {k: v for k, v in derived.items() if v is not None and tmp_path not in Path(v).parents}
+    assert cfg.output_dir == str(tmp_path) and not outside, f"{path.name}: {outside}"
+    mine = tmp_path / "elsewhere"  # a derived path the user sets is kept
+    assert place_outputs(load_recipe(path, [f"output_dir={tmp_path}", f"train.output_dir={mine}"])).train.output_dir \
+        == str(mine)

@@ -13,11 +13,12 @@ import torch
 from sentence_transformers import SentenceTransformer
 from train_helpers import tiny_config
 
-from textcl.config import load_recipe
-from textcl.data.batching import make_batches
+from textcl.config import RunConfig, TrainConfig, load_recipe
+from textcl.data.batching import Batch, make_batches
 from textcl.data.io import load_examples
 from textcl.errors import ConfigError
 from textcl.index import SearchIndex
+from textcl.losses import KnownPositives
 from textcl.model import Encoder, load_model, make_encoder, model_fingerprint, split_towers
 from textcl.train import loop
 from textcl.train.corpus import TrainingCorpus, load_corpus_texts, sample_candidates
@@ -99,6 +100,17 @@ def test_every_positive_pair_is_a_known_positive_by_id_and_none_is_a_negative(be
         mine = {corpus.ids[c] for r, c in zip(rows.tolist(), cols.tolist()) if r == i}
         assert mine == qrels[qid], qid  # every grade; d1 (d0's text under another id) is not a positive
     assert all(pair in excluded for pair in zip(rows.tolist(), cols.tolist()))
+
+
+def test_positives_known_only_by_text_stay_targets_when_another_positive_matches_by_id():
+    corpus = TrainingCorpus(texts=["alpha beta", "gamma delta", "extra positive", "ALPHA  beta"],
+                            ids=["d0", "d1", "d2", "d3"])
+    # ids and texts are unpaired sets: d0's text, and a positive whose id ("zz") the corpus lacks
+    known = KnownPositives(ids=frozenset({"d0", "zz"}), texts=frozenset({"alpha beta", "extra positive"}))
+    batch = Batch(queries=["q"], candidates=["alpha beta"], group_size=1, query_ids=["q0"], candidate_ids=["d0"],
+                  positive_sets=[known])
+    rows, cols = corpus.positive_pairs(batch)
+    assert rows.tolist() == [0, 0] and cols.tolist() == [0, 2]  # d3 (d0's text under another id) is no target
 
 
 def test_every_positive_mode_trains_is_the_query_side_default_and_needs_the_query_tower(tiny_model_path, tmp_path,
@@ -203,6 +215,30 @@ def test_sampled_candidates_and_full_fine_tuning_with_refresh_train(tiny_model_p
                              "train.negatives=corpus", "train.corpus_refresh_every=2"), None)
     assert full.steps == 6
     assert split_towers(load_model(tmp_path / "f", device="cpu")) is None  # both towers trained: one model
+
+
+@pytest.mark.parametrize("stop_at", [3, 4])  # between two refreshes, and at one (due again when resuming)
+def test_resume_with_corpus_refresh_is_bitwise_equal_to_an_uninterrupted_run(tiny_model_path, tmp_path, beir, stop_at):
+    def config(out: Path):
+        return tiny_config(tiny_model_path, out, f"data.train={beir}", "data.format=beir", "mining.enabled=false",
+                           "train.negatives=corpus", "train.corpus_refresh_every=2")
+
+    straight = train(config(tmp_path / "a"), None)
+    train(config(tmp_path / "b"), None, callbacks=[lambda event: event["step"] == stop_at])
+    saved = tmp_path / "b" / "checkpoints" / f"step-{stop_at:08d}"
+    assert (saved / "corpus_embeddings.safetensors").is_file()  # refreshed at step 2
+    assert not (tmp_path / "b" / "checkpoints" / "step-00000002" / "corpus_embeddings.safetensors").exists()
+    resumed = train(config(tmp_path / "b"), None, resume=True)
+    a = SentenceTransformer(str(tmp_path / "a"), device="cpu").state_dict()
+    b = SentenceTransformer(str(tmp_path / "b"), device="cpu").state_dict()
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    assert [h["loss"] for h in straight.history if "loss" in h] == \
+        [h["loss"] for h in resumed.history if "loss" in h]
+
+
+def test_set_up_checks_a_config_built_by_hand(examples):
+    with pytest.raises(ConfigError, match="train.similarity_anchor holds the query tower's similarities"):
+        loop.set_up(RunConfig(train=TrainConfig(similarity_anchor=1.0)), examples)
 
 
 def test_similarity_anchor_keeps_text_to_text_similarity_through_the_query_tower_closer_to_base(

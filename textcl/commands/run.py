@@ -8,6 +8,7 @@ import shutil
 import sys
 from pathlib import Path
 
+from textcl.commands.train import add_test_selection_flag, recipe_overrides
 from textcl.config import load_recipe
 from textcl.errors import TrainingInterrupted
 
@@ -20,6 +21,7 @@ def register(subparsers) -> None:
     p.add_argument("recipe", help="YAML recipe (see recipes/)")
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                    help="override a recipe value, e.g. --set seed=1 --set output_dir=out/x --set train.lr=1e-4")
+    add_test_selection_flag(p)
     p.add_argument("--force", action="append", default=[], metavar="STAGE",
                    help="re-run this stage (and what depends on its result) even if its inputs are unchanged; "
                         "'all' re-runs everything")
@@ -31,11 +33,12 @@ def run(args: argparse.Namespace) -> int:
     from textcl.pipeline import run_pipeline
     from textcl.pipeline.report import format_table
 
-    config = load_recipe(args.recipe, args.overrides)
+    overrides = recipe_overrides(args)
+    config = load_recipe(args.recipe, overrides)
     try:
         summary = run_pipeline(config, recipe=args.recipe, force=args.force)
     except TrainingInterrupted as exc:  # the train stage saved a checkpoint; a re-run resumes it
-        again = " ".join([cli_name(), "run", args.recipe, *(f"--set {o}" for o in args.overrides)])
+        again = " ".join([cli_name(), "run", args.recipe, *(f"--set {o}" for o in overrides)])
         print(f"interrupted at step {exc.step}; resume with: {again}", flush=True)
         return 130
     print()

@@ -1,7 +1,8 @@
 """Atomic, verifiable training checkpoints and exact resume.
 
 A checkpoint is a folder `checkpoints/step-00000123/` holding the model weights (safetensors), the
-optimizer and scheduler state, every RNG state and the data position. It is written into a hidden
+optimizer and scheduler state, every RNG state and the data position, and once `train.corpus_refresh_every`
+has re-embedded the training corpus, those embeddings (safetensors). It is written into a hidden
 temporary folder, every file is fsynced, sha256 checksums are written last, and only then is the
 folder renamed into place and the `latest` pointer replaced. A crash at any moment therefore leaves
 either the previous checkpoint or the new one, never a half-written folder that resume would pick.
@@ -23,6 +24,7 @@ from typing import Any
 
 import numpy as np
 import torch
+from safetensors.torch import load_file, save_file
 from safetensors.torch import load_model as load_safetensors_model
 from safetensors.torch import save_model as save_safetensors_model
 
@@ -31,6 +33,7 @@ from textcl.errors import ConfigError, TrainingError
 log = logging.getLogger(__name__)
 
 CHECKSUMS = "checksums.json"
+CORPUS_EMBEDDINGS = "corpus_embeddings.safetensors"
 LATEST = "latest"
 _TMP_PREFIX = ".tmp-"
 
@@ -50,6 +53,7 @@ class TrainerState:
     world_size: int = 1
     history: list[dict] = field(default_factory=list)
     resume_settings: dict = field(default_factory=dict)  # config fields that must not change on resume
+    corpus_refreshed_at: int | None = None  # step whose weights embedded the training corpus (None: the base model)
 
 
 # ---------------------------------------------------------------- RNG state
@@ -195,12 +199,15 @@ def verify_folder(folder: Path) -> None:
 
 
 def save_checkpoint(folder: Path, *, model: torch.nn.Module, optimizer: torch.optim.Optimizer,
-                    scheduler: Any, state: TrainerState) -> Path:
-    """Atomically write `folder` = checkpoints/step-N and point `checkpoints/latest` at it."""
+                    scheduler: Any, state: TrainerState, corpus_embeddings: torch.Tensor | None = None) -> Path:
+    """Atomically write `folder` = checkpoints/step-N and point `checkpoints/latest` at it. `corpus_embeddings`:
+    the training corpus as refreshed by the weights being trained (None while the base model's are in use)."""
     folder = Path(folder)
 
     def write(tmp: Path) -> None:
         save_safetensors_model(model, str(tmp / "model.safetensors"))
+        if corpus_embeddings is not None:
+            save_file({"embeddings": corpus_embeddings.contiguous()}, str(tmp / CORPUS_EMBEDDINGS))
         torch.save(optimizer.state_dict(), tmp / "optimizer.pt")
         torch.save(scheduler.state_dict(), tmp / "scheduler.pt")
         torch.save(rng_state(), tmp / "rng.pt")
@@ -239,6 +246,13 @@ def load_checkpoint(folder: Path, *, model: torch.nn.Module, optimizer: torch.op
     if "fingerprint" in raw:  # the key's name in checkpoints written before the rename
         raw["resume_settings"] = raw.pop("fingerprint")
     return TrainerState(**raw)
+
+
+def load_corpus_embeddings(folder: Path) -> torch.Tensor | None:
+    """The refreshed training-corpus embeddings a checkpoint holds, or None (the run still used the base
+    model's). `resume_path` has verified the folder's checksums."""
+    path = Path(folder) / CORPUS_EMBEDDINGS
+    return load_file(str(path))["embeddings"] if path.is_file() else None
 
 
 def list_checkpoints(root: Path) -> list[Path]:

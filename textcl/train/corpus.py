@@ -86,9 +86,10 @@ class TrainingCorpus:
 
 
     def positive_pairs(self, batch: Batch) -> tuple[torch.Tensor, torch.Tensor]:
-        """(query rows, corpus rows) of every known positive of each query: by id when the query's
-        positives have ids in this corpus, else by normalised text (one row per text); the sampled
-        positive always. All of them are also in `targets`' exclusions."""
+        """(query rows, corpus rows) of every known positive of each query: each id found in this corpus,
+        then (one row per text) each normalised text that no row found by id has (`KnownPositives` keeps
+        ids and texts as unpaired sets: a positive without an id in the corpus is still a target by its
+        text); the sampled positive always. All of them are also in `targets`' exclusions."""
         g = batch.group_size
         ids = batch.candidate_ids or [None] * len(batch.candidates)
         rows, cols = [], []
@@ -96,8 +97,10 @@ class TrainingCorpus:
             found = {self.row_of(batch.candidates[i * g], ids[i * g])}
             known = batch.positive_sets[i] if batch.positive_sets else None
             if known is not None:
-                by_id = [self._by_id[d] for d in known.ids if d in self._by_id]
-                found.update(by_id or (self._by_text[t][0] for t in known.texts if t in self._by_text))
+                by_id = {self._by_id[d] for d in known.ids if d in self._by_id}
+                covered = {normalize_text(self.texts[r]) for r in by_id}
+                found.update(by_id)
+                found.update(self._by_text[t][0] for t in known.texts if t in self._by_text and t not in covered)
             rows += [i] * len(found)
             cols += sorted(found)
         return torch.tensor(rows, dtype=torch.long), torch.tensor(cols, dtype=torch.long)

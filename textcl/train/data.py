@@ -22,14 +22,10 @@ log = logging.getLogger(__name__)
 _KIND = {"infonce": Example, "cosent": ScoredPair, "simcse": str}
 
 
-def uses_corpus_negatives(config: RunConfig) -> bool:
-    return config.train.tune == "query" or config.train.negatives == "corpus"
-
-
 def num_negatives(config: RunConfig, examples: Sequence[Example]) -> int:
     """`train.num_negatives`, or else as many as the data has (capped by mining.num_negatives); 0 with
     corpus-wide negatives (every corpus document already is one)."""
-    if uses_corpus_negatives(config):
+    if config.train.uses_corpus_negatives:
         return 0
     if config.train.num_negatives is not None:
         return config.train.num_negatives
