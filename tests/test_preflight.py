@@ -17,7 +17,7 @@ from textcl import pipeline
 from textcl.cli import main
 from textcl.config import load_recipe
 from textcl.errors import ConfigError, TrainingInterrupted
-from textcl.preflight import check_recipe, model_prompt
+from textcl.preflight import check_recipe, saved_prompts
 from textcl.train import loop
 
 
@@ -165,8 +165,8 @@ def _model_folder(root: Path, settings: dict) -> Path:
     ({"prompts": {"retrieval": "r: "}, "default_prompt_name": "retrieval"}, "document", "r: "),
     ({"prompts": {"clustering": "k: "}}, "query", ""),
 ])
-def test_model_prompt_follows_sentence_transformers_encode_query_and_encode_document(settings, role, expected):
-    assert model_prompt(settings, role) == expected
+def test_saved_prompts_follow_sentence_transformers_encode_query_and_encode_document(settings, role, expected):
+    assert saved_prompts(settings)[role] == expected
 
 
 def test_a_recipe_prompt_that_replaces_the_models_own_is_warned_about(tmp_path, monkeypatch, caplog):

@@ -11,17 +11,18 @@ from __future__ import annotations
 import json
 import logging
 from pathlib import Path
+from types import SimpleNamespace
 
 from textcl.config import EvalConfig, ModelConfig, RunConfig
 from textcl.data.beir import is_beir_folder
 from textcl.errors import ConfigError
 from textcl.eval import dataset_name
 from textcl.paths import is_hub_id
+from textcl.textrule import ROLES, model_prompt
 
 log = logging.getLogger(__name__)
 
 ST_SETTINGS = "config_sentence_transformers.json"  # a sentence-transformers model's prompts live here
-_ROLE_PROMPTS = {"query": ("query",), "document": ("document", "passage", "corpus")}
 
 
 def available_splits(path: str) -> list[str] | None:
@@ -110,16 +111,12 @@ def _test_selection(ec: EvalConfig) -> list[tuple[str, str]]:
     return found
 
 
-def model_prompt(settings: dict, role: str) -> str:
-    """The prompt sentence-transformers' `encode_query` / `encode_document` put before a text of `role`, from
-    a model's config_sentence_transformers.json: the role's own prompt (documents: the first of "document",
-    "passage", "corpus"), else the `default_prompt_name` one, else none."""
-    prompts = settings.get("prompts") or {}
-    for name in _ROLE_PROMPTS[role]:
-        if name in prompts:
-            return prompts[name]
-    default = settings.get("default_prompt_name")
-    return prompts.get(default, "") if default else ""
+def saved_prompts(settings: dict) -> dict[str, str]:
+    """{role: prompt} a model with these saved settings (its config_sentence_transformers.json) encodes with,
+    by the rule of sentence-transformers' `encode_query` / `encode_document` (`textrule.model_prompt`)."""
+    model = SimpleNamespace(prompts=settings.get("prompts") or {},
+                            default_prompt_name=settings.get("default_prompt_name"))
+    return {role: model_prompt(model, role) for role in ROLES}
 
 
 def _prompt_overrides(mc: ModelConfig, warnings: list[str]) -> list[str]:
@@ -132,10 +129,10 @@ def _prompt_overrides(mc: ModelConfig, warnings: list[str]) -> list[str]:
         settings = json.loads(path.read_text(encoding="utf-8"))
     except (OSError, json.JSONDecodeError) as exc:
         return [f"model.name_or_path: {path} cannot be read ({exc})"]
-    if not (settings.get("prompts") or settings.get("default_prompt_name")):
+    if not isinstance(settings, dict) or not (settings.get("prompts") or settings.get("default_prompt_name")):
         return []
-    for role in _ROLE_PROMPTS:
-        ours, theirs = getattr(mc, f"{role}_prompt"), model_prompt(settings, role)
+    for role, theirs in saved_prompts(settings).items():
+        ours = getattr(mc, f"{role}_prompt")
         if ours is not None and ours != theirs:  # None: the model's own prompt
             warnings.append(f"model.{role}_prompt = {ours!r} replaces the model's own {role} prompt {theirs!r} "
                             f"({path}); leave model.{role}_prompt unset to encode as the model expects")
