@@ -15,7 +15,16 @@ from textcl.errors import ConfigError
 from textcl.eval import evaluate
 from textcl.index import SearchIndex
 from textcl.model import Encoder, load_model, make_encoder, model_fingerprint
-from textcl.pipeline import Context, NotApplicable, Stage, file_stamp, resume_rule, run_pipeline, run_stage
+from textcl.pipeline import (
+    STAGES,
+    Context,
+    NotApplicable,
+    Stage,
+    file_stamp,
+    resume_rule,
+    run_pipeline,
+    run_stage,
+)
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -124,6 +133,12 @@ def test_file_stamp_tracks_content(tmp_path):
     f.write_text("two")
     assert file_stamp(str(f)) != first
     assert file_stamp("org/model") == {"id": "org/model"} and file_stamp(None) is None
+
+
+def test_allowing_test_selection_reruns_no_stage():
+    plain, allowed = RunConfig(), load_recipe(None, ["eval.allow_test_selection=true"])
+    for stage in STAGES:
+        assert stage.inputs(plain) == stage.inputs(allowed), stage.name
 
 
 def test_unknown_skip_stage_is_an_error(tmp_path):

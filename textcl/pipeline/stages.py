@@ -48,8 +48,15 @@ def _data_inputs(cfg: RunConfig) -> dict:
     return {"data": asdict(cfg.data), "train_file": file_stamp(cfg.data.train), "loss": cfg.loss.name}
 
 
+def _eval_settings(cfg: RunConfig) -> dict:
+    """The eval section as far as results depend on it: allowing test selection changes no number."""
+    settings = asdict(cfg.eval)
+    settings.pop("allow_test_selection")
+    return settings
+
+
 def _eval_inputs(cfg: RunConfig) -> dict:
-    return {"eval": asdict(cfg.eval), "seed": cfg.seed, "data": _data_inputs(cfg),
+    return {"eval": _eval_settings(cfg), "seed": cfg.seed, "data": _data_inputs(cfg),
             "files": [file_stamp(p) for p in _eval_paths(cfg)]}
 
 
@@ -67,7 +74,7 @@ def mine_inputs(cfg: RunConfig) -> dict:
 
 def train_inputs(cfg: RunConfig) -> dict:
     return {**_data_inputs(cfg), **_model_inputs(cfg), "loss": asdict(cfg.loss), "train": asdict(cfg.train),
-            "eval": asdict(cfg.eval), "seed": cfg.seed}
+            "eval": _eval_settings(cfg), "seed": cfg.seed}
 
 
 def eval_tuned_inputs(cfg: RunConfig) -> dict:
