@@ -4,6 +4,8 @@ the one way a script writes its BENCHMARKS.md section."""
 from __future__ import annotations
 
 import os
+import platform
+import subprocess
 import sys
 from pathlib import Path
 
@@ -60,3 +62,37 @@ def write_section(out: str | Path, lines: list[str]) -> None:
     Path(out).parent.mkdir(parents=True, exist_ok=True)
     Path(out).write_text(text + "\n", encoding="utf-8")
     print(text)
+
+
+def machine_facts() -> dict:
+    """What a record says about where it ran: CPU model, cores, and the load average right now."""
+    cpu = platform.processor() or platform.machine()
+    try:
+        cpu = next(line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
+                   if line.startswith("model name"))
+    except (OSError, StopIteration):
+        pass
+    return {"cpu": cpu, "cores": os.cpu_count(), "load_avg": [round(x, 2) for x in os.getloadavg()]}
+
+
+def git_commit() -> str:
+    try:
+        out = subprocess.run(["git", "-C", str(ROOT), "rev-parse", "HEAD"], capture_output=True, text=True, check=True)
+        dirty = subprocess.run(["git", "-C", str(ROOT), "status", "--porcelain", "--untracked-files=no"],
+                               capture_output=True, text=True, check=True).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown"
+    return out.stdout.strip() + ("+dirty" if dirty else "")
+
+
+def append_record(path: str | Path, record: dict) -> dict:
+    """Append one measured row (JSON line) with its provenance: the command line, git commit, machine and the
+    load average when it was written (`load_before` is the caller's, taken before the measurement)."""
+    import datetime
+    import json
+    full = {**record, "command": " ".join(sys.argv), "commit": git_commit(), "machine": machine_facts(),
+            "written": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")}
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "a", encoding="utf-8") as fh:
+        fh.write(json.dumps(full, sort_keys=True) + "\n")
+    return full

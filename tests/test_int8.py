@@ -23,7 +23,7 @@ from textcl.data.io import load_beir
 from textcl.errors import ConfigError
 from textcl.index import SearchIndex
 from textcl.model import Encoder, encoder_precision, load_model, resolve_precision, scoring_precision
-from textcl.types import Document
+from textcl.types import Document, plan_encoding
 
 pytest.importorskip("openvino")
 pytest.importorskip("nncf")
@@ -80,6 +80,36 @@ def test_export_cache_hits_on_a_second_run_and_misses_when_weights_change(tiny_m
     ref = Encoder(model, precision="fp32", show_progress=False)(TEXTS)
     assert _cos(after, ref).min() > 0.99
     assert len(list((tmp_path / "int8").iterdir())) == 2
+
+
+def test_calibration_follows_the_plan_not_the_first_call(tiny, tmp_path):
+    """Evaluation and mining encode queries first; with `plan_encoding` the export is calibrated on a sample of
+    documents AND queries, the guard checks each role on its own, and the export key holds the sample."""
+    queries, documents = TEXTS[:3], TEXTS[3:]
+    planned = Encoder(tiny, precision="int8", cache_dir=tmp_path, show_progress=False)
+    plan_encoding(planned, {"document": documents, "query": queries})
+    planned(queries, "query")
+    report = planned.int8_report
+    assert set(report["roles"]) == {"document", "query"} and report["passed"]
+    assert report["texts"] == sum(g["texts"] for g in report["roles"].values())
+    unplanned = Encoder(tiny, precision="int8", cache_dir=tmp_path, show_progress=False)
+    unplanned(queries, "query")  # no plan: calibrated on the call's own texts, in another export folder
+    assert set(unplanned.int8_report["roles"]) == {"query"}
+    assert unplanned.int8_report["folder"] != report["folder"]
+    again = Encoder(tiny, precision="int8", cache_dir=tmp_path, show_progress=False)
+    plan_encoding(again, {"query": queries, "document": documents})
+    again(documents, "document")  # the same plan, whatever is encoded first: the same export, a cache hit
+    assert again.int8_report["folder"] == report["folder"] and again.int8_report["export"] == "hit"
+
+
+def test_cli_eval_int8_calibrates_on_documents_and_queries(tmp_path, tiny_model_path, monkeypatch):
+    beir = write_beir(tmp_path / "beir")
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
+    out = tmp_path / "report.json"
+    assert main(["eval", "--model", str(tiny_model_path), "--retrieval", str(beir), "--split", "train",
+                 "--precision", "int8", "--output", str(out), "--no-progress"]) == 0
+    guards = list((tmp_path / "xdg" / "textcl" / "int8").glob("*/guard.json"))
+    assert len(guards) == 1 and set(json.loads(guards[0].read_text())["roles"]) == {"document", "query"}
 
 
 def test_int8_and_fp32_embeddings_are_cached_apart(tiny, tmp_path):

@@ -209,3 +209,17 @@ def test_checkpoint_or_empty_folder_as_model_says_what_to_pass(tmp_path, tiny_mo
     with pytest.raises(ConfigError, match=rf"{tmp_path / 'run' / 'checkpoints'} is not a model folder \(no "
                                           r"modules.json or config.json\)"):
         load_model(str(run / "checkpoints"))
+
+
+def test_encoder_uses_the_models_own_preprocess_for_any_first_module(tiny):
+    """A model whose first module is not a Transformer (a model2vec-style StaticEmbedding: no attention mask,
+    its own tokenizer call) encodes exactly as sentence-transformers encodes it, prompts included."""
+    from sentence_transformers import SentenceTransformer
+    from sentence_transformers.sentence_transformer.modules import StaticEmbedding
+
+    static = StaticEmbedding(tiny.tokenizer, embedding_dim=8)
+    model = SentenceTransformer(modules=[static], device="cpu", prompts={"query": "what ", "document": ""})
+    enc = Encoder(model, precision="fp32", show_progress=False)
+    texts = ["  Coffee and TEA  ", "cat", "the dog and the cat play in the house"]
+    ref = model.encode_query(texts)
+    np.testing.assert_allclose(enc(texts, "query"), ref / np.linalg.norm(ref, axis=1, keepdims=True), atol=1e-6)

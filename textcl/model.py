@@ -349,8 +349,10 @@ class Encoder:
         """Token count of each text as the model's own preprocessing gives it (prompt included, truncated)."""
         out = []
         for start in range(0, len(texts), chunk):
-            features = preprocess(self.model, texts[start:start + chunk], self.prompts[role], role)
-            out.append(features["attention_mask"].sum(dim=1).numpy())
+            part = texts[start:start + chunk]
+            mask = preprocess(self.model, part, self.prompts[role], role).get("attention_mask")
+            # a first module without an attention mask (StaticEmbedding): characters stand in for tokens
+            out.append(mask.sum(dim=1).numpy() if mask is not None else np.array([len(t) for t in part]))
         return np.concatenate(out)
 
     def _batches(self, lengths: np.ndarray) -> list[np.ndarray]:
@@ -360,7 +362,9 @@ class Encoder:
         batch already holds an eighth of the budget (tiny batches cost more in overhead than padding).
         """
         order = np.argsort(-lengths, kind="stable")
-        budget = self.batch_size * max(int(self.model.max_seq_length or lengths.max()), 1)
+        limit = self.model.max_seq_length
+        limit = limit if limit is not None and np.isfinite(limit) else lengths.max()  # StaticEmbedding: inf
+        budget = self.batch_size * max(int(limit), 1)
         batches, start, n_total = [], 0, len(order)
         while start < n_total:
             width = max(int(lengths[order[start]]), 1)

@@ -45,6 +45,12 @@ def register(subparsers) -> None:
                         "(default: warn once and evaluate as pytrec_eval/MTEB do)")
     p.add_argument("--batch-size", type=int, default=None, help="texts per encoding batch")
     p.add_argument("--max-seq-length", type=int, default=None, help="truncate texts to this many tokens")
+    p.add_argument("--query-prompt", default=None,
+                   help="prefix for queries (default: the model's own query prompt; \"\" = none)")
+    p.add_argument("--document-prompt", default=None,
+                   help="prefix for documents (default: the model's own document prompt; \"\" = none)")
+    p.add_argument("--similarity", default=None, choices=["cosine", "dot"],
+                   help="how embeddings are scored (default: the model's similarity_fn_name)")
     p.add_argument("--trust-remote-code", action="store_true", help="allow the model's own Python code")
     p.add_argument("--cache-dir", default=None, help="on-disk embedding cache (keyed by weights + text)")
     p.add_argument("--output", "--out", default=None, help="write the JSON report here")
@@ -81,7 +87,9 @@ def _configs(args: argparse.Namespace):
         updates["extra_corpus"] = str(Path(args.corpus).resolve())
     eval_cfg = dataclasses.replace(eval_cfg, **updates)
     m_updates = {k: v for k, v in (("precision", args.precision), ("batch_size", args.batch_size),
-                                   ("max_seq_length", args.max_seq_length), ("cache_dir", args.cache_dir))
+                                   ("max_seq_length", args.max_seq_length), ("cache_dir", args.cache_dir),
+                                   ("query_prompt", args.query_prompt), ("document_prompt", args.document_prompt),
+                                   ("similarity", args.similarity))
                  if v is not None}
     if args.trust_remote_code:
         m_updates["trust_remote_code"] = True

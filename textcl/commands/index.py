@@ -56,6 +56,8 @@ def _model_options(p: argparse.ArgumentParser, required: bool = True) -> None:
     p.add_argument("--trust-remote-code", action="store_true", help="allow the model's own Python code")
     p.add_argument("--query-prompt", default=None, help="prefix for queries (build: stored in the index)")
     p.add_argument("--document-prompt", default=None, help="prefix for documents (build: stored in the index)")
+    p.add_argument("--similarity", default=None, choices=["cosine", "dot"],
+                   help="how vectors are scored (default: the model's similarity_fn_name; build: stored in the index)")
 
 
 def _encoder(model_name: str, args: argparse.Namespace, stored: dict | None = None):
@@ -63,12 +65,14 @@ def _encoder(model_name: str, args: argparse.Namespace, stored: dict | None = No
     from textcl.model import encoder_for, load_configured_model
 
     stored = stored or {}
-    q_prompt = args.query_prompt if args.query_prompt is not None else stored.get("query_prompt", "")
-    d_prompt = args.document_prompt if args.document_prompt is not None else stored.get("document_prompt", "")
+    # unset: what the index was built with, else the model's own (None)
+    q_prompt = args.query_prompt if args.query_prompt is not None else stored.get("query_prompt")
+    d_prompt = args.document_prompt if args.document_prompt is not None else stored.get("document_prompt")
     mc = ModelConfig(name_or_path=model_name, max_seq_length=None,  # the model's own
                      precision=args.precision or stored.get("precision") or "auto", allow_int8=args.allow_int8,
                      batch_size=args.batch_size, trust_remote_code=args.trust_remote_code,
-                     query_prompt=q_prompt, document_prompt=d_prompt, cache_dir=None)
+                     query_prompt=q_prompt, document_prompt=d_prompt,
+                     similarity=args.similarity or stored.get("similarity"), cache_dir=None)
     return encoder_for(load_configured_model(mc), mc, show_progress=not args.no_progress)  # off without a terminal
 
 

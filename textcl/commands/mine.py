@@ -42,11 +42,13 @@ HELP = {
     "cross_encoder_max_score": "drop candidates the cross-encoder scores above this",
     "precision": "encoding precision", "batch_size": "texts per encoding batch",
     "max_seq_length": "truncate texts to this many tokens", "cache_dir": "on-disk embedding cache",
-    "query_prompt": "prefix for queries", "document_prompt": "prefix for documents",
+    "query_prompt": "prefix for queries (default: the model's own query prompt; \"\" = none)",
+    "document_prompt": "prefix for documents (default: the model's own document prompt; \"\" = none)",
+    "similarity": "cosine or dot (default: the model's similarity_fn_name)",
     "allow_int8": "let precision auto pick int8 (quality-guarded; needs textcl[int8])",
 }
 MODEL_OPTIONS = {"precision": str, "batch_size": int, "max_seq_length": int, "cache_dir": str,
-                 "query_prompt": str, "document_prompt": str, "allow_int8": str}
+                 "query_prompt": str, "document_prompt": str, "similarity": str, "allow_int8": str}
 
 
 def register(subparsers) -> None:
