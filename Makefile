@@ -7,7 +7,7 @@ export HF_HUB_OFFLINE ?= 1
 export TRANSFORMERS_OFFLINE ?= 1
 export TOKENIZERS_PARALLELISM ?= false
 
-.PHONY: setup test test-slow fuzz demo bench bench-quick bench-quality bench-fast lint clean
+.PHONY: setup test test-slow fuzz demo docs bench bench-quick bench-quality bench-fast lint clean
 
 $(PY):
 	python3 -m venv $(VENV)
@@ -34,6 +34,10 @@ test-slow: setup
 
 fuzz: setup
 	TEXTCL_FUZZ_EXAMPLES=2000 $(VENV)/bin/pytest -q tests/data/test_fuzz.py
+
+# docs/recipes.md is generated from the config dataclasses (tests/test_recipe_docs.py checks it is current).
+docs: setup
+	$(PY) -m textcl.recipe_docs
 
 demo: setup
 	$(VENV)/bin/textcl run recipes/quickstart.yaml
