@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 
 import pytest
 import torch
@@ -10,10 +11,10 @@ import yaml
 from sentence_transformers import SentenceTransformer
 from train_helpers import make_examples, tiny_config, weights
 
-from textcl.config import load_recipe
+from textcl.config import TrainConfig, load_recipe
 from textcl.errors import ConfigError
 from textcl.train import checkpoint as ckpt
-from textcl.train.components import build_optimizer, layer_depth, lr_factor
+from textcl.train.components import build_optimizer, build_scheduler, layer_depth
 from textcl.train.loop import train
 from textcl.types import ScoredPair
 
@@ -131,6 +132,8 @@ def test_schedule_equals_transformers(kind, warmup, total):
         get_cosine_schedule_with_warmup,
         get_linear_schedule_with_warmup,
     )
+    ratio = warmup / total
+    warmup = math.ceil(ratio * total)  # what build_scheduler computes from the ratio
     opt = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=1.0)
     ref = {"linear": lambda: get_linear_schedule_with_warmup(opt, warmup, total),
            "cosine": lambda: get_cosine_schedule_with_warmup(opt, warmup, total),
@@ -140,7 +143,14 @@ def test_schedule_equals_transformers(kind, warmup, total):
         expected.append(ref.get_last_lr()[0])
         opt.step()
         ref.step()
-    assert [lr_factor(s, warmup=warmup, total=total, kind=kind) for s in range(total)] == pytest.approx(expected)
+    ours_opt = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=1.0)
+    ours = build_scheduler(ours_opt, TrainConfig(scheduler=kind, warmup_ratio=ratio), total)
+    got = []
+    for _ in range(total):
+        got.append(ours.get_last_lr()[0])
+        ours_opt.step()
+        ours.step()
+    assert got == pytest.approx(expected)
 
 
 @pytest.mark.parametrize("interpolation_wins", [True, False])

@@ -19,6 +19,7 @@ import math
 from collections.abc import Iterable, Mapping
 
 import numpy as np
+import scipy.stats
 
 PRIMARY_METRIC = {"retrieval": "ndcg@10", "sts": "spearman_cosine"}  # by task
 
@@ -88,16 +89,7 @@ def mean_metrics(per_query: Mapping[str, Mapping[str, float]]) -> dict[str, floa
 
 def rankdata(values: np.ndarray) -> np.ndarray:
     """1-based ranks with ties given their average rank (scipy.stats.rankdata 'average')."""
-    values = np.asarray(values, dtype=np.float64)
-    order = np.argsort(values, kind="mergesort")
-    sorted_vals = values[order]
-    ranks = np.empty(len(values), dtype=np.float64)
-    # Boundaries of runs of equal values; each run gets the mean of its 1-based positions.
-    starts = np.flatnonzero(np.r_[True, sorted_vals[1:] != sorted_vals[:-1]])
-    ends = np.r_[starts[1:], len(values)]
-    avg = (starts + ends + 1) / 2.0
-    ranks[order] = np.repeat(avg, ends - starts)
-    return ranks
+    return scipy.stats.rankdata(np.asarray(values, dtype=np.float64), method="average")
 
 
 def pearson(x: np.ndarray, y: np.ndarray) -> float:
@@ -108,11 +100,9 @@ def pearson(x: np.ndarray, y: np.ndarray) -> float:
         raise ValueError(f"pearson: inputs differ in shape {x.shape} vs {y.shape}")
     if len(x) < 2:
         return float("nan")
-    xc, yc = x - x.mean(), y - y.mean()
-    denom = math.sqrt(float(xc @ xc) * float(yc @ yc))
-    if denom == 0.0:
+    if np.all(x == x[0]) or np.all(y == y[0]):  # undefined (scipy warns and returns NaN)
         return float("nan")
-    return float(np.clip((xc @ yc) / denom, -1.0, 1.0))
+    return float(np.clip(scipy.stats.pearsonr(x, y).statistic, -1.0, 1.0))
 
 
 def spearman(x: np.ndarray, y: np.ndarray) -> float:

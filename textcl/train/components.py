@@ -16,6 +16,7 @@ from accelerate import Accelerator
 from accelerate.state import AcceleratorState
 from accelerate.utils import DistributedDataParallelKwargs, InitProcessGroupKwargs
 from sentence_transformers import SentenceTransformer
+from transformers import get_scheduler
 
 from textcl.config import ModelConfig, TrainConfig
 from textcl.errors import ConfigError
@@ -79,27 +80,13 @@ def build_optimizer(model: torch.nn.Module, cfg: TrainConfig) -> torch.optim.Ada
     return torch.optim.AdamW(params, lr=cfg.lr)
 
 
-def lr_factor(step: int, *, warmup: int, total: int, kind: str) -> float:
-    """Multiplier of the peak LR after `step` steps: linear warmup, then linear/cosine decay or constant.
-
-    The same values as transformers' get_{linear,cosine,constant}_schedule_with_warmup (the schedules
-    of the sentence-transformers baselines): step / warmup during warmup, so step 0 has LR 0."""
-    if step < warmup:
-        return step / warmup
-    if kind == "constant":
-        return 1.0
-    progress = (step - warmup) / max(1, total - warmup)
-    progress = min(max(progress, 0.0), 1.0)
-    if kind == "cosine":
-        return 0.5 * (1.0 + math.cos(math.pi * progress))
-    return 1.0 - progress
-
-
 def build_scheduler(optimizer: torch.optim.Optimizer, cfg: TrainConfig,
                     total_steps: int) -> torch.optim.lr_scheduler.LambdaLR:
+    """transformers' linear / cosine / constant schedule with warmup (the sentence-transformers baselines' own):
+    warmup over ceil(warmup_ratio * total_steps) steps from LR 0, then decay to 0 at `total_steps`."""
     warmup = math.ceil(cfg.warmup_ratio * total_steps)
-    return torch.optim.lr_scheduler.LambdaLR(
-        optimizer, lambda step: lr_factor(step, warmup=warmup, total=total_steps, kind=cfg.scheduler))
+    name = {"linear": "linear", "cosine": "cosine", "constant": "constant_with_warmup"}[cfg.scheduler]
+    return get_scheduler(name, optimizer, num_warmup_steps=warmup, num_training_steps=total_steps)
 
 
 def make_embed(model: torch.nn.Module, st_model: SentenceTransformer,
