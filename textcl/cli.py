@@ -25,7 +25,7 @@ A typical first hour:
   textcl index search out/quickstart/index "your question"
 
 Run `textcl COMMAND --help` for a command's options; -v shows details (debug logging)."""
-COMMANDS = ("check", "eval", "mine", "train", "run", "index", "soup")
+COMMANDS = ("check", "eval", "mine", "train", "run", "index", "soup", "adapter")
 QUIET_LIBRARIES = ("faiss", "sentence_transformers", "transformers", "huggingface_hub", "accelerate", "datasets",
                    "urllib3", "httpx", "filelock", "matplotlib", "PIL")
 

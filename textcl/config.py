@@ -98,6 +98,15 @@ class LossConfig:
 
 
 @dataclass(frozen=True)
+class AdapterConfig:
+    """train.tune: adapter: a linear map W q (+ b) on the base model's query vectors (textcl.adapter); lr, batch_size,
+    epochs, weight_decay (towards W = I), eval_every, early_stopping_patience, scheduler come from train.*."""
+
+    rank: int | None = None  # None: full d x d; r: W = I + U V^T
+    bias: bool = False
+
+
+@dataclass(frozen=True)
 class TrainConfig:
     output_dir: str = _path("out/model")
     batch_size: int = 32
@@ -131,7 +140,9 @@ class TrainConfig:
     # Which tower trains: "both" (one shared model, the usual full fine-tune) or "query" (a copy of the
     # model encodes queries and trains; documents keep the frozen base model, so existing indexes and
     # embedding caches stay valid; implies negatives: corpus).
-    tune: Literal["both", "query"] = "both"
+    # "adapter": no transformer trains; a linear map on the base model's query vectors (train.adapter), in seconds.
+    tune: Literal["both", "query", "adapter"] = "both"
+    adapter: AdapterConfig = field(default_factory=AdapterConfig)
     # "batch": in-batch + mined negatives. "corpus": every query is scored against the whole training
     # corpus (embedded once by the base model; known positives and same-text documents masked).
     negatives: Literal["batch", "corpus"] = "batch"
@@ -160,10 +171,28 @@ class TrainConfig:
         if self.save_every_minutes is not None and self.save_every_minutes <= 0:
             raise ConfigError(f"train.save_every_minutes must be > 0 (or null: off), got {self.save_every_minutes!r}")
 
+    def _adapter_problems(self) -> list[str]:
+        """Settings tune: adapter cannot use (it trains no transformer), and adapter settings without it."""
+        if self.tune != "adapter":
+            return [] if self.adapter == AdapterConfig() else [
+                "train.adapter.* configures train.tune: adapter; set tune: adapter or remove train.adapter"]
+        out = []
+        if self.adapter.rank is not None and self.adapter.rank < 1:
+            out.append(f"train.adapter.rank must be >= 1 (or null: a full d x d matrix), got {self.adapter.rank}")
+        unused = {"interpolate_base": self.interpolate_base,
+                  "max_ood_drop": self.max_ood_drop, "corpus_candidates": self.corpus_candidates,
+                  "corpus_refresh_every": self.corpus_refresh_every, "gradient_checkpointing": self.gradient_checkpointing,
+                  "layer_lr_decay": self.layer_lr_decay != 1.0, "corpus_positives: sample": self.corpus_positives == "sample"}
+        for key, value in unused.items():
+            if value:
+                out.append(f"train.{key} does not apply to train.tune: adapter (a linear map on query vectors, "
+                           "every known positive a target); unset it")
+        return out
+
     @property
     def uses_corpus_negatives(self) -> bool:
         """Queries are scored against the whole training corpus (negatives: corpus; tune: query implies it)."""
-        return self.tune == "query" or self.negatives == "corpus"
+        return self.tune in ("query", "adapter") or self.negatives == "corpus"
 
     def problems(self) -> list[str]:
         """Combinations of train settings that cannot run together, each naming the keys to change."""
@@ -178,6 +207,7 @@ class TrainConfig:
         if self.similarity_anchor and self.tune != "query":
             out.append("train.similarity_anchor holds the query tower's similarities at the base model's, so it "
                        "needs train.tune: query (unset it, or set tune: query)")
+        out += self._adapter_problems()
         if not self.uses_corpus_negatives:
             return out
         if self.gradcache_chunk_size:
@@ -186,7 +216,7 @@ class TrainConfig:
         if self.corpus_candidates is not None and self.corpus_candidates < 1:
             out.append(f"train.corpus_candidates must be >= 1 (or unset for the exact softmax), got "
                        f"{self.corpus_candidates}")
-        if self.corpus_positives == "all" and self.tune != "query":
+        if self.corpus_positives == "all" and self.tune == "both":
             out.append("train.corpus_positives: all scores every known positive from the cached corpus, so it needs "
                        "train.tune: query (with tune: both the positives are embedded live: use corpus_positives: "
                        "sample)")
@@ -248,6 +278,8 @@ class RunConfig:
         if tc.uses_corpus_negatives and loss.symmetric:
             out.append("loss.symmetric adds a positive -> in-batch-queries term, which corpus negatives do not "
                        "use; set loss.symmetric: false with train.negatives: corpus / train.tune: query")
+        if tc.tune == "adapter" and self.launcher:
+            out.append("train.tune: adapter trains in one process in seconds; unset launcher")
         if tc.max_ood_drop is not None and not (self.eval.ood_sts or self.eval.ood_retrieval):
             out.append("train.max_ood_drop needs out-of-domain sets (eval.ood_sts / eval.ood_retrieval) with a "
                        f"'{self.eval.dev_split}' split to measure forgetting on")

@@ -84,7 +84,7 @@ def place_outputs(config: Any) -> Any:
     if mining.output is None and mining.enabled and config.loss.name == "infonce":
         mining = dataclasses.replace(mining, output=str(out / "mined.jsonl"))
     model = config.model
-    if model.cache_dir is None and train.tune == "query":
+    if model.cache_dir is None and train.tune in ("query", "adapter"):
         # query-side training keeps the base model's document embeddings: check, evaluation, training
         # and the index then embed the corpus once between them
         model = dataclasses.replace(model, cache_dir=str(out / "embedding-cache"))

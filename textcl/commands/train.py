@@ -44,6 +44,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     # start-up time: these load torch and sentence-transformers, and `textcl --help` imports this module
     from textcl.preflight import check_recipe
+    from textcl.train.adapter import train_adapter
     from textcl.train.loop import train
 
     # The same output rule as `textcl run`: the model goes to {output_dir}/model unless train.output_dir is set.
@@ -51,7 +52,10 @@ def run(args: argparse.Namespace) -> int:
     config = place_outputs(load_recipe(args.recipe, overrides))
     check_recipe(config, training=True, evaluating=False)  # in seconds, before any model loads
     try:
-        result = train(config, resume=args.resume, overwrite=args.overwrite)
+        if config.train.tune == "adapter":  # a linear map on cached vectors: seconds, nothing to resume
+            result = train_adapter(config, overwrite=args.overwrite)
+        else:
+            result = train(config, resume=args.resume, overwrite=args.overwrite)
     except TrainingInterrupted as exc:
         again = " ".join(["textcl train", args.recipe, *(f"--set {o}" for o in overrides)])
         print(f"interrupted at step {exc.step}; resume with: {again}{' --resume' * bool(exc.checkpoint)}", flush=True)

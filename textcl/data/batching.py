@@ -179,6 +179,17 @@ def make_batches(examples: Sequence[Example], batch_size: int, *, num_negatives:
     return out
 
 
+def whole_batch(examples: Sequence[Example]) -> Batch:
+    """Every example in one batch, in order, with its first positive and no negative (group_size 1) and the
+    known positives `make_batches` gives it (the union over every row of the same query): the batch of a
+    trainer that computes every query's targets once (train.tune: adapter)."""
+    known = _known_positives(examples)
+    ids = [ex.positive_ids[0] if len(ex.positive_ids) == len(ex.positives) else None for ex in examples]
+    return Batch(queries=[ex.query for ex in examples], candidates=[ex.positives[0] for ex in examples],
+                 group_size=1, query_ids=[ex.query_id for ex in examples], candidate_ids=ids,
+                 positive_sets=[known[_query_key(ex)] for ex in examples])
+
+
 def _simple_batches(n: int, batch_size: int, rng: np.random.Generator) -> list[np.ndarray]:
     order = rng.permutation(n)
     return [order[s:s + batch_size] for s in range(0, n, batch_size)]

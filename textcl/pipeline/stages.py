@@ -30,6 +30,7 @@ from textcl.pipeline.launch import launch_training
 from textcl.pipeline.report import forgetting_flags, interpolation_trials, overfitting_flags, write_report
 from textcl.pipeline.runner import Context, NotApplicable, Stage, file_stamp
 from textcl.train import checkpoint as ckpt
+from textcl.train.adapter import train_adapter
 from textcl.train.card import base_model_name
 from textcl.train.loop import train
 from textcl.types import Encode, Example
@@ -228,8 +229,11 @@ def run_train(ctx: Context, resume: bool) -> dict:
     if resume:
         log.info("train: resuming the interrupted run from %s", resumable)
     # Otherwise the stage runs because its inputs changed (or --force): old checkpoints cannot be resumed.
-    result = launch_training(ctx.out, cfg, resume) if cfg.launcher else \
-        asdict(train(cfg, resume=resume, overwrite=not resume))
+    if cfg.train.tune == "adapter":  # seconds on cached vectors: no checkpoint to resume, always afresh
+        result = asdict(train_adapter(cfg, overwrite=True))
+    else:
+        result = launch_training(ctx.out, cfg, resume) if cfg.launcher else \
+            asdict(train(cfg, resume=resume, overwrite=not resume))
     (ctx.out / "history.json").write_text(json.dumps(result["history"], indent=1, default=float) + "\n",
                                           encoding="utf-8")
     return {"model_dir": result["output_dir"], "steps": result["steps"], "skipped_steps": result["skipped_steps"],

@@ -1,0 +1,109 @@
+"""train.tune: adapter: the base model encodes the training queries and the corpus once (embedding cache and
+prompts apply), a linear query adapter trains on those vectors in seconds (`textcl.adapter`), and the output
+folder is a Router model whose `encode_query` applies it (documents, and every index, keep the base model).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+from collections.abc import Sequence
+from pathlib import Path
+
+import torch
+
+from textcl.adapter import (
+    AdapterFit,
+    AdapterSettings,
+    QueryTargets,
+    adapted,
+    adapter_router,
+    fit_adapter,
+    save_adapter,
+)
+from textcl.config import RunConfig, save_config
+from textcl.data.batching import whole_batch
+from textcl.eval import evaluate_sets, load_sets
+from textcl.model import MemoEncoder, adopt_rule, encoder_for, load_configured_model, model_rule
+from textcl.train import guard
+from textcl.train.corpus import TrainingCorpus, build_training_corpus
+from textcl.train.data import load_training_data
+from textcl.train.trainer import TrainResult
+from textcl.types import Example
+
+log = logging.getLogger(__name__)
+
+
+def adapter_settings(config: RunConfig, normalize: bool) -> AdapterSettings:
+    """The adapter's settings from a recipe: train.* (lr, batch_size, epochs, ...), train.adapter.*, the loss's
+    temperature and the seed."""
+    tc = config.train
+    return AdapterSettings(lr=tc.lr, batch_size=tc.batch_size, epochs=tc.epochs, max_steps=tc.max_steps,
+                           rank=tc.adapter.rank, bias=tc.adapter.bias, weight_decay=tc.weight_decay,
+                           temperature=config.loss.temperature, eval_every=tc.eval_every,
+                           patience=tc.early_stopping_patience, max_grad_norm=tc.max_grad_norm,
+                           scheduler=tc.scheduler, warmup_ratio=tc.warmup_ratio, seed=config.seed, normalize=normalize)
+
+
+def example_targets(corpus: TrainingCorpus, examples: Sequence[Example]) -> QueryTargets:
+    """Each training row's targets under tune: query's rules (`TrainingCorpus.targets` / `positive_pairs`):
+    every known positive a target; known positives, their texts and the query's text out of its denominator."""
+    batch = whole_batch(examples)
+    _, exclude = corpus.targets(batch)
+    return QueryTargets(n=len(examples), positives=corpus.positive_pairs(batch), exclude=exclude)
+
+
+def train_adapter(config: RunConfig, examples: Sequence[Example] | None = None, *,
+                  overwrite: bool = False) -> TrainResult:
+    """Train the adapter of `config` and write its Router model to train.output_dir (plus `adapter/`: W, b and
+    adapter.json with settings, dev scores and timings)."""
+    tc, mc, ec = config.train, config.model, config.eval
+    config.check()
+    out = Path(tc.output_dir)
+    guard.guard_previous_run(out, out / "checkpoints", overwrite)
+    provenance: dict = {}
+    if examples is None:
+        examples, provenance = load_training_data(config)
+    base = load_configured_model(mc)
+    base.requires_grad_(False)
+    adopt_rule(base, model_rule(base, mc))  # the saved Router encodes with the prompts it was trained with
+    # Scoring precision: the vectors the adapter trains on are those evaluation and the saved model produce.
+    encode = MemoEncoder(encoder_for(base, mc, scoring=True))
+    corpus = build_training_corpus(config, examples, encode)
+    queries = torch.from_numpy(encode([ex.query for ex in examples], "query"))
+    targets = example_targets(corpus, examples)
+    settings = adapter_settings(config, normalize=encode.rule.normalize)
+    evaluate = None
+    if ec.retrieval or ec.sts:
+        dev_cfg = dataclasses.replace(ec, ood_sts=[], ood_retrieval=[])
+        loaded = load_sets(dev_cfg, ec.dev_split, include_ood=False)  # read once, scored at every evaluation
+
+        def evaluate(adapter: torch.nn.Module) -> dict[str, float]:
+            results = evaluate_sets(adapted(encode, adapter), dev_cfg, ec.dev_split, loaded=loaded)
+            return {k: v for res in results for k, v in res.metrics.items()}
+    else:
+        log.warning("no evaluation sets: the adapter after the last step is kept (nothing to select on)")
+    fit = fit_adapter(queries, corpus.embeddings.float(), targets, settings, evaluate, ec.metric_for_best,
+                      log_every=tc.log_every)
+    _log_fit(fit)
+    adapter_router(base, fit.weight, fit.bias if settings.bias else None, settings.normalize).save(
+        str(out), create_model_card=False)
+    save_adapter(out / "adapter", fit, extra={"base_model": mc.name_or_path, "text_rule": encode.rule.describe(),
+                                              "training_queries": len(examples), "corpus": len(corpus),
+                                              "provenance": provenance})
+    save_config(config, out / "textcl_config.yaml")
+    before = {"dev": fit.base} if fit.base else {}
+    after = {"dev": fit.best} if fit.best else {}
+    return TrainResult(output_dir=str(out), best_checkpoint=None, history=fit.history, before=before, after=after,
+                       steps=fit.steps, stopped_early=fit.stopped_early)
+
+
+def _log_fit(fit: AdapterFit) -> None:
+    s = fit.settings
+    form = "full" if s.rank is None else f"rank {s.rank}"
+    log.info("adapter (%s, %d parameters): %d steps (%d per epoch, dev every %d) in %.1f s + %.1f s of dev "
+             "evaluation%s", form, fit.parameters, fit.steps, fit.steps_per_epoch, fit.eval_every, fit.train_s,
+             fit.eval_s, "; stopped early" if fit.stopped_early else "")
+    if fit.metric and fit.best:
+        log.info("dev %s: %.4f at W = I -> %.4f at step %s", fit.metric, fit.base.get(fit.metric, float("nan")),
+                 fit.best[fit.metric], fit.best_step)
