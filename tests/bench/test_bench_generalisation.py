@@ -1,0 +1,47 @@
+"""bench/bench_generalisation.py: a finished run folder becomes a row (test and dev scores from summary.json,
+the WiSE-FT choice from history.json), and the tables come from the records alone."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(ROOT / "bench"))
+
+import bench_generalisation as bg  # noqa: E402
+
+M = "nfcorpus/ndcg@10"
+
+
+def test_summary_row_reads_test_dev_and_the_kept_mix(tmp_path):
+    (tmp_path / "summary.json").write_text(json.dumps({
+        "before": {M: 0.30, "stsbenchmark/spearman_cosine": 0.82},
+        "after": {M: 0.33, "stsbenchmark/spearman_cosine": 0.815},
+        "train": {"steps": 240, "stopped_early": True, "dev_before": {"dev": {M: 0.29}},
+                  "dev_after": {"dev": {M: 0.31}, "ood": {}}},
+        "stages": {"train": {"status": "done", "seconds": 500.0}, "report": {"status": "done"}}}))
+    (tmp_path / "history.json").write_text(json.dumps([{"step": 0, "eval": {"dev": {M: 0.29}}},
+                                                       {"forgetting_budget": 0.5, "chosen": 0.6}]))
+    row = bg.summary_row(tmp_path)
+    assert row == {"base_test": 0.30, "tuned_test": 0.33, "base_dev": 0.29, "tuned_dev": 0.31,
+                   "base_stsb": 0.82, "tuned_stsb": 0.815, "steps": 240, "stopped_early": True,
+                   "chosen_alpha": 0.6, "stages_s": {"train": 500.0, "report": None}}
+
+
+def _rec(split: str, seed: int, base: float, tuned: float, method: str = "recipe") -> dict:
+    return {"method": method, "split": split, "seed": seed, "base_test": base, "tuned_test": tuned,
+            "base_dev": 0.30, "tuned_dev": 0.32, "wall_s": 600.0 + seed, "load_before": [3.0 + seed, 2.0, 1.0]}
+
+
+def test_table_gives_mean_std_gain_and_worst_seed_per_cell():
+    rows = [_rec("new-docs", 1, 0.30, 0.31), _rec("new-docs", 2, 0.30, 0.33), _rec("new-docs", 3, 0.30, 0.32),
+            _rec("new-docs", 1, 0.30, 0.99),  # a second record of seed 1: the first one counts
+            _rec("budget-50", 1, 0.31, 0.30), _rec("budget-50", 1, 0.31, 0.35, method="adapter")]
+    lines = bg.table(rows)
+    assert "| new documents | recipe | 3 | 30.00 ± 0.00 | 32.00 ± 1.00 | 2.00 ± 1.00 | +1.00 | " \
+           "30.00 ± 0.00 -> 32.00 ± 0.00 | 602 |" in lines
+    assert "| N = 50 | recipe | 1 | 31.00 | 30.00 | -1.00 | -1.00 | 30.00 -> 32.00 | 601 |" in lines
+    assert "| N = 50 | adapter | 1 | 31.00 | 35.00 | 4.00 | +4.00 | 30.00 -> 32.00 | 601 |" in lines
+    assert "1-minute load average 4.0-6.0" in lines[-1]
