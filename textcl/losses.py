@@ -9,20 +9,12 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
 
+from textcl.exclusion import ExclusionIndex, KnownPositives  # KnownPositives re-exported for callers
 from textcl.types import normalize_text  # one definition of "same text"
-
-
-@dataclass(frozen=True)
-class KnownPositives:
-    """What is known to be relevant to one query: positive ids and normalized positive texts."""
-
-    ids: frozenset[str] = frozenset()
-    texts: frozenset[str] = frozenset()
 
 
 def _labels(n: int, group_size: int, offset: int, device: torch.device) -> torch.Tensor:
@@ -119,23 +111,16 @@ def false_negative_mask(query_ids: Sequence[str | None], query_texts: Sequence[s
                         label_offset: int = 0) -> torch.Tensor:
     """Bool [B, M], True = candidate j is a false negative for query i and leaves its softmax.
 
-    Masked: a candidate whose id is in the query's known positive ids, whose normalized text is in
-    its known positive texts, or whose normalized text equals the query's. Never masked: the
-    query's own positive, row label_offset + i * group_size. (query_ids are accepted for symmetry
-    with the batch; ids of queries and candidates live in different namespaces and are not compared.)
+    Masked: what `ExclusionIndex.excluded` names for the query (a known positive id, a known positive's
+    normalized text, the query's normalized text). Never masked: the query's own positive, row
+    label_offset + i * group_size. (query_ids are accepted for symmetry with the batch; ids of queries
+    and candidates live in different namespaces and are not compared.)
     """
     del query_ids
-    by_id: dict[str, list[int]] = {}
-    by_text: dict[str, list[int]] = {}
-    for j, (cid, text) in enumerate(zip(cand_ids, cand_texts)):
-        if cid is not None:
-            by_id.setdefault(cid, []).append(j)
-        by_text.setdefault(normalize_text(text), []).append(j)
+    index = ExclusionIndex.of_documents(cand_texts, cand_ids)
     mask = torch.zeros(len(query_texts), len(cand_texts), dtype=torch.bool)
     for i, qtext in enumerate(query_texts):
-        known = positive_sets[i] if positive_sets else KnownPositives()
-        hits = [j for t in (*known.texts, normalize_text(qtext)) for j in by_text.get(t, ())]
-        hits += [j for k in known.ids for j in by_id.get(k, ())]
+        hits = sorted(index.excluded(positive_sets[i] if positive_sets else KnownPositives(), qtext))
         if hits:
             mask[i, hits] = True
         mask[i, label_offset + i * group_size] = False
@@ -145,26 +130,18 @@ def false_negative_mask(query_ids: Sequence[str | None], query_texts: Sequence[s
 def query_side_mask(positive_ids: Sequence[str | None], positive_texts: Sequence[str],
                     all_query_texts: Sequence[str], all_positive_sets: Sequence[KnownPositives],
                     *, query_offset: int = 0) -> torch.Tensor:
-    """Bool [B, N] for the symmetric term: query j is excluded for local positive i when that
-    positive is a known positive of query j (id or normalized text) or query j's text equals query
-    (query_offset + i)'s text. Query query_offset + i itself is never masked."""
-    by_text: dict[str, list[int]] = {}
-    by_id: dict[str, list[int]] = {}
-    by_query: dict[str, list[int]] = {}
+    """Bool [B, N] for the symmetric term, the same rule seen from the positive: query j is excluded for
+    local positive i when that positive is a known positive of query j (id or normalized text) or query
+    j's text equals query (query_offset + i)'s text. Query query_offset + i itself is never masked."""
+    by_known = ExclusionIndex()  # row j = query j, keyed by its known positives
     for j, known in enumerate(all_positive_sets):
-        for t in known.texts:
-            by_text.setdefault(t, []).append(j)
-        for k in known.ids:
-            by_id.setdefault(k, []).append(j)
-    norm_queries = [normalize_text(t) for t in all_query_texts]
-    for j, t in enumerate(norm_queries):
-        by_query.setdefault(t, []).append(j)
+        by_known.add(j, ids=known.ids, texts=known.texts)
+    by_query = ExclusionIndex.of_documents(all_query_texts)
     mask = torch.zeros(len(positive_texts), len(all_query_texts), dtype=torch.bool)
     for i, (pid, ptext) in enumerate(zip(positive_ids, positive_texts)):
         own = query_offset + i
-        hits = by_text.get(normalize_text(ptext), []) + by_query.get(norm_queries[own], [])
-        if pid is not None:
-            hits += by_id.get(pid, [])
+        hits = (by_known.rows_of_id(pid) + by_known.rows_of_text(normalize_text(ptext))
+                + by_query.rows_of_text(normalize_text(all_query_texts[own])))
         if hits:
             mask[i, hits] = True
         mask[i, own] = False

@@ -7,14 +7,15 @@ add up to the number of candidates looked at.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 
 import numpy as np
 
+from textcl.exclusion import REASONS
+
 # Outcomes in the order they are tested; the first that applies is the one counted.
-FILTERS = ("no_result", "positive_id", "positive_text", "query_text", "duplicate_text", "max_score", "margin",
-           "cross_encoder")
+FILTERS = ("no_result", *REASONS, "duplicate_text", "max_score", "margin", "cross_encoder")
 OUTCOMES = (*FILTERS, "selected", "unused")
 
 
@@ -51,12 +52,11 @@ def reference_scores(pair_row: np.ndarray, pair_score: np.ndarray, n_rows: int, 
 
 @dataclass(frozen=True)
 class RowFilter:
-    """What one row knows: all positives of its query (corpus indices and normalised texts), the
-    normalised query, texts it already holds as negatives, and its margin reference score."""
+    """What one row knows: the corpus indices its query excludes and why (`ExclusionIndex.exclusions`:
+    known positives by id and by text, documents with the query's text), texts it already holds as
+    negatives, and its margin reference score."""
 
-    positive_ids: frozenset[int]
-    positive_texts: frozenset[str]
-    query_text: str
+    excluded: Mapping[int, str]
     reference_score: float
     seen_texts: frozenset[str] = frozenset()
 
@@ -83,15 +83,12 @@ def classify_candidates(cand_idx: Sequence[int], cand_scores: Sequence[float], r
         if idx < 0:  # an approximate index returned fewer than k results
             out.append("no_result")
             continue
-        if idx in row.positive_ids:
-            out.append("positive_id")
+        excluded = row.excluded.get(idx)
+        if excluded is not None:
+            out.append(excluded)
             continue
         text = text_of(idx)
-        if text in row.positive_texts:
-            reason = "positive_text"
-        elif text == row.query_text:
-            reason = "query_text"
-        elif text in seen:
+        if text in seen:
             reason = "duplicate_text"
         elif limits.max_score is not None and score > limits.max_score:
             reason = "max_score"

@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from textcl.errors import DataError
+from textcl.exclusion import ExclusionIndex
 from textcl.types import Example, RetrievalSet, normalize_text
 
 
@@ -32,13 +33,23 @@ class MiningPlan:
     query_positive_texts: list[frozenset[str]]  # ... and their normalised texts
     queries_without_positives: int = 0
     _norm: dict[int, str] = field(default_factory=dict, repr=False)
+    _index: ExclusionIndex | None = field(default=None, repr=False)
 
     def text_of(self, idx: int) -> str:
-        """Normalised text of corpus item `idx` (memoised: only candidates are ever normalised)."""
+        """Normalised text of corpus item `idx` (memoised: each item is normalised once)."""
         text = self._norm.get(idx)
         if text is None:
             text = self._norm[idx] = normalize_text(self.corpus[idx])
         return text
+
+    def exclusion_index(self) -> ExclusionIndex:
+        """The corpus by normalised text (built once): what each query's known positives exclude. Positives
+        are rows already, so the index needs no ids."""
+        if self._index is None:
+            self._index = ExclusionIndex()
+            for row in range(len(self.corpus)):
+                self._index.add(row, texts=(self.text_of(row),))
+        return self._index
 
     def pairs(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """(pair_row, pair_query, pair_corpus): one entry per (row, own positive)."""

@@ -10,6 +10,7 @@ from collections.abc import Callable
 import numpy as np
 
 from textcl.config import MiningConfig
+from textcl.exclusion import KnownPositives
 from textcl.mine.filters import (
     RowFilter,
     Thresholds,
@@ -39,8 +40,10 @@ def sample(n_survivors: int, num_negatives: int, sampling: str, rng: np.random.G
 
 
 def _row_filters(plan: MiningPlan, ref: np.ndarray) -> list[RowFilter]:
-    return [RowFilter(positive_ids=plan.query_positives[q], positive_texts=plan.query_positive_texts[q],
-                      query_text=normalize_text(plan.queries[q]), reference_score=float(ref[r]),
+    index = plan.exclusion_index()
+    known = [KnownPositives(texts=texts) for texts in plan.query_positive_texts]
+    return [RowFilter(excluded=index.exclusions(known[q], plan.queries[q], rows=plan.query_positives[q]),
+                      reference_score=float(ref[r]),
                       seen_texts=frozenset(normalize_text(t) for t in plan.rows[r].negatives))
             for r, q in enumerate(plan.row_query.tolist())]
 

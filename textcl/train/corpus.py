@@ -2,9 +2,9 @@
 (computed once by the base model), and for each batch the row of every query's sampled positive and
 the rows kept out of its softmax.
 
-Exclusion follows the miner's false-negative rules (`mine/filters.py`): a document is never a
-negative of a query if it is a known positive of that query by id, has the normalised text of one,
-or has the query's own normalised text.
+Exclusion is the miner's and the in-batch masks' rule, asked of one `ExclusionIndex`
+(textcl/exclusion.py): a document is never a negative of a query if it is a known positive of that
+query by id, has the normalised text of one, or has the query's own normalised text.
 """
 
 from __future__ import annotations
@@ -24,6 +24,7 @@ from textcl.data.beir import find_file, is_beir_folder
 from textcl.data.examples import load_texts
 from textcl.data.retrieval import load_corpus
 from textcl.errors import ConfigError, DataError
+from textcl.exclusion import ExclusionIndex, KnownPositives
 from textcl.types import Encode, Example, normalize_text
 
 log = logging.getLogger(__name__)
@@ -38,23 +39,20 @@ class TrainingCorpus:
     texts: list[str]
     ids: list[str] | None
     embeddings: torch.Tensor | None = None
-    _by_id: dict[str, int] = field(default_factory=dict, repr=False)
-    _by_text: dict[str, list[int]] = field(default_factory=dict, repr=False)
+    _index: ExclusionIndex = field(default_factory=ExclusionIndex, repr=False)
 
     def __post_init__(self) -> None:
-        if self.ids is not None:
-            self._by_id = {d: i for i, d in enumerate(self.ids)}
-        for i, text in enumerate(self.texts):
-            self._by_text.setdefault(normalize_text(text), []).append(i)
+        self._index = ExclusionIndex.of_documents(self.texts, self.ids)
 
     def __len__(self) -> int:
         return len(self.texts)
 
     def row_of(self, text: str, doc_id: str | None) -> int:
         """The corpus row of a positive: by id when the corpus has ids, else by (normalised) text."""
-        if doc_id is not None and doc_id in self._by_id:
-            return self._by_id[doc_id]
-        rows = self._by_text.get(normalize_text(text))
+        by_id = self._index.rows_of_id(doc_id)
+        if by_id:
+            return by_id[0]
+        rows = self._index.rows_of_text(normalize_text(text))
         if not rows:
             raise DataError(f"positive {doc_id or text[:60]!r} is not in the training corpus; give it in "
                             "train.corpus or train on rows whose positives come from that corpus")
@@ -62,28 +60,21 @@ class TrainingCorpus:
         return (exact or rows)[0]
 
     def targets(self, batch: Batch) -> tuple[torch.Tensor, tuple[torch.Tensor, torch.Tensor]]:
-        """(positive row of each query [B], excluded (rows, cols)): all known positives of query i
-        (the sampled one too: it enters the loss once, as the positive), and documents with the
-        normalised text of a positive or of the query."""
+        """(positive row of each query [B], excluded (rows, cols)): the sampled positive (it enters the loss
+        once, as the positive) and its text, and whatever `ExclusionIndex.excluded` names for the query."""
         g = batch.group_size
         ids = batch.candidate_ids or [None] * len(batch.candidates)
         positives, ex_rows, ex_cols = [], [], []
         for i, query in enumerate(batch.queries):
             pos = self.row_of(batch.candidates[i * g], ids[i * g])
             positives.append(pos)
-            known = batch.positive_sets[i] if batch.positive_sets else None
-            cols = {pos}
-            if known is not None:
-                cols.update(self._by_id[d] for d in known.ids if d in self._by_id)
-                for text in known.texts:
-                    cols.update(self._by_text.get(text, ()))
-            cols.update(self._by_text.get(normalize_text(batch.candidates[i * g]), ()))
-            cols.update(self._by_text.get(normalize_text(query), ()))
+            known = batch.positive_sets[i] if batch.positive_sets else KnownPositives()
+            cols = {pos, *self._index.rows_of_text(normalize_text(batch.candidates[i * g]))}
+            cols |= self._index.excluded(known, query)
             ex_rows += [i] * len(cols)
             ex_cols += sorted(cols)
         return (torch.tensor(positives, dtype=torch.long),
                 (torch.tensor(ex_rows, dtype=torch.long), torch.tensor(ex_cols, dtype=torch.long)))
-
 
     def positive_pairs(self, batch: Batch) -> tuple[torch.Tensor, torch.Tensor]:
         """(query rows, corpus rows) of every known positive of each query: each id found in this corpus,
@@ -95,12 +86,12 @@ class TrainingCorpus:
         rows, cols = [], []
         for i in range(len(batch)):
             found = {self.row_of(batch.candidates[i * g], ids[i * g])}
-            known = batch.positive_sets[i] if batch.positive_sets else None
-            if known is not None:
-                by_id = {self._by_id[d] for d in known.ids if d in self._by_id}
-                covered = {normalize_text(self.texts[r]) for r in by_id}
-                found.update(by_id)
-                found.update(self._by_text[t][0] for t in known.texts if t in self._by_text and t not in covered)
+            known = batch.positive_sets[i] if batch.positive_sets else KnownPositives()
+            by_id = {r for d in known.ids for r in self._index.rows_of_id(d)[:1]}
+            covered = {normalize_text(self.texts[r]) for r in by_id}
+            found |= by_id
+            found.update(self._index.rows_of_text(t)[0] for t in known.texts
+                         if t not in covered and self._index.rows_of_text(t))
             rows += [i] * len(found)
             cols += sorted(found)
         return torch.tensor(rows, dtype=torch.long), torch.tensor(cols, dtype=torch.long)
