@@ -33,7 +33,7 @@ from textcl.train import checkpoint as ckpt
 from textcl.train.adapter import train_adapter
 from textcl.train.card import base_model_name
 from textcl.train.loop import train
-from textcl.types import Encode, Example
+from textcl.types import Encode, Example, encoder_identity
 
 log = logging.getLogger(__name__)
 
@@ -159,7 +159,8 @@ def _evaluate(ctx: Context, model_path: str, tag: str) -> dict:
         raise NotApplicable("no evaluation sets and no training pairs to measure")
     primary = {k: v for k, v in metrics.items() if is_primary(k)}
     log.info("%s model (%s split): %s", tag, ec.split, ", ".join(f"{k} {100 * v:.2f}" for k, v in primary.items()))
-    return {"model": model_path, "metrics": {k: float(v) for k, v in metrics.items()},
+    return {"model": model_path, "encoder": encoder_identity(encode),  # fingerprints, prompts, similarity
+            "metrics": {k: float(v) for k, v in metrics.items()},
             "ood_metrics": sorted(k for k in metrics if k.split("/")[0] in ood_names),
             "similarity_file": sim_file.name}
 
@@ -256,8 +257,7 @@ def run_index(ctx: Context, resume: bool) -> dict:
     model = (ctx.results.get("train") or {}).get("model_dir") or cfg.model.name_or_path
     index = SearchIndex.build(stage_encoder(ctx, model), load_corpus(corpus_path), cfg.index.output,
                               factory=cfg.index.factory, model=model, recall_queries=queries, seed=cfg.seed)
-    index.config.update(query_prompt=cfg.model.query_prompt, document_prompt=cfg.model.document_prompt,
-                        corpus=str(corpus_path))
+    index.config.update(corpus=str(corpus_path))  # the prompts used are stored by build (the model's or the recipe's)
     index.save()
     return {"path": cfg.index.output, "factory": cfg.index.factory, "count": len(index), "model": model,
             "recall": index.config.get("recall")}
@@ -279,6 +279,7 @@ def run_report(ctx: Context, resume: bool) -> dict:
         "recipe": ctx.recipe, "output_dir": str(ctx.out), "seed": cfg.seed,
         "base_model": base_model_name(cfg.model.name_or_path) or cfg.model.name_or_path,
         "model_dir": trained.get("model_dir"), "before": before, "after": after,
+        "text_rule": {tag: (ctx.results.get(f"eval_{tag}") or {}).get("encoder") for tag in ("base", "tuned")},
         "delta_points": {k: round(100 * (after[k] - before[k]), 4) for k in before if k in after},
         "ood_metrics": ood,
         "flags": {"forgetting": forgetting_flags(before, after, ood, cfg.eval.forgetting_threshold),
