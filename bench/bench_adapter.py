@@ -106,6 +106,20 @@ def table(rows: list[dict]) -> list[str]:
     return lines
 
 
+def run_grid(args: argparse.Namespace) -> None:
+    """Every (seed, lr) run, each record appended as soon as it finishes (a stopped bench keeps its runs)."""
+    t0 = time.perf_counter()
+    args.records.parent.mkdir(parents=True, exist_ok=True)
+    extra = [x for o in args.overrides for x in ("--set", o)]
+    for seed in args.seeds:
+        for lr in args.lrs:
+            line = json.dumps(run_one(seed, lr, args.work, extra))
+            with open(args.records, "a", encoding="utf-8") as fh:
+                fh.write(line + "\n")
+            print(line, flush=True)
+    print(f"bench wall time {time.perf_counter() - t0:.0f} s", flush=True)
+
+
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--seeds", type=int, nargs="+", default=[42, 1, 2])
@@ -118,22 +132,10 @@ def main() -> int:
     p.add_argument("--out", type=Path, default=None, help="markdown section to write")
     args = p.parse_args()
     if not (args.table or args.mode):
-        t0 = time.perf_counter()
-        args.records.parent.mkdir(parents=True, exist_ok=True)
-        extra = [x for o in args.overrides for x in ("--set", o)]
-        for seed in args.seeds:
-            for lr in args.lrs:
-                rec = run_one(seed, lr, args.work, extra)
-                with open(args.records, "a", encoding="utf-8") as fh:
-                    fh.write(json.dumps(rec) + "\n")
-                print(json.dumps(rec), flush=True)
-        print(f"bench wall time {time.perf_counter() - t0:.0f} s", flush=True)
+        run_grid(args)
     rows = [json.loads(x) for x in args.records.read_text().splitlines() if x.strip()]
-    lines = ["## Linear query adapter on NFCorpus (`train.tune: adapter`)", "", *table(rows), ""]
-    if args.out:
-        write_section(args.out, lines)
-    else:
-        print("\n".join(lines))
+    write_section(args.out or args.work / "adapter.md",
+                  ["## Linear query adapter on NFCorpus (`train.tune: adapter`)", "", *table(rows), ""])
     return 0
 
 

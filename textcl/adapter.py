@@ -2,32 +2,27 @@
 documents keep their vectors. W = I + delta (full d x d) or I + U V^T (rank r, V zero-initialised), trained with
 the whole-corpus multi-positive InfoNCE of query-side training (`losses.corpus_info_nce`); no transformer runs.
 
-Also what carries an adapter out: its files (safetensors, .npy, JSON) and the sentence-transformers Router whose
-query route is the base model + `Dense` (W, b) + `Normalize`, so `encode_query` applies it.
+Its files and the Router model that applies it: `textcl.adapter_files`.
 """
 
 from __future__ import annotations
 
 import copy
-import json
 import logging
 import math
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 import torch.nn.functional as F
-from safetensors.torch import load_file, save_file
-from sentence_transformers import SentenceTransformer
+from transformers import get_scheduler
 
 from textcl.errors import ConfigError, DataError
 from textcl.eval.metrics import is_primary
 from textcl.losses import corpus_info_nce
-from textcl.model import router_model
 
 log = logging.getLogger(__name__)
 
@@ -214,18 +209,6 @@ class AdapterFit:
                          "are used as they are"}
 
 
-def _schedule(kind: str, total: int, warmup: int) -> Callable[[int], float]:
-    def factor(step: int) -> float:
-        if step < warmup:
-            return (step + 1) / warmup
-        if kind == "constant":
-            return 1.0
-        progress = (step - warmup) / max(1, total - warmup)
-        return max(0.0, 1.0 - progress) if kind == "linear" else 0.5 * (1.0 + math.cos(math.pi * min(1.0, progress)))
-
-    return factor
-
-
 def _pick(metrics: dict[str, float], name: str | None) -> tuple[str, float]:
     if name is not None:
         if name not in metrics:
@@ -294,7 +277,9 @@ def fit_adapter(queries: torch.Tensor, corpus: torch.Tensor, targets: QueryTarge
     optimizer = torch.optim.AdamW(groups, lr=s.lr)
     steps_per_epoch = math.ceil(n / s.batch_size)
     total = s.max_steps or s.epochs * steps_per_epoch
-    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, _schedule(s.scheduler, total, round(s.warmup_ratio * total)))
+    # the trainer's rule (train/components.py): warmup over ceil(warmup_ratio * total) steps, then the decay
+    scheduler = get_scheduler({"constant": "constant_with_warmup"}.get(s.scheduler, s.scheduler), optimizer,
+                              num_warmup_steps=math.ceil(s.warmup_ratio * total), num_training_steps=total)
     eval_every = s.eval_every or max(1, steps_per_epoch // 4)
     sel = _Selection(adapter, evaluate, metric, s.patience)
     sel.check(0, 0)
@@ -339,63 +324,3 @@ def fit_adapter(queries: torch.Tensor, corpus: torch.Tensor, targets: QueryTarge
                       best_step=sel.best_step, best=sel.best_metrics, base=sel.base, steps=step,
                       steps_per_epoch=steps_per_epoch, eval_every=eval_every, stopped_early=stop, train_s=train_s,
                       eval_s=sel.seconds, parameters=sum(p.numel() for p in adapter.parameters()))
-
-
-# ---------------------------------------------------------------- files
-
-
-ADAPTER_FILES = ("adapter.safetensors", "W.npy", "b.npy", "adapter.json")
-
-
-def save_adapter(folder: str | Path, fit: AdapterFit, extra: dict | None = None) -> Path:
-    """Write `adapter.safetensors` (weight, bias), `W.npy`, `b.npy` (zeros without a bias) and `adapter.json`
-    (settings, dev scores, timings and `extra`)."""
-    folder = Path(folder)
-    folder.mkdir(parents=True, exist_ok=True)
-    w, b = np.ascontiguousarray(fit.weight, np.float32), np.ascontiguousarray(fit.bias, np.float32)
-    save_file({"weight": torch.from_numpy(w), "bias": torch.from_numpy(b)}, str(folder / "adapter.safetensors"),
-              metadata={"normalize": str(fit.settings.normalize).lower()})
-    np.save(folder / "W.npy", w)
-    np.save(folder / "b.npy", b)
-    info = {**fit.summary(), **(extra or {})}
-    (folder / "adapter.json").write_text(json.dumps(info, indent=2, default=str) + "\n", encoding="utf-8")
-    return folder
-
-
-def load_adapter(folder: str | Path) -> tuple[np.ndarray, np.ndarray, bool]:
-    """(W, b, normalize) from a folder `save_adapter` wrote."""
-    folder = Path(folder)
-    path = folder / "adapter.safetensors"
-    if not path.is_file():
-        raise DataError("no adapter.safetensors here (write one with `textcl adapter fit`)", str(folder))
-    tensors = load_file(str(path))
-    info = json.loads((folder / "adapter.json").read_text(encoding="utf-8")) if (folder / "adapter.json").is_file() \
-        else {}
-    normalize = bool(info.get("settings", {}).get("normalize", True))
-    return tensors["weight"].numpy(), tensors["bias"].numpy(), normalize
-
-
-# ---------------------------------------------------------------- the model that applies it
-
-
-def adapter_router(base: SentenceTransformer, weight: np.ndarray, bias: np.ndarray | None,
-                   normalize: bool) -> SentenceTransformer:
-    """A Router model: `encode_query` = the base model's modules + Dense(W, b, identity activation) (+ Normalize
-    when `normalize`); `encode_document` and `encode` = the base model. The routes share the base modules, so
-    the saved folder adds only the adapter's weights and the document side keeps the base fingerprint."""
-    # sentence-transformers >= 6 (as router_model): the rest of textcl imports on older ones
-    from sentence_transformers.sentence_transformer.modules import Dense, Normalize
-
-    modules = list(base)
-    head: list[torch.nn.Module] = []
-    if normalize and type(modules[-1]).__name__ != "Normalize":
-        head.append(Normalize())  # the adapter was trained on unit vectors (a bias makes the scale matter)
-    dim = int(weight.shape[1])
-    w = torch.as_tensor(np.asarray(weight, np.float32))
-    b = torch.as_tensor(np.asarray(bias, np.float32)) if bias is not None and np.any(bias) else None
-    head.append(Dense(dim, int(weight.shape[0]), bias=b is not None, activation_function=torch.nn.Identity(),
-                      init_weight=w, init_bias=b))
-    if normalize:
-        head.append(Normalize())
-    query = SentenceTransformer(modules=[*modules, *head], device=str(base.device))
-    return router_model(query, base)

@@ -81,7 +81,8 @@ def _k(args: argparse.Namespace) -> list[int]:
 
 def run_fit(args: argparse.Namespace) -> int:
     # start-up time: torch loads only when a command runs
-    from textcl.adapter import AdapterSettings, save_adapter
+    from textcl.adapter import AdapterSettings
+    from textcl.adapter_files import save_adapter
     from textcl.vectorfit import VectorSet, fit_vectors, read_qrels, score
 
     start = time.perf_counter()
@@ -113,7 +114,7 @@ def run_fit(args: argparse.Namespace) -> int:
         extra["test_base"] = score(vs, test, **kw)
         extra["test_adapter"] = score(vs, test, adapter=(best.weight, best.bias), **kw)
     extra["wall_s"] = round(time.perf_counter() - start, 2)
-    folder = save_adapter(args.out, best, extra)
+    folder = save_adapter(args.out, best.weight, best.bias, {**best.summary(), **extra})
     key = f"{vs.name}/ndcg@10"
     if test:
         print(f"test {key}: {100 * extra['test_base'][key]:.2f} -> {100 * extra['test_adapter'][key]:.2f}")
@@ -125,7 +126,7 @@ def run_fit(args: argparse.Namespace) -> int:
 
 
 def run_eval(args: argparse.Namespace) -> int:
-    from textcl.adapter import load_adapter  # start-up time, as in run_fit
+    from textcl.adapter_files import load_adapter  # start-up time, as in run_fit
     from textcl.vectorfit import VectorSet, read_qrels, score
 
     vs = VectorSet.read(args.queries, args.documents, _name(args), args.similarity == "cosine")

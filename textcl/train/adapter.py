@@ -17,10 +17,9 @@ from textcl.adapter import (
     AdapterSettings,
     QueryTargets,
     adapted,
-    adapter_router,
     fit_adapter,
-    save_adapter,
 )
+from textcl.adapter_files import adapter_router, save_adapter
 from textcl.config import RunConfig, save_config
 from textcl.data.batching import whole_batch
 from textcl.eval import evaluate_sets, load_sets
@@ -88,9 +87,9 @@ def train_adapter(config: RunConfig, examples: Sequence[Example] | None = None, 
     _log_fit(fit)
     adapter_router(base, fit.weight, fit.bias if settings.bias else None, settings.normalize).save(
         str(out), create_model_card=False)
-    save_adapter(out / "adapter", fit, extra={"base_model": mc.name_or_path, "text_rule": encode.rule.describe(),
-                                              "training_queries": len(examples), "corpus": len(corpus),
-                                              "provenance": provenance})
+    save_adapter(out / "adapter", fit.weight, fit.bias, {
+        **fit.summary(), "base_model": mc.name_or_path, "text_rule": encode.rule.describe(),
+        "training_queries": len(examples), "corpus": len(corpus), "provenance": provenance})
     save_config(config, out / "textcl_config.yaml")
     before = {"dev": fit.base} if fit.base else {}
     after = {"dev": fit.best} if fit.best else {}
