@@ -45,11 +45,11 @@ class ModelConfig:
     precision: EncodePrecision = "auto"  # encoding; evaluation maps int8 to fp32 unless asked on the CLI
     allow_int8: bool = False  # let precision auto pick int8 (after its quality guard) for mining and indexes
     batch_size: int = 64  # encoding batch size
-    trust_remote_code: bool = False
+    trust_remote_code: bool = False  # run Python code shipped with the model (config.json auto_map); off unless you trust it
     # Prompts prepended to queries / documents everywhere (training, mining, evaluation, indexes): None = the
     # model's own (sentence-transformers' encode_query / encode_document rule), "" = none, a string overrides
     query_prompt: str | None = None
-    document_prompt: str | None = None
+    document_prompt: str | None = None  # see query_prompt (documents: the model's document, passage or corpus prompt)
     # How embeddings are scored: None = the model's similarity_fn_name; cosine (unit vectors) or dot (raw)
     similarity: Literal["cosine", "dot"] | None = None
     cache_dir: str | None = _path(None)  # on-disk embedding cache (None = off)
@@ -61,40 +61,40 @@ class DataConfig:
     format: str = "auto"  # auto|jsonl|csv|tsv|parquet|hf|beir|stsb|sick|flag|text
     split: str = "train"  # split for BEIR folders and HF datasets
     columns: dict[str, str | list[str]] = field(default_factory=dict)  # role -> column name(s)
-    on_error: Literal["raise", "skip"] = "raise"
-    max_examples: int | None = None
+    on_error: Literal["raise", "skip"] = "raise"  # a bad row: raise (naming file, line and field) or skip it (counted in the load report)
+    max_examples: int | None = None  # read at most this many training rows (None = all)
     near_duplicate_threshold: float = 0.95  # cosine similarity for near-duplicate report
 
 
 @dataclass(frozen=True)
 class MiningConfig:
-    enabled: bool = True
-    num_negatives: int = 3
-    skip_top: int = 0
-    depth: int = 50
-    sampling: Literal["top", "random"] = "top"
-    absolute_margin: float | None = None
+    enabled: bool = True  # mine hard negatives before training (`textcl run`)
+    num_negatives: int = 3  # hard negatives kept per row
+    skip_top: int = 0  # candidate ranks skipped at the top (likely unlabelled positives)
+    depth: int = 50  # ranks searched after skip_top: candidates come from [skip_top, skip_top + depth)
+    sampling: Literal["top", "random"] = "top"  # top = the highest-scoring surviving candidates; random = seeded draw among them
+    absolute_margin: float | None = None  # keep a negative only if its score < positive score - margin (None = off)
     relative_margin: float | None = 0.05  # NV-Retriever TopK-PercPos: neg < (1-m) * pos
     margin_reference: Literal["max", "min"] = "max"  # which of a row's positives the margins compare to
     rows: Literal["query", "pair"] = "query"  # retrieval sets: one row per query (all positives) or per pair
-    max_score: float | None = None
+    max_score: float | None = None  # drop candidates scoring above this similarity (None = off)
     factory: str = "exact"  # "exact" (chunked) or a FAISS factory string: Flat, IVF256,Flat, HNSW32 ...
-    query_chunk_size: int = 1024
+    query_chunk_size: int = 1024  # queries searched at once
     corpus_chunk_size: int = 16384  # also the unit of work per rank when distributed
-    recall_check_queries: int = 200
-    cross_encoder: str | None = _path(None, hub=True)
-    cross_encoder_max_score: float | None = None
-    output: str | None = _path(None)
+    recall_check_queries: int = 200  # queries whose approximate top-k is checked against exact search
+    cross_encoder: str | None = _path(None, hub=True)  # re-score candidates with this cross-encoder; drop those it scores as high as the weakest positive
+    cross_encoder_max_score: float | None = None  # with cross_encoder: drop candidates it scores above this instead
+    output: str | None = _path(None)  # mined rows (.jsonl / .jsonl.gz / .parquet); None = under output_dir
 
 
 @dataclass(frozen=True)
 class LossConfig:
-    name: Literal["infonce", "cosent", "simcse"] = "infonce"
-    temperature: float = 0.05
+    name: Literal["infonce", "cosent", "simcse"] = "infonce"  # infonce for (query, positive[, negatives]) rows, cosent for scored pairs, simcse for raw text
+    temperature: float = 0.05  # softmax temperature on similarities (0.05 suits unit vectors, i.e. a scale of 20)
     angle_weight: float = 0.0  # cosent only: + angle_weight * AnglE's angle objective
-    symmetric: bool = False
-    mask_false_negatives: bool = True
-    gather_across_devices: bool = True
+    symmetric: bool = False  # infonce: add the positive -> in-batch queries term
+    mask_false_negatives: bool = True  # keep known positives and same-text candidates out of each query's negatives
+    gather_across_devices: bool = True  # with several processes: every query sees every process's candidates
 
 
 @dataclass(frozen=True)
@@ -108,23 +108,23 @@ class AdapterConfig:
 
 @dataclass(frozen=True)
 class TrainConfig:
-    output_dir: str = _path("out/model")
-    batch_size: int = 32
-    lr: float = 2e-5
-    epochs: int = 1
-    max_steps: int | None = None
-    warmup_ratio: float = 0.1
-    scheduler: Literal["linear", "cosine", "constant"] = "linear"
-    weight_decay: float = 0.01
+    output_dir: str = _path("out/model")  # the model and its checkpoints (`textcl run`: <output_dir>/model unless set)
+    batch_size: int = 32  # global batch (queries per step over all processes)
+    lr: float = 2e-5  # peak learning rate (AdamW)
+    epochs: int = 1  # passes over the training rows
+    max_steps: int | None = None  # stop after this many steps (overrides epochs for the schedule)
+    warmup_ratio: float = 0.1  # share of the steps with a linear warmup
+    scheduler: Literal["linear", "cosine", "constant"] = "linear"  # learning-rate decay after warmup
+    weight_decay: float = 0.01  # AdamW weight decay (not on biases and LayerNorm weights)
     layer_lr_decay: float = 1.0  # < 1: block i of L trains at lr * decay^(L - i) (lower layers move less)
-    max_grad_norm: float | None = 1.0
-    precision: Precision = "auto"
-    gradient_checkpointing: bool = False
+    max_grad_norm: float | None = 1.0  # gradient clipping (None = off)
+    precision: Precision = "auto"  # training precision: auto = bf16 autocast where the hardware has bf16 units, else fp32
+    gradient_checkpointing: bool = False  # recompute activations in backward: less memory, ~30% slower
     gradcache_chunk_size: int | None = None  # mini-batch size for GradCache (None = off)
-    length_grouped: bool = False
+    length_grouped: bool = False  # batch texts of similar length together (less padding)
     num_negatives: int | None = None  # hard negatives per query; None = as many as the data has (<= mining.num_negatives)
     eval_every: int | None = None  # steps; None = once per epoch
-    early_stopping_patience: int | None = None
+    early_stopping_patience: int | None = None  # stop after this many dev evaluations without improvement (None = off)
     save_every: int | None = None  # steps between checkpoints (None = off)
     save_every_minutes: float | None = 10.0  # also checkpoint when this much time passed since the last one
     keep_checkpoints: int = 1  # step checkpoints kept (the best model is kept apart, in checkpoints/best)
@@ -135,8 +135,8 @@ class TrainConfig:
     # and its interpolate_base mixes whose out-of-domain scores (eval.ood_*, on their DEV split) are at most
     # this far below the base model's, even if a less-mixed model scores higher on dev. None = off.
     max_ood_drop: float | None = None
-    nan_policy: Literal["stop", "skip"] = "stop"
-    log_every: int = 10
+    nan_policy: Literal["stop", "skip"] = "stop"  # a non-finite loss: stop the run, or skip that step (counted)
+    log_every: int = 10  # steps between loss/lr/throughput log lines
     # Which tower trains: "both" (one shared model, the usual full fine-tune) or "query" (a copy of the
     # model encodes queries and trains; documents keep the frozen base model, so existing indexes and
     # embedding caches stay valid; implies negatives: corpus).
@@ -228,16 +228,16 @@ class TrainConfig:
 
 @dataclass(frozen=True)
 class EvalConfig:
-    sts: list[str] = _path([], hub=True)
-    retrieval: list[str] = _path([], hub=True)
-    ood_sts: list[str] = _path([], hub=True)
-    ood_retrieval: list[str] = _path([], hub=True)
-    split: str = "test"
-    dev_split: str = "dev"
+    sts: list[str] = _path([], hub=True)  # in-domain STS sets (STS-B folder, SICK TSV, scored pairs): dev selects, test reports
+    retrieval: list[str] = _path([], hub=True)  # in-domain retrieval sets (BEIR folders or pairs files)
+    ood_sts: list[str] = _path([], hub=True)  # out-of-domain STS sets: watched for forgetting, never used for selection
+    ood_retrieval: list[str] = _path([], hub=True)  # out-of-domain retrieval sets: watched for forgetting
+    split: str = "test"  # the split reported as the result
+    dev_split: str = "dev"  # the split that selects checkpoints (must differ from split unless allow_test_selection)
     # Let training select its checkpoint on the rows the test table reports (dev_split = split, or an in-domain
     # set that is one file): the test score is then inflated. Off: `textcl run` / `textcl train` refuse it.
     allow_test_selection: bool = False
-    k_values: list[int] = field(default_factory=lambda: [1, 3, 5, 10, 100, 1000])
+    k_values: list[int] = field(default_factory=lambda: [1, 3, 5, 10, 100, 1000])  # cut-offs for retrieval metrics; candidates per query = the largest
     ignore_identical_ids: bool | None = None  # None = per-dataset MTEB default
     factory: str = "exact"  # exact or a FAISS factory string
     metric_for_best: str | None = None  # e.g. "nfcorpus/ndcg@10"; None = first primary metric
@@ -248,16 +248,16 @@ class EvalConfig:
 
 @dataclass(frozen=True)
 class IndexConfig:
-    enabled: bool = True
-    corpus: str | None = _path(None)
-    factory: str = "Flat"
-    output: str | None = _path(None)
+    enabled: bool = True  # build a search index at the end of `textcl run`
+    corpus: str | None = _path(None)  # documents to index (BEIR folder, corpus JSONL or text file; None = the training corpus)
+    factory: str = "Flat"  # exact, or a FAISS factory string: Flat, HNSW32, IVF1024,Flat|nprobe=32
+    output: str | None = _path(None)  # the index folder; None = under output_dir
 
 
 @dataclass(frozen=True)
 class RunConfig:
-    seed: int = 42
-    output_dir: str = _path("out/run")
+    seed: int = 42  # seeds every random generator once, at the start
+    output_dir: str = _path("out/run")  # the run's folder: model, mined data, index and report go under it unless set apart
     skip: list[str] = field(default_factory=list)  # stages to skip: check, eval_base, mine, train, ...
     launcher: str | None = None  # `textcl run` trains in subprocesses, e.g. "accelerate launch --multi_gpu"
     model: ModelConfig = field(default_factory=ModelConfig)
