@@ -103,7 +103,7 @@ class AdapterConfig:
     epochs, weight_decay (towards W = I), eval_every, early_stopping_patience, scheduler come from train.*."""
 
     rank: int | None = None  # None: full d x d; r: W = I + U V^T
-    bias: bool = False
+    bias: bool = False  # also learn b in q' = W q + b
 
 
 @dataclass(frozen=True)
