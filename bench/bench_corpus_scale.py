@@ -41,7 +41,7 @@ def child(kind: str, n: int, steps: int) -> dict:
     from textcl.model import load_model
     from textcl.train.components import make_embed
     from textcl.train.corpus import TrainingCorpus, storage_dtype
-    from textcl.train.objective import CorpusNegatives, corpus_forward_backward
+    from textcl.train.objective import CorpusInfoNCE, CorpusNegatives, forward_backward
 
     model = load_model("all-MiniLM-L6-v2", device="cpu", max_seq_length=64)
     model.train()
@@ -74,7 +74,7 @@ def child(kind: str, n: int, steps: int) -> dict:
         else:
             how = CorpusNegatives(query_side=True, candidates=256 if kind == "sampled" else None,
                                   samples=4096 if kind == "sampled" else 0)
-            corpus_forward_backward(embed, batch, corpus, LossConfig(), how, rng)
+            forward_backward(embed, batch, CorpusInfoNCE(LossConfig().temperature, corpus, how), rng=rng)
         times.append(time.perf_counter() - t0)
     return {"kind": kind, "n": n, "dtype": str(dtype).replace("torch.", ""), "step_s": sorted(times)[len(times) // 2],
             "peak_rss_mb": round(peak_rss_mb(), 1), "rss_before_corpus_mb": round(base_rss, 1)}

@@ -20,7 +20,7 @@ from textcl.config import LossConfig
 from textcl.data.batching import Batch, make_batches, make_scored_batches, make_text_batches
 from textcl.errors import TrainingError
 from textcl.train.corpus import TrainingCorpus
-from textcl.train.objective import CorpusNegatives, corpus_forward_backward, forward_backward
+from textcl.train.objective import CorpusInfoNCE, CorpusNegatives, SimilarityAnchor, Sum, forward_backward
 from textcl.types import Example, ScoredPair
 
 WORDS = "cancer diet vitamin heart risk health study food sugar fat cell blood brain sleep coffee tea".split()
@@ -106,11 +106,13 @@ def run_loss(embed, batch: Batch, over: dict, chunk, no_sync=None) -> float:
     if mode is None:
         return forward_backward(embed, batch, LossConfig(**over), chunk_size=chunk, no_sync=no_sync)
     sampled = mode.startswith("sampled")
-    anchor = (over["_anchor"], base_encode) if "_anchor" in over else None
     how = CorpusNegatives(query_side=mode != "both", candidates=4 if sampled else None,
-                          samples=6 if sampled else 0, all_positives=mode.endswith("all"), anchor=anchor)
+                          samples=6 if sampled else 0, all_positives=mode.endswith("all"))
+    loss = CorpusInfoNCE(LossConfig().temperature, corpus(), how)
+    if "_anchor" in over:
+        loss = Sum((loss, SimilarityAnchor(over["_anchor"], base_encode)))
     # the same uniform draws on every rank and in the full batch: estimates per query then agree
-    return corpus_forward_backward(embed, batch, corpus(), LossConfig(), how, np.random.default_rng(0))
+    return forward_backward(embed, batch, loss, rng=np.random.default_rng(0))
 
 
 def st_embed(module, model):

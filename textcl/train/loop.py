@@ -43,7 +43,7 @@ from textcl.train.corpus import TrainingCorpus, build_training_corpus, embed_cor
 from textcl.train.data import epoch_batch_maker, load_training_data
 from textcl.train.evaluation import build_evaluators, build_ood_dev
 from textcl.train.finish import finish
-from textcl.train.objective import CorpusNegatives, corpus_forward_backward, forward_backward
+from textcl.train.objective import build_loss, forward_backward
 from textcl.train.selection import evaluate, mix_with_base, select, stop_early
 from textcl.train.step import StepResult, train_step
 from textcl.train.trainer import Trainer, TrainResult
@@ -239,19 +239,13 @@ def save_checkpoint(trainer: Trainer) -> None:
 
 def _loss_runner(config: RunConfig, embed: Callable, corpus: TrainingCorpus | None, documents: MemoEncoder | None,
                  no_sync: Callable | None, rank: int) -> Callable[[Any, int], float]:
-    """`run(batch, step) -> loss`: forward + backward with in-batch negatives, or against the corpus."""
-    tc = config.train
-    if corpus is None:
-        return lambda batch, step: forward_backward(embed, batch, config.loss, chunk_size=tc.gradcache_chunk_size,
-                                                    no_sync=no_sync)
-    how = CorpusNegatives(query_side=tc.tune == "query", candidates=tc.corpus_candidates, samples=tc.corpus_samples,
-                          all_positives=tc.tune == "query" and tc.corpus_positives != "sample",
-                          anchor=(tc.similarity_anchor, documents) if tc.similarity_anchor and documents else None)
+    """`run(batch, step) -> loss`: forward + backward of the run's loss (`build_loss`)."""
+    loss, chunk = build_loss(config, corpus, documents), config.train.gradcache_chunk_size
 
     def run(batch: Any, step: int) -> float:
         # Uniform draws are seeded by (seed, step) and rank: a resumed run draws the same documents.
         rng = np.random.default_rng([config.seed, step, rank])
-        return corpus_forward_backward(embed, batch, corpus, config.loss, how, rng)
+        return forward_backward(embed, batch, loss, chunk_size=chunk, no_sync=no_sync, rng=rng)
 
     return run
 
