@@ -24,8 +24,6 @@ from pathlib import Path
 
 from common import ROOT, write_section  # first: sets up sys.path and env
 
-from textcl.model import resolve_precision
-
 RECIPE = ROOT / "recipes" / "nfcorpus-adapter.yaml"
 KEY = "nfcorpus/ndcg@10"
 
@@ -46,8 +44,10 @@ def commit() -> str:
     return head.strip() + (" (uncommitted changes in textcl/ or recipes/)" if dirty else "")
 
 
-def run_one(seed: int, lr: float, work: Path, extra: list[str]) -> dict:
+def run_one(seed: int, lr: float, work: Path, extra: list[str], threads: int | None) -> dict:
     """One `textcl run`; its record (scores from summary.json and adapter.json, wall time of the process)."""
+    from textcl.model import resolve_precision  # loads torch: only when runs are made, not to table records
+
     out = work / f"lr{lr:g}-s{seed}"
     cold = not (work / "cache").is_dir()
     cmd = [str(Path(sys.executable).parent / "textcl"), "run", str(RECIPE), "--no-progress", "--set", f"seed={seed}",
@@ -55,7 +55,8 @@ def run_one(seed: int, lr: float, work: Path, extra: list[str]) -> dict:
            *extra]
     load = os.getloadavg()[0]
     t0 = time.perf_counter()
-    subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL)
+    env = {**os.environ, **({"OMP_NUM_THREADS": str(threads)} if threads else {})}
+    subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL, env=env)
     wall = time.perf_counter() - t0
     summary = json.loads((out / "summary.json").read_text())
     adapter = json.loads((out / "model" / "adapter" / "adapter.json").read_text())
@@ -65,7 +66,9 @@ def run_one(seed: int, lr: float, work: Path, extra: list[str]) -> dict:
             "best_step": adapter["best_step"], "steps": adapter["steps"], "steps_per_epoch": adapter["steps_per_epoch"],
             "train_s": adapter["train_s"], "eval_s": adapter["eval_s"], "stages_s": stages, "wall_s": round(wall, 1),
             "cold": cold, "precision": f"model.precision auto -> {resolve_precision('auto', 'cpu')} on this CPU",
-            "command": " ".join(cmd[1:]).replace(str(ROOT) + "/", ""), "commit": commit(), "machine": machine(),
+            "threads": threads or os.cpu_count(),
+            "command": ("" if threads is None else f"OMP_NUM_THREADS={threads} ")
+            + " ".join(["textcl", *cmd[1:]]).replace(str(ROOT) + "/", ""), "commit": commit(), "machine": machine(),
             "load_avg_1m": [round(load, 2), round(os.getloadavg()[0], 2)],
             "date": time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime())}
 
@@ -106,6 +109,12 @@ def table(rows: list[dict]) -> list[str]:
     return lines
 
 
+def load_records(path: Path) -> list[dict]:
+    """The records of a .jsonl file, or of adapter.jsonl in a folder (bench/run_all.py passes bench/records)."""
+    path = path / "adapter.jsonl" if path.is_dir() else path
+    return [json.loads(x) for x in path.read_text().splitlines() if x.strip()] if path.is_file() else []
+
+
 def run_grid(args: argparse.Namespace) -> None:
     """Every (seed, lr) run, each record appended as soon as it finishes (a stopped bench keeps its runs)."""
     t0 = time.perf_counter()
@@ -113,7 +122,7 @@ def run_grid(args: argparse.Namespace) -> None:
     extra = [x for o in args.overrides for x in ("--set", o)]
     for seed in args.seeds:
         for lr in args.lrs:
-            line = json.dumps(run_one(seed, lr, args.work, extra))
+            line = json.dumps(run_one(seed, lr, args.work, extra, args.threads))
             with open(args.records, "a", encoding="utf-8") as fh:
                 fh.write(line + "\n")
             print(line, flush=True)
@@ -127,15 +136,17 @@ def main() -> int:
     p.add_argument("--work", type=Path, default=ROOT / "bench" / "results" / "adapter")
     p.add_argument("--records", type=Path, default=ROOT / "bench" / "records" / "adapter.jsonl")
     p.add_argument("--table", action="store_true", help="only table the records")
+    p.add_argument("--threads", type=int, default=None,
+                   help="OMP_NUM_THREADS of each run (on a shared, loaded machine 1 thread ran 7x faster than 2)")
     p.add_argument("--set", dest="overrides", action="append", default=[], help="more recipe overrides")
     p.add_argument("--mode", choices=["quick", "full"], default=None, help="bench/run_all.py's flag (tables records)")
     p.add_argument("--out", type=Path, default=None, help="markdown section to write")
     args = p.parse_args()
     if not (args.table or args.mode):
         run_grid(args)
-    rows = [json.loads(x) for x in args.records.read_text().splitlines() if x.strip()]
-    write_section(args.out or args.work / "adapter.md",
-                  ["## Linear query adapter on NFCorpus (`train.tune: adapter`)", "", *table(rows), ""])
+    rows = load_records(args.records)
+    write_section(args.out or args.work / "adapter.md", ["## Linear query adapter on NFCorpus (`train.tune: adapter`)",
+                                                         "", *(table(rows) if rows else ["No recorded runs."]), ""])
     return 0
 
 
