@@ -26,7 +26,8 @@ def _vector_args(p: argparse.ArgumentParser, qrels_help: str) -> None:
                    help="cosine (default): queries and documents are L2-normalised as read, and q' after the "
                         "adapter; dot: raw vectors")
     p.add_argument("--k", type=int, action="append", default=None, help="cut-offs (default 1 3 5 10 100)")
-    p.add_argument("--ignore-identical-ids", choices=["auto", "true", "false"], default="auto")
+    p.add_argument("--ignore-identical-ids", choices=["auto", "true", "false"], default="auto",
+                   help="drop a document whose id equals the query id (auto: MTEB's rule for --name)")
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -43,16 +44,16 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     fit.add_argument("--out", "--output", dest="out", required=True, help="folder for the adapter files")
     fit.add_argument("--lr", type=float, action="append", default=None,
                      help="learning rate; repeat it for a dev-chosen search (default 1e-3)")
-    fit.add_argument("--batch-size", type=int, default=64)
-    fit.add_argument("--epochs", type=int, default=30)
+    fit.add_argument("--batch-size", type=int, default=64, help="queries per step (default 64)")
+    fit.add_argument("--epochs", type=int, default=30, help="passes over the training queries (default 30)")
     fit.add_argument("--rank", type=int, default=None, help="W = I + U V^T of this rank (default: full d x d)")
     fit.add_argument("--bias", action="store_true", help="learn b too")
     fit.add_argument("--weight-decay", type=float, default=0.0, help="AdamW decay on W - I (towards the identity)")
-    fit.add_argument("--temperature", type=float, default=0.05)
+    fit.add_argument("--temperature", type=float, default=0.05, help="softmax temperature of the loss (default 0.05)")
     fit.add_argument("--eval-every", type=int, default=None, help="steps between dev evaluations (default: a "
                                                                   "quarter epoch)")
     fit.add_argument("--patience", type=int, default=12, help="dev evaluations without a gain before stopping")
-    fit.add_argument("--seed", type=int, default=42)
+    fit.add_argument("--seed", type=int, default=42, help="seeds the batch order and a low-rank factor's start")
     fit.set_defaults(func=run_fit)
     ev = sub.add_parser("eval", help="retrieval metrics of vector files (queries through an adapter with --adapter)",
                         description="Score stored vectors with textcl's retrieval evaluator (the metrics of "
