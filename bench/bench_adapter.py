@@ -80,7 +80,9 @@ def _ms(values: list[float]) -> str:
 
 def table(rows: list[dict]) -> list[str]:
     """Markdown: per lr, dev and test nDCG@10 (mean ± std over seeds), steps to the best, training seconds; the lr
-    best on dev is marked; then the runs' wall times."""
+    best on dev is marked; then the runs' wall times (every run; a (seed, lr) run more than once, e.g. again with a
+    cold cache, counts once for quality: its last record)."""
+    runs, rows = rows, list({(r["seed"], r["lr"]): r for r in rows}.values())
     lrs = sorted({r["lr"] for r in rows})
     dev_mean = {lr: statistics.mean(r["dev_best"] for r in rows if r["lr"] == lr) for lr in lrs}
     chosen = max(lrs, key=lambda lr: dev_mean[lr])
@@ -95,14 +97,15 @@ def table(rows: list[dict]) -> list[str]:
                      f"{_ms([r['test_after'] for r in rs])} | "
                      f"{', '.join(str(r['best_step']) for r in rs)} ({rs[0]['steps_per_epoch']}) | "
                      f"{statistics.mean(r['train_s'] for r in rs):.1f} | {statistics.mean(r['eval_s'] for r in rs):.1f} |")
-    cold = [r for r in rows if r["cold"]]
-    loads = [x for r in rows for x in r["load_avg_1m"]]
+    cold = [r for r in runs if r["cold"]]
+    warm = [r["wall_s"] for r in runs if not r["cold"]]
+    loads = [x for r in runs for x in r["load_avg_1m"]]
     cold_s = ", ".join(f"{r['wall_s']:.0f} s" for r in cold) or "none"
     commands = list(dict.fromkeys(r["command"] for r in rows))
     lines += ["", f"Whole `textcl run` wall time: {cold_s} cold (corpus and "
-                  f"queries embedded), {statistics.mean(r['wall_s'] for r in rows if not r['cold']):.0f} s mean with "
-                  f"the embedding cache; all {len(rows)} runs: {sum(r['wall_s'] for r in rows):.0f} s. Shared machine "
-                  f"({rows[0]['machine']}), 1-minute load average {min(loads):.1f}-{max(loads):.1f}: timings are on a "
+                  f"queries embedded), {statistics.mean(warm) if warm else float('nan'):.0f} s mean with "
+                  f"the embedding cache; all {len(runs)} runs: {sum(r['wall_s'] for r in runs):.0f} s. Shared machine "
+                  f"({rows[0]['machine']}, {rows[0].get('threads', '?')} thread(s) per run), 1-minute load average {min(loads):.1f}-{max(loads):.1f}: timings are on a "
                   "loaded machine.", "",
               f"Precision: {rows[0]['precision']}. Commands: " + "; ".join(f"`{c}`" for c in commands[:2])
               + f"{' ...' if len(commands) > 2 else ''}; commit {rows[-1]['commit']}."]
