@@ -106,6 +106,10 @@ class AdapterConfig:
     bias: bool = False  # also learn b in q' = W q + b
 
 
+# train.report_to values: the accelerate tracker and the textcl extra that installs its package
+TRACKERS = {"tensorboard": "tensorboard", "mlflow": "mlflow", "wandb": "wandb"}
+
+
 @dataclass(frozen=True)
 class TrainConfig:
     output_dir: str = _path("out/model")  # the model and its checkpoints (`textcl run`: <output_dir>/model unless set)
@@ -137,6 +141,7 @@ class TrainConfig:
     max_ood_drop: float | None = None
     nan_policy: Literal["stop", "skip"] = "stop"  # a non-finite loss: stop the run, or skip that step (counted)
     log_every: int = 10  # steps between loss/lr/throughput log lines
+    report_to: list[str] = field(default_factory=list)  # experiment trackers (accelerate's): tensorboard, mlflow, wandb; [] = none; logs under <output_dir>/runs
     # Which tower trains: "both" (one shared model, the usual full fine-tune) or "query" (a copy of the
     # model encodes queries and trains; documents keep the frozen base model, so existing indexes and
     # embedding caches stay valid; implies negatives: corpus).
@@ -170,6 +175,10 @@ class TrainConfig:
             raise ConfigError(f"train.similarity_anchor is a loss weight (>= 0; 0 = off), got {self.similarity_anchor!r}")
         if self.save_every_minutes is not None and self.save_every_minutes <= 0:
             raise ConfigError(f"train.save_every_minutes must be > 0 (or null: off), got {self.save_every_minutes!r}")
+        unknown = [t for t in self.report_to if t not in TRACKERS]
+        if unknown:
+            raise ConfigError(f"train.report_to: unknown tracker(s) {unknown}; use any of {list(TRACKERS)} "
+                              "(or [] for none)")
 
     def _adapter_problems(self) -> list[str]:
         """Settings tune: adapter cannot use (it trains no transformer), and adapter settings without it."""

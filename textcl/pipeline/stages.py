@@ -74,7 +74,9 @@ def mine_inputs(cfg: RunConfig) -> dict:
 
 
 def train_inputs(cfg: RunConfig) -> dict:
-    return {**_data_inputs(cfg), **_model_inputs(cfg), "loss": asdict(cfg.loss), "train": asdict(cfg.train),
+    train = asdict(cfg.train)
+    train.pop("report_to")  # where metrics are also sent changes no number: turning a tracker on re-trains nothing
+    return {**_data_inputs(cfg), **_model_inputs(cfg), "loss": asdict(cfg.loss), "train": train,
             "eval": _eval_settings(cfg), "seed": cfg.seed}
 
 

@@ -29,8 +29,10 @@ log = logging.getLogger(__name__)
 NO_DECAY = ("bias", "LayerNorm.weight", "layer_norm.weight", "layernorm.weight", "norm.weight")
 
 
-def build_accelerator(precision: str, *, timeout_s: int = 600) -> tuple[Accelerator, str]:
-    """An Accelerator with bf16 autocast where the hardware has bf16 units (or when asked), else fp32."""
+def build_accelerator(precision: str, *, timeout_s: int = 600, log_with: list[str] | None = None,
+                      project_dir: str | None = None) -> tuple[Accelerator, str]:
+    """An Accelerator with bf16 autocast where the hardware has bf16 units (or when asked), else fp32;
+    `log_with` / `project_dir`: accelerate's experiment trackers (textcl.train.tracking)."""
     device = "cuda" if torch.cuda.is_available() else "cpu"
     resolved = resolve_precision(precision, device)
     # The accelerator state is a process-wide singleton; reset it so a second train() in the same
@@ -39,6 +41,8 @@ def build_accelerator(precision: str, *, timeout_s: int = 600) -> tuple[Accelera
     accelerator = Accelerator(
         mixed_precision="bf16" if resolved == "bf16" else "no",
         cpu=device == "cpu",
+        log_with=log_with,
+        project_dir=project_dir,
         # Parameters that get no gradient (BERT's pooler) are frozen before wrapping (see loop.py);
         # find_unused_parameters=True fails with several forwards per backward (GradCache).
         kwargs_handlers=[DistributedDataParallelKwargs(find_unused_parameters=False),

@@ -31,7 +31,7 @@ from textcl.model import (
     model_rule,
 )
 from textcl.train import checkpoint as ckpt
-from textcl.train import guard
+from textcl.train import guard, tracking
 from textcl.train.components import (
     build_accelerator,
     build_optimizer,
@@ -70,9 +70,12 @@ def train(config: RunConfig, examples: Sequence | None = None, *, dev: Callable 
     """
     trainer = set_up(config, examples, dev=dev, ood=ood, resume=resume, provenance=provenance,
                      overwrite=overwrite)
-    fit(trainer, callbacks, interrupt)
-    mix_with_base(trainer)
-    return finish(trainer)
+    try:
+        fit(trainer, callbacks, interrupt)
+        mix_with_base(trainer)
+        return finish(trainer)
+    finally:
+        trainer.accelerator.end_training()  # flush and close the trackers, also after an error or Ctrl-C
 
 
 def set_up(config: RunConfig, examples: Sequence | None = None, *, dev: Callable | None = None,
@@ -82,7 +85,8 @@ def set_up(config: RunConfig, examples: Sequence | None = None, *, dev: Callable
     checkpoint when resuming), the loss and the evaluators. Seeds the random generators (once)."""
     tc = config.train
     config.check()  # also run by load_recipe and the pre-flight check; a config built by hand gets it here
-    accelerator, precision = build_accelerator(tc.precision)
+    log_with, project_dir = tracking.trackers(config)
+    accelerator, precision = build_accelerator(tc.precision, log_with=log_with, project_dir=project_dir)
     set_seed(config.seed)  # the one place random generators are seeded
     if examples is None:
         examples, provenance = load_training_data(config)
@@ -116,6 +120,7 @@ def set_up(config: RunConfig, examples: Sequence | None = None, *, dev: Callable
     evaluate_ood_dev = build_ood_dev(config)
     if accelerator.is_main_process:
         save_config(config, Path(tc.output_dir) / "textcl_config.yaml")
+    tracking.start(accelerator, config)
     provenance = {**(provenance or {}), "text_rule": encoder.rule.describe()}  # prompts + similarity, for the card
     return Trainer(config=config, accelerator=accelerator, model=model, optimizer=optimizer, scheduler=scheduler,
                    state=state, make_epoch=make_epoch, total_steps=total_steps,
@@ -220,6 +225,7 @@ class _LogWindow:
         entry = {"step": state.step, "epoch": state.epoch, "loss": step.loss, "lr": step.lr,
                  "grad_norm": step.grad_norm, "examples_per_s": self.examples / max(elapsed, 1e-9)}
         state.history.append(entry)
+        tracking.log_step(trainer.accelerator, entry)
         log.log(logging.DEBUG if quiet else logging.INFO,  # the bar shows it already
                 "step %d/%d loss %.4f lr %.2e grad_norm %.3f %.1f examples/s", state.step,
                 trainer.total_steps, step.loss, step.lr, step.grad_norm, entry["examples_per_s"])

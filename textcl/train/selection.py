@@ -14,6 +14,7 @@ from textcl.eval.metrics import is_primary
 from textcl.model import load_configured_model
 from textcl.soup import interpolate
 from textcl.train import checkpoint as ckpt
+from textcl.train import tracking
 from textcl.train.evaluation import ood_drop, pick_metric
 from textcl.train.trainer import Trainer
 
@@ -37,6 +38,7 @@ def select(trainer: Trainer, step: int, metrics: dict) -> None:
     state = trainer.state
     key, value = pick_metric(metrics["dev"], trainer.config.eval.metric_for_best)
     state.history.append({"step": step, "eval": metrics, "metric": key})
+    tracking.log_evaluation(trainer.accelerator, step, metrics)
     if state.best_metric is None or value > state.best_metric:
         state.best_metric, state.best_step, state.evals_without_improvement = value, step, 0
         _save_best(trainer)
