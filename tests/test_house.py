@@ -42,20 +42,19 @@ def long_functions(package: Path = PACKAGE) -> dict[str, int]:
     return out
 
 
+def _check(found: dict[str, int], allowed: dict[str, str], limit: int, what: str) -> None:
+    new = {k: v for k, v in found.items() if k not in allowed}
+    assert not new, f"{what} over {limit} lines: {new}; split them by job (or allow one here, saying why)"
+    stale = {k for k, why in allowed.items() if k not in found and "work in progress" not in why}
+    assert not stale, f"{sorted(stale)} are within {limit} lines now: remove them from the allow-list"
+
+
 def test_no_module_over_350_lines_unless_allowed():
-    found = long_modules()
-    new = {k: v for k, v in found.items() if k not in LONG_MODULES}
-    assert not new, f"modules over {MAX_MODULE_LINES} lines: {new}; split them by job (or allow one here, saying why)"
-    stale = {k for k, why in LONG_MODULES.items() if k not in found and "work in progress" not in why}
-    assert not stale, f"{sorted(stale)} are within {MAX_MODULE_LINES} lines now: remove them from LONG_MODULES"
+    _check(long_modules(), LONG_MODULES, MAX_MODULE_LINES, "modules")
 
 
 def test_no_function_over_60_lines_unless_allowed():
-    found = long_functions()
-    new = {k: v for k, v in found.items() if k not in LONG_FUNCTIONS}
-    assert not new, f"functions over {MAX_FUNCTION_LINES} lines: {new}; split them (or allow one here, saying why)"
-    stale = {k for k, why in LONG_FUNCTIONS.items() if k not in found and "work in progress" not in why}
-    assert not stale, f"{sorted(stale)} are within {MAX_FUNCTION_LINES} lines now: remove them from LONG_FUNCTIONS"
+    _check(long_functions(), LONG_FUNCTIONS, MAX_FUNCTION_LINES, "functions")
 
 
 def test_the_check_sees_a_long_function_and_module(tmp_path):
