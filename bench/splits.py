@@ -110,6 +110,26 @@ def check_new_docs(leaf: Path, new: set[str]) -> None:
             raise AssertionError(f"{leaf}: {len(bad)} {split} qrels name {what} documents (e.g. {bad[0]})")
 
 
+def new_docs_pool(source: Path, out: Path, percent: int = NEW_PERCENT) -> dict:
+    """A diagnostic twin of the new-documents test set: the same test qrels, but the corpus holds the new
+    documents only, so seen documents (relevant or not) cannot crowd the new ones out of the top 10."""
+    if out.exists():
+        shutil.rmtree(out)
+    leaf = out / "nfcorpus"
+    (leaf / "qrels").mkdir(parents=True)
+    corpus = load_beir_corpus(_find(source, "corpus.jsonl"))
+    with open(leaf / "corpus.jsonl", "w", encoding="utf-8") as fh:
+        for doc_id, doc in corpus.items():
+            if is_new(doc_id, percent):
+                fh.write(json.dumps({"_id": doc_id, "title": doc.title, "text": doc.text}) + "\n")
+    _link(source, leaf, "queries.jsonl")
+    test = _keep(read_qrels(source, "test"), lambda d: is_new(d, percent))
+    _write_qrels(leaf / "qrels" / "test.tsv", test)
+    return _finish(out, {"kind": "new-docs-pool", "percent": percent,
+                         "docs": sum(1 for d in corpus if is_new(d, percent)),
+                         "test": {"kept": count_qrels_rows(test), "queries_kept": len(test)}})
+
+
 def train_queries(source: Path) -> list[str]:
     """Train queries with at least one qrel, in file order."""
     return list(read_qrels(source, "train"))

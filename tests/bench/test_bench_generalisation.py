@@ -27,7 +27,7 @@ def test_summary_row_reads_test_dev_and_the_kept_mix(tmp_path):
     row = bg.summary_row(tmp_path)
     assert row == {"base_test": 0.30, "tuned_test": 0.33, "base_dev": 0.29, "tuned_dev": 0.31,
                    "base_stsb": 0.82, "tuned_stsb": 0.815, "steps": 240, "stopped_early": True,
-                   "chosen_alpha": 0.6, "stages_s": {"train": 500.0, "report": None}}
+                   "chosen_alpha": 0.6, "stages_s": {"train": 500.0, "report": None}, "stages_total_s": 500.0}
 
 
 def _rec(split: str, seed: int, base: float, tuned: float, method: str = "recipe") -> dict:

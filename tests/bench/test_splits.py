@@ -89,3 +89,13 @@ def test_budget_sample_is_seeded_of_size_n_and_leaves_dev_and_test_alone(beir, t
     whole = splits.budget_split(beir, tmp_path / "d", 100, seed=1)
     assert whole["n"] == 8 and splits.read_qrels(tmp_path / "d" / "nfcorpus", "train") == splits.read_qrels(beir, "train")
     assert splits.budget_name(100, 1, 8) == "budget-all" and splits.budget_name(3, 2, 8) == "budget-3-s2"
+
+
+def test_new_docs_pool_holds_the_new_documents_and_the_same_test_qrels(beir, tmp_path):
+    splits.new_docs_split(beir, tmp_path / "a")
+    facts = splits.new_docs_pool(beir, tmp_path / "pool")
+    leaf = tmp_path / "pool" / "nfcorpus"
+    assert set(splits.read_doc_ids(leaf)) == NEW and facts["docs"] == len(NEW)
+    assert splits.read_qrels(leaf, "test") == splits.read_qrels(tmp_path / "a" / "nfcorpus", "test")
+    assert json.loads((leaf / "corpus.jsonl").read_text().splitlines()[0]) == {"_id": "d0", "title": "",
+                                                                               "text": "document 0"}
