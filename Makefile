@@ -7,7 +7,7 @@ export HF_HUB_OFFLINE ?= 1
 export TRANSFORMERS_OFFLINE ?= 1
 export TOKENIZERS_PARALLELISM ?= false
 
-.PHONY: setup test test-slow fuzz demo docs bench bench-quick bench-quality bench-fast lint clean
+.PHONY: setup test test-slow fuzz demo docs bench bench-quick bench-quality bench-fast bench-tables lint clean
 
 $(PY):
 	python3 -m venv $(VENV)
@@ -45,6 +45,11 @@ demo: setup
 
 bench: setup
 	$(PY) bench/run_all.py --mode full
+
+# BENCHMARKS.md and the README's results block, from bench/records/ alone (tests/bench/test_bench_tables.py
+# fails when either is stale). Run it after appending records.
+bench-tables: setup
+	$(PY) bench/tables.py
 
 bench-quick: setup
 	$(PY) bench/run_all.py --mode quick

@@ -23,7 +23,7 @@ import sys
 import time
 from pathlib import Path
 
-from common import DATA, ROOT, write_section  # first: sets up sys.path and env
+from common import DATA, ROOT, append_record, provenance, write_section  # first: sets up sys.path and env
 
 from textcl.eval import load_sts_set
 
@@ -70,15 +70,14 @@ def run_seed(seed: int, results: Path, mode: str, variant: str) -> dict:
     if mode == "quick":
         cmd += ["--set", "train.epochs=2"]
     cached = (results / "cache").is_dir()
+    load_before = round(os.getloadavg()[0], 2)
     t0, c0 = time.perf_counter(), _children_cpu()
     subprocess.run(cmd, check=True)
     wall, cpu = time.perf_counter() - t0, _children_cpu() - c0
     row = {**result_row(out, seed, mode), "variant": variant, "wall_s": round(wall, 1), "cpu_s": round(cpu, 1),
-           "corpus_cached": cached,
+           "corpus_cached": cached, "load_before": load_before,
            "load_avg_1m": round(os.getloadavg()[0], 2)}
-    with open(results / "results.jsonl", "a", encoding="utf-8") as fh:
-        fh.write(json.dumps(row) + "\n")
-    return row
+    return append_record(results / "results.jsonl", row)  # + command, commit, machine
 
 
 def result_row(out: Path, seed: int, mode: str) -> dict:
@@ -91,6 +90,9 @@ def result_row(out: Path, seed: int, mode: str) -> dict:
     for name, key in KEYS.items():
         row[f"{name}_before"] = summary["before"].get(key)
         row[f"{name}_after"] = summary["after"].get(key)
+    train = summary.get("train") or {}
+    for tag in ("before", "after"):  # the dev score selection saw (of the kept model: checkpoint or WiSE-FT mix)
+        row[f"nfcorpus_dev_{tag}"] = ((train.get(f"dev_{tag}") or {}).get("dev") or {}).get(KEYS["nfcorpus"])
     return row
 
 
@@ -144,14 +146,18 @@ def section(all_rows: list[dict], command: str) -> list[str]:
     first = next(iter(by_variant[variants[0]].values()))
     lines = ["## Query-side fine-tuning on NFCorpus (`recipes/nfcorpus-fast.yaml`)", "",
              f"Command: `{command}`. One `textcl run` per seed: check, base evaluation, train (query tower only, "
-             "softmax over all 3,633 documents), evaluation, index, report. Points x100, mean ± std over seeds.", "",
+             "softmax over every corpus document), evaluation, index, report. Points x100, mean ± std over seeds.", "",
              "| set | base | " + " | ".join(f"{VARIANTS[v]}, {_seeds(len(by_variant[v]))}" for v in variants) + " |",
              "|---|---|" + "---|" * len(variants)]
     for name, label in SETS:
         base = first[f"{name}_before"] if name != "stsb_qd" else first["stsb_before"]  # one tower before
         cells = [_pts([r[f"{name}_after"] for r in by_variant[v].values()]) for v in variants]
         lines.append(f"| {label} | {100 * base:.2f} | " + " | ".join(cells) + " |")
-    lines += ["", "The STS-B rows score the query tower alone (both sentences through it); plain `encode` of the "
+    dev = {v: [r.get("nfcorpus_dev_after") for r in by_variant[v].values()] for v in variants}
+    dev_base = [r.get("nfcorpus_dev_before") for r in all_rows if r.get("nfcorpus_dev_before") is not None]
+    lines.append(f"| NFCorpus dev nDCG@10 (the score selection saw) | {_pts(dev_base[:1]).split(' (')[0]} | "
+                 + " | ".join(_pts(d) if any(x is not None for x in d) else "not recorded" for d in dev.values()) + " |")
+    lines += ["", *_dev_note(all_rows), "", "The STS-B rows score the query tower alone (both sentences through it); plain `encode` of the "
               "saved model is the untouched base tower, so a symmetric task run through it keeps the base score "
               "exactly. The paraphrase-retrieval set (STS-B test pairs with gold >= 4: sentence1 -> sentence2 "
               "among all test sentence2s) is built by this script under bench/results.", "",
@@ -173,7 +179,20 @@ def section(all_rows: list[dict], command: str) -> list[str]:
         lines.append(f"| {r.get('variant', 'sample')} | {r['seed']} | {r['wall_s']:.0f} | {cached} | "
                      f"{r['steps']} ({r['best_step']}) | {100 * after:.2f} | {r.get('note', '')} |"
                      if after is not None else "")
-    return lines
+    return [*lines, "", provenance(all_rows), ""]
+
+
+def _dev_note(rows: list[dict]) -> list[str]:
+    """What the records say about the dev scores behind the recipe's choices (issue 29, item 4)."""
+    missing = [r for r in rows if r.get("nfcorpus_dev_after") is None]
+    if not missing:
+        return ["Dev (the row above) is what chose each run's kept model and each variant: all runs recorded it."]
+    return [f"Dev scores: {len(missing)} of {len(rows)} runs were recorded before bench_fast.py recorded the dev "
+            "score of the kept model (`nfcorpus_dev_after`), so the choices this table shows — "
+            "`similarity_anchor: 5` over `2`, and the recipe's 0.5-point forgetting budget — cannot be shown on dev "
+            "from these records: they were read off the test rows above, which is test selection (issue 29, item "
+            "4). Runs recorded from now on carry dev; the `all` runs' dev scores at each WiSE-FT mix are in the "
+            "next section, and the `all` seed-42 run's dev curve in the full fine-tuning section."]
 
 
 def main() -> int:
@@ -192,11 +211,10 @@ def main() -> int:
     if args.collect is not None:
         results = Path(args.results)
         results.mkdir(parents=True, exist_ok=True)
-        with open(results / "results.jsonl", "a", encoding="utf-8") as fh:
-            for item in args.collect:
-                seed, folder = item.split("=", 1)
-                row = {**result_row(Path(folder), int(seed), "full"), "variant": args.variant, "note": args.note}
-                fh.write(json.dumps(row) + "\n")
+        for item in args.collect:
+            seed, folder = item.split("=", 1)
+            append_record(results / "results.jsonl",
+                          {**result_row(Path(folder), int(seed), "full"), "variant": args.variant, "note": args.note})
         return 0
     if args.records:
         path = Path(args.records) / "fast.jsonl"

@@ -27,6 +27,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 
 import torch
+from bench_fast import RECIPE_VARIANT
 from common import NFCORPUS, ROOT, st_training_args, write_section  # sets up sys.path and the offline env
 from datasets import Dataset
 from sentence_transformers import SentenceTransformer, SentenceTransformerTrainer
@@ -36,7 +37,7 @@ from transformers import TrainerCallback, set_seed
 
 from textcl.data.io import load_beir
 from textcl.eval.retrieval import evaluate_retrieval
-from textcl.model import Encoder, cpu_has_bf16, load_model, resolve_model_path
+from textcl.models import Encoder, cpu_has_bf16, load_model, resolve_model_path
 from textcl.types import RetrievalSet
 
 RESULTS = ROOT / "bench" / "results" / "fast_peer"
@@ -205,26 +206,78 @@ def summary(rows: list[dict]) -> list[str]:
     return lines
 
 
-def section(records: Path) -> list[str]:
-    """The BENCHMARKS.md section from a recorded results file and its .meta.json (title, notes)."""
-    rows = load_rows(records, quick=False)
-    meta_file = records.with_suffix(".meta.json")
-    meta = json.loads(meta_file.read_text()) if meta_file.exists() else {}
+def section(rows: list[dict], meta: dict, source: str, textcl: list[dict] = (), other_budgets: list[dict] = ()
+            ) -> list[str]:
+    """The BENCHMARKS.md section, pure: `rows` = load_rows' records, `meta` = the .meta.json (title and prose, no
+    figures), `source` = the records' path as printed; `textcl` = bench_fast.py's records (the recipe's timing
+    runs and seeds, compared here), `other_budgets` = peer records at another budget (a hint, not tabled above)."""
     lines = [f"## {meta.get('title', 'Query-side training: peer (sentence-transformers)')}", ""]
     lines += [*meta["intro"], ""] if meta.get("intro") else []
     if not rows:
-        return [*lines, f"No recorded runs in {records}.", ""]
+        return [*lines, f"No recorded runs in {source}.", ""]
     machines = sorted({r["machine"] for r in rows})
     loads = [x for r in rows for x in r["load_avg_1m"]]
     budgets = ", ".join(sorted({f"{r['budget_s']:.0f} {r.get('clock', 'wall')} s" for r in rows}))
-    lines += [f"Machine: {'; '.join(machines)}; shared with other jobs (1-minute load average "
+    data = sorted({(r["test_queries"], r["corpus"], r["mining"]["pairs"]) for r in rows})
+    lines += [f"Data (from the records): {'; '.join(f'{q} test queries, {c} documents, {p} train pairs' for q, c, p in data)}. "
+              f"Training settings: {', '.join(f'{k} {v}' for k, v in rows[0]['train'].items())}.", "",
+              f"Machine: {'; '.join(machines)}; shared with other jobs (1-minute load average "
               f"{min(loads):.1f}-{max(loads):.1f} at the start and end of the runs). Budget: "
-              f"{budgets} of mining + training per run; "
-              "evaluation is outside it.", "", *summary(rows), "",
+              f"{budgets} of mining + training per run; evaluation is outside it.", "", *summary(rows), "",
               "Commands: " + "; ".join(f"`{c}`" for c in dict.fromkeys(r["command"] for r in rows))
-              + f". Results per run: `{records.relative_to(ROOT) if records.is_relative_to(ROOT) else records}`.",
+              + f". Results per run: `{source}`.", "", *_findings(rows, textcl, other_budgets),
               *meta.get("note", []), ""]
     return lines
+
+
+def _ms(values: list[float]) -> str:
+    return (f"{statistics.mean(values):.2f} ± {statistics.stdev(values):.2f} ({len(values)} seeds)" if len(values) > 1
+            else f"{values[0]:.2f} (1 seed)")
+
+
+def _span(values: list, fmt: str = "") -> str:
+    """'a' when every value formats alike, else 'min-max'."""
+    lo, hi = format(min(values), fmt), format(max(values), fmt)
+    return lo if lo == hi else f"{lo}-{hi}"
+
+
+def _findings(rows: list[dict], textcl: list[dict], other_budgets: list[dict]) -> list[str]:
+    """Bullets computed from the records: how far the peer got, its mined data, and textcl beside it."""
+    out = []
+    for name in dict.fromkeys(r["row"] for r in rows):
+        rs = [r for r in rows if r["row"] == name]
+        m = [r["mining"] for r in rs]
+        share = [100 * x["negatives_that_are_train_positives"] / x["negatives"] for x in m]
+        lrs = [r["lr_at_stop"] for r in rs if r.get("lr_at_stop") is not None]
+        base = [r["base_ndcg@10"] for r in rs if r.get("base_ndcg@10") is not None]
+        mean = statistics.mean(r["ndcg@10"] for r in rs)
+        vs_base = (f"; {'below' if mean < base[0] else 'above'} the base model ({base[0]:.2f})" if base else "")
+        out.append(f"- **{name}**: test {_ms([r['ndcg@10'] for r in rs])}{vs_base}; "
+                   f"{_span([r['steps'] for r in rs])} steps of a {_span([r['steps_per_epoch'] for r in rs])}-step "
+                   "epoch" + (f" (lr at stop {_span(lrs, '.2g')}, the schedule planned over the epoch)" if lrs else "")
+                   + f"; {_span([x['rows'] for x in m])} mined rows from {m[0]['pairs']} pairs, "
+                   f"{_span(share, '.1f')}% of the mined negatives are other train positives of their query.")
+    timed = [r for r in textcl if r.get("cpu_s") is not None]
+    if timed:
+        out.append("- **textcl's whole `textcl run` of the query-side recipe** (the section above's idle timing runs): "
+                   + "; ".join(f"{r.get('variant', 'sample')}, seed {r['seed']}: {r['cpu_s']:.0f} CPU-seconds, "
+                               f"{r['wall_s']:.0f} s wall" for r in timed) + ".")
+    recipe = {}
+    for r in textcl:
+        if r.get("variant") == RECIPE_VARIANT:
+            recipe.setdefault(r["seed"], r["nfcorpus_after"])  # the first record per seed, as the section above
+    peer = [r["ndcg@10"] for r in rows if r["row"] == "st-documented"]
+    if len(recipe) > 1 and len(peer) > 1:
+        ours = [100 * v for v in recipe.values()]
+        out.append(f"- **The recipe ({RECIPE_VARIANT}) vs st-documented**: {_ms(ours)} vs {_ms(peer)}: difference of "
+                   f"means {statistics.mean(ours) - statistics.mean(peer):+.2f} points (stds above). The two budgets "
+                   "were not measured alike (threads, load, evaluation counted for textcl, not for the peer), and the "
+                   "peer is untuned (issue 29, item 2).")
+    for r in other_budgets:
+        out.append(f"- **At {r['budget_s']:.0f} {r.get('clock', 'wall')}-seconds** (`{r['command']}`): {r['row']} seed "
+                   f"{r['seed']} {r['ndcg@10']:.2f} ({r['steps']} steps of {r['steps_per_epoch']}); one seed: a hint, "
+                   "not in the table above, which keeps one budget.")
+    return out
 
 
 def load_rows(path: Path, quick: bool | None = None) -> list[dict]:
@@ -260,7 +313,11 @@ def main() -> int:
     args = p.parse_args()
     args.quick = args.quick or args.mode == "quick"
     if args.records:
-        write_section(args.out or RESULTS / "fast_peer.md", section(args.records))
+        meta_file = args.records.with_suffix(".meta.json")
+        meta = json.loads(meta_file.read_text()) if meta_file.exists() else {}
+        source = args.records.relative_to(ROOT) if args.records.is_relative_to(ROOT) else args.records
+        write_section(args.out or RESULTS / "fast_peer.md", section(load_rows(args.records, quick=False), meta,
+                                                                    str(source)))
         return 0
     args.budget_s = args.budget_s or (60.0 if args.quick else 900.0)
     args.model = resolve_model_path(args.model)

@@ -15,7 +15,7 @@ import sys
 from pathlib import Path
 
 import yaml
-from common import ROOT, write_section  # sets up sys.path and env
+from common import ROOT, append_record, provenance, write_section  # sets up sys.path and env
 
 SETTINGS = ("tune", "lr", "corpus_refresh_every", "corpus_positives", "similarity_anchor", "max_steps")
 
@@ -67,7 +67,7 @@ def section(rows: list[dict]) -> list[str]:
         lines.append(f"| {r['label']} | {s['tune']} | {s['lr']:g} | {s['corpus_refresh_every'] or '—'} | "
                      f"{s['max_steps'] or 'epochs'} | {start} | "
                      f"{curve} | {test} | {train_s} | {r['note']} |")
-    return lines
+    return [*lines, "", provenance(rows)]
 
 
 def main() -> int:
@@ -80,10 +80,9 @@ def main() -> int:
     parser.add_argument("--out", default=str(ROOT / "bench" / "results" / "full_corpus.md"))
     args = parser.parse_args()
     if args.collect is not None:
-        with open(args.results, "a", encoding="utf-8") as fh:
-            for item in args.collect:
-                label, folder = item.split("=", 1)
-                fh.write(json.dumps(collect(label, Path(folder), args.note)) + "\n")
+        for item in args.collect:
+            label, folder = item.split("=", 1)
+            append_record(args.results, collect(label, Path(folder), args.note))  # + command, commit, machine
         return 0
     path = Path(args.records) / "full_corpus.jsonl" if args.records else Path(args.results)
     rows = [json.loads(line) for line in path.read_text().splitlines() if line.strip()] if path.exists() else []

@@ -18,17 +18,18 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import sys
 import tempfile
 import time
 from collections import defaultdict
 
-from common import NFCORPUS, ROOT, bench_precision, write_section  # first: sets up sys.path and env
+from common import NFCORPUS, ROOT, append_record, bench_precision, write_section  # first: sys.path, env
 
 from textcl.config import MiningConfig
 from textcl.data.io import load_beir
 from textcl.mine import mine
-from textcl.model import Encoder, load_model, resolve_model_path
+from textcl.models import Encoder, load_model, resolve_model_path
 from textcl.types import RetrievalSet
 
 SEQ, SEED = 256, 42
@@ -103,6 +104,7 @@ def main() -> int:
     quick = args.mode == "quick"
     rset = subset(load_beir(NFCORPUS, "train"), 100 if quick else None, 2000 if quick else None)
     res = {}
+    load_before = os.getloadavg()[0]
     with tempfile.TemporaryDirectory() as tc, tempfile.TemporaryDirectory() as ts:
         res["textcl cold"] = textcl_run(rset, tc, tc_prec)
         res["ST defaults cold"] = st_run(rset, ts, st_prec)
@@ -112,6 +114,9 @@ def main() -> int:
     for name, (wall, r) in res.items():
         print(f"{name}: {wall:.1f}s {r}", flush=True)
     n_docs = len(rset.corpus)
+    append_record(ROOT / "bench" / "records" / "mine.jsonl", {"bench": "mine", "mode": args.mode, "textcl_precision": tc_prec,
+                  "st_precision": st_prec, "queries": len(rset.queries), "documents": n_docs, "load_before": load_before,
+                  "rows": [{"run": n, "wall_s": w, **r} for n, (w, r) in res.items()]})  # issue 29: tables from records
     prec_text = (f"{PRECISION} for both" if tc_prec == st_prec else
                  f"textcl {tc_prec} (its cold run includes the one-time export and quality guard), ST {st_prec}")
     lines = [

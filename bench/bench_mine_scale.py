@@ -19,7 +19,7 @@ import sys
 import time
 
 import numpy as np
-from common import ROOT, write_section  # first: sets up sys.path and env
+from common import ROOT, append_record, write_section  # first: sets up sys.path and env
 
 DIM, SUB = 384, 1000
 SIZES = {"quick": (1000, 20000), "full": (10000, 200000)}
@@ -93,11 +93,15 @@ def main() -> int:
     nlist = 1024 if args.mode == "full" else 128
     configs = [("exact", 4096), ("exact", 16384), ("exact", 65536), (f"IVF{nlist},Flat|nprobe={nlist // 16}", 16384)]
     rows = []
+    load_before = os.getloadavg()[0]
     for index, chunk in configs:
         r = run_config(n_q, n_d, index, chunk)
         print(index, chunk, r, flush=True)
         rows.append((index, chunk, r))
     naive_mb = n_q * n_d * 4 / 2**20
+    append_record(ROOT / "bench" / "records" / "mine_scale.jsonl", {"bench": "mine_scale", "mode": args.mode, "queries": n_q,
+                  "documents": n_d, "dim": DIM, "load_before": load_before,
+                  "rows": [{"search": i, "corpus_chunk": c, **r} for i, c, r in rows]})  # issue 29: tables from records
     lines = ["## Mining at scale (random vectors)", "",
              f"{n_q} queries x {n_d} documents, dim {DIM}, depth 50, 3 negatives, query chunk 1024; mode "
              f"`{args.mode}`. Each row is its own subprocess; peak RSS is `ru_maxrss` of that process, "

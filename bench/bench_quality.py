@@ -101,7 +101,7 @@ def _evaluate(model_path: str, data: Path, splits: dict[str, str]) -> dict[str, 
     """Scores of one saved model with textcl's evaluator: {metric: value} for each split given."""
     from textcl.config import EvalConfig
     from textcl.eval import evaluate
-    from textcl.model import Encoder, load_model
+    from textcl.models import Encoder, load_model
     enc = Encoder(load_model(model_path), precision="auto", batch_size=64, show_progress=False)
     out: dict[str, float] = {}
     for split, prefix in splits.items():
@@ -143,7 +143,7 @@ def _st_args(out: Path, seed: int, **kw: object) -> object:
 
 
 def _cpu_bf16() -> bool:
-    from textcl.model import resolve_precision
+    from textcl.models import resolve_precision
     return resolve_precision("auto", "cpu") == "bf16"
 
 
@@ -326,16 +326,18 @@ def _ms(values: list[float]) -> str:
     return f"{100 * statistics.mean(values):.2f} ± {100 * statistics.stdev(values):.2f}"
 
 
-def report(rows: dict[str, dict], args: argparse.Namespace) -> list[str]:
+def report(rows: dict[str, dict], args: argparse.Namespace, failed: dict[str, str] | None = None) -> list[str]:
+    """The section from finished experiments `rows`; `failed` = {id: why} of experiments that did not finish
+    (None: read from args.results_file, for the live run)."""
     lines = [f"## Fine-tuned quality{': ' + args.title if args.title else ' (NFCorpus retrieval, STS Benchmark)'}", ""]
-    lines.append(f"Machine: {args.machine}. Mode `{args.mode}`. Model: all-MiniLM-L6-v2 ({args.model}). "
-                 "Published base (MTEB): NFCorpus test nDCG@10 31.59, STS-B test Spearman 82.03.")
+    lines.append(f"Machine: {args.machine}. Mode `{args.mode}`. Model: all-MiniLM-L6-v2 ({args.model}).")
     lines += ["", "Headline: the textcl setting with the best DEV score in the ablation below (seed 42; or the one "
               "named with --setting), run with the seeds listed; test reported. ST = sentence-transformers' own recipe on the same data and budget. Each "
               "model is also scored on the other task (forgetting); base = the same model before training, "
               "measured in the same run with the same recipe settings.", "",
               "| task | recipe | seeds | test (in-domain) | base | other task after | other task base | wall s / run |",
               "|---|---|---|---|---|---|---|---|"]
+    per_seed: list[str] = []
     for task in ("nfcorpus", "stsb"):
         key, other = PRIMARY[task], OTHER[task]
         base = next((r["base"] for r in rows.values() if r["task"] == task and "base" in r), None)
@@ -348,11 +350,13 @@ def report(rows: dict[str, dict], args: argparse.Namespace) -> list[str]:
         if st:
             groups.append(("sentence-transformers: " + st[0]["label"], st))
         for name, rs in groups:
+            per_seed.append(f"{task} {name}: " + ", ".join(f"{r['seed']} {100 * r['test'][key]:.2f}" for r in rs))
             wall = sum(r["wall_s"] for r in rs) / len(rs)
             b = (f"{100 * base[key]:.2f}", f"{100 * base[other]:.2f}") if base else ("-", "-")
             lines.append(f"| {task} | {name} | {','.join(str(r['seed']) for r in rs)} | "
                          f"{_ms([r['test'][key] for r in rs])} | {b[0]} | {_ms([r['test'][other] for r in rs])} | "
                          f"{b[1]} | {wall:.0f} |")
+    lines += ["", "Test (in-domain) per seed: " + "; ".join(per_seed) + "."] if per_seed else []
     for task, title in (("nfcorpus", "NFCorpus ablation (seed 42; dev = best dev nDCG@10 during training)"),
                         ("stsb", "STS-B ablation (seed 42; dev = best dev Spearman during training)")):
         grid = [r for r in rows.values() if r["task"] == task and r["impl"] == "textcl" and r["seed"] == 42
@@ -365,8 +369,8 @@ def report(rows: dict[str, dict], args: argparse.Namespace) -> list[str]:
         for r in sorted(grid, key=lambda r: -(r.get("best_dev") or 0)):
             lines.append(f"| {r['label']} | {r['steps']} ({r['best_step']}) | {100 * r['best_dev']:.2f} | "
                          f"{100 * r['test'][key]:.2f} | {100 * r['test'][other]:.2f} | {r['wall_s']:.0f} |")
-    failed = {r["id"]: r["error"] for r in load_all(args.results_file)
-              if "error" in r and r["id"] not in rows}
+    if failed is None:
+        failed = {r["id"]: r["error"] for r in load_all(args.results_file) if "error" in r and r["id"] not in rows}
     if failed:
         lines += ["", "Not finished (see results.jsonl): " + ", ".join(f"{k} ({v})" for k, v in failed.items())]
     cmd = args.command or "python " + " ".join(["bench/bench_quality.py", *sys.argv[1:]])
@@ -378,18 +382,28 @@ def load_all(path: Path) -> list[dict]:
     return [json.loads(x) for x in path.read_text().splitlines() if x.strip()] if path.exists() else []
 
 
+def records_section(records: list[dict], meta: dict, source: str) -> list[str]:
+    """One recorded results file's section, pure: `records` = its JSON lines (a failed experiment's line is
+    superseded by a later success, as load_results), `meta` = its .meta.json (machine, command, note, mode, title,
+    model, setting), `source` = the file's path as printed."""
+    rows = {r["id"]: r for r in records if "error" not in r}
+    failed = {r["id"]: r["error"] for r in records if "error" in r and r["id"] not in rows}
+    ns = argparse.Namespace(results_file=source, machine=meta.get("machine", "not recorded"),
+                            command=meta.get("command") or "not recorded", note=meta.get("note", []),
+                            mode=meta.get("mode", "full"),
+                            title=meta.get("title"), model=meta.get("model", "all-MiniLM-L6-v2"),
+                            forced=dict(x.split("=", 1) for x in meta.get("setting", [])))
+    return report(rows, ns, failed)
+
+
 def assemble_records(folder: Path, args: argparse.Namespace) -> int:
-    """One section per recorded results file (runs too long for `make bench`: GPU grids, CPU seeds)."""
+    """One section per recorded results file (runs too long for `make bench`: GPU grids, CPU seconds)."""
     lines: list[str] = []
     for path in sorted(folder.glob("quality-*.jsonl")):
         meta_file = path.with_suffix(".meta.json")
         meta = json.loads(meta_file.read_text()) if meta_file.exists() else {}
-        ns = argparse.Namespace(**{**vars(args), "results_file": path, "machine": meta.get("machine", "?"),
-                                   "command": meta.get("command"), "note": meta.get("note", []),
-                                   "mode": meta.get("mode", "full"), "title": meta.get("title"),
-                                   "model": meta.get("model", args.model),
-                                   "forced": dict(x.split("=", 1) for x in meta.get("setting", []))})
-        lines += report(load_results(path), ns)
+        source = path.relative_to(ROOT) if path.is_relative_to(ROOT) else path
+        lines += records_section(load_all(path), meta, str(source))
     write_section(args.out, lines or ["## Fine-tuned quality", "", "No recorded runs in " + str(folder), ""])
     return 0
 
@@ -429,7 +443,7 @@ def main() -> int:
     if args.run_one:
         exp = json.loads(Path(args.run_one).read_text())
         work = Path(args.run_one).parent
-        from textcl.model import resolve_model_path  # "all-MiniLM-L6-v2" -> the bundled offline copy
+        from textcl.models import resolve_model_path  # "all-MiniLM-L6-v2" -> the bundled offline copy
         res = run_one(exp, work, Path(args.data), resolve_model_path(args.model))
         (work / "result.json").write_text(json.dumps(res))
         return 0

@@ -13,6 +13,7 @@ not timed (the same model encodes for both; see bench_encode).
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 import tempfile
 import time
@@ -20,7 +21,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from common import ROOT, write_section  # first: sets up sys.path and env
+from common import ROOT, append_record, write_section  # first: sets up sys.path and env
 
 from textcl.index import SearchIndex
 from textcl.knn import exact_search, recall_at_k
@@ -58,6 +59,7 @@ def main() -> int:
     parser.add_argument("--out", default=str(ROOT / "bench" / "results" / "search.md"))
     args = parser.parse_args()
     n_docs, n_queries = SIZES[args.mode]
+    load_before = os.getloadavg()[0]
     rng = np.random.default_rng(0)
     centroids = rng.normal(size=(TOPICS, DIM))
     centroids /= np.linalg.norm(centroids, axis=1, keepdims=True)
@@ -83,6 +85,10 @@ def main() -> int:
             rows.append((f"textcl `SearchIndex` {factory}", f"{b_wall:.1f} s", wall, cpu,
                          recall_at_k(i, e_i, K, exact_scores=e_s, approx_scores=s)))
 
+    append_record(ROOT / "bench" / "records" / "search.jsonl", {  # what this run measured (issue 29: tables from records)
+        "bench": "search", "mode": args.mode, "n_docs": n_docs, "n_queries": n_queries, "dim": DIM, "k": K,
+        "threads": torch.get_num_threads(), "load_before": load_before,
+        "rows": [{"method": n, "build": b, "wall_s": w, "cpu_s": c, "recall": r} for n, b, w, c, r in rows]})
     lines = [f"## Semantic search over stored embeddings ({args.mode})", "",
              f"{n_docs:,} documents x {n_queries:,} queries, dim {DIM}, top-{K}, clustered synthetic vectors "
              f"(seed 0), {torch.get_num_threads()} threads. Same vectors for every row; recall is against "

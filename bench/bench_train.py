@@ -13,17 +13,18 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import sys
 import tempfile
 import time
 
 import numpy as np
-from common import BF16_SKIPPED, NFCORPUS, ROOT, bench_precision, bf16_rows, write_section  # first: path
+from common import BF16_SKIPPED, NFCORPUS, ROOT, append_record, bench_precision, bf16_rows, write_section
 
 from textcl.config import EvalConfig, load_recipe
 from textcl.data.io import load_beir, load_examples
 from textcl.eval import evaluate
-from textcl.model import Encoder, resolve_model_path
+from textcl.models import Encoder, resolve_model_path
 from textcl.train.loop import train
 from textcl.types import Example
 
@@ -126,6 +127,7 @@ def main() -> int:
     model_path = resolve_model_path("all-MiniLM-L6-v2")
     data = triplets(BATCH * steps * 2)  # twice what the steps use, so duplicate-aware samplers fill batches
     with_bf16 = bf16_rows(args.mode)
+    load_before = os.getloadavg()[0]
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
         base = dev_ndcg(SentenceTransformer(model_path, device="cpu")) if do_eval else None
@@ -141,6 +143,9 @@ def main() -> int:
             speed, model = fn()
             rows.append((name, speed, dev_ndcg(model) if do_eval else None))
             print(f"{name}: {speed:.2f} triplets/s", flush=True)
+    append_record(ROOT / "bench" / "records" / "train.jsonl", {"bench": "train", "mode": args.mode, "steps": steps, "batch": BATCH,
+                  "max_seq_length": SEQ, "lr": LR, "load_before": load_before, "base_dev_ndcg@10": base,
+                  "rows": [{"setup": n, "triplets_per_s": s, "dev_ndcg@10": d} for n, s, d in rows]})  # issue 29
     st32 = rows[0][1]
     st16 = next((speed for name, speed, _ in rows if name == "sentence-transformers bf16"), None)
     lines = ["## Training throughput: textcl vs SentenceTransformerTrainer", "",

@@ -96,3 +96,41 @@ def append_record(path: str | Path, record: dict) -> dict:
     with open(path, "a", encoding="utf-8") as fh:
         fh.write(json.dumps(full, sort_keys=True) + "\n")
     return full
+
+
+def provenance(records: list[dict]) -> str:
+    """One line saying where `records` were measured, from the records alone (pure: no clock, no /proc): their
+    commits, machines and load averages, and how many records carry none of them."""
+    n = len(records)
+    commits = list(dict.fromkeys(str(r["commit"]) for r in records if r.get("commit")))
+    machines = list(dict.fromkeys(
+        (f"{m.get('cpu')}, {m.get('cores')} cores" if isinstance(m, dict) else str(m))
+        for r in records if (m := r.get("machine"))))
+    loads = [x for r in records for x in _loads(r)]
+
+    def of(found: list, what: str) -> str:
+        missing = n - sum(1 for r in records if r.get(what))
+        tail = f" ({missing} of {n} records carry none)" if missing and found else ""
+        return ("; ".join(found) + tail) if found else f"not recorded (none of the {n} records)"
+
+    with_load = sum(1 for r in records if _loads(r))
+    load = (f"{min(loads):.1f}-{max(loads):.1f}" if loads else "not recorded")
+    if loads and with_load < n:
+        load += f" ({n - with_load} of {n} records carry none)"
+    return (f"Provenance (from the records): commit {of(commits, 'commit')}; machine {of(machines, 'machine')}; "
+            f"1-minute load average {load}.")
+
+
+def _loads(record: dict) -> list[float]:
+    """The 1-minute load averages a record carries (before/after its measurement, or at writing)."""
+    out: list[float] = []
+    for key in ("load_before", "load_after", "load_avg_1m"):
+        v = record.get(key)
+        if isinstance(v, (int, float)):
+            out.append(float(v))
+        elif isinstance(v, list) and v:
+            out.extend(float(x) for x in (v if key == "load_avg_1m" else v[:1]))
+    m = record.get("machine")
+    if not out and isinstance(m, dict) and m.get("load_avg"):
+        out.append(float(m["load_avg"][0]))
+    return out
