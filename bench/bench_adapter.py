@@ -46,7 +46,7 @@ def commit() -> str:
 
 def run_one(seed: int, lr: float, work: Path, extra: list[str], threads: int | None) -> dict:
     """One `textcl run`; its record (scores from summary.json and adapter.json, wall time of the process)."""
-    from textcl.model import resolve_precision  # loads torch: only when runs are made, not to table records
+    from textcl.models import resolve_precision  # loads torch: only when runs are made, not to table records
 
     out = work / f"lr{lr:g}-s{seed}"
     cold = not (work / "cache").is_dir()

@@ -38,7 +38,7 @@ def child(kind: str, n: int, steps: int) -> dict:
     from textcl.config import LossConfig, ModelConfig
     from textcl.data.batching import Batch
     from textcl.losses import KnownPositives
-    from textcl.model import load_model
+    from textcl.models import load_model
     from textcl.train.components import make_embed
     from textcl.train.corpus import TrainingCorpus, storage_dtype
     from textcl.train.objective import CorpusInfoNCE, CorpusNegatives, forward_backward

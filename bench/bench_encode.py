@@ -30,7 +30,7 @@ from common import NFCORPUS as DATA
 from textcl.data.io import load_beir
 from textcl.eval.metrics import evaluate_run, mean_metrics
 from textcl.knn import exact_search
-from textcl.model import Encoder, load_model
+from textcl.models import Encoder, load_model
 from textcl.types import RetrievalSet
 
 

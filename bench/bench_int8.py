@@ -32,7 +32,7 @@ from common import ROOT, write_section  # first: sets up sys.path and env
 
 from textcl import int8
 from textcl.knn import exact_search
-from textcl.model import Encoder, load_model, resolve_model_path
+from textcl.models import Encoder, load_model, resolve_model_path
 from textcl.types import plan_encoding
 
 ST_FP32 = "sentence-transformers fp32 (`encode`)"

@@ -12,7 +12,6 @@ MAX_FUNCTION_LINES = 60
 MAX_MODULE_LINES = 350
 
 LONG_MODULES = {
-    "textcl/model.py": "split into textcl/models/ by the lead",
     "textcl/config.py": "dataclasses + the hand-written typed YAML loader; split when issue 30's config item rewrites the loader",
 }
 LONG_FUNCTIONS = {

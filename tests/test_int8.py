@@ -22,7 +22,7 @@ from textcl.config import load_recipe
 from textcl.data.io import load_beir
 from textcl.errors import ConfigError
 from textcl.index import SearchIndex
-from textcl.model import Encoder, encoder_precision, load_model, resolve_precision, scoring_precision
+from textcl.models import Encoder, encoder_precision, load_model, resolve_precision, scoring_precision
 from textcl.types import Document, plan_encoding
 
 pytest.importorskip("openvino")
@@ -166,7 +166,7 @@ def test_guard_refuses_a_broken_quantization(tiny, tmp_path, broken_quantization
 def test_auto_falls_back_to_fp32_when_the_guard_fails(tiny, tmp_path, broken_quantization, caplog):
     enc = Encoder(tiny, precision="auto", allow_int8=True, cache_dir=tmp_path, show_progress=False)
     assert enc.precision == "int8"
-    with caplog.at_level(logging.WARNING, logger="textcl.model"):
+    with caplog.at_level(logging.WARNING, logger="textcl.models"):
         out = enc(TEXTS)
     assert enc.precision == resolve_precision("auto", "cpu") and not enc.int8_report["passed"]
     assert "int8 failed its quality guard" in caplog.text
@@ -300,7 +300,7 @@ CTRL_C_AFTER_INT8 = """
 import gc, os, signal, sys
 import torch
 from textcl.cli import main
-from textcl.model import Encoder, load_model
+from textcl.models import Encoder, load_model
 from textcl.train import loop
 
 model_path, recipe, cache, texts = sys.argv[1], sys.argv[2], sys.argv[3], sys.argv[4:]

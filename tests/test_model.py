@@ -11,9 +11,10 @@ import pytest
 import torch
 
 from textcl import hub
-from textcl import model as tm
 from textcl.errors import ConfigError
-from textcl.model import Encoder, load_model, model_fingerprint, resolve_model_path, resolve_precision
+from textcl.models import Encoder, load_model, model_fingerprint, resolve_model_path, resolve_precision
+from textcl.models import encoder as tm
+from textcl.models import precision as precision_module
 
 TEXTS = ["the cat", "a dog and a cat run in the river with the old man", "tea", "",
          "what is the risk of heart disease for a man who eats meat and fish", "the cat"]
@@ -82,7 +83,7 @@ def test_fingerprint_tracks_weights_not_name(tiny, tiny_model_path, tmp_path):
 
 @pytest.mark.parametrize("amx, auto", [(True, "bf16"), (False, "fp32")])
 def test_resolve_precision_auto_is_bf16_only_with_bf16_units(monkeypatch, amx, auto):
-    monkeypatch.setattr(tm, "cpu_has_bf16", lambda: amx)
+    monkeypatch.setattr(precision_module, "cpu_has_bf16", lambda: amx)
     assert resolve_precision("auto", "cpu") == auto
     assert resolve_precision("fp32", "cpu") == "fp32" and resolve_precision("bf16", "cpu") == "bf16"  # asked for
     with pytest.raises(ConfigError, match="auto, fp32 or bf16"):

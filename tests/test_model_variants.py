@@ -21,7 +21,7 @@ from textcl.data.beir import load_beir
 from textcl.eval.retrieval import evaluate_retrieval, retrieve
 from textcl.index import SearchIndex
 from textcl.mine import mine
-from textcl.model import encoder_for, load_configured_model, router_model
+from textcl.models import encoder_for, load_configured_model, router_model
 from textcl.train.components import make_embed
 from textcl.train.loop import train
 from textcl.types import Document, RetrievalSet

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from textcl import model as model_module
+from textcl.models import load as model_module
 from textcl import pipeline
 from textcl.cli import main
 from textcl.config import load_recipe

@@ -12,7 +12,7 @@ from sentence_transformers import SentenceTransformer
 
 from textcl.cli import main
 from textcl.errors import ConfigError
-from textcl.model import load_model
+from textcl.models import load_model
 from textcl.soup import average_models
 
 

@@ -14,7 +14,7 @@ from safetensors.torch import load_file, save_file
 from sentence_transformers import SentenceTransformer
 
 from textcl.errors import DataError
-from textcl.model import router_model
+from textcl.models import router_model
 
 ADAPTER_FILES = ("adapter.safetensors", "W.npy", "b.npy", "adapter.json")
 

@@ -1,6 +1,6 @@
 """int8 encoding on CPU: the transformer exported to ONNX once per model fingerprint, quantized to int8
 by OpenVINO NNCF (static, calibrated on a sample of the user's texts), cached on disk, run by OpenVINO as
-the token-embedding stage of `textcl.model.Encoder`; plus the quality guard (cosine to fp32).
+the token-embedding stage of `textcl.models.Encoder`; plus the quality guard (cosine to fp32).
 
 Pooling and normalisation are not exported: the Encoder runs the model's own modules after this stage.
 """

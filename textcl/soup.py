@@ -20,7 +20,7 @@ import torch
 from safetensors.torch import load_file
 
 from textcl.errors import ConfigError
-from textcl.model import load_model, model_fingerprint, module_stack, tokenizer_text
+from textcl.models import load_model, model_fingerprint, module_stack, tokenizer_text
 
 log = logging.getLogger(__name__)
 

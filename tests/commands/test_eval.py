@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from textcl import model as model_module
+from textcl.models import load as model_module
 from textcl.cli import main
 
 

@@ -10,7 +10,7 @@ import pytest
 
 from textcl.config import EvalConfig
 from textcl.eval import evaluate
-from textcl.model import Encoder, load_model
+from textcl.models import Encoder, load_model
 
 pytestmark = pytest.mark.slow
 

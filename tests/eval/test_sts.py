@@ -9,7 +9,7 @@ import pytest
 from textcl.errors import DataError
 from textcl.eval.metrics import spearman
 from textcl.eval.sts import evaluate_sts, similarity_scores
-from textcl.model import RoutedEncoder
+from textcl.models import RoutedEncoder
 from textcl.types import ScoredPair
 
 KEYWORDS = ["cat", "dog", "car", "tree", "river"]

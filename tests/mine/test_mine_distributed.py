@@ -26,7 +26,7 @@ def _cfg(**kw) -> MiningConfig:
 
 
 def _mine_all(beir: str, model_path: str, out_dir: str) -> None:
-    from textcl.model import Encoder, load_model
+    from textcl.models import Encoder, load_model
     enc = Encoder(load_model(model_path, device="cpu"), precision="fp32", batch_size=8, show_progress=False)
     rset = load_beir(beir, "train")
     for name, kw in CONFIGS.items():

@@ -14,7 +14,7 @@ from textcl.config import RunConfig, load_recipe
 from textcl.errors import ConfigError
 from textcl.eval import evaluate
 from textcl.index import SearchIndex
-from textcl.model import Encoder, load_model, make_encoder, model_fingerprint
+from textcl.models import Encoder, load_model, make_encoder, model_fingerprint
 from textcl.pipeline import (
     STAGES,
     Context,

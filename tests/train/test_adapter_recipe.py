@@ -27,7 +27,7 @@ from textcl.data.beir import load_beir
 from textcl.data.vectors import write_vectors
 from textcl.errors import ConfigError
 from textcl.eval.retrieval import evaluate_retrieval
-from textcl.model import RoutedEncoder, encoder_for, load_model
+from textcl.models import RoutedEncoder, encoder_for, load_model
 from textcl.train.adapter import train_adapter
 
 WORDS = "cat dog car tree house river music book play run eat drink man woman child good bad new old big".split()

@@ -215,7 +215,7 @@ def test_training_pools_like_encoding_when_the_prompt_is_excluded(tiny_model_pat
     # a model whose pooling leaves the prompt out (include_prompt=False, e.g. INSTRUCTOR-style models):
     # training's embed must pool the same tokens as the Encoder used by evaluation and mining
     from textcl.config import ModelConfig
-    from textcl.model import Encoder, load_model
+    from textcl.models import Encoder, load_model
     from textcl.train.components import make_embed
 
     model = load_model(tiny_model_path, device="cpu")

@@ -19,7 +19,7 @@ from textcl.data.io import load_examples
 from textcl.errors import ConfigError
 from textcl.index import SearchIndex
 from textcl.losses import KnownPositives
-from textcl.model import Encoder, load_model, make_encoder, model_fingerprint, split_towers
+from textcl.models import Encoder, load_model, make_encoder, model_fingerprint, split_towers
 from textcl.train import loop
 from textcl.train.corpus import TrainingCorpus, load_corpus_texts, sample_candidates
 from textcl.train.evaluation import ood_drop

@@ -104,7 +104,7 @@ def run(args: argparse.Namespace) -> int:
     # start-up time: these load torch and sentence-transformers, and `textcl --help` imports this module
     from textcl.eval import evaluate_sets, load_sets
     from textcl.eval.results import build_results, format_results, write_results
-    from textcl.model import encoder_for, load_configured_model
+    from textcl.models import encoder_for, load_configured_model
 
     model_cfg, eval_cfg = _configs(args)
     loaded = load_sets(eval_cfg, eval_cfg.split)  # bad input fails here, in seconds, before the model loads

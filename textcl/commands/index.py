@@ -61,8 +61,8 @@ def _model_options(p: argparse.ArgumentParser, required: bool = True) -> None:
 
 
 def _encoder(model_name: str, args: argparse.Namespace, stored: dict | None = None):
-    # start-up time: textcl.model loads torch, and `textcl --help` imports this module
-    from textcl.model import encoder_for, load_configured_model
+    # start-up time: textcl.models loads torch, and `textcl --help` imports this module
+    from textcl.models import encoder_for, load_configured_model
 
     stored = stored or {}
     # unset: what the index was built with, else the model's own (None)

@@ -130,7 +130,7 @@ def run(args: argparse.Namespace) -> int:
 
     from textcl import distributed
     from textcl.mine import mine, write_mined
-    from textcl.model import encoder_for, load_configured_model
+    from textcl.models import encoder_for, load_configured_model
 
     cfg = _config(args)
     output = args.output or cfg.mining.output

@@ -24,7 +24,7 @@ from textcl.eval.metrics import is_primary
 from textcl.eval.similarity import examples_as_retrieval, scored_pair_samples, similarity_samples
 from textcl.index import SearchIndex
 from textcl.mine import mine, write_mined
-from textcl.model import encoder_for, load_configured_model, resolve_model_path
+from textcl.models import encoder_for, load_configured_model, resolve_model_path
 from textcl.paths import portable_paths
 from textcl.pipeline.launch import launch_training
 from textcl.pipeline.report import forgetting_flags, interpolation_trials, overfitting_flags, write_report

@@ -23,7 +23,7 @@ from textcl.adapter_files import adapter_router, save_adapter
 from textcl.config import RunConfig, save_config
 from textcl.data.batching import whole_batch
 from textcl.eval import evaluate_sets, load_sets
-from textcl.model import MemoEncoder, adopt_rule, encoder_for, load_configured_model, model_rule
+from textcl.models import MemoEncoder, adopt_rule, encoder_for, load_configured_model, model_rule
 from textcl.train import guard
 from textcl.train.corpus import TrainingCorpus, build_training_corpus
 from textcl.train.data import load_training_data

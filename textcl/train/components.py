@@ -20,7 +20,7 @@ from transformers import get_scheduler
 
 from textcl.config import ModelConfig, TrainConfig
 from textcl.errors import ConfigError
-from textcl.model import model_rule, resolve_precision
+from textcl.models import model_rule, resolve_precision
 from textcl.textrule import preprocess, to_device
 
 log = logging.getLogger(__name__)

@@ -8,7 +8,7 @@ import logging
 import shutil
 
 from textcl.config import save_config
-from textcl.model import load_configured_model, router_model
+from textcl.models import load_configured_model, router_model
 from textcl.train import checkpoint as ckpt
 from textcl.train.card import write_model_card
 from textcl.train.trainer import Trainer, TrainResult

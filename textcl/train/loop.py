@@ -22,7 +22,7 @@ from textcl import progress
 from textcl.config import RunConfig, save_config
 from textcl.distributed import freeze_unused_parameters
 from textcl.errors import ConfigError
-from textcl.model import (
+from textcl.models import (
     MemoEncoder,
     RoutedEncoder,
     adopt_rule,

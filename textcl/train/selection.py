@@ -11,7 +11,7 @@ from typing import Any
 from accelerate.utils import broadcast_object_list
 
 from textcl.eval.metrics import is_primary
-from textcl.model import load_configured_model
+from textcl.models import load_configured_model
 from textcl.soup import interpolate
 from textcl.train import checkpoint as ckpt
 from textcl.train import tracking

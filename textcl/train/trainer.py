@@ -15,7 +15,7 @@ from sentence_transformers import SentenceTransformer
 
 from textcl.config import RunConfig
 from textcl.data.batching import Batch
-from textcl.model import Encoder, MemoEncoder, RoutedEncoder
+from textcl.models import Encoder, MemoEncoder, RoutedEncoder
 from textcl.train.checkpoint import TrainerState
 from textcl.train.corpus import TrainingCorpus
 from textcl.train.evaluation import Evaluator

@@ -1,16 +1,11 @@
-"""Load sentence-transformers models (local path or hub id) and encode text fast.
-
-`Encoder` tokenises once, sorts by token length, packs batches by a token budget with dynamic
-padding, runs a bf16 copy of the weights where the hardware has bf16 units (or, for precision int8,
-an OpenVINO int8 export of the transformer from `textcl.int8`, with the model's own pooling after
-it), and returns float32, L2-normalised rows in input order; an optional on-disk cache is keyed by
-weights, not by name.
-"""
+"""`Encoder`: texts in, float32 rows out, by the model's text rule (`textcl.textrule`): the model's own
+preprocess, batches packed by token length, fp32 / a bf16 copy / an int8 OpenVINO stage (`textcl.int8`) before
+the model's own pooling, an optional on-disk cache keyed by weights, settings and text; `MemoEncoder` for a
+frozen model."""
 
 from __future__ import annotations
 
 import copy
-import functools
 import hashlib
 import json
 import logging
@@ -27,160 +22,14 @@ from textcl import int8, progress
 from textcl.config import ModelConfig
 from textcl.embcache import EmbeddingStore, text_key
 from textcl.errors import ConfigError
-from textcl.hub import BUNDLED_NAMES, check_model_folder, resolve_model_path  # noqa: F401 - re-exported
-from textcl.textrule import TextRule, model_prompt, preprocess, text_rule, to_device
+from textcl.models.load import model_fingerprint, weights_version
+from textcl.models.precision import encoder_precision, resolve_precision
+from textcl.textrule import ROLES, TextRule, model_prompt, preprocess, text_rule, to_device
 
 log = logging.getLogger(__name__)
 
+
 CACHE_VERSION = "3"  # 3: tokenised by the model's own preprocess; similarity in the key
-
-
-def _needs_remote_code(path: str) -> bool:
-    config = Path(path) / "config.json"
-    if not config.is_file():
-        return False
-    try:
-        data = json.loads(config.read_text(encoding="utf-8"))
-    except (OSError, json.JSONDecodeError):
-        return False
-    return bool(data.get("auto_map"))
-
-
-def load_model(name_or_path: str | os.PathLike, *, device: str | None = None, trust_remote_code: bool = False,
-               max_seq_length: int | None = None) -> SentenceTransformer:
-    """Load a SentenceTransformer; custom model code runs only when `trust_remote_code=True`."""
-    path = resolve_model_path(name_or_path)
-    check_model_folder(Path(path))
-    if not trust_remote_code and _needs_remote_code(path):
-        raise ConfigError(f"model '{name_or_path}' ships its own Python code (config.json has 'auto_map'); "
-                          "it runs only if you opt in: model.trust_remote_code: true in the recipe or "
-                          "--trust-remote-code on the command line")
-    if device is None:
-        device = "cuda" if torch.cuda.is_available() else "cpu"
-    is_local = Path(path).exists()
-    if is_local and not list(Path(path).rglob("*.safetensors")) and list(Path(path).rglob("*.bin")):
-        log.warning("%s has no .safetensors weights; loading pickled .bin weights", path)
-    try:
-        model = SentenceTransformer(path, device=device, trust_remote_code=trust_remote_code,
-                                    local_files_only=is_local or os.environ.get("HF_HUB_OFFLINE") == "1")
-    except OSError as exc:
-        raise ConfigError(f"cannot load model '{name_or_path}' (resolved to '{path}'): {exc}") from None
-    if max_seq_length is not None:
-        model.max_seq_length = max_seq_length
-    model.eval()
-    return model
-
-
-def model_fingerprint(model: SentenceTransformer) -> str:
-    """sha256 of the weights (as fp32 bytes), the module stack, tokenizer and pooling config; not the name."""
-    h = hashlib.sha256()
-    for name, tensor in model.state_dict().items():
-        t = tensor.detach().to("cpu", torch.float32).contiguous()
-        h.update(f"{name}:{tuple(t.shape)}".encode())
-        h.update(t.numpy().tobytes())
-    h.update(json.dumps(module_stack(model), sort_keys=True, default=str).encode())
-    h.update(str(model.max_seq_length).encode())
-    tokenizer = tokenizer_text(model)
-    if tokenizer is not None:
-        h.update(tokenizer.encode())
-    return h.hexdigest()
-
-
-def module_stack(model: SentenceTransformer) -> list[dict]:
-    """Each module's type and config, in order: the model's structure apart from weights and tokenizer."""
-    return [{"type": type(m).__name__, "config": m.get_config_dict() if hasattr(m, "get_config_dict") else {}}
-            for m in model]
-
-
-def tokenizer_text(model: SentenceTransformer) -> str | None:
-    """The tokenizer as text (the fast tokenizer's JSON, else its sorted vocabulary); None without one.
-
-    The fast tokenizer's truncation and padding fields are dropped: they hold the settings of its last
-    call (max_length etc.), so they change as soon as it encodes, and a fingerprint built on them would
-    miss the embedding cache after every first encode. max_seq_length is hashed on its own.
-    """
-    tokenizer = getattr(model, "tokenizer", None)
-    backend = getattr(tokenizer, "backend_tokenizer", None)
-    if backend is not None:
-        state = json.loads(backend.to_str())
-        state.pop("truncation", None)
-        state.pop("padding", None)
-        return json.dumps(state, sort_keys=True)
-    if tokenizer is not None:
-        return json.dumps(sorted(tokenizer.get_vocab().items()))
-    return None
-
-
-@functools.lru_cache(maxsize=1)
-def cpu_has_bf16() -> bool:
-    """True when the CPU has AMX bf16 tiles, the units that make bf16 encoding faster than fp32.
-
-    AVX-512-BF16 alone is not enough: on a CPU with it but without AMX a bf16 4096x384 @ 384x1536 matmul
-    ran at 84 GFLOP/s against 149 for fp32, so "auto" stays fp32 there.
-    """
-    try:
-        flags = Path("/proc/cpuinfo").read_text()
-    except OSError:
-        flags = ""
-    if "amx_bf16" in flags:
-        return True
-    return "AMX" in str(torch.backends.cpu.get_cpu_capability())
-
-
-def resolve_precision(precision: str, device: str | torch.device | None) -> str:
-    """Map auto|fp32|bf16 to the precision encoding will use on `device` ("fp32" or "bf16")."""
-    if precision not in ("auto", "fp32", "bf16"):
-        raise ConfigError(f"precision must be auto, fp32 or bf16, got {precision!r}")
-    kind = torch.device(device).type if device is not None else "cpu"
-    if precision == "fp32":
-        return "fp32"
-    if kind == "cuda":
-        supported = torch.cuda.is_available() and torch.cuda.is_bf16_supported()
-    elif kind == "cpu":
-        supported = cpu_has_bf16()
-    else:
-        supported = False
-    if precision == "bf16":
-        if not supported:
-            log.warning("bf16 requested on %s without AMX or CUDA bf16 units: it runs, possibly slower than fp32", kind)
-        return "bf16"
-    return "bf16" if supported else "fp32"
-
-
-def weights_version(model: torch.nn.Module) -> tuple:
-    """Changes whenever a weight or buffer is replaced or updated in place (an optimizer step bumps each
-    tensor's version counter): tells "these weights changed" without hashing them."""
-    return tuple((id(t), t._version) for t in model.state_dict(keep_vars=True).values())
-
-
-def encoder_precision(precision: str, device: str | torch.device | None, allow_int8: bool = False) -> str:
-    """Map auto|fp32|bf16|int8 to what an Encoder runs; auto picks int8 only when `allow_int8` (CPU only).
-
-    The int8 quality guard can still turn an auto choice back to fp32/bf16 on the first encode.
-    """
-    if precision not in ("auto", "fp32", "bf16", "int8"):
-        raise ConfigError(f"precision must be auto, fp32, bf16 or int8, got {precision!r}")
-    kind = torch.device(device).type if device is not None else "cpu"
-    if precision == "int8":
-        if kind != "cpu":
-            raise ConfigError(f"precision int8 runs on the CPU (OpenVINO) but the model is on {kind}: "
-                              "load it with device='cpu', or use bf16 on the GPU")
-        int8.require()
-        return "int8"
-    if precision == "auto" and allow_int8 and kind == "cpu":
-        if int8.available():
-            return "int8"
-        log.info("precision auto: int8 is allowed but not installed (pip install 'textcl[int8]'); not using it")
-    return resolve_precision(precision, device)
-
-
-def scoring_precision(precision: str) -> str:
-    """The precision evaluation uses for a model section's `precision`: int8 becomes fp32, so that reported
-    numbers reproduce (ask for int8 explicitly, e.g. `textcl eval --precision int8`, to score int8)."""
-    if precision == "int8":
-        log.info("evaluation encodes in fp32, not int8, so that its numbers reproduce (--precision int8 to override)")
-        return "fp32"
-    return precision
 
 
 class Encoder:
@@ -401,41 +250,6 @@ class Encoder:
         return out.numpy()
 
 
-# ------------------------------------------------------------ two towers (query-side training)
-
-ROUTES = ("query", "document")
-
-
-def split_towers(model: SentenceTransformer) -> tuple[SentenceTransformer, SentenceTransformer] | None:
-    """(query tower, document tower) of a model whose first module is a query/document `Router`, as two
-    plain SentenceTransformers sharing its modules; None for an ordinary (one-tower) model."""
-    first = model[0] if len(model) else None
-    subs = getattr(first, "sub_modules", None)
-    if first is None or type(first).__name__ != "Router" or subs is None or set(subs) != set(ROUTES):
-        return None
-    rest = [model[i] for i in range(1, len(model))]
-    towers = []
-    for route in ROUTES:
-        tower = SentenceTransformer(modules=[*subs[route], *rest], device=str(model.device))
-        tower.eval()
-        towers.append(tower)
-    return towers[0], towers[1]
-
-
-def router_model(query: SentenceTransformer, document: SentenceTransformer) -> SentenceTransformer:
-    """One SentenceTransformer whose `encode_query` runs `query` and `encode_document` (and plain
-    `encode`) runs `document`: a sentence-transformers Router over the two towers' modules."""
-    # sentence-transformers >= 6 only (query-side training); the rest of this module imports on older ones
-    from sentence_transformers.base.modules import Router
-
-    router = Router.for_query_document(query_modules=list(query), document_modules=list(document))
-    # The base model's prompts and similarity carry over: encode_query / encode_document of the Router model
-    # prepend and score exactly as the base model's (and as textcl trained the query tower) do.
-    return SentenceTransformer(modules=[router], device=str(document.device), prompts=dict(document.prompts or {}),
-                               default_prompt_name=document.default_prompt_name,
-                               similarity_fn_name=document.similarity_fn_name)
-
-
 class MemoEncoder:
     """An Encode over a model that never changes (the frozen document tower): every distinct text is
     encoded once per role and kept in memory, so the corpus is encoded once for mining, training and
@@ -446,8 +260,8 @@ class MemoEncoder:
         self.fingerprint = encode.fingerprint
         self.rule = encode.rule
         self.prepare = encode.prepare
-        self._rows: dict[str, dict[str, int]] = {role: {} for role in ROUTES}
-        self._store: dict[str, list[np.ndarray]] = {role: [] for role in ROUTES}
+        self._rows: dict[str, dict[str, int]] = {role: {} for role in ROLES}
+        self._store: dict[str, list[np.ndarray]] = {role: [] for role in ROLES}
 
     def __call__(self, texts: list[str], role: str = "document") -> np.ndarray:
         rows = self._rows[role]
@@ -464,75 +278,6 @@ class MemoEncoder:
         return self._store[role][0][[rows[t] for t in texts]]
 
 
-class RoutedEncoder:
-    """Encode with two towers: queries through `query`, documents through `document`.
-
-    `fingerprint` is the DOCUMENT tower's: an index or embedding cache built with the base model stays
-    valid for a model whose query tower alone was fine-tuned. `query_fingerprint` is the query tower's:
-    reports and provenance record both (`fingerprints`)."""
-
-    routed = True
-
-    def __init__(self, query: Any, document: Any):
-        self.query, self.document = query, document
-        self.fingerprint = document.fingerprint
-
-    @property
-    def query_fingerprint(self) -> str:
-        return self.query.fingerprint
-
-    @property
-    def rule(self) -> TextRule:
-        return self.query.rule
-
-    def prepare(self, texts: Mapping[str, Sequence[str]]) -> None:
-        """Each tower plans int8 calibration on what it will encode (`Encoder.prepare`)."""
-        for role, tower in (("query", self.query), ("document", self.document)):
-            prepare = getattr(tower, "prepare", None)
-            if prepare is not None and role in texts:
-                prepare({role: texts[role]})
-
-    @property
-    def precision(self) -> str:
-        return self.query.precision
-
-    @property
-    def device(self) -> torch.device:
-        return self.query.device
-
-    @property
-    def prompts(self) -> dict[str, str]:
-        return {"query": self.query.rule.prompts["query"], "document": self.document.rule.prompts["document"]}
-
-    def __call__(self, texts: list[str], role: str = "document") -> np.ndarray:
-        if role not in ROUTES:
-            raise ConfigError(f"role must be 'query' or 'document', got {role!r}")
-        return (self.query if role == "query" else self.document)(texts, role)
-
-
-def load_configured_model(mc: ModelConfig, path: str | os.PathLike | None = None, *,
-                          device: str | None = None) -> SentenceTransformer:
-    """`load_model` with a recipe's model section (trust_remote_code, max_seq_length); `path` defaults to
-    `mc.name_or_path` (pass another to load e.g. a fine-tuned folder with the same settings)."""
-    return load_model(mc.name_or_path if path is None else path, device=device,
-                      trust_remote_code=mc.trust_remote_code, max_seq_length=mc.max_seq_length)
-
-
-def encoder_for(model: SentenceTransformer, mc: ModelConfig, *, precision: str | None = None,
-                scoring: bool = False, cache: bool = True, show_progress: bool = True) -> Encoder | RoutedEncoder:
-    """The one way to build the Encode of a model with a recipe's model section (batch size, prompts,
-    embedding cache, precision), for evaluation, mining, indexes, the data check and training.
-
-    `scoring`: the encoder reports numbers, so int8 becomes fp32 (`scoring_precision`) and auto never
-    picks int8; `precision` (e.g. an explicit --precision) overrides the section's. `cache=False` leaves the
-    embedding cache off (weights that change during training)."""
-    if precision is None:
-        precision = scoring_precision(mc.precision) if scoring else mc.precision
-    return make_encoder(model, precision=precision, batch_size=mc.batch_size, rule=model_rule(model, mc),
-                        cache_dir=mc.cache_dir if cache else None, show_progress=show_progress,
-                        allow_int8=mc.allow_int8 and not scoring)
-
-
 def model_rule(model: SentenceTransformer, mc: ModelConfig) -> TextRule:
     """`textrule.text_rule` of `model` with a recipe's model section (None = the model's own prompt/similarity)."""
     return text_rule(model, mc.query_prompt, mc.document_prompt, mc.similarity)
@@ -546,16 +291,3 @@ def adopt_rule(model: SentenceTransformer, rule: TextRule) -> None:
             model.prompts = {**(model.prompts or {}), role: rule.prompts[role]}
     if model.similarity_fn_name != rule.similarity:
         model.similarity_fn_name = rule.similarity
-
-
-def make_encoder(model: SentenceTransformer, **kwargs: Any) -> Encoder | RoutedEncoder:
-    """The Encode for `model`: an `Encoder`, or a `RoutedEncoder` when the model has query/document
-    towers (a query-side fine-tune); keyword arguments go to each `Encoder`. Both towers follow the rule of
-    the whole model (its prompts and similarity), as sentence-transformers' encode_query/encode_document do."""
-    towers = split_towers(model)
-    if towers is None:
-        return Encoder(model, **kwargs)
-    if kwargs.get("rule") is None:
-        kwargs["rule"] = text_rule(model, kwargs.pop("query_prompt", None), kwargs.pop("document_prompt", None),
-                                   kwargs.pop("similarity", None))
-    return RoutedEncoder(Encoder(towers[0], **kwargs), Encoder(towers[1], **kwargs))
