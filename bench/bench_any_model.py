@@ -107,7 +107,7 @@ def table(records: list[dict]) -> list[str]:
     by = {r["precision"]: r for r in records if "precision" in r}
     if {"fp32", "int8"} <= set(by):
         g = by["int8"].get("int8_guard") or {}
-        roles = ", ".join(f"{role}s {v['mean_cosine']:.4f} / {v['min_cosine']:.4f}"
+        roles = ", ".join(f"{role} role {v['mean_cosine']:.4f} / {v['min_cosine']:.4f}"
                           for role, v in g.get("roles", {}).items())
         lines += ["`textcl eval --precision int8` in an empty cache (export, calibration on the planned sample of "
                   "documents and queries, guard per role), against fp32:", "",

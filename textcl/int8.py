@@ -280,7 +280,7 @@ def write_guard(folder: Path, result: dict[str, Any]) -> None:
 
 
 def guard_error(result: dict[str, Any], fingerprint: str) -> ConfigError:
-    roles = ", ".join(f"{role}s {g['mean_cosine']:.4f}" for role, g in result.get("roles", {}).items())
+    roles = ", ".join(f"{role} role {g['mean_cosine']:.4f}" for role, g in result.get("roles", {}).items())
     return ConfigError(
         f"int8 quality guard failed for model {fingerprint[:12]}: embeddings have mean cosine "
         f"{result['mean_cosine']:.4f} (min {result['min_cosine']:.4f}) to fp32 on {result['texts']} texts"

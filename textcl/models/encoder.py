@@ -166,7 +166,7 @@ class Encoder:
                                       for r, (check, ref) in checks.items()})
             int8.write_guard(stage.folder, guard)
             for r, g in guard["roles"].items():
-                log.info("int8 guard (%ss): cosine to fp32 mean %.4f, min %.4f on %d texts (%s)", r, g["mean_cosine"],
+                log.info("int8 guard (%s role): cosine to fp32 mean %.4f, min %.4f on %d texts (%s)", r, g["mean_cosine"],
                          g["min_cosine"], g["texts"], "passed" if g["passed"] else "FAILED")
         self.int8_report = {**guard, "export": status, "folder": str(stage.folder)}
         if not guard["passed"]:
