@@ -65,12 +65,18 @@ def run_one(seed: int, lr: float, work: Path, extra: list[str], threads: int | N
             "dev_base": adapter["dev_base"].get(KEY), "dev_best": adapter["dev_best"].get(KEY),
             "best_step": adapter["best_step"], "steps": adapter["steps"], "steps_per_epoch": adapter["steps_per_epoch"],
             "train_s": adapter["train_s"], "eval_s": adapter["eval_s"], "stages_s": stages, "wall_s": round(wall, 1),
-            "cold": cold, "precision": f"model.precision auto -> {resolve_precision('auto', 'cpu')} on this CPU",
+            "cold": cold, "precision": _precision(extra, resolve_precision("auto", "cpu")),
             "threads": threads or os.cpu_count(),
             "command": ("" if threads is None else f"OMP_NUM_THREADS={threads} ")
             + " ".join(["textcl", *cmd[1:]]).replace(str(ROOT) + "/", ""), "commit": commit(), "machine": machine(),
             "load_avg_1m": [round(load, 2), round(os.getloadavg()[0], 2)],
             "date": time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime())}
+
+
+def _precision(extra: list[str], auto: str) -> str:
+    """What the runs encode with: a `model.precision=` override, else the recipe's auto on this CPU."""
+    given = [x.split("=", 1)[1] for x in extra if x.startswith("model.precision=")]
+    return f"model.precision {given[-1]}" if given else f"model.precision auto -> {auto} on this CPU"
 
 
 def _ms(values: list[float]) -> str:
