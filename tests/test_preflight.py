@@ -12,11 +12,11 @@ from pathlib import Path
 
 import pytest
 
-from textcl.models import load as model_module
 from textcl import pipeline
 from textcl.cli import main
 from textcl.config import load_recipe
 from textcl.errors import ConfigError, TrainingInterrupted
+from textcl.models import load as model_module
 from textcl.preflight import check_recipe, saved_prompts
 from textcl.train import loop
 

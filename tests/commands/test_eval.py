@@ -5,8 +5,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from textcl.models import load as model_module
 from textcl.cli import main
+from textcl.models import load as model_module
 
 
 def _beir(folder: Path) -> Path:

@@ -56,3 +56,40 @@ def test_a_sum_embeds_once_and_forward_backward_adds_local_and_shared_terms():
     assert calls == [(("a", "b"), "query")]  # one forward for both parts
     assert value == pytest.approx(3.0 * 4)  # (1 + 2) * sum of a 2x2 matrix of ones
     assert weight.grad.tolist() == [[6.0, 6.0]]
+
+
+def test_no_step_copies_the_corpus():
+    """The cached corpus lives on the training device, moved once (TrainingCorpus.to): steps of the exact and
+    the sampled corpus loss never call .to / .cpu / .clone on it (on a GPU each would copy the whole corpus)."""
+    import numpy as np
+
+    from textcl.train.corpus import TrainingCorpus
+    from textcl.train.objective import CorpusInfoNCE, CorpusNegatives
+
+    moves: list[str] = []
+
+    class Watched(torch.Tensor):
+        @classmethod
+        def __torch_function__(cls, func, types, args=(), kwargs=None):
+            if getattr(func, "__name__", "") in ("to", "cpu", "cuda", "clone") and args and isinstance(args[0], Watched):
+                moves.append(func.__name__)
+            with torch._C.DisableTorchFunctionSubclass():
+                return func(*args, **(kwargs or {}))
+
+    texts = [f"doc {i}" for i in range(12)]
+    corpus = TrainingCorpus(texts=texts, ids=[f"d{i}" for i in range(12)])
+    corpus.embeddings = torch.nn.functional.normalize(torch.randn(12, 4, generator=torch.Generator().manual_seed(0)),
+                                                      dim=1)
+    corpus.to("cpu")
+    corpus.embeddings = corpus.embeddings.as_subclass(Watched)
+    pointer = corpus.embeddings.data_ptr()
+    batch = Batch(queries=["q0", "q1"], candidates=["doc 0", "doc 1"], group_size=1, candidate_ids=["d0", "d1"])
+    weight = torch.nn.Parameter(torch.randn(2, 4, generator=torch.Generator().manual_seed(1)))
+
+    def embed(texts, role):
+        return weight[: len(texts)] * 1.0
+
+    for how in (CorpusNegatives(query_side=True), CorpusNegatives(query_side=True, candidates=3, samples=2)):
+        for _ in range(3):
+            forward_backward(embed, batch, CorpusInfoNCE(0.05, corpus, how), rng=np.random.default_rng(0))
+    assert moves == [] and corpus.embeddings.data_ptr() == pointer

@@ -207,7 +207,7 @@ def save_checkpoint(folder: Path, *, model: torch.nn.Module, optimizer: torch.op
     def write(tmp: Path) -> None:
         save_safetensors_model(model, str(tmp / "model.safetensors"))
         if corpus_embeddings is not None:
-            save_file({"embeddings": corpus_embeddings.contiguous()}, str(tmp / CORPUS_EMBEDDINGS))
+            save_file({"embeddings": corpus_embeddings.detach().cpu().contiguous()}, str(tmp / CORPUS_EMBEDDINGS))
         torch.save(optimizer.state_dict(), tmp / "optimizer.pt")
         torch.save(scheduler.state_dict(), tmp / "scheduler.pt")
         torch.save(rng_state(), tmp / "rng.pt")

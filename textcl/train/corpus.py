@@ -44,6 +44,12 @@ class TrainingCorpus:
     def __post_init__(self) -> None:
         self._index = ExclusionIndex.of_documents(self.texts, self.ids)
 
+    def to(self, device: torch.device | str) -> TrainingCorpus:
+        """Move the embeddings to the training device, once: every step then scores them where they are."""
+        if self.embeddings is not None:
+            self.embeddings = self.embeddings.to(device)
+        return self
+
     def __len__(self) -> int:
         return len(self.texts)
 
@@ -153,11 +159,13 @@ def sample_candidates(corpus: TrainingCorpus, q_emb: torch.Tensor, exclude: tupl
     emb = corpus.embeddings
     n, b = emb.shape[0], q_emb.shape[0]
     rows, cols = exclude
-    excluded = torch.zeros((b, n), dtype=torch.bool)
-    excluded[rows, cols] = True
+    device = emb.device  # the corpus's device (the training device): top-k runs there
+    q_emb = q_emb.to(device)
+    excluded = torch.zeros((b, n), dtype=torch.bool, device=device)
+    excluded[rows.to(device), cols.to(device)] = True
     k = min(k, n)
-    best = torch.full((b, 0), -math.inf)
-    top = torch.zeros((b, 0), dtype=torch.long)
+    best = torch.full((b, 0), -math.inf, device=device)
+    top = torch.zeros((b, 0), dtype=torch.long, device=device)
     with torch.no_grad():  # running top-k over corpus blocks: memory follows the block, not the corpus
         for start in range(0, n, block):
             scores = q_emb.float() @ emb[start:start + block].float().T
@@ -166,8 +174,8 @@ def sample_candidates(corpus: TrainingCorpus, q_emb: torch.Tensor, exclude: tupl
             best, order = torch.cat([best, vals], 1).topk(min(k, best.shape[1] + vals.shape[1]), dim=1)
             top = torch.gather(torch.cat([top, idx + start], 1), 1, order)
     hard_valid = ~torch.gather(excluded, 1, top)
-    sampled = torch.from_numpy(rng.integers(0, n, size=m)).long()
-    in_top = torch.zeros((b, n), dtype=torch.bool)
+    sampled = torch.from_numpy(rng.integers(0, n, size=m)).long().to(device)
+    in_top = torch.zeros((b, n), dtype=torch.bool, device=device)
     in_top.scatter_(1, top, True)
     sampled_valid = ~(excluded[:, sampled] | in_top[:, sampled])
     return {"top": top, "hard_valid": hard_valid, "sampled": sampled, "sampled_valid": sampled_valid}

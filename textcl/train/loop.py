@@ -273,12 +273,12 @@ def _corpus_setup(config: RunConfig, examples: Sequence, precision: str, acceler
                               "fresh run in another train.output_dir")
         corpus.embeddings = saved
         log.info("the training corpus embeddings come from %s (refreshed during training)", resume_from)
-        return None, corpus
+        return None, corpus.to(accelerator.device)
     base = load_configured_model(mc, device=str(accelerator.device))
     base.requires_grad_(False)
     adopt_rule(base, model_rule(base, mc))  # the Router's document side carries the same prompts
     documents = MemoEncoder(encoder_for(base, mc, precision=precision, show_progress=accelerator.is_main_process))
-    corpus = build_training_corpus(config, examples, documents)
+    corpus = build_training_corpus(config, examples, documents).to(accelerator.device)  # moved once
     return (documents if tc.tune == "query" else None), corpus
 
 
@@ -289,6 +289,7 @@ def _refresh_corpus(trainer: Trainer) -> None:
     was_training = model.training
     model.eval()
     corpus.embeddings = embed_corpus(corpus.texts, trainer.encoder, trainer.config.train.corpus_dtype)
+    corpus.to(trainer.accelerator.device)
     model.train(was_training)
     trainer.state.corpus_refreshed_at = trainer.state.step
     log.info("re-embedded the training corpus (%d documents) with the current weights", len(corpus))

@@ -219,7 +219,10 @@ class CorpusInfoNCE:
             raise TrainingError("the training corpus has not been embedded")
         positives, exclude = corpus.targets(batch)
         q = embed(list(batch.queries), "query")
-        emb = corpus.embeddings.to(q.device)
+        emb = corpus.embeddings  # moved to the training device once (TrainingCorpus.to), never per step
+        if emb.device != q.device:
+            raise TrainingError(f"the training corpus is on {emb.device} but queries are on {q.device}: call "
+                                "TrainingCorpus.to(device) once before training")
         if how.query_side:
             pos = emb[positives.to(q.device)]
         else:
@@ -231,7 +234,7 @@ class CorpusInfoNCE:
                                                positives=every))
         if step.rng is None:
             raise TrainingError("sampled corpus negatives need the step's random generator (forward_backward rng=)")
-        c = sample_candidates(corpus, q.detach().cpu(), exclude, how.candidates, how.samples, step.rng)
+        c = sample_candidates(corpus, q.detach(), exclude, how.candidates, how.samples, step.rng)  # on the device
         return Terms(local=sampled_corpus_info_nce(
             q, pos, emb[c["top"].to(q.device)], c["hard_valid"].to(q.device), emb[c["sampled"].to(q.device)],
             c["sampled_valid"].to(q.device), corpus_size=len(corpus), temperature=self.temperature, corpus=emb,
