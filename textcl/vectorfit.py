@@ -22,8 +22,10 @@ from textcl.adapter import (
     apply_adapter,
     fit_adapter,
 )
+from textcl.compress import Compressed, compress, rescore
 from textcl.data.vectors import Vectors, read_judgements, read_vectors, vector_retrieval_set
 from textcl.errors import DataError
+from textcl.eval.metrics import evaluate_run, mean_metrics
 from textcl.eval.retrieval import DEFAULT_K_VALUES, evaluate_retrieval
 
 log = logging.getLogger(__name__)
@@ -37,6 +39,18 @@ class VectorSet:
     documents: Vectors
     name: str
     normalize: bool
+    compressed: Compressed | None = None  # documents as a compressed index holds them (`compress`)
+    float_documents: np.ndarray | None = None  # the float vectors, kept for rescoring a compressed search
+
+    def compress(self, spec: str, seed: int = 0) -> Compressed:
+        """Replace the document vectors by what a `spec` index returns (textcl.compress): the adapter then trains
+        against them and scoring searches them; the float vectors stay in `float_documents`."""
+        self.float_documents = self.documents.matrix
+        self.compressed = compress(self.documents.matrix, spec, seed)
+        self.documents.matrix = self.compressed.dequantised
+        log.info("documents compressed as %s: %d bytes (float32: %d, %.1fx smaller)", self.compressed.spec,
+                 self.compressed.nbytes, self.float_documents.nbytes, self.float_documents.nbytes / self.compressed.nbytes)
+        return self.compressed
 
     @classmethod
     def read(cls, queries: str, documents: str, name: str, normalize: bool) -> VectorSet:
@@ -79,6 +93,24 @@ def score(vs: VectorSet, qrels: dict[str, dict[str, int]], *, split: str = "test
         weight, bias = adapter
         encode = AdaptedEncode(encode, lambda q: apply_adapter(q, weight, bias, vs.normalize))
     return evaluate_retrieval(encode, rset, k_values, ignore_identical_ids)
+
+
+def score_rescored(vs: VectorSet, qrels: dict[str, dict[str, int]], depth: int, k_values: Sequence[int] = DEFAULT_K_VALUES,
+                   adapter: tuple[np.ndarray, np.ndarray] | None = None) -> dict[str, float]:
+    """Metrics when each query's top-`depth` from the compressed index is re-ranked with the float document
+    vectors (`VectorSet.float_documents`): the compressed index finds candidates, the float vectors order them."""
+    if vs.compressed is None or vs.float_documents is None:
+        raise DataError("rescoring needs compressed documents with their float vectors kept (--compression)")
+    qids = [q for q in qrels if q in vs.queries.row]
+    q = vs.queries.matrix[[vs.queries.row[x] for x in qids]]
+    if adapter is not None:
+        q = apply_adapter(q, adapter[0], adapter[1], vs.normalize)
+    _, rows = vs.compressed.search(q, max(depth, max(k_values)))
+    scores, rows = rescore(q, rows, vs.float_documents)
+    run = {qid: {vs.documents.ids[r]: float(s) for s, r in zip(srow, rrow) if r >= 0}
+           for qid, srow, rrow in zip(qids, scores, rows)}
+    means = mean_metrics(evaluate_run(qrels, run, sorted(set(k_values))))
+    return {f"{vs.name}/{key}": value for key, value in means.items()}
 
 
 def fit_vectors(vs: VectorSet, train: dict[str, dict[str, int]], dev: dict[str, dict[str, int]] | None,

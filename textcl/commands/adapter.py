@@ -25,6 +25,9 @@ def _vector_args(p: argparse.ArgumentParser, qrels_help: str) -> None:
     p.add_argument("--similarity", choices=["cosine", "dot"], default="cosine",
                    help="cosine (default): queries and documents are L2-normalised as read, and q' after the "
                         "adapter; dot: raw vectors")
+    p.add_argument("--compression", default="none", metavar="none|int8|binary|pq:M",
+                   help="score documents as a compressed index holds them (int8 4x, binary 32x smaller, pq:M = M "
+                        "bytes a vector); fit trains the adapter against exactly those vectors")
     p.add_argument("--k", type=int, action="append", default=None, help="cut-offs (default 1 3 5 10 100)")
     p.add_argument("--ignore-identical-ids", choices=["auto", "true", "false"], default="auto",
                    help="drop a document whose id equals the query id (auto: MTEB's rule for --name)")
@@ -61,6 +64,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     _vector_args(ev, "judgements to score")
     ev.add_argument("--adapter", default=None, help="a folder written by `textcl adapter fit` (or a tune: adapter "
                                                     "model's adapter/ folder)")
+    ev.add_argument("--rescore", type=int, default=None, metavar="K",
+                    help="also report the compressed index's top-K re-ranked with the float document vectors")
     ev.add_argument("--output", default=None, help="write the metrics as JSON here")
     ev.set_defaults(func=run_eval)
 
@@ -88,6 +93,7 @@ def run_fit(args: argparse.Namespace) -> int:
 
     start = time.perf_counter()
     vs = VectorSet.read(args.queries, args.documents, _name(args), args.similarity == "cosine")
+    compressed = vs.compress(args.compression, args.seed) if args.compression != "none" else None
     train = read_qrels(args.qrels, vs, training=True)
     dev = read_qrels(args.dev_qrels, vs, training=False) if args.dev_qrels else None
     test = read_qrels(args.test_qrels, vs, training=False) if args.test_qrels else None
@@ -108,6 +114,8 @@ def run_fit(args: argparse.Namespace) -> int:
     best = max(fits, key=lambda f: f.best.get(f.metric, 0.0)) if dev else fits[0]
     extra: dict = {"queries": args.queries, "documents": args.documents, "qrels": args.qrels,
                    "dev_qrels": args.dev_qrels, "similarity": args.similarity, "dataset": vs.name,
+                   "compression": args.compression, "index_bytes": compressed.nbytes if compressed else
+                   int(vs.documents.matrix.nbytes),
                    "lr_search": [{"lr": f.settings.lr, "dev_best": f.best.get(f.metric or "", None),
                                   "best_step": f.best_step, "train_s": round(f.train_s, 3)} for f in fits]}
     if test:
@@ -128,9 +136,11 @@ def run_fit(args: argparse.Namespace) -> int:
 
 def run_eval(args: argparse.Namespace) -> int:
     from textcl.adapter_files import load_adapter  # start-up time, as in run_fit
-    from textcl.vectorfit import VectorSet, read_qrels, score
+    from textcl.vectorfit import VectorSet, read_qrels, score, score_rescored
 
     vs = VectorSet.read(args.queries, args.documents, _name(args), args.similarity == "cosine")
+    float_bytes = int(vs.documents.matrix.nbytes)
+    compressed = vs.compress(args.compression) if args.compression != "none" else None
     adapter = None
     if args.adapter:
         weight, bias, normalize = load_adapter(args.adapter)
@@ -138,10 +148,17 @@ def run_eval(args: argparse.Namespace) -> int:
             log.warning("the adapter was trained with normalize=%s, scored here with --similarity %s", normalize,
                         args.similarity)
         adapter = (weight, bias)
-    metrics = score(vs, read_qrels(args.qrels, vs, training=False), k_values=_k(args),
-                    ignore_identical_ids=_identical(args), adapter=adapter)
+    qrels = read_qrels(args.qrels, vs, training=False)
+    metrics = score(vs, qrels, k_values=_k(args), ignore_identical_ids=_identical(args), adapter=adapter)
+    if args.rescore:
+        rescored = score_rescored(vs, qrels, args.rescore, _k(args), adapter=adapter)
+        metrics.update({f"{key} (rescored top-{args.rescore})": v for key, v in rescored.items()})
+    if compressed is not None:
+        metrics["index_bytes"] = compressed.nbytes
+        print(f"index: {compressed.spec}, {compressed.nbytes:,} bytes ({float_bytes / compressed.nbytes:.1f}x smaller "
+              "than float32)")
     for key in sorted(metrics):
-        if key.rsplit("/", 1)[-1] in ("ndcg@10", "recall@100", "mrr@10"):
+        if key.rsplit("/", 1)[-1].split(" ")[0] in ("ndcg@10", "recall@100", "mrr@10"):
             print(f"{key}: {100 * metrics[key]:.2f}")
     if args.output:
         Path(args.output).write_text(json.dumps(metrics, indent=2) + "\n", encoding="utf-8")
