@@ -19,6 +19,7 @@ from pathlib import Path
 
 import bench_adapter
 import bench_any_model
+import bench_compression
 import bench_fast
 import bench_fast_peer
 import bench_forgetting
@@ -131,6 +132,11 @@ def _adapter(records: Records) -> list[str] | None:
         else None
 
 
+def _compression(records: Records) -> list[str] | None:
+    rows = _rows(records, "compression.jsonl")
+    return bench_compression.table(rows) if rows else None
+
+
 def _generalisation(records: Records) -> list[str] | None:
     rows = _rows(records, "generalisation.jsonl")
     return bench_generalisation.table(rows) if rows else None
@@ -138,7 +144,7 @@ def _generalisation(records: Records) -> list[str] | None:
 
 SECTIONS: dict[str, Callable[[Records], list[str] | None]] = {
     "fast": _fast, "forgetting": _forgetting, "full_corpus": _full_corpus, "fast_peer": _fast_peer,
-    "adapter": _adapter, "generalisation": _generalisation, "any_model": _any_model, "quality": _quality}
+    "adapter": _adapter, "compression": _compression, "generalisation": _generalisation, "any_model": _any_model, "quality": _quality}
 
 
 def benchmarks_md(records: Records) -> str:

@@ -1,0 +1,132 @@
+"""A compressed index the queries are trained for, on NFCorpus: all-MiniLM-L6-v2 vectors exported once to files
+(standing in for an API's), then `textcl adapter fit --compression none|int8|binary` per seed, the lr chosen on
+dev (1e-4, 3e-4, 1e-3) with the first seed and kept for the others; binary also re-ranked with the float vectors.
+
+Records (command, commit, machine, load) go to bench/records/compression.jsonl; `--table` prints the section
+from the records alone.
+
+    python bench/bench_compression.py [--seeds 1 2 3] [--table]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from common import NFCORPUS, ROOT, append_record
+
+RECORDS = ROOT / "bench" / "records" / "compression.jsonl"
+TEXTCL = str(Path(sys.executable).parent / "textcl")
+KEY = "nfcorpus/ndcg@10"
+LRS = (1e-4, 3e-4, 1e-3)
+
+
+def export_vectors(work: Path) -> tuple[Path, Path]:
+    """Query and document vectors of the bundled model (fp32, the model's own prompts), written once."""
+    q, d = work / "queries.npy", work / "documents.npy"
+    if q.exists() and d.exists():
+        return q, d
+    from textcl.data.beir import load_beir
+    from textcl.data.vectors import write_vectors
+    from textcl.models import Encoder, load_model
+
+    queries = {}
+    for split in ("train", "dev", "test"):
+        rset = load_beir(NFCORPUS, split)
+        queries.update({k: v for k, v in rset.queries.items() if k in rset.qrels})
+    encode = Encoder(load_model("all-MiniLM-L6-v2", device="cpu"), precision="fp32", cache_dir=work / "cache")
+    write_vectors(d, list(rset.corpus), encode([doc.full_text for doc in rset.corpus.values()], "document"))
+    write_vectors(q, list(queries), encode(list(queries.values()), "query"))
+    return q, d
+
+
+def fit(work: Path, vectors: tuple[Path, Path], compression: str, seed: int, lrs: tuple[float, ...]) -> dict:
+    out = work / f"{compression}-s{seed}"
+    qrels = NFCORPUS / "qrels"
+    cmd = [TEXTCL, "adapter", "fit", "--queries", str(vectors[0]), "--documents", str(vectors[1]), "--qrels",
+           str(qrels / "train.tsv.gz"), "--dev-qrels", str(qrels / "dev.tsv"), "--test-qrels", str(qrels / "test.tsv"),
+           "--name", "nfcorpus", "--compression", compression, "--seed", str(seed), "--k", "10", "--out", str(out),
+           *[a for lr in lrs for a in ("--lr", str(lr))]]
+    load = os.getloadavg()[0]
+    t0 = time.perf_counter()
+    subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL)
+    info = json.loads((out / "adapter.json").read_text())
+    record = {"bench": "compression", "compression": compression, "seed": seed, "lr": info["settings"]["lr"],
+              "lr_search": info["lr_search"], "dev_base": info["dev_base"].get(KEY), "dev_best": info["dev_best"].get(KEY),
+              "test_base": info["test_base"][KEY], "test_adapter": info["test_adapter"][KEY],
+              "index_bytes": info["index_bytes"], "wall_s": round(time.perf_counter() - t0, 1), "load_before": load}
+    if compression == "binary":
+        metrics = out / "rescored.json"
+        subprocess.run([TEXTCL, "adapter", "eval", "--queries", str(vectors[0]), "--documents", str(vectors[1]),
+                        "--qrels", str(qrels / "test.tsv"), "--name", "nfcorpus", "--compression", "binary",
+                        "--adapter", str(out), "--rescore", "100", "--k", "10", "--output", str(metrics)],
+                       check=True, stdout=subprocess.DEVNULL)
+        record["test_adapter_rescored_100"] = json.loads(metrics.read_text())[f"{KEY} (rescored top-100)"]
+    return append_record(RECORDS, record)
+
+
+def _cell(values: list[float]) -> str:
+    if not values:
+        return "-"
+    mean = 100 * statistics.mean(values)
+    return f"{mean:.2f} ± {100 * statistics.stdev(values):.2f}" if len(values) > 1 else f"{mean:.2f} (1 seed)"
+
+
+def table(records: list[dict]) -> list[str]:
+    """The BENCHMARKS.md section, from the records only."""
+    rows = [r for r in records if r.get("bench") == "compression"]
+    if not rows:
+        return []
+    lines = ["## A compressed index the queries are trained for (NFCorpus test, nDCG@10 x100)", "",
+             "all-MiniLM-L6-v2 vectors in files; `textcl adapter fit --compression C` trains a linear query adapter "
+             "against the documents exactly as the compressed index returns them (lr chosen on dev with the first "
+             "seed, kept for the others); search uses the same form. Binary scores float queries against sign bits.",
+             "", "| documents stored as | index bytes | x smaller | base model | adapter | adapter, top-100 re-ranked "
+             "with float vectors | seeds | lr | dev base -> adapter |", "| --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
+    full = next((r["index_bytes"] for r in rows if r["compression"] == "none"), None)
+    for comp in ("none", "int8", "binary"):
+        rs = [r for r in rows if r["compression"] == comp]
+        if not rs:
+            continue
+        rescored = [r["test_adapter_rescored_100"] for r in rs if "test_adapter_rescored_100" in r]
+        ratio = f"{full / rs[0]['index_bytes']:.1f}" if full else "-"
+        lines.append(f"| {comp} | {rs[0]['index_bytes']:,} | {ratio} | {100 * rs[0]['test_base']:.2f} | "
+                     f"{_cell([r['test_adapter'] for r in rs])} | {_cell(rescored) if rescored else '-'} | "
+                     f"{', '.join(str(r['seed']) for r in rs)} | {rs[0]['lr']:g} | {_cell([r['dev_base'] for r in rs[:1]])} -> "
+                     f"{_cell([r['dev_best'] for r in rs])} |")
+    lines += ["", "Wall time per fit (lr search included for the first seed), load average at start: "
+              + "; ".join(f"{r['compression']} s{r['seed']} {r['wall_s']:.0f} s ({r['load_before']:.1f})" for r in rows)
+              + ".", ""]
+    return lines
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--seeds", type=int, nargs="+", default=[1, 2, 3])
+    parser.add_argument("--compression", nargs="+", default=["none", "int8", "binary"])
+    parser.add_argument("--work", type=Path, default=ROOT / "bench" / "results" / "compression")
+    parser.add_argument("--table", action="store_true", help="only print the section from the records")
+    args = parser.parse_args()
+    records = [json.loads(x) for x in RECORDS.read_text().splitlines()] if RECORDS.exists() else []
+    if not args.table:
+        args.work.mkdir(parents=True, exist_ok=True)
+        vectors = export_vectors(args.work)
+        for comp in args.compression:
+            chosen = next((r["lr"] for r in records if r["compression"] == comp), None)
+            for seed in args.seeds:
+                if any(r["compression"] == comp and r["seed"] == seed for r in records):
+                    continue  # resumable: a recorded (compression, seed) is not run again
+                records.append(fit(args.work, vectors, comp, seed, (chosen,) if chosen else LRS))
+                chosen = records[-1]["lr"]
+    print("\n".join(table(records)))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
