@@ -4,9 +4,13 @@ queries). Per (method, split, seed): one `textcl run` of the method's recipe, un
 training data and the in-domain evaluation set point at the split; base and tuned test nDCG@10 and the dev
 score come from the run's summary.json. One record per run in bench/records/generalisation.jsonl.
 
-    .venv/bin/python bench/bench_generalisation.py --splits new-docs --seeds 1 2 3     # ~10+ min per run
+    .venv/bin/python bench/bench_generalisation.py --splits new-docs --seeds 1 2 3 --threads 1   # ~10+ min per run
     .venv/bin/python bench/bench_generalisation.py --splits budget-50 budget-150 --method adapter
+    .venv/bin/python bench/bench_generalisation.py --pool     # new-docs runs re-scored on the new documents only
     .venv/bin/python bench/bench_generalisation.py --table                            # from the records alone
+
+On a shared, oversubscribed machine give each run one thread (`--threads 1`, OMP_NUM_THREADS): two threads per
+run spun instead of stepping here (a recipe run went from ~7 to ~1-4 s per step).
 
 Resumable: a (method, split, seed) with a record is skipped; an interrupted `textcl run` continues from its
 finished stages. The splits are written by bench/splits.py under --work/splits (never committed). The data
@@ -90,7 +94,8 @@ def _claim(out: Path) -> bool:
     return True
 
 
-def run_one(method: str, split: str, seed: int, work: Path, records: Path, note: str = "") -> dict | None:
+def run_one(method: str, split: str, seed: int, work: Path, records: Path, note: str = "",
+            threads: int | None = None) -> dict | None:
     """One `textcl run` and its record; None when another process is running it."""
     leaf = split_folder(split, seed, work)
     out = work / method / f"{split}-s{seed}"
@@ -106,14 +111,14 @@ def run_one(method: str, split: str, seed: int, work: Path, records: Path, note:
     load_before = [round(x, 2) for x in os.getloadavg()]
     t0 = time.perf_counter()
     try:
-        subprocess.run(cmd, check=True)
+        subprocess.run(cmd, check=True, env={**os.environ, **({"OMP_NUM_THREADS": str(threads)} if threads else {})})
     finally:
         (out / ".bench-running").unlink(missing_ok=True)
     wall = time.perf_counter() - t0
     row = {"method": method, "split": split, "seed": seed, **summary_row(out), "wall_s": round(wall, 1),
            "collected": collected, "load_before": load_before, "load_after": [round(x, 2) for x in os.getloadavg()],
            "train_queries": facts.get("n") or (facts.get("train") or {}).get("queries_kept"),
-           "run_command": " ".join(cmd[1:]), "threads": os.environ.get("OMP_NUM_THREADS"), "note": note}
+           "run_command": " ".join(cmd[1:]), "threads": threads or os.environ.get("OMP_NUM_THREADS"), "note": note}
     return append_record(records, row)
 
 
@@ -208,6 +213,12 @@ def table(rows: list[dict]) -> list[str]:
         lines += ["", f"Run times are the sum of a `textcl run`'s stage times (data check and index skipped) on a 2-core machine shared "
                       f"with other jobs (1-minute load average {min(loads):.1f}-{max(loads):.1f} at the start of the "
                       "runs): read them as loaded-machine times, not a speed result."]
+    noted: dict[str, list[str]] = {}
+    for r in rows:
+        if r.get("note"):
+            noted.setdefault(r["note"], []).append(f"{r['method']} {r['split']} seed {r['seed']}")
+    for note, runs in noted.items():
+        lines += ["", f"{', '.join(runs)}: {note}."]
     return lines
 
 
@@ -219,6 +230,7 @@ def main() -> int:
     parser.add_argument("--work", default=str(ROOT / "out" / "generalisation"),
                         help="splits, run folders and the embedding cache (never committed)")
     parser.add_argument("--records", default=str(RECORDS))
+    parser.add_argument("--threads", type=int, default=None, help="OMP_NUM_THREADS of each run (default: inherited)")
     parser.add_argument("--note", default="", help="the records' note, e.g. that a run was resumed")
     parser.add_argument("--table", action="store_true", help="print the tables from the records; run nothing")
     parser.add_argument("--pool", action="store_true",
@@ -236,7 +248,7 @@ def main() -> int:
                        for r in read_records(records)):
                     print(f"skip {args.method} {split} seed {seed}: recorded in {records}", flush=True)
                     continue
-                run_one(args.method, split, seed, Path(args.work).resolve(), records, args.note)
+                run_one(args.method, split, seed, Path(args.work).resolve(), records, args.note, args.threads)
     print("\n".join(table(read_records(records))))
     return 0
 

@@ -45,3 +45,5 @@ def test_table_gives_mean_std_gain_and_worst_seed_per_cell():
     assert "| N = 50 | recipe | 1 | 31.00 | 30.00 | -1.00 | -1.00 | 30.00 -> 32.00 | 601 |" in lines
     assert "| N = 50 | adapter | 1 | 31.00 | 35.00 | 4.00 | +4.00 | 30.00 -> 32.00 | 601 |" in lines
     assert "1-minute load average 4.0-6.0" in lines[-1]
+    noted = bg.table([{**rows[0], "note": "resumed"}, {**rows[1], "note": "resumed"}])
+    assert noted[-1] == "recipe new-docs seed 1, recipe new-docs seed 2: resumed."
