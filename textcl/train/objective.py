@@ -307,15 +307,14 @@ def forward_backward(embed: EmbedFn, batch: Batch, loss: Loss | LossConfig, *, c
                      no_sync: NoSync | None = None, rng: np.random.Generator | None = None) -> float:
     """Compute `loss` on `batch` (a LossConfig means its in-batch loss), call backward, return this rank's value.
 
-    `embed(texts, role)` returns [n, D] embeddings with grad. With several ranks and `loss.gather`, every
-    rank's batch sizes (and texts, when the loss needs them) are exchanged once, here; the loss gathers
-    candidates with gradient through `Step.everyone` (anchors stay local, labels offset by earlier ranks'
-    rows). Its `local` term is scaled by B_local * W / B_global here, so with DDP averaging gradients over W
-    ranks the gradient equals the single-process gradient of the full batch; the returned value averaged
-    over ranks is the full-batch loss. `chunk_size` turns on GradCache; `no_sync()` (a context-manager
-    factory, e.g. the DDP model's `no_sync`) wraps all but the last backward. `rng`: the step's generator
-    (sampled corpus negatives). A non-finite loss is still back-propagated (every rank must join the
-    collectives); the caller checks the value and skips the optimizer step.
+    `embed(texts, role)` returns [n, D] embeddings with grad. With several ranks and `loss.gather`, every rank's
+    batch sizes (and texts, when the loss needs them) are exchanged once, here; the loss gathers candidates with
+    gradient through `Step.everyone` (anchors stay local, labels offset by earlier ranks' rows). Its `local`
+    term is scaled by B_local * W / B_global here, so with DDP averaging gradients over W ranks the gradient
+    equals the single-process gradient of the full batch; the returned value averaged over ranks is the
+    full-batch loss. `chunk_size` turns on GradCache; `no_sync()` (e.g. the DDP model's `no_sync`) wraps all
+    but the last backward. `rng`: the step's generator (sampled corpus negatives). A non-finite loss is still
+    back-propagated (every rank must join the collectives); the caller checks it and skips the step.
 
     DDP: every parameter must get a gradient (call `distributed.freeze_unused_parameters` before
     wrapping; find_unused_parameters=True fails with several forwards per step on this stack).
