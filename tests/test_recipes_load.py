@@ -26,8 +26,8 @@ def _inputs(cfg: RunConfig) -> list[tuple[str, str]]:
     return [(k, v) for k, v in out if v]
 
 
-def test_readme_table_lists_every_recipe_and_only_those():
-    listed = set(re.findall(r"^\| `([\w.-]+\.ya?ml)` \|", (ROOT / "README.md").read_text(), flags=re.M))
+def test_docs_table_lists_every_recipe_and_only_those():
+    listed = set(re.findall(r"^\| `([\w.-]+\.ya?ml)` \|", (ROOT / "docs" / "cli.md").read_text(), flags=re.M))
     assert listed == {p.name for p in RECIPES}
 
 

@@ -208,6 +208,9 @@ def run_mine(ctx: Context, resume: bool) -> dict:
     cfg = ctx.config
     if cfg.loss.name != "infonce" or not cfg.mining.enabled:
         raise NotApplicable(f"mining is off (mining.enabled={cfg.mining.enabled}, loss={cfg.loss.name})")
+    if cfg.train.uses_corpus_negatives:  # mined negatives would go unused: minutes of encoding for nothing
+        raise NotApplicable(f"not needed: train.tune={cfg.train.tune} / negatives={cfg.train.negatives} scores every "
+                            "query against the whole training corpus")
     if cfg.data.train is None:
         raise NotApplicable("data.train is not set")
     source = load_mining_source(cfg.data)
