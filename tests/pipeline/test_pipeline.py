@@ -332,3 +332,14 @@ def test_quickstart_data_is_regenerated_byte_for_byte(tmp_path):
     # The out-of-domain checks can move: graded pairs (3 grades) and one look-alike per general question.
     sts = [json.loads(line) for line in (committed / "general_sts.jsonl").read_text().splitlines()]
     assert sorted({r["score"] for r in sts}) == [0.0, 1.5, 4.0] and len(sts) == 90
+
+
+@pytest.mark.parametrize("mode", [["train.tune=query"], ["train.tune=adapter"], ["train.negatives=corpus"]])
+def test_mining_is_not_run_when_the_whole_corpus_is_the_negative_set(mode):
+    from types import SimpleNamespace
+
+    from textcl.pipeline.stages import run_mine
+
+    cfg = load_recipe(None, ["mining.enabled=true", *mode])
+    with pytest.raises(NotApplicable, match="scores every query against the whole training corpus"):
+        run_mine(SimpleNamespace(config=cfg), resume=False)
