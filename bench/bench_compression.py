@@ -1,6 +1,7 @@
 """A compressed index the queries are trained for, on NFCorpus: all-MiniLM-L6-v2 vectors exported once to files
 (standing in for an API's), then `textcl adapter fit --compression none|int8|binary` per seed, the lr chosen on
-dev (1e-4, 3e-4, 1e-3) with the first seed and kept for the others; binary also re-ranked with the float vectors.
+dev (1e-4, 3e-4, 1e-3, or the `--lrs` given) with the first seed and kept for the others; binary also re-ranked with
+the float vectors.
 
 Records (command, commit, machine, load) go to bench/records/compression.jsonl; `--table` prints the section
 from the records alone.
@@ -84,9 +85,13 @@ def table(records: list[dict]) -> list[str]:
     if not rows:
         return []
     lines = ["## A compressed index the queries are trained for (NFCorpus test, nDCG@10 x100)", "",
-             "all-MiniLM-L6-v2 vectors in files; `textcl adapter fit --compression C` trains a linear query adapter "
-             "against the documents exactly as the compressed index returns them (lr chosen on dev with the first "
-             "seed, kept for the others); search uses the same form. Binary scores float queries against sign bits.",
+             "all-MiniLM-L6-v2 vectors (fp32) in files; `textcl adapter fit --compression C` trains a linear query "
+             "adapter against the documents exactly as the compressed index returns them; search uses the same form. "
+             "Binary scores float queries against sign bits. "
+             + ("The lr is the one the first seed chose on dev among " + ", ".join(
+                 f"{x['lr']:g}" for x in rows[0]["lr_search"]) if len(rows[0]["lr_search"]) > 1 else
+                f"No lr search here: lr {rows[0]['lr']:g} is given (`--lrs`), the lr the adapter recipe chose on dev "
+                "(section above)") + ".",
              "", "| documents stored as | index bytes | x smaller | base model | adapter | adapter, top-100 re-ranked "
              "with float vectors | seeds | lr | dev base -> adapter |", "| --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
     full = next((r["index_bytes"] for r in rows if r["compression"] == "none"), None)
@@ -111,6 +116,8 @@ def main() -> int:
     parser.add_argument("--seeds", type=int, nargs="+", default=[1, 2, 3])
     parser.add_argument("--compression", nargs="+", default=["none", "int8", "binary"])
     parser.add_argument("--work", type=Path, default=ROOT / "bench" / "results" / "compression")
+    parser.add_argument("--lrs", type=float, nargs="+", default=list(LRS),
+                        help="learning rates the first seed chooses among on dev (one: no search)")
     parser.add_argument("--table", action="store_true", help="only print the section from the records")
     args = parser.parse_args()
     records = [json.loads(x) for x in RECORDS.read_text().splitlines()] if RECORDS.exists() else []
@@ -122,7 +129,7 @@ def main() -> int:
             for seed in args.seeds:
                 if any(r["compression"] == comp and r["seed"] == seed for r in records):
                     continue  # resumable: a recorded (compression, seed) is not run again
-                records.append(fit(args.work, vectors, comp, seed, (chosen,) if chosen else LRS))
+                records.append(fit(args.work, vectors, comp, seed, (chosen,) if chosen else tuple(args.lrs)))
                 chosen = records[-1]["lr"]
     print("\n".join(table(records)))
     return 0
