@@ -183,6 +183,12 @@ def readme_block(records: Records) -> list[str]:
         chosen = max(by_lr.values(), key=lambda rs: statistics.mean(r["dev_best"] for r in rs))
         rows.append(f"| linear query adapter (`nfcorpus-adapter.yaml`, lr {chosen[0]['lr']:g} chosen on dev) | "
                     f"{_ms([100 * r['test_after'] for r in chosen])} | {len(chosen)} |")
+    binary = [r for r in _rows(records, "compression.jsonl") if r["compression"] == "binary"]
+    full = next((r["index_bytes"] for r in _rows(records, "compression.jsonl") if r["compression"] == "none"), None)
+    if binary and full:
+        rows.append(f"| binary index ({full / binary[0]['index_bytes']:.0f}x fewer bytes) + adapter trained for it "
+                    f"(base on it: {100 * binary[0]['test_base']:.2f}) | {_ms([100 * r['test_adapter'] for r in binary])}"
+                    f" | {len(binary)} |")
     peer = [r for r in _last_per_key(_rows(records, "fast_peer.jsonl")) if r["row"] == "st-documented"]
     if peer:
         rows.append(f"| sentence-transformers, documented hard negatives, {peer[0]['budget_s']:.0f} "
