@@ -177,13 +177,14 @@ def _pytrec_ndcg(model_dir: Path, beir: Path) -> float:
     return float(np.mean([s["ndcg_cut_10"] for s in scores.values()]))
 
 
-# Each run writes MiniLM checkpoints: two variants in `make test`, the rest with the slow tests.
-SLOW = pytest.mark.slow
+# Each run writes MiniLM checkpoints (~10 s): two runs in `make test` (the similarity bug and the prompt bug, one per
+# training mode), every other variant x mode with the slow tests.
+FAST_RUNS = {("no_normalize", "both"), ("prompts", "query")}
+RUNS = [pytest.param(name, tune, marks=() if (name, tune) in FAST_RUNS else pytest.mark.slow)
+        for name in ("no_normalize", "prompts", "include_prompt_false", "cls", "dot") for tune in ("query", "both")]
 
 
-@pytest.mark.parametrize("tune", ["query", "both"])
-@pytest.mark.parametrize("name", ["no_normalize", "prompts", pytest.param("include_prompt_false", marks=SLOW),
-                                  pytest.param("cls", marks=SLOW), pytest.param("dot", marks=SLOW)])
+@pytest.mark.parametrize("name, tune", RUNS)
 def test_short_training_saves_a_model_plain_sentence_transformers_scores_alike(variants, name, tune, tmp_path):
     beir = _beir(tmp_path / "beir")
     out = tmp_path / "model"
