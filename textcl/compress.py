@@ -16,9 +16,10 @@ from typing import Any
 
 import faiss
 import numpy as np
+import torch
 
 from textcl.errors import ConfigError
-from textcl.knn import exact_search
+from textcl.knn import exact_search, merge_topk
 
 KINDS = ("none", "int8", "binary", "pq:M")
 
@@ -54,25 +55,19 @@ class Compressed:
         if self.index is not None:
             return self.index.search(queries, k)
         if self.spec == "binary":  # unpack a block of sign bits at a time: memory follows the block
-            scores = np.full((len(queries), 0), -np.inf, dtype=np.float32)
-            rows = np.zeros((len(queries), 0), dtype=np.int64)
+            scores = torch.full((len(queries), 0), -torch.inf)
+            rows = torch.zeros((len(queries), 0), dtype=torch.int64)
             for start in range(0, len(self.codes), block):
                 signs = _signs(self.codes[start:start + block], self.dim)
-                s, i = exact_search(queries, signs, min(k, len(signs)))
-                scores, rows = _merge(scores, rows, s, i + start, k)
-            return scores, rows
+                s, i = exact_search(queries, signs, min(k, len(signs)), offset=start)
+                scores, rows = merge_topk(scores, rows, torch.from_numpy(s), torch.from_numpy(i), k)
+            return scores.numpy(), rows.numpy()
         return exact_search(queries, self.dequantised, k)
 
 
 def _signs(codes: np.ndarray, dim: int) -> np.ndarray:
     bits = np.unpackbits(codes, axis=1, count=dim).astype(np.float32)
     return (2.0 * bits - 1.0) / math.sqrt(dim)  # unit rows: scores on the cosine scale
-
-
-def _merge(s_a: np.ndarray, i_a: np.ndarray, s_b: np.ndarray, i_b: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
-    scores, rows = np.concatenate([s_a, s_b], axis=1), np.concatenate([i_a, i_b], axis=1)
-    order = np.argsort(-scores, axis=1, kind="stable")[:, :k]
-    return np.take_along_axis(scores, order, axis=1), np.take_along_axis(rows, order, axis=1)
 
 
 def compress(vectors: np.ndarray, spec: str, seed: int = 0) -> Compressed:

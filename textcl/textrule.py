@@ -86,6 +86,3 @@ def preprocess(model: Any, texts: list[str], prompt: str, role: str) -> dict[str
     tokens for pooling that leaves it out) and the role as task (Router models route on it)."""
     return model.preprocess(list(texts), prompt=prompt or None, task=role)
 
-
-def to_device(features: dict[str, Any], device: torch.device | str) -> dict[str, Any]:
-    return {k: v.to(device) if isinstance(v, torch.Tensor) else v for k, v in features.items()}

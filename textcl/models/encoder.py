@@ -17,6 +17,7 @@ from typing import Any
 import numpy as np
 import torch
 from sentence_transformers import SentenceTransformer
+from sentence_transformers.util import batch_to_device
 
 from textcl import int8, progress
 from textcl.config import ModelConfig
@@ -24,7 +25,7 @@ from textcl.embcache import EmbeddingStore, text_key
 from textcl.errors import ConfigError
 from textcl.models.load import model_fingerprint, weights_version
 from textcl.models.precision import encoder_precision, resolve_precision
-from textcl.textrule import ROLES, TextRule, model_prompt, preprocess, text_rule, to_device
+from textcl.textrule import ROLES, TextRule, model_prompt, preprocess, text_rule
 
 log = logging.getLogger(__name__)
 
@@ -33,11 +34,12 @@ CACHE_VERSION = "3"  # 3: tokenised by the model's own preprocess; similarity in
 
 
 class Encoder:
-    """Callable Encode over a SentenceTransformer: `enc(texts, role) -> float32 [n, dim]`, L2-normalised.
+    """Callable Encode over a SentenceTransformer: `enc(texts, role) -> float32 [n, dim]`, by the model's text
+    rule (`rule`; L2-normalised for a cosine model).
 
     `batch_size` is the number of max-length sequences per batch; batches of shorter texts hold more
     texts (a token budget of batch_size * max_seq_length). A prompt of None uses the model's own
-    prompt for that role (`model.prompts`), "" means none. Precision int8 (or auto with `allow_int8`) runs
+    prompt for that role (`textrule.model_prompt`), "" means none. Precision int8 (or auto with `allow_int8`) runs
     the transformer through `textcl.int8`, exported under `cache_dir` (else ~/.cache/textcl);
     `int8_report` then holds the quality guard's result.
     """
@@ -53,7 +55,6 @@ class Encoder:
         self.precision = encoder_precision(precision, self.device, allow_int8)
         self.batch_size = batch_size
         self.rule = rule if rule is not None else text_rule(model, query_prompt, document_prompt, similarity)
-        self.prompts = dict(self.rule.prompts)
         self.cache_dir = Path(cache_dir) if cache_dir is not None else None
         self.show_progress = show_progress
         self.fingerprint = model_fingerprint(model)
@@ -66,6 +67,10 @@ class Encoder:
         self.int8_report: dict[str, Any] = {}
 
     # ------------------------------------------------------------ public
+
+    @property
+    def prompts(self) -> Mapping[str, str]:
+        return self.rule.prompts
 
     @property
     def query_fingerprint(self) -> str:
@@ -211,9 +216,9 @@ class Encoder:
         batch already holds an eighth of the budget (tiny batches cost more in overhead than padding).
         """
         order = np.argsort(-lengths, kind="stable")
-        limit = self.model.max_seq_length
-        limit = limit if limit is not None and np.isfinite(limit) else lengths.max()  # StaticEmbedding: inf
-        budget = self.batch_size * max(int(limit), 1)
+        max_len = self.model.max_seq_length
+        max_len = max_len if max_len is not None and np.isfinite(max_len) else lengths.max()  # StaticEmbedding: inf
+        budget = self.batch_size * max(int(max_len), 1)
         batches, start, n_total = [], 0, len(order)
         while start < n_total:
             width = max(int(lengths[order[start]]), 1)
@@ -241,7 +246,7 @@ class Encoder:
         with torch.inference_mode():
             for idx in self._batches(lengths):
                 features = preprocess(self.model, [texts[i] for i in idx], self.prompts[role], role)
-                features = to_device(features, self.device)
+                features = batch_to_device(features, self.device)
                 for stage in stages:
                     features = stage(features)
                 out[torch.from_numpy(idx)] = self.rule.finish(features["sentence_embedding"]).cpu()

@@ -14,9 +14,9 @@ from textcl.config import ModelConfig
 from textcl.errors import ConfigError
 from textcl.models.encoder import Encoder, model_rule
 from textcl.models.precision import scoring_precision
-from textcl.textrule import TextRule, text_rule
+from textcl.textrule import ROLES, TextRule, text_rule
 
-ROUTES = ("query", "document")
+ROUTES = ROLES  # a query/document Router routes by the roles of the text rule
 
 
 def split_towers(model: SentenceTransformer) -> tuple[SentenceTransformer, SentenceTransformer] | None:
@@ -114,10 +114,10 @@ def make_encoder(model: SentenceTransformer, **kwargs: Any) -> Encoder | RoutedE
     """The Encode for `model`: an `Encoder`, or a `RoutedEncoder` when the model has query/document
     towers (a query-side fine-tune); keyword arguments go to each `Encoder`. Both towers follow the rule of
     the whole model (its prompts and similarity), as sentence-transformers' encode_query/encode_document do."""
+    if kwargs.get("rule") is None:  # the whole model's: a Router's towers carry no prompts of their own
+        kwargs["rule"] = text_rule(model, kwargs.pop("query_prompt", None), kwargs.pop("document_prompt", None),
+                                   kwargs.pop("similarity", None))
     towers = split_towers(model)
     if towers is None:
         return Encoder(model, **kwargs)
-    if kwargs.get("rule") is None:
-        kwargs["rule"] = text_rule(model, kwargs.pop("query_prompt", None), kwargs.pop("document_prompt", None),
-                                   kwargs.pop("similarity", None))
     return RoutedEncoder(Encoder(towers[0], **kwargs), Encoder(towers[1], **kwargs))

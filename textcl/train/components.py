@@ -16,12 +16,13 @@ from accelerate import Accelerator
 from accelerate.state import AcceleratorState
 from accelerate.utils import DistributedDataParallelKwargs, InitProcessGroupKwargs
 from sentence_transformers import SentenceTransformer
+from sentence_transformers.util import batch_to_device
 from transformers import get_scheduler
 
 from textcl.config import ModelConfig, TrainConfig
 from textcl.errors import ConfigError
 from textcl.models import model_rule, resolve_precision
-from textcl.textrule import preprocess, to_device
+from textcl.textrule import preprocess
 
 log = logging.getLogger(__name__)
 
@@ -106,7 +107,7 @@ def make_embed(model: torch.nn.Module, st_model: SentenceTransformer,
     device = st_model.device
 
     def embed(texts: list[str], role: str = "document") -> torch.Tensor:
-        features = to_device(preprocess(st_model, texts, rule.prompts.get(role, ""), role), device)
+        features = batch_to_device(preprocess(st_model, texts, rule.prompts.get(role, ""), role), device)
         return rule.finish(model(features)["sentence_embedding"])
 
     return embed
