@@ -53,6 +53,7 @@ def fit(work: Path, vectors: tuple[Path, Path], compression: str, seed: int, lrs
     cmd = [TEXTCL, "adapter", "fit", "--queries", str(vectors[0]), "--documents", str(vectors[1]), "--qrels",
            str(qrels / "train.tsv.gz"), "--dev-qrels", str(qrels / "dev.tsv"), "--test-qrels", str(qrels / "test.tsv"),
            "--name", "nfcorpus", "--compression", compression, "--seed", str(seed), "--k", "10", "--out", str(out),
+           "--overwrite",  # the bench's own work folder: a fit that ended before its record is redone
            *[a for lr in lrs for a in ("--lr", str(lr))]]
     load = os.getloadavg()[0]
     t0 = time.perf_counter()

@@ -56,3 +56,13 @@ def test_eval_reports_bytes_and_rescored_metrics(vector_files, capsys):
           str(folder / "test.tsv"), "--name", "toy", "--k", "10", "--output", str(plain)])
     # re-ranking a top-20 of 64 with the float vectors recovers the float ranking's top 10 here
     assert metrics["toy/ndcg@10 (rescored top-20)"] == pytest.approx(json.loads(plain.read_text())["toy/ndcg@10"])
+
+
+def test_fit_refuses_to_replace_an_adapter_without_overwrite(vector_files, caplog):
+    folder, _ = vector_files
+    assert _fit(folder, folder / "d.npy", folder / "fit") == 0
+    before = (folder / "fit" / "W.npy").read_bytes()
+    assert _fit(folder, folder / "d.npy", folder / "fit", "--seed", "3") != 0
+    assert "already holds an adapter; replace it with --overwrite" in caplog.text
+    assert (folder / "fit" / "W.npy").read_bytes() == before  # untouched
+    assert _fit(folder, folder / "d.npy", folder / "fit", "--seed", "3", "--overwrite") == 0

@@ -10,6 +10,8 @@ import logging
 import time
 from pathlib import Path
 
+from textcl.errors import ConfigError
+
 log = logging.getLogger("textcl")
 
 VECTORS_HELP = ".parquet with columns id, vector (a list of floats per row), or .npy [n, dim] with <name>.ids.txt"
@@ -45,6 +47,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     fit.add_argument("--test-qrels", default=None, help="also report base and adapter metrics on these (never used "
                                                         "for selection)")
     fit.add_argument("--out", "--output", dest="out", required=True, help="folder for the adapter files")
+    fit.add_argument("--overwrite", action="store_true", help="replace an adapter already in --out")
     fit.add_argument("--lr", type=float, action="append", default=None,
                      help="learning rate; repeat it for a dev-chosen search (default 1e-3)")
     fit.add_argument("--batch-size", type=int, default=64, help="queries per step (default 64)")
@@ -92,6 +95,8 @@ def run_fit(args: argparse.Namespace) -> int:
     from textcl.vectorfit import VectorSet, fit_vectors, read_qrels, score
 
     start = time.perf_counter()
+    if (Path(args.out) / "adapter.safetensors").exists() and not args.overwrite:
+        raise ConfigError(f"{args.out} already holds an adapter; replace it with --overwrite, or choose another --out")
     vs = VectorSet.read(args.queries, args.documents, _name(args), args.similarity == "cosine")
     compressed = vs.compress(args.compression, args.seed) if args.compression != "none" else None
     train = read_qrels(args.qrels, vs, training=True)
