@@ -18,10 +18,12 @@ from sentence_transformers.sentence_transformer.modules import Pooling
 
 from textcl.config import ModelConfig, load_recipe
 from textcl.data.beir import load_beir
+from textcl.errors import ConfigError
 from textcl.eval.retrieval import evaluate_retrieval, retrieve
 from textcl.index import SearchIndex
 from textcl.mine import mine
 from textcl.models import encoder_for, load_configured_model, router_model
+from textcl.textrule import text_rule
 from textcl.train.components import make_embed
 from textcl.train.loop import train
 from textcl.types import Document, RetrievalSet
@@ -66,6 +68,8 @@ def variants(tmp_path_factory) -> dict[str, Path]:
         "cls": _save(root / "cls", [transformer, Pooling(dim, pooling_mode="cls"), normalize]),
         "max_seq_128": _save(root / "max_seq_128", [short, pooling, normalize]),
         "dot": _save(root / "dot", [transformer, pooling], similarity_fn_name="dot"),
+        "euclidean": _save(root / "euclidean", [transformer, pooling], similarity_fn_name="euclidean"),
+        "manhattan": _save(root / "manhattan", [transformer, pooling], similarity_fn_name="manhattan"),
         "router": _router(root / "router", query_tower, prompted),
     }
 
@@ -85,7 +89,8 @@ def _as_scored(st: SentenceTransformer, x: np.ndarray) -> np.ndarray:
     return x / np.linalg.norm(x, axis=1, keepdims=True) if st.similarity_fn_name == "cosine" else x
 
 
-NAMES = ["shipped", "no_normalize", "prompts", "include_prompt_false", "cls", "max_seq_128", "dot", "router"]
+NAMES = ["shipped", "no_normalize", "prompts", "include_prompt_false", "cls", "max_seq_128", "dot", "euclidean",
+         "manhattan", "router"]
 
 
 @pytest.mark.parametrize("name", NAMES)
@@ -135,14 +140,13 @@ def test_recipe_prompts_override_and_empty_means_none(variants):
     assert load_recipe(None, ["model.query_prompt=null"]).model.query_prompt is None  # null = the model's own
 
 
-def test_a_similarity_textcl_cannot_score_is_a_clear_error(variants, tmp_path):
-    path = _save(tmp_path / "euclid", list(SentenceTransformer(str(variants["shipped"]), device="cpu")),
-                 similarity_fn_name="euclidean")
-    mc = ModelConfig(name_or_path=str(path))
-    with pytest.raises(Exception, match="model.similarity: cosine"):
-        encoder_for(load_configured_model(mc, device="cpu"), mc, show_progress=False)
-    assert encoder_for(load_configured_model(mc, device="cpu"), ModelConfig(name_or_path=str(path), similarity="dot"),
-                       show_progress=False).rule.similarity == "dot"
+def test_the_recipe_similarity_overrides_the_models_and_an_unknown_one_is_a_clear_error(variants):
+    mc = ModelConfig(name_or_path=str(variants["euclidean"]), similarity="dot")
+    model = load_configured_model(mc, device="cpu")
+    assert encoder_for(model, mc, show_progress=False).rule.similarity == "dot"
+    assert text_rule(model).similarity == "euclidean"
+    with pytest.raises(ConfigError, match="model.similarity"):
+        text_rule(model, similarity="hamming")
 
 
 def _beir(folder: Path) -> Path:
@@ -179,9 +183,10 @@ def _pytrec_ndcg(model_dir: Path, beir: Path) -> float:
 
 # Each run writes MiniLM checkpoints (~10 s): two runs in `make test` (the similarity bug and the prompt bug, one per
 # training mode), every other variant x mode with the slow tests.
-FAST_RUNS = {("no_normalize", "both"), ("prompts", "query")}
+FAST_RUNS = {("no_normalize", "both"), ("prompts", "query"), ("euclidean", "query")}
 RUNS = [pytest.param(name, tune, marks=() if (name, tune) in FAST_RUNS else pytest.mark.slow)
-        for name in ("no_normalize", "prompts", "include_prompt_false", "cls", "dot") for tune in ("query", "both")]
+        for name in ("no_normalize", "prompts", "include_prompt_false", "cls", "dot", "euclidean", "manhattan")
+        for tune in ("query", "both")]
 
 
 @pytest.mark.parametrize("name, tune", RUNS)

@@ -2,7 +2,9 @@
 
 Every search returns `(scores, indices)`, both shaped [n_queries, k], sorted by descending score,
 ties broken by ascending corpus index; rows with fewer than k candidates are padded with
-(-inf, -1). Embeddings are float32 and compared by inner product (cosine once normalised).
+(-inf, -1). Embeddings are float32 and scored as sentence-transformers' similarity functions score them:
+inner product for cosine (unit vectors, normalised by the caller) and dot, minus the L2 distance for
+euclidean, minus the L1 distance for manhattan.
 """
 
 from __future__ import annotations
@@ -16,8 +18,12 @@ import torch
 
 from textcl.errors import ConfigError
 from textcl.progress import bar as progress_bar
+from textcl.scores import pairwise_scores
 
 log = logging.getLogger(__name__)
+
+_FAISS_METRIC = {"cosine": faiss.METRIC_INNER_PRODUCT, "dot": faiss.METRIC_INNER_PRODUCT,
+                 "euclidean": faiss.METRIC_L2, "manhattan": faiss.METRIC_L1}
 
 
 def merge_topk(scores_a: torch.Tensor, idx_a: torch.Tensor, scores_b: torch.Tensor, idx_b: torch.Tensor,
@@ -52,9 +58,10 @@ def _chunk_topk(sims: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor]
 
 
 def exact_search(queries: np.ndarray, corpus: np.ndarray, k: int, *, query_chunk_size: int = 1024,
-                 corpus_chunk_size: int = 65536, offset: int = 0,
-                 progress: bool = False) -> tuple[np.ndarray, np.ndarray]:
-    """Exact top-k inner-product search; peak memory is query_chunk x corpus_chunk, never Q x N.
+                 corpus_chunk_size: int = 65536, offset: int = 0, progress: bool = False,
+                 similarity: str = "dot") -> tuple[np.ndarray, np.ndarray]:
+    """Exact top-k search by `similarity` (see `pairwise_scores`); peak memory is query_chunk x corpus_chunk,
+    never Q x N.
 
     `offset` is added to the returned indices (for a corpus shard that starts at `offset`).
     """
@@ -71,7 +78,7 @@ def exact_search(queries: np.ndarray, corpus: np.ndarray, k: int, *, query_chunk
         best_s = torch.full((q_chunk.shape[0], 0), -float("inf"))
         best_i = torch.zeros((q_chunk.shape[0], 0), dtype=torch.int64)
         for cs in range(0, n_c, corpus_chunk_size):
-            sims = q_chunk @ c[cs:cs + corpus_chunk_size].T
+            sims = pairwise_scores(q_chunk, c[cs:cs + corpus_chunk_size], similarity)
             s, i = _chunk_topk(sims, min(k, sims.shape[1]))
             best_s, best_i = merge_topk(best_s, best_i, s, i + cs + offset, k)
         m = best_s.shape[1]
@@ -123,8 +130,10 @@ def _to_gpu(index, gpu: bool | None):
     return index
 
 
-def build_faiss_index(corpus: np.ndarray, spec: str, *, gpu: bool | None = None, seed: int = 0):
-    """Build and fill a FAISS inner-product index from a factory spec ("HNSW32", "IVF256,PQ32|nprobe=16")."""
+def build_faiss_index(corpus: np.ndarray, spec: str, *, gpu: bool | None = None, seed: int = 0,
+                      similarity: str = "dot"):
+    """Build and fill a FAISS index from a factory spec ("HNSW32", "IVF256,PQ32|nprobe=16"): inner product
+    for cosine and dot, L2 for euclidean, L1 for manhattan (FAISS supports L1 in flat and HNSW indexes)."""
     factory, params = parse_index_spec(spec)
     xb = np.ascontiguousarray(corpus, dtype=np.float32)
     nlist = _nlist(factory)
@@ -132,7 +141,7 @@ def build_faiss_index(corpus: np.ndarray, spec: str, *, gpu: bool | None = None,
         raise ConfigError(f"index '{factory}': {nlist} IVF lists need at least {nlist} corpus vectors, "
                           f"got {xb.shape[0]}; use fewer lists (about sqrt(N)) or 'Flat'")
     try:
-        index = faiss.index_factory(xb.shape[1], factory, faiss.METRIC_INNER_PRODUCT)
+        index = faiss.index_factory(xb.shape[1], factory, _FAISS_METRIC[similarity])
     except RuntimeError as exc:
         raise ConfigError(f"invalid FAISS factory string '{factory}': {str(exc).splitlines()[-1]}") from None
     if hasattr(index, "cp"):  # clustering seed, for reproducible IVF/PQ training
@@ -155,7 +164,8 @@ def build_faiss_index(corpus: np.ndarray, spec: str, *, gpu: bool | None = None,
 
 def faiss_search(index, queries: np.ndarray, k: int, *, query_chunk_size: int = 1024,
                  progress: bool = False) -> tuple[np.ndarray, np.ndarray]:
-    """Search a FAISS index in query chunks and return the common layout (ties by ascending index)."""
+    """Search a FAISS index in query chunks and return the common layout (ties by ascending index), scores as
+    `pairwise_scores` gives them (an L2 index's squared distances become -distance, L1's -distance)."""
     xq = np.ascontiguousarray(queries, dtype=np.float32)
     out_scores = np.full((xq.shape[0], k), -np.inf, dtype=np.float32)
     out_idx = np.full((xq.shape[0], k), -1, dtype=np.int64)
@@ -164,6 +174,7 @@ def faiss_search(index, queries: np.ndarray, k: int, *, query_chunk_size: int = 
         starts = progress_bar(starts, desc="faiss search", unit="chunk")
     for qs in starts:
         s, i = index.search(xq[qs:qs + query_chunk_size], k)
+        s = _as_similarity(s, index.metric_type)
         s = np.where(i < 0, -np.inf, s).astype(np.float32)
         key = np.where(i < 0, np.iinfo(np.int64).max, i)
         order = np.lexsort((key, -s), axis=1)
@@ -172,13 +183,23 @@ def faiss_search(index, queries: np.ndarray, k: int, *, query_chunk_size: int = 
     return out_scores, out_idx
 
 
+def _as_similarity(scores: np.ndarray, metric: int) -> np.ndarray:
+    if metric == faiss.METRIC_L2:  # squared distances
+        return -np.sqrt(np.maximum(scores, 0))
+    if metric == faiss.METRIC_L1:
+        return -scores
+    return scores
+
+
 def search(queries: np.ndarray, corpus: np.ndarray, k: int, *, factory: str = "exact",
-           query_chunk_size: int = 1024, corpus_chunk_size: int = 65536) -> tuple[np.ndarray, np.ndarray]:
+           query_chunk_size: int = 1024, corpus_chunk_size: int = 65536,
+           similarity: str = "dot") -> tuple[np.ndarray, np.ndarray]:
     """One entry point: `factory="exact"` (chunked, bounded memory) or any FAISS factory string."""
     if factory == "exact":
         return exact_search(queries, corpus, k, query_chunk_size=query_chunk_size,
-                            corpus_chunk_size=corpus_chunk_size)
-    return faiss_search(build_faiss_index(corpus, factory), queries, k, query_chunk_size=query_chunk_size)
+                            corpus_chunk_size=corpus_chunk_size, similarity=similarity)
+    return faiss_search(build_faiss_index(corpus, factory, similarity=similarity), queries, k,
+                        query_chunk_size=query_chunk_size)
 
 
 def recall_at_k(approx_idx: np.ndarray, exact_idx: np.ndarray, k: int | None = None,

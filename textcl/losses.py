@@ -14,6 +14,7 @@ import torch
 import torch.nn.functional as F
 
 from textcl.exclusion import ExclusionIndex, KnownPositives  # KnownPositives re-exported for callers
+from textcl.scores import INNER_PRODUCT, paired_scores, pairwise_scores
 from textcl.types import normalize_text  # one definition of "same text"
 
 
@@ -24,14 +25,16 @@ def _labels(n: int, group_size: int, offset: int, device: torch.device) -> torch
 def info_nce(query: torch.Tensor, candidates: torch.Tensor, *, temperature: float, group_size: int,
              label_offset: int = 0, mask: torch.Tensor | None = None, symmetric: bool = False,
              all_queries: torch.Tensor | None = None, query_offset: int = 0,
-             query_mask: torch.Tensor | None = None) -> torch.Tensor:
+             query_mask: torch.Tensor | None = None, similarity: str = "dot") -> torch.Tensor:
     """Mean InfoNCE over the B local queries.
 
     Layout: `query` [B, D]; `candidates` [M, D] are the local B * group_size rows or the rows of
     all ranks concatenated (rank order). Label: the positive of local query i is candidate row
     `label_offset + i * group_size` (label_offset = number of candidate rows of earlier ranks).
-    loss_i = -log softmax_j(q_i . c_j / temperature)[label_i]; `mask` [B, M] (True = exclude)
-    removes in-batch false negatives from the softmax; the label entry is never masked.
+    loss_i = -log softmax_j(s(q_i, c_j) / temperature)[label_i], s = `textcl.knn.pairwise_scores` by
+    `similarity` (q . c for cosine over unit vectors and dot; minus the distance for euclidean / manhattan);
+    `mask` [B, M] (True = exclude) removes in-batch false negatives from the softmax; the label entry is
+    never masked.
 
     symmetric: adds the positive -> query direction and averages the two: for positive p_i the
     softmax runs over `all_queries` [N, D] (default: `query`), label `query_offset + i`, with
@@ -44,12 +47,13 @@ def info_nce(query: torch.Tensor, candidates: torch.Tensor, *, temperature: floa
     q, c = query.float(), candidates.float()
     b = q.shape[0]
     labels = _labels(b, group_size, label_offset, q.device)
-    loss = _masked_ce(q @ c.T / temperature, labels, mask)
+    loss = _masked_ce(pairwise_scores(q, c, similarity) / temperature, labels, mask)
     if not symmetric:
         return loss
     p = c[labels]
     qs = q if all_queries is None else all_queries.float()
-    back = _masked_ce(p @ qs.T / temperature, torch.arange(b, device=q.device) + query_offset, query_mask)
+    back = _masked_ce(pairwise_scores(p, qs, similarity) / temperature, torch.arange(b, device=q.device)
+                      + query_offset, query_mask)
     return (loss + back) / 2
 
 
@@ -173,39 +177,51 @@ def similarity_anchor(query: torch.Tensor, base: torch.Tensor) -> torch.Tensor:
 
 
 class _CorpusLogSumExp(torch.autograd.Function):
-    """lse_i = log sum_{j not excluded} exp(q_i . c_j / t) over a frozen corpus, computed in chunks.
+    """lse_i = log sum_{j not excluded} exp(s(q_i, c_j) / t) over a frozen corpus, computed in chunks
+    (s = `pairwise_scores` by similarity).
 
     Forward keeps only lse [B]; backward recomputes each chunk's softmax, so memory is
     O(B * chunk_size) whatever the corpus size. The corpus gets no gradient (it is a cache)."""
 
     @staticmethod
-    def forward(ctx, q, corpus, ex_rows, ex_cols, temperature, chunk_size):  # type: ignore[override]
+    def forward(ctx, q, corpus, ex_rows, ex_cols, temperature, chunk_size, similarity="dot"):  # type: ignore[override]
         lse = torch.full((q.shape[0],), -torch.inf, dtype=torch.float32, device=q.device)
-        for _, logits in _corpus_chunks(q.detach(), corpus, ex_rows, ex_cols, temperature, chunk_size):
+        for _, logits in _corpus_chunks(q.detach(), corpus, ex_rows, ex_cols, temperature, chunk_size, similarity):
             lse = torch.logaddexp(lse, torch.logsumexp(logits, dim=1))
         ctx.save_for_backward(q.detach(), corpus, ex_rows, ex_cols, lse)
-        ctx.temperature, ctx.chunk_size = temperature, chunk_size
+        ctx.temperature, ctx.chunk_size, ctx.similarity = temperature, chunk_size, similarity
         return lse
 
     @staticmethod
     def backward(ctx, grad_lse):  # type: ignore[override]
         q, corpus, ex_rows, ex_cols, lse = ctx.saved_tensors
         lse = torch.where(torch.isfinite(lse), lse, torch.zeros_like(lse))  # all excluded: every p is 0
+        if ctx.similarity not in INNER_PRODUCT:  # d lse / d q through the distance, by autograd per chunk
+            qq = q.detach().float().requires_grad_(True)
+            with torch.enable_grad():
+                for _, logits in _corpus_chunks(qq, corpus, ex_rows, ex_cols, ctx.temperature, ctx.chunk_size,
+                                                ctx.similarity):
+                    logits.backward(torch.exp(logits.detach() - lse[:, None]) * grad_lse[:, None])
+            grad = qq.grad if qq.grad is not None else torch.zeros_like(qq)
+            return grad.to(q.dtype), None, None, None, None, None, None
         grad_q = torch.zeros_like(q, dtype=torch.float32)
         for start, logits in _corpus_chunks(q, corpus, ex_rows, ex_cols, ctx.temperature, ctx.chunk_size):
             p = torch.exp(logits - lse[:, None])  # softmax weights of this chunk (0 where excluded)
             block = corpus[start:start + logits.shape[1]].float()
             grad_q += p @ block
         grad_q = grad_q * (grad_lse[:, None] / ctx.temperature)
-        return grad_q.to(q.dtype), None, None, None, None, None
+        return grad_q.to(q.dtype), None, None, None, None, None, None
 
 
-def _corpus_chunks(q, corpus, ex_rows, ex_cols, temperature, chunk_size):
-    """(start, logits [B, chunk]) over the corpus in fp32, excluded (row, col) pairs set to -inf."""
+def _corpus_chunks(q, corpus, ex_rows, ex_cols, temperature, chunk_size, similarity="dot"):
+    """(start, logits [B, chunk]) over the corpus in fp32, excluded (row, col) pairs set to -inf. A distance's
+    chunk is capped so that its [B, chunk, D] temporaries (cdist's L1 backward) stay about 64 MB."""
     qf = q.float()
+    if similarity not in INNER_PRODUCT:
+        chunk_size = max(64, min(chunk_size, (1 << 24) // max(1, qf.shape[0] * qf.shape[1])))
     for start in range(0, corpus.shape[0], chunk_size):
         stop = min(start + chunk_size, corpus.shape[0])
-        logits = qf @ corpus[start:stop].float().T / temperature
+        logits = pairwise_scores(qf, corpus[start:stop].float(), similarity) / temperature
         sel = (ex_cols >= start) & (ex_cols < stop)
         if bool(sel.any()):
             logits[ex_rows[sel], ex_cols[sel] - start] = -torch.inf
@@ -223,26 +239,28 @@ def _positive_mean(query: torch.Tensor, per: torch.Tensor, pos_rows: torch.Tenso
 
 def _positive_scores(query: torch.Tensor, positive: torch.Tensor | None, corpus: torch.Tensor | None,
                      positives: tuple[torch.Tensor, torch.Tensor] | None,
-                     temperature: float) -> tuple[torch.Tensor, torch.Tensor]:
+                     temperature: float, similarity: str = "dot") -> tuple[torch.Tensor, torch.Tensor]:
     """(scores [P], query row of each [P]): one `positive` [B, D] per query, or every (row, col) pair of
     `positives` (query row, row of `corpus`)."""
     q = query.float()
     if positives is None:
         if positive is None:
             raise ValueError("give positive (one per query) or positives (query row, corpus row) pairs")
-        return (q * positive.float()).sum(dim=1) / temperature, torch.arange(q.shape[0], device=q.device)
+        return (paired_scores(q, positive.float(), similarity) / temperature,
+                torch.arange(q.shape[0], device=q.device))
     if corpus is None:
         raise ValueError("positives (query row, corpus row) need the corpus they index")
     rows, cols = (t.to(q.device) for t in positives)
     if bool((torch.bincount(rows, minlength=q.shape[0]) == 0).any()):
         raise ValueError("every query needs at least one positive in `positives`")
-    return (q[rows] * corpus[cols.to(corpus.device)].float().to(q.device)).sum(dim=1) / temperature, rows
+    return paired_scores(q[rows], corpus[cols.to(corpus.device)].float().to(q.device), similarity) / temperature, rows
 
 
 def corpus_info_nce(query: torch.Tensor, positive: torch.Tensor | None, corpus: torch.Tensor, *,
                     exclude: tuple[torch.Tensor, torch.Tensor], temperature: float,
                     chunk_size: int = 65536,
-                    positives: tuple[torch.Tensor, torch.Tensor] | None = None) -> torch.Tensor:
+                    positives: tuple[torch.Tensor, torch.Tensor] | None = None,
+                    similarity: str = "dot") -> torch.Tensor:
     """Mean InfoNCE of each query against its positive(s) and the WHOLE corpus as negatives.
 
     `query` [B, D] (with grad); `positive` [B, D] (the sampled positive of each query: a row of the
@@ -250,7 +268,8 @@ def corpus_info_nce(query: torch.Tensor, positive: torch.Tensor | None, corpus: 
     are computed in fp32). `exclude` = (rows, cols): corpus entries left out of query `row`'s
     denominator — its known positives (the sampled one included: it enters once, as `positive`),
     documents with a positive's or the query's text.
-        loss_i = -s_ip + log(exp(s_ip) + sum_{j not excluded} exp(s_ij)),   s = q . c / temperature
+        loss_i = -s_ip + log(exp(s_ip) + sum_{j not excluded} exp(s_ij)),   s = score(q, c) / temperature
+    (score = `textcl.knn.pairwise_scores` by `similarity`: q . c, or minus the euclidean / manhattan distance)
     A mean over the B local queries, like `info_nce` (the caller scales for world size).
 
     `positives` = (query rows, corpus rows) instead of `positive`: every known positive p of query i
@@ -260,15 +279,16 @@ def corpus_info_nce(query: torch.Tensor, positive: torch.Tensor | None, corpus: 
     """
     rows, cols = exclude
     lse = _CorpusLogSumExp.apply(query, corpus, rows.to(query.device), cols.to(query.device), temperature,
-                                 chunk_size)
-    scores, pos_rows = _positive_scores(query, positive, corpus, positives, temperature)
+                                 chunk_size, similarity)
+    scores, pos_rows = _positive_scores(query, positive, corpus, positives, temperature, similarity)
     return _positive_mean(query, torch.logaddexp(scores, lse[pos_rows]) - scores, pos_rows)
 
 
 def sampled_corpus_info_nce(query: torch.Tensor, positive: torch.Tensor | None, hard: torch.Tensor,
                             hard_valid: torch.Tensor, sampled: torch.Tensor, sampled_valid: torch.Tensor, *,
                             corpus_size: int, temperature: float, corpus: torch.Tensor | None = None,
-                            positives: tuple[torch.Tensor, torch.Tensor] | None = None) -> torch.Tensor:
+                            positives: tuple[torch.Tensor, torch.Tensor] | None = None,
+                            similarity: str = "dot") -> torch.Tensor:
     """InfoNCE against a bounded candidate set that estimates the whole-corpus denominator.
 
     For query i: `hard` [B, K, D] are its top-K corpus documents (from the cached index), counted
@@ -285,13 +305,14 @@ def sampled_corpus_info_nce(query: torch.Tensor, positive: torch.Tensor | None, 
     target, as in `corpus_info_nce`.
     """
     q = query.float()
-    hard_logits = torch.einsum("bd,bkd->bk", q, hard.float()) / temperature
+    hard_logits = (torch.einsum("bd,bkd->bk", q, hard.float()) if similarity in INNER_PRODUCT
+                   else paired_scores(q[:, None, :], hard.float(), similarity)) / temperature
     parts = [hard_logits.masked_fill(~hard_valid, -torch.inf)]
     if sampled.shape[0]:
-        samp = q @ sampled.float().T / temperature + math.log(corpus_size / sampled.shape[0])
+        samp = pairwise_scores(q, sampled.float(), similarity) / temperature + math.log(corpus_size / sampled.shape[0])
         parts.append(samp.masked_fill(~sampled_valid, -torch.inf))
     negatives = torch.cat(parts, dim=1)
-    scores, pos_rows = _positive_scores(query, positive, corpus, positives, temperature)
+    scores, pos_rows = _positive_scores(query, positive, corpus, positives, temperature, similarity)
     # the positive inside the logsumexp keeps it finite when every candidate is excluded
     per = torch.logsumexp(torch.cat([scores[:, None], negatives[pos_rows]], dim=1), dim=1) - scores
     return _positive_mean(query, per, pos_rows)

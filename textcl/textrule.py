@@ -16,12 +16,13 @@ import torch
 import torch.nn.functional as F
 
 from textcl.errors import ConfigError
+from textcl.scores import SIMILARITIES, paired_scores, pairwise_scores
 
 ROLES = ("query", "document")
-SIMILARITIES = ("cosine", "dot")
 # sentence-transformers' encode_document takes the first of these prompt names the model has
 _DOCUMENT_PROMPT_NAMES = ("document", "passage", "corpus")
-_SIMILARITY_ALIASES = {"cos_sim": "cosine", "dot_product": "dot", "dot_score": "dot"}
+_SIMILARITY_ALIASES = {"cos_sim": "cosine", "dot_product": "dot", "dot_score": "dot", "euclidean_sim": "euclidean",
+                       "manhattan_sim": "manhattan"}
 
 
 def model_prompt(model: Any, role: str) -> str:
@@ -45,7 +46,8 @@ def model_similarity(model: Any) -> str:
 @dataclass(frozen=True)
 class TextRule:
     """Prompt per role and the similarity that losses, mining, evaluation and indexes score with: cosine
-    scores unit vectors by inner product, dot scores the raw vectors by inner product."""
+    scores unit vectors by inner product, dot the raw vectors by inner product, euclidean and manhattan the
+    raw vectors by minus their L2 / L1 distance (`textcl.scores`)."""
 
     prompts: Mapping[str, str]
     similarity: str
@@ -58,6 +60,14 @@ class TextRule:
         """The model's sentence embedding as scored: float32, L2-normalised for cosine."""
         emb = emb.float()
         return F.normalize(emb, p=2, dim=-1) if self.normalize else emb
+
+    def scores(self, q: torch.Tensor, c: torch.Tensor) -> torch.Tensor:
+        """[n_q, n_c] scores of finished embeddings, as the model's `similarity` gives them."""
+        return pairwise_scores(q, c, self.similarity)
+
+    def paired(self, q: torch.Tensor, c: torch.Tensor) -> torch.Tensor:
+        """[n] scores of row i against row i, as the model's `similarity_pairwise` gives them."""
+        return paired_scores(q, c, self.similarity)
 
     def describe(self) -> dict[str, Any]:
         """JSON-ready record for run summaries, index configs, mining provenance and model cards."""
@@ -74,9 +84,9 @@ def text_rule(model: Any, query_prompt: str | None = None, document_prompt: str 
     sim = similarity if similarity is not None else model_similarity(model)
     sim = _SIMILARITY_ALIASES.get(sim, sim)
     if sim not in SIMILARITIES:
-        raise ConfigError(f"the model's similarity is {sim!r}; textcl trains, mines, evaluates and indexes with "
-                          f"{' or '.join(SIMILARITIES)} (inner product over unit or raw vectors). Set "
-                          "model.similarity: cosine (or dot) in the recipe to choose one")
+        raise ConfigError(f"the model's similarity is {sim!r}; textcl scores with {', '.join(SIMILARITIES)} "
+                          "(sentence-transformers' similarity_fn_name). Set model.similarity in the recipe to "
+                          "choose one")
     return TextRule(prompts=prompts, similarity=sim)
 
 

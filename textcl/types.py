@@ -102,6 +102,12 @@ def plan_encoding(encode: Encode, texts: dict[str, Sequence[str]]) -> None:
         prepare({role: t for role, t in texts.items() if t})
 
 
+def similarity_of(encode: Encode) -> str:
+    """How `encode`'s vectors are scored: its text rule's similarity; a bare function's vectors by inner product."""
+    rule = getattr(encode, "rule", None)
+    return rule.similarity if rule is not None else "dot"
+
+
 def encoder_identity(encode: Encode) -> dict:
     """What a report or provenance records of an Encode: both towers' fingerprints (the same for one model)
     and its text rule (prompts, similarity)."""

@@ -10,6 +10,7 @@ from pathlib import Path
 
 from textcl.config import EvalConfig, ModelConfig, load_recipe
 from textcl.errors import ConfigError
+from textcl.scores import SIMILARITIES
 from textcl.types import encoder_identity
 
 log = logging.getLogger(__name__)
@@ -49,7 +50,7 @@ def register(subparsers) -> None:
                    help="prefix for queries (default: the model's own query prompt; \"\" = none)")
     p.add_argument("--document-prompt", default=None,
                    help="prefix for documents (default: the model's own document prompt; \"\" = none)")
-    p.add_argument("--similarity", default=None, choices=["cosine", "dot"],
+    p.add_argument("--similarity", default=None, choices=list(SIMILARITIES),
                    help="how embeddings are scored (default: the model's similarity_fn_name)")
     p.add_argument("--trust-remote-code", action="store_true", help="allow the model's own Python code")
     p.add_argument("--cache-dir", default=None, help="on-disk embedding cache (keyed by weights + text)")

@@ -18,7 +18,7 @@ from collections.abc import Sequence
 from textcl import knn
 from textcl.errors import DataError
 from textcl.eval.metrics import evaluate_run, mean_metrics
-from textcl.types import Encode, RetrievalSet, plan_encoding
+from textcl.types import Encode, RetrievalSet, plan_encoding, similarity_of
 
 log = logging.getLogger(__name__)
 
@@ -80,7 +80,7 @@ def retrieve(encode: Encode, rset: RetrievalSet, k: int, *, ignore_identical_ids
     d_emb = encode(documents, "document")
     fetch = min(k + (1 if ignore_identical_ids else 0), len(doc_ids))
     scores, idx = knn.search(q_emb, d_emb, fetch, factory=factory, query_chunk_size=query_chunk_size,
-                             corpus_chunk_size=corpus_chunk_size)
+                             corpus_chunk_size=corpus_chunk_size, similarity=similarity_of(encode))
     run: dict[str, dict[str, float]] = {}
     dropped = 0
     for row, qid in enumerate(qids):

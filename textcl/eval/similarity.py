@@ -5,8 +5,10 @@ pairs viewed as a small retrieval set. Pure given an `encode`: no I/O.
 from __future__ import annotations
 
 import numpy as np
+import torch
 
-from textcl.types import Document, Encode, Example, RetrievalSet, ScoredPair
+from textcl.scores import pairwise_scores
+from textcl.types import Document, Encode, Example, RetrievalSet, ScoredPair, similarity_of
 
 SIM_QUERIES, SIM_CORPUS, SIM_RANDOM_NEGATIVES = 300, 3000, 3
 
@@ -40,7 +42,8 @@ def similarity_samples(encode: Encode, rset: RetrievalSet, seed: int) -> dict[st
         return {}
     d_emb = encode([rset.corpus[d].full_text for d in doc_ids], "document")
     q_emb = encode([rset.queries[q] for q in qids], "query")
-    sims = q_emb @ d_emb.T
+    sims = pairwise_scores(torch.from_numpy(np.asarray(q_emb, dtype=np.float32)),
+                           torch.from_numpy(np.asarray(d_emb, dtype=np.float32)), similarity_of(encode)).numpy()
     col = {d: j for j, d in enumerate(doc_ids)}
     out: dict[str, list[float]] = {"positive": [], "hardest negative": [], "random negative": []}
     for i, q in enumerate(qids):

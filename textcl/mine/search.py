@@ -21,7 +21,8 @@ from textcl import distributed, progress
 from textcl.config import MiningConfig
 from textcl.knn import build_faiss_index, exact_search, faiss_search, merge_topk, recall_at_k
 from textcl.mine.plan import MiningPlan
-from textcl.types import Encode, plan_encoding
+from textcl.scores import paired_scores
+from textcl.types import Encode, plan_encoding, similarity_of
 
 log = logging.getLogger(__name__)
 
@@ -55,12 +56,13 @@ def encode_sharded(texts: list[str], encode: Encode, role: str, block: int, *, p
 
 
 def _pair_scores(q_emb: np.ndarray, c_block: np.ndarray, start: int, pair_q: np.ndarray, pair_c: np.ndarray,
-                 out: np.ndarray) -> None:
+                 out: np.ndarray, similarity: str) -> None:
     """Fill `out` for the pairs whose positive lies in the block starting at corpus index `start`."""
     sel = np.nonzero((pair_c >= start) & (pair_c < start + c_block.shape[0]))[0]
-    for s in range(0, sel.size, 8192):  # bounded temporaries; each pair's dot product is row-local
+    for s in range(0, sel.size, 8192):  # bounded temporaries; each pair's score is row-local
         part = sel[s:s + 8192]
-        out[part] = (q_emb[pair_q[part]] * c_block[pair_c[part] - start]).sum(axis=1)
+        out[part] = paired_scores(torch.from_numpy(q_emb[pair_q[part]]),
+                                  torch.from_numpy(c_block[pair_c[part] - start]), similarity).numpy()
 
 
 def _merge_all(results: list[tuple[np.ndarray, np.ndarray]], k: int) -> tuple[np.ndarray, np.ndarray]:
@@ -85,10 +87,10 @@ def _exact(plan: MiningPlan, q_emb: np.ndarray, encode: Encode, cfg: MiningConfi
         c_block = np.asarray(encode(plan.corpus[s:e], "document"), dtype=np.float32)
         encode_s += time.perf_counter() - t0
         found = exact_search(q_emb, c_block, k, query_chunk_size=cfg.query_chunk_size,
-                             corpus_chunk_size=cfg.corpus_chunk_size, offset=s)
+                             corpus_chunk_size=cfg.corpus_chunk_size, offset=s, similarity=similarity_of(encode))
         # merge as we go: memory stays one [n_queries, k] list, whatever the number of blocks
         local = [found] if not local else [_merge_all([local[0], found], k)]
-        _pair_scores(q_emb, c_block, s, pair_q, pair_c, pair_scores)
+        _pair_scores(q_emb, c_block, s, pair_q, pair_c, pair_scores, similarity_of(encode))
     gathered = distributed.all_gather_object((local, pair_scores))
     results = [r for part, _ in gathered for r in part]
     for _, ps in gathered:
@@ -106,16 +108,17 @@ def _approximate(plan: MiningPlan, q_emb: np.ndarray, encode: Encode, cfg: Minin
     encode_s = time.perf_counter() - t0
     _, pair_q, pair_c = plan.pairs()
     pair_scores = np.full(len(pair_c), np.nan, dtype=np.float32)
-    _pair_scores(q_emb, c_emb, 0, pair_q, pair_c, pair_scores)
+    similarity = similarity_of(encode)
+    _pair_scores(q_emb, c_emb, 0, pair_q, pair_c, pair_scores, similarity)
     result: list = [None]
     if rank == 0:
-        index = build_faiss_index(c_emb, cfg.factory, seed=seed)
+        index = build_faiss_index(c_emb, cfg.factory, seed=seed, similarity=similarity)
         scores, idx = faiss_search(index, q_emb, k, query_chunk_size=cfg.query_chunk_size, progress=progress)
         rng = np.random.default_rng(np.random.SeedSequence(seed).spawn(2)[1])
         n_check = min(cfg.recall_check_queries, len(q_emb))
         sample = np.sort(rng.choice(len(q_emb), size=n_check, replace=False))
         ex_s, ex_i = exact_search(q_emb[sample], c_emb, k, query_chunk_size=cfg.query_chunk_size,
-                                  corpus_chunk_size=cfg.corpus_chunk_size)
+                                  corpus_chunk_size=cfg.corpus_chunk_size, similarity=similarity)
         recall = recall_at_k(idx[sample], ex_i, k, ex_s, scores[sample])
         result = [(scores, idx, recall)]
     if world > 1:
