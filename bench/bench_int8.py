@@ -1,17 +1,16 @@
-"""int8 encoding end to end on NFCorpus test: textcl fp32, textcl int8, sentence-transformers fp32 (and
-sentence-transformers' ONNX int8 backend where it installs), in ONE run.
-
-textcl fp32 is the cosine reference; `--no-textcl-fp32` leaves its row out (it encodes at ST fp32's speed,
-bench_encode.py) and uses ST fp32 as the reference instead, for a loaded machine.
+"""int8 encoding end to end on NFCorpus test, as a user sees it: sentence-transformers fp32 (the baseline),
+textcl fp32 and textcl int8 (and sentence-transformers' ONNX int8 backend where it installs), in ONE process,
+interleaved (A B C A B C ...), >= 3 repeats, same threads; wall time median and spread per method.
 
 End to end = encode every document (title + " " + text) and every test query, then exact top-10 search.
-The int8 export (ONNX export + quantization + quality guard, cached per model fingerprint) happens once
-before timing and is reported on its own. Reports docs/s (wall and per CPU-second, the machine may be
-shared), the ratio to ST fp32, nDCG@10, the cosine of each method's document embeddings to textcl fp32,
-and the share of the int8 matmul ceiling (an NNCF-quantized MatMul in OpenVINO at the model's FFN shape,
-measured in the same run before and after the timed rows).
+The one-time int8 export (ONNX export + quantization + quality guard, cached per model fingerprint and
+calibration sample) runs once before timing, in a fresh cache, and is its own column. CPU-seconds are a
+secondary column (process_time also counts OpenMP threads spinning). The ceilings compared against are
+measured in the same run, before and after the timed rows: an NNCF-quantized int8 MatMul in OpenVINO (the
+runtime textcl's int8 uses) and a torch fp32 matmul, both at the model's FFN shape.
 
-    python bench/bench_int8.py --mode quick|full --out bench/results/int8.md
+    .venv/bin/python bench/bench_int8.py --docs 1000 --repeats 5     # one record in bench/records/int8.jsonl
+    .venv/bin/python bench/bench_int8.py --table                      # from the records alone
 """
 
 from __future__ import annotations
@@ -19,7 +18,9 @@ from __future__ import annotations
 import argparse
 import contextlib
 import io
+import json
 import os
+import statistics
 import sys
 import tempfile
 import time
@@ -28,7 +29,7 @@ from pathlib import Path
 import numpy as np
 import torch
 from bench_encode import matmul_ceiling, model_flops, ndcg10, nfcorpus_test
-from common import ROOT, write_section  # first: sets up sys.path and env
+from common import ROOT, append_record, provenance  # first: sets up sys.path and env
 
 from textcl import int8
 from textcl.knn import exact_search
@@ -39,6 +40,7 @@ ST_FP32 = "sentence-transformers fp32 (`encode`)"
 TC_FP32 = "textcl fp32 (`Encoder(precision='fp32')`)"
 TC_INT8 = "textcl int8 (`Encoder(precision='int8')`)"
 ST_ONNX = "sentence-transformers ONNX int8 backend"
+RECORDS = ROOT / "bench" / "records" / "int8.jsonl"
 # How textcl's int8 was chosen (OpenVINO + NNCF static int8 against ONNX Runtime dynamic/static int8) was
 # measured by probes outside this script; they are not printed here (this script prints only what it measures).
 
@@ -111,20 +113,46 @@ def end_to_end(encode_docs, encode_queries, n_docs: int) -> tuple[float, float, 
     return time.perf_counter() - w0, time.process_time() - c0, d, q
 
 
+def _methods(model, docs, queries, enc32, enc8, st_onnx) -> dict:
+    methods = {
+        ST_FP32: (lambda: model.encode(docs, normalize_embeddings=True),
+                  lambda: model.encode(queries, normalize_embeddings=True)),
+        TC_FP32: (lambda: enc32(docs, "document"), lambda: enc32(queries, "query")),
+        TC_INT8: (lambda: enc8(docs, "document"), lambda: enc8(queries, "query")),
+    }
+    if st_onnx is not None:
+        methods[ST_ONNX] = (lambda: st_onnx.encode(docs, normalize_embeddings=True),
+                            lambda: st_onnx.encode(queries, normalize_embeddings=True))
+    model.encode(docs[:16])  # warm-up: thread pools, first-call allocations (int8: the compiled model)
+    enc32(docs[:16])
+    enc8(docs[:16])
+    if st_onnx is not None:
+        st_onnx.encode(docs[:16])
+    return methods
+
+
+def _ceilings() -> dict:
+    return {"int8_ops_s": int8_matmul_ceiling(16384, 384, 1536)[0],
+            "fp32_flops_s": matmul_ceiling(16384, 384, 1536, torch.float32)[0]}
+
+
 def main() -> int:
     parser = argparse.ArgumentParser()
-    parser.add_argument("--mode", choices=["quick", "full"], default="quick")
-    parser.add_argument("--out", default=str(ROOT / "bench" / "results" / "int8.md"))
-    parser.add_argument("--docs", type=int, default=None, help="override the number of documents")
-    parser.add_argument("--repeats", type=int, default=None, help="round-robin repeats, best of (full 2, quick 1)")
-    parser.add_argument("--no-textcl-fp32", action="store_true", help="skip the textcl fp32 row (see above)")
+    parser.add_argument("--mode", choices=["quick", "full"], default="full", help="bench/run_all.py: quick = 300 "
+                        "documents, full = 1000 (unless --docs)")
+    parser.add_argument("--out", default=None, help="also write the table here (bench/run_all.py)")
+    parser.add_argument("--docs", type=int, default=None, help="documents encoded per repeat (0 = all 3,633)")
+    parser.add_argument("--repeats", type=int, default=3, help="interleaved repeats (>= 3)")
+    parser.add_argument("--table", action="store_true", help="print the table from the records and exit")
+    parser.add_argument("--records", default=str(RECORDS), help="the record file appended to")
     args = parser.parse_args()
-    n_docs = args.docs or (600 if args.mode == "quick" else None)
-    repeats = args.repeats or (2 if args.mode == "full" else 1)
+    if args.table:
+        print("\n".join(table([json.loads(x) for x in Path(args.records).read_text().splitlines() if x.strip()])))
+        return 0
     int8.require()
-
-    rset, doc_ids, docs, qids, queries = nfcorpus_test(n_docs)
-
+    load_before = os.getloadavg()[0]
+    n_docs = args.docs if args.docs is not None else (300 if args.mode == "quick" else 1000)
+    rset, doc_ids, docs, qids, queries = nfcorpus_test(n_docs or None)
     path = resolve_model_path("all-MiniLM-L6-v2")
     model = load_model(path, device="cpu")
     cfg = model[0].auto_model.config
@@ -141,85 +169,76 @@ def main() -> int:
     plan_encoding(enc8, {"document": docs, "query": queries})
     enc8(queries[:1], "query")
     export_s = time.perf_counter() - t0
-    guard = enc8.int8_report
-
-    methods = {
-        ST_FP32: (lambda: model.encode(docs, normalize_embeddings=True),
-                  lambda: model.encode(queries, normalize_embeddings=True)),
-        TC_FP32: (lambda: enc32(docs, "document"), lambda: enc32(queries, "query")),
-        TC_INT8: (lambda: enc8(docs, "document"), lambda: enc8(queries, "query")),
-    }
-    if args.no_textcl_fp32:
-        del methods[TC_FP32]
     st_onnx, st_onnx_note = st_onnx_int8(path)
-    if st_onnx is not None:
-        methods[ST_ONNX] = (lambda: st_onnx.encode(docs, normalize_embeddings=True),
-                            lambda: st_onnx.encode(queries, normalize_embeddings=True))
-    # warm-up: thread pools, first-call allocations
-    model.encode(docs[:16])
-    if TC_FP32 in methods:
-        enc32(docs[:16])
-    enc8(docs[:16])
-    if st_onnx is not None:
-        st_onnx.encode(docs[:16])
-
-    ceil_before = int8_matmul_ceiling(16384, 384, 1536)
-    fp32_before = matmul_ceiling(16384, 384, 1536, torch.float32)
-    results: dict = {}
-    for _ in range(repeats):  # round-robin, best of each: load from other jobs drifts
+    methods = _methods(model, docs, queries, enc32, enc8, st_onnx)
+    ceilings = [_ceilings()]
+    times: dict[str, list[tuple[float, float]]] = {name: [] for name in methods}
+    emb: dict = {}
+    for rep in range(args.repeats):  # interleaved: every method once per round, the same order each round
         for name, (encode_docs, encode_queries) in methods.items():
             wall, cpu, d, q = end_to_end(encode_docs, encode_queries, len(docs))
-            if name not in results or wall < results[name][0]:
-                results[name] = (wall, cpu, d, q)
-            print(f"{name}: {len(docs) / wall:.1f} docs/s end to end ({wall:.1f} s)", flush=True)
-    ceil_after = int8_matmul_ceiling(16384, 384, 1536)
-    fp32_after = matmul_ceiling(16384, 384, 1536, torch.float32)
-    write_section(args.out, report(args, results, docs, queries, lengths, flops, rset, doc_ids, qids, guard,
-                                   export_s, (ceil_before, ceil_after), (fp32_before, fp32_after), st_onnx_note,
-                                   model.max_seq_length))
+            times[name].append((wall, cpu))
+            emb[name] = (d, q)
+            print(f"round {rep + 1}: {name}: {len(docs) / wall:.1f} docs/s end to end ({wall:.1f} s)", flush=True)
+    ceilings.append(_ceilings())
+    ref = emb[TC_FP32][0]
+    rows = {name: {"wall_s": [w for w, _ in times[name]], "cpu_s": [c for _, c in times[name]],
+                   "ndcg10": ndcg10(rset, doc_ids, *emb[name], qids),
+                   "cosine_to_fp32": [float(np.sum(emb[name][0] * ref, axis=1).mean()),
+                                      float(np.sum(emb[name][0] * ref, axis=1).min())]} for name in methods}
+    guard = {k: v for k, v in enc8.int8_report.items() if k != "folder"}
+    record = append_record(args.records, {
+        "docs": len(docs), "queries": len(queries), "doc_tokens": int(lengths.sum()), "max_seq_length": model.max_seq_length,
+        "threads": torch.get_num_threads(), "repeats": args.repeats, "rows": rows, "export_s": export_s,
+        "st_onnx": st_onnx_note or "run", "guard": guard, "model_flops": flops, "ceilings": ceilings,
+        "method": int8.METHOD, "cpu_flags": cpu_flags(), "load_before": load_before,
+        "load_after": os.getloadavg()[0]})
+    lines = table([record])
+    print("\n".join(lines))
+    if args.out:
+        Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+        Path(args.out).write_text("\n".join(lines) + "\n", encoding="utf-8")
     return 0
 
 
-def report(args, results, docs, queries, lengths, flops, rset, doc_ids, qids, guard, export_s, int8_ceil,
-           fp32_ceil, st_onnx_note, seq) -> list[str]:
-    threads = torch.get_num_threads()
-    base = results[ST_FP32]
-    ref = results[TC_FP32 if TC_FP32 in results else ST_FP32][2]
-    c_wall = max(int8_ceil[0][0], int8_ceil[1][0])
-    c_cpu = max(int8_ceil[0][1], int8_ceil[1][1])
-    f_wall = max(fp32_ceil[0][0], fp32_ceil[1][0])
-    lines = [
-        "## int8 encoding end to end (NFCorpus test)", "",
-        f"Command: `python bench/bench_int8.py --mode {args.mode}{f' --docs {args.docs}' if args.docs else ''}"
-        f"{f' --repeats {args.repeats}' if args.repeats else ''}{' --no-textcl-fp32' if args.no_textcl_fp32 else ''}` "
-        f"({len(docs)} documents + {len(queries)} queries, encode both + exact top-10; {int(lengths.sum())} "
-        f"document tokens after truncation to {seq}; bundled all-MiniLM-L6-v2; {threads} threads; best of "
-        f"{max(1, args.repeats or (2 if args.mode == 'full' else 1))} round-robin repeats in one process"
-        f"{'; textcl fp32 row skipped, cosine to ST fp32' if TC_FP32 not in results else ''}).", "",
-        "| method | docs/s (wall) | x ST fp32 | docs/s (CPU) | x ST fp32 (CPU) | nDCG@10 | cosine to fp32 "
-        "(mean / min) | share of int8 matmul ceiling (wall / CPU) |",
-        "|---|---:|---:|---:|---:|---:|---:|---:|",
-    ]
-    for name, (wall, cpu, d, q) in results.items():
-        cos = np.sum(d * ref, axis=1)
-        nd = ndcg10(rset, doc_ids, d, q, qids)
-        lines.append(f"| {name} | {len(docs) / wall:.1f} | {base[0] / wall:.2f} | {len(docs) / cpu * threads:.1f} | "
-                     f"{base[1] / cpu:.2f} | {100 * nd:.2f} | {cos.mean():.4f} / {cos.min():.4f} | "
-                     f"{flops / wall / c_wall:.0%} / {flops / cpu * threads / c_cpu:.0%} |")
-    if st_onnx_note:
-        lines.append(f"| {ST_ONNX} | {st_onnx_note} | | | | | | |")
-    lines += [
-        "",
-        f"int8 matmul ceiling (OpenVINO, NNCF-quantized 16384x384 @ 384x1536 MatMul, best of before/after): "
-        f"{c_wall / 1e12:.3f} TOP/s wall, {c_cpu / 1e12:.3f} TOP/s per CPU-second x threads; fp32 matmul "
-        f"(torch, same shape): {f_wall / 1e12:.3f} TFLOP/s wall. Model work = useful FLOPs of the real document "
-        f"tokens ({flops / 1e12:.2f} T: dense layers + attention; queries not counted). CPU flags: {cpu_flags()}.", "",
-        f"textcl int8: {int8.METHOD}; one-time export + quantization + guard {export_s:.1f} s (cached per "
-        f"model fingerprint and sample, not in the rows above; includes encoding the guard's sample). Quality guard "
-        f"on {guard['texts']} of these documents and queries (worst role): "
-        f"cosine to fp32 mean {guard['mean_cosine']:.4f}, min {guard['min_cosine']:.4f} (thresholds "
-        f"{guard['threshold_mean']} / {guard['threshold_min']}: {'passed' if guard['passed'] else 'FAILED'}).", "",
-    ]
+def _median_spread(xs: list[float]) -> str:
+    return f"{statistics.median(xs):.1f} ({min(xs):.1f}-{max(xs):.1f})"
+
+
+def table(records: list[dict]) -> list[str]:
+    """Markdown from the last record: per method, wall seconds and docs/s (median, min-max over interleaved
+    repeats), the ratio of medians to sentence-transformers fp32, CPU docs/s, nDCG@10, cosine to textcl fp32 and
+    the share of each ceiling; the one-time export in its own line."""
+    r = records[-1]
+    n, base = r["docs"], statistics.median(r["rows"][ST_FP32]["wall_s"])
+    int8_ceil = max(c["int8_ops_s"] for c in r["ceilings"])
+    fp32_ceil = max(c["fp32_flops_s"] for c in r["ceilings"])
+    lines = ["## int8 encoding end to end (NFCorpus test)", "",
+             f"{n} documents + {r['queries']} queries per repeat (encode both + exact top-10; {r['doc_tokens']} document "
+             f"tokens after truncation to {r['max_seq_length']}), bundled all-MiniLM-L6-v2, {r['threads']} threads, "
+             f"{r['repeats']} interleaved repeats in one process. Command: `{r['command']}`.", "",
+             "| method | wall s, median (min-max) | docs/s (wall, median) | x ST fp32 (wall) | docs/s per CPU-s | "
+             "nDCG@10 | cosine to textcl fp32 (mean / min) | share of fp32 / int8 matmul ceiling |",
+             "|---|---:|---:|---:|---:|---:|---:|---:|"]
+    for name, row in r["rows"].items():
+        wall = statistics.median(row["wall_s"])
+        cpu = statistics.median(row["cpu_s"])
+        lines.append(f"| {name} | {_median_spread(row['wall_s'])} | {n / wall:.1f} | {base / wall:.2f} | "
+                     f"{n / cpu * r['threads']:.1f} | {100 * row['ndcg10']:.2f} | {row['cosine_to_fp32'][0]:.4f} / "
+                     f"{row['cosine_to_fp32'][1]:.4f} | {r['model_flops'] / wall / fp32_ceil:.0%} / "
+                     f"{r['model_flops'] / wall / int8_ceil:.0%} |")
+    if r["st_onnx"] != "run":
+        lines.append(f"| {ST_ONNX} | {r['st_onnx']} | | | | | | |")
+    g = r["guard"]
+    lines += ["", f"One-time int8 export + quantization + quality guard (cold cache, before the timed rows): "
+                  f"{r['export_s']:.1f} s; cached per model fingerprint and calibration sample afterwards. Guard on "
+                  f"{g.get('texts')} documents and queries: cosine to fp32 mean {g.get('mean_cosine', float('nan')):.4f}, "
+                  f"min {g.get('min_cosine', float('nan')):.4f} ({'passed' if g.get('passed') else 'FAILED'}).",
+              "", f"Ceilings, measured in the same run before and after the timed rows (best of the two): fp32 matmul "
+                  f"(torch) {fp32_ceil / 1e12:.3f} TFLOP/s, int8 MatMul (OpenVINO, NNCF-quantized) {int8_ceil / 1e12:.3f} "
+                  f"TOP/s, at 16384x384 @ 384x1536 (the FFN shape). Model work = the real document tokens' FLOPs "
+                  f"({r['model_flops'] / 1e12:.2f} T). CPU flags: {r['cpu_flags']}. int8 method: {r['method']}.", "",
+              provenance([r])]
     return lines
 
 

@@ -25,7 +25,9 @@ import bench_fast_peer
 import bench_forgetting
 import bench_full_corpus
 import bench_generalisation
+import bench_int8
 import bench_quality
+import bench_towers
 from common import ROOT
 
 RECORDS = ROOT / "bench" / "records"
@@ -38,7 +40,6 @@ Records = dict[str, object]  # record file name -> its parsed content (JSON line
 # Measured live, tabled straight into markdown, never recorded: their last tables cannot be regenerated.
 NOT_REGENERABLE = {
     "encode": "encoding throughput (`bench/bench_encode.py`)",
-    "int8": "int8 encoding end to end (`bench/bench_int8.py`)",
     "mine": "hard-negative mining (`bench/bench_mine.py`)",
     "mine_scale": "mining at scale (`bench/bench_mine_scale.py`)",
     "search": "semantic search over stored embeddings (`bench/bench_search.py`)",
@@ -57,7 +58,7 @@ carry none.
 Not in this file: benches that were measured live and tabled straight into markdown, with no record to \
 regenerate their numbers from ({names}). Their last tables are in this file's git history. The mining, \
 mining-at-scale, search and training benches now append what they measure to `bench/records/` when next run (no \
-table function reads those records yet); the encoding, int8 and corpus-scale benches do not record yet. The \
+table function reads those records yet); the encoding and corpus-scale benches do not record yet. The \
 int8 mining and index-build figures that were recorded by hand, and the exploratory tries that were measured \
 by hand outside the quality bench, are gone for the same reason: they have no record.
 """
@@ -137,14 +138,25 @@ def _compression(records: Records) -> list[str] | None:
     return bench_compression.table(rows) if rows else None
 
 
+def _int8(records: Records) -> list[str] | None:
+    rows = _rows(records, "int8.jsonl")
+    return bench_int8.table(rows) if rows else None
+
+
+def _towers(records: Records) -> list[str] | None:
+    rows = _rows(records, "towers.jsonl")
+    return ["## Query adapter, LoRA query tower, full query tower and chaining on NFCorpus", "",
+            *bench_towers.table(rows)] if rows else None
+
+
 def _generalisation(records: Records) -> list[str] | None:
     rows = _rows(records, "generalisation.jsonl")
     return bench_generalisation.table(rows) if rows else None
 
 
 SECTIONS: dict[str, Callable[[Records], list[str] | None]] = {
-    "fast": _fast, "forgetting": _forgetting, "full_corpus": _full_corpus, "fast_peer": _fast_peer,
-    "adapter": _adapter, "compression": _compression, "generalisation": _generalisation, "any_model": _any_model, "quality": _quality}
+    "int8": _int8, "fast": _fast, "forgetting": _forgetting, "full_corpus": _full_corpus, "fast_peer": _fast_peer,
+    "adapter": _adapter, "compression": _compression, "towers": _towers, "generalisation": _generalisation, "any_model": _any_model, "quality": _quality}
 
 
 def benchmarks_md(records: Records) -> str:
