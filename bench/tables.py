@@ -27,6 +27,7 @@ import bench_full_corpus
 import bench_generalisation
 import bench_int8
 import bench_quality
+import bench_shard_scale
 import bench_towers
 from common import ROOT
 
@@ -154,9 +155,15 @@ def _generalisation(records: Records) -> list[str] | None:
     return bench_generalisation.table(rows) if rows else None
 
 
+def _shard_scale(records: Records) -> list[str] | None:
+    rows = _rows(records, "shard_scale.jsonl")
+    return bench_shard_scale.table(rows) if rows else None
+
+
 SECTIONS: dict[str, Callable[[Records], list[str] | None]] = {
     "int8": _int8, "fast": _fast, "forgetting": _forgetting, "full_corpus": _full_corpus, "fast_peer": _fast_peer,
-    "adapter": _adapter, "compression": _compression, "towers": _towers, "generalisation": _generalisation, "any_model": _any_model, "quality": _quality}
+    "adapter": _adapter, "compression": _compression, "towers": _towers, "generalisation": _generalisation, "any_model": _any_model, "quality": _quality,
+    "shard_scale": _shard_scale}
 
 
 def benchmarks_md(records: Records) -> str:

@@ -20,9 +20,11 @@ import torch
 import torch.nn.functional as F
 from transformers import get_scheduler
 
+from textcl import distributed as D
 from textcl.errors import ConfigError, DataError
 from textcl.eval.metrics import is_primary
 from textcl.losses import corpus_info_nce
+from textcl.shard import CorpusShard, sharded_corpus_info_nce
 
 log = logging.getLogger(__name__)
 
@@ -257,18 +259,38 @@ class _Selection:
         return self.patience is not None and self.bad >= self.patience
 
 
-def fit_adapter(queries: torch.Tensor, corpus: torch.Tensor, targets: QueryTargets, settings: AdapterSettings,
+def _batch_loss(q: torch.Tensor, corpus: torch.Tensor | CorpusShard, positives: Pairs, exclude: Pairs,
+                temperature: float) -> torch.Tensor:
+    """The batch's loss, back-propagated. A `CorpusShard` (this rank's rows; every rank runs the same batch):
+    the loss / W is back-propagated (each rank through its own rows, positives once per rank) and the parameter
+    gradients are summed over ranks by the caller: the gradient of one process holding the whole corpus."""
+    if isinstance(corpus, torch.Tensor):
+        loss = corpus_info_nce(q, None, corpus, exclude=exclude, temperature=temperature, positives=positives)
+        loss.backward()
+        return loss
+    loss = sharded_corpus_info_nce(q, corpus, own=(0, q.shape[0]), exclude=exclude, temperature=temperature,
+                                   positives=positives)
+    (loss / D.world_size()).backward()
+    return loss
+
+
+def fit_adapter(queries: torch.Tensor, corpus: torch.Tensor | CorpusShard, targets: QueryTargets,
+                settings: AdapterSettings,
                 evaluate: Evaluate | None = None, metric: str | None = None, log_every: int = 50) -> AdapterFit:
     """Train an adapter on `queries` [n, d] (the base model's query vectors, row i = query i of `targets`)
-    against `corpus` [N, d] (frozen document vectors). Each epoch visits the queries in the order of
+    against `corpus` [N, d] (frozen document vectors; a `CorpusShard`: this rank's rows, every rank calls with
+    the same arguments, `textcl.shard`). Each epoch visits the queries in the order of
     `default_rng([seed, epoch])`; `evaluate(adapter) -> dev metrics` runs at step 0 (W = I), every `eval_every`
     steps and at the end, and the adapter best on `metric` (default: the first primary metric) is kept."""
     s = settings
     n, dim = queries.shape
-    if targets.n != n or corpus.shape[1] != dim:
+    corpus = corpus.float() if isinstance(corpus, torch.Tensor) else CorpusShard(
+        corpus.embeddings.float(), corpus.start, corpus.size)
+    width = corpus.shape[1] if isinstance(corpus, torch.Tensor) else corpus.embeddings.shape[1]
+    if targets.n != n or width != dim:
         raise DataError(f"adapter: {n} query vectors of dim {dim}, {targets.n} queries in the targets and document "
-                        f"vectors of dim {corpus.shape[1]}: they must match")
-    queries, corpus = queries.float(), corpus.float()
+                        f"vectors of dim {width}: they must match")
+    queries = queries.float()
     adapter = LinearAdapter(dim, rank=s.rank, bias=s.bias, normalize=s.normalize,
                             generator=torch.Generator().manual_seed(s.seed))
     groups = [{"params": adapter.towards_identity(), "weight_decay": s.weight_decay}]
@@ -291,10 +313,10 @@ def fit_adapter(queries: torch.Tensor, corpus: torch.Tensor, targets: QueryTarge
             adapter.train()
             idx = order[start:start + s.batch_size]
             positives, exclude = targets.batch(idx)
-            loss = corpus_info_nce(adapter(queries[idx]), None, corpus, exclude=exclude, temperature=s.temperature,
-                                   positives=positives)
             optimizer.zero_grad(set_to_none=True)
-            loss.backward()
+            loss = _batch_loss(adapter(queries[idx]), corpus, positives, exclude, s.temperature)
+            for p in adapter.parameters() if isinstance(corpus, CorpusShard) and D.is_distributed() else ():
+                torch.distributed.all_reduce(p.grad)
             if s.max_grad_norm is not None:
                 torch.nn.utils.clip_grad_norm_(adapter.parameters(), s.max_grad_norm)
             optimizer.step()

@@ -160,6 +160,11 @@ class TrainConfig:
     # every known positive is a target each step (the mean of one InfoNCE term per positive; free with a
     # cached corpus); "auto" = all with tune=query, else sample
     corpus_positives: Literal["auto", "sample", "all"] = "auto"
+    # With N processes, each holds 1/N of the cached corpus embeddings (uneven splits allowed) and scores the
+    # gathered batch against its rows; the softmax over the corpus is an exact distributed logsumexp, so loss and
+    # gradients equal one process with the whole corpus. For corpora past one device's memory; costs a few small
+    # all-reduces per step (queries, per-query maxima and sums, positive vectors). false = every process holds it all.
+    corpus_shard: bool = False
     # tune=query: weight of a loss term, 1 - the Pearson correlation between the cosine similarities of every two
     # queries of a batch under the tuned tower and under the base model, so that text-vs-text similarity through
     # the query tower (STS) moves less while queries move towards their documents. 0 = off.
@@ -218,7 +223,8 @@ class TrainConfig:
                        "needs train.tune: query (unset it, or set tune: query)")
         out += self._adapter_problems()
         if not self.uses_corpus_negatives:
-            return out
+            return out + ["train.corpus_shard splits the corpus of corpus negatives across processes; set tune: query "
+                          "or adapter, or negatives: corpus (or unset it)"] * self.corpus_shard
         if self.gradcache_chunk_size:
             out.append("train.gradcache_chunk_size is for large in-batch negatives; corpus negatives need no cache "
                        "(unset it)")
@@ -232,6 +238,9 @@ class TrainConfig:
         if self.tune == "query" and self.corpus_refresh_every:
             out.append("train.corpus_refresh_every re-embeds the corpus with the trained model, but with train.tune: "
                        "query documents keep the base model; unset it")
+        if self.corpus_shard and self.corpus_refresh_every:
+            out.append("train.corpus_shard keeps each process's rows of the base model's corpus embeddings; "
+                       "train.corpus_refresh_every re-embeds the whole corpus: unset one of them")
         return out
 
 

@@ -11,7 +11,9 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import torch
+from accelerate import PartialState
 
+from textcl import distributed as D
 from textcl.adapter import (
     AdapterFit,
     AdapterSettings,
@@ -58,8 +60,8 @@ def train_adapter(config: RunConfig, examples: Sequence[Example] | None = None, 
     adapter.json with settings, dev scores and timings)."""
     tc, mc, ec = config.train, config.model, config.eval
     config.check()
-    out = Path(tc.output_dir)
-    guard.guard_previous_run(out, out / "checkpoints", overwrite)
+    out, shard = Path(tc.output_dir), _shard(config)
+    guard.guard_previous_run(out, out / "checkpoints", overwrite, remove=D.rank() == 0)
     provenance: dict = {}
     if examples is None:
         examples, provenance = load_training_data(config)
@@ -68,7 +70,7 @@ def train_adapter(config: RunConfig, examples: Sequence[Example] | None = None, 
     adopt_rule(base, model_rule(base, mc))  # the saved Router encodes with the prompts it was trained with
     # Scoring precision: the vectors the adapter trains on are those evaluation and the saved model produce.
     encode = MemoEncoder(encoder_for(base, mc, scoring=True))
-    corpus = build_training_corpus(config, examples, encode)
+    corpus = build_training_corpus(config, examples, encode, shard)
     queries = torch.from_numpy(encode([ex.query for ex in examples], "query"))
     targets = example_targets(corpus, examples)
     settings = adapter_settings(config, normalize=encode.rule.normalize)
@@ -82,19 +84,29 @@ def train_adapter(config: RunConfig, examples: Sequence[Example] | None = None, 
             return {k: v for res in results for k, v in res.metrics.items()}
     else:
         log.warning("no evaluation sets: the adapter after the last step is kept (nothing to select on)")
-    fit = fit_adapter(queries, corpus.embeddings.float(), targets, settings, evaluate, ec.metric_for_best,
-                      log_every=tc.log_every)
+    fit = fit_adapter(queries, corpus.shard if corpus.shard is not None else corpus.embeddings.float(), targets,
+                      settings, evaluate, ec.metric_for_best, log_every=tc.log_every)
     _log_fit(fit)
-    adapter_router(base, fit.weight, fit.bias if settings.bias else None, settings.normalize).save(
-        str(out), create_model_card=False)
-    save_adapter(out / "adapter", fit.weight, fit.bias, {
-        **fit.summary(), "base_model": mc.name_or_path, "text_rule": encode.rule.describe(),
-        "training_queries": len(examples), "corpus": len(corpus), "provenance": provenance})
-    save_config(config, out / "textcl_config.yaml")
+    if D.rank() == 0:  # every rank holds the same adapter
+        adapter_router(base, fit.weight, fit.bias if settings.bias else None, settings.normalize).save(
+            str(out), create_model_card=False)
+        save_adapter(out / "adapter", fit.weight, fit.bias, {
+            **fit.summary(), "base_model": mc.name_or_path, "text_rule": encode.rule.describe(),
+            "training_queries": len(examples), "corpus": len(corpus), "provenance": provenance})
+        save_config(config, out / "textcl_config.yaml")
     before = {"dev": fit.base} if fit.base else {}
     after = {"dev": fit.best} if fit.best else {}
     return TrainResult(output_dir=str(out), best_checkpoint=None, history=fit.history, before=before, after=after,
                        steps=fit.steps, stopped_early=fit.stopped_early)
+
+
+def _shard(config: RunConfig) -> tuple[int, int] | None:
+    """train.corpus_shard under a launcher (accelerate launch, torchrun): this process's (rank, world), after
+    joining the launcher's process group; None on one process (every row here)."""
+    if not config.train.corpus_shard:
+        return None
+    PartialState()  # initialises torch.distributed from the launcher's environment; nothing on one process
+    return (D.rank(), D.world_size()) if D.is_distributed() else None
 
 
 def _log_fit(fit: AdapterFit) -> None:

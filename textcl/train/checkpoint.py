@@ -199,9 +199,11 @@ def verify_folder(folder: Path) -> None:
 
 
 def save_checkpoint(folder: Path, *, model: torch.nn.Module, optimizer: torch.optim.Optimizer,
-                    scheduler: Any, state: TrainerState, corpus_embeddings: torch.Tensor | None = None) -> Path:
+                    scheduler: Any, state: TrainerState, corpus_embeddings: torch.Tensor | None = None,
+                    rng_states: list[dict] | None = None) -> Path:
     """Atomically write `folder` = checkpoints/step-N and point `checkpoints/latest` at it. `corpus_embeddings`:
-    the training corpus as refreshed by the weights being trained (None while the base model's are in use)."""
+    the training corpus as refreshed by the weights being trained (None while the base model's are in use).
+    `rng_states`: every rank's RNG states (rank r > 0 in rng-rank{r}.pt: its dropout resumes as its own)."""
     folder = Path(folder)
 
     def write(tmp: Path) -> None:
@@ -210,7 +212,9 @@ def save_checkpoint(folder: Path, *, model: torch.nn.Module, optimizer: torch.op
             save_file({"embeddings": corpus_embeddings.detach().cpu().contiguous()}, str(tmp / CORPUS_EMBEDDINGS))
         torch.save(optimizer.state_dict(), tmp / "optimizer.pt")
         torch.save(scheduler.state_dict(), tmp / "scheduler.pt")
-        torch.save(rng_state(), tmp / "rng.pt")
+        torch.save(rng_states[0] if rng_states else rng_state(), tmp / "rng.pt")
+        for r, states in enumerate((rng_states or [])[1:], 1):
+            torch.save(states, tmp / f"rng-rank{r}.pt")
         (tmp / "trainer_state.json").write_text(json.dumps(asdict(state), indent=1), encoding="utf-8")
 
     atomic_folder(folder, write)
@@ -228,8 +232,8 @@ def _torch_load(path: Path) -> Any:
 
 
 def load_checkpoint(folder: Path, *, model: torch.nn.Module, optimizer: torch.optim.Optimizer,
-                    scheduler: Any) -> TrainerState:
-    """Verify checksums, then restore model, optimizer, scheduler and RNG states in place."""
+                    scheduler: Any, rank: int = 0) -> TrainerState:
+    """Verify checksums, then restore model, optimizer, scheduler and RNG states (`rank`'s) in place."""
     folder = Path(folder)
     verify_folder(folder)
     missing, unexpected = load_safetensors_model(model, str(folder / "model.safetensors"), strict=False)
@@ -241,7 +245,8 @@ def load_checkpoint(folder: Path, *, model: torch.nn.Module, optimizer: torch.op
     else:  # pruned by finish_run: the run had ended, no step is left to take with this optimizer
         log.info("%s: the run had finished and its optimizer state was pruned", folder)
     scheduler.load_state_dict(_torch_load(folder / "scheduler.pt"))
-    set_rng_state(_torch_load(folder / "rng.pt"))
+    own = folder / f"rng-rank{rank}.pt"
+    set_rng_state(_torch_load(own if rank and own.is_file() else folder / "rng.pt"))
     raw = json.loads((folder / "trainer_state.json").read_text(encoding="utf-8"))
     if "fingerprint" in raw:  # the key's name in checkpoints written before the rename
         raw["resume_settings"] = raw.pop("fingerprint")
@@ -302,6 +307,8 @@ def resume_settings(config: Any, n_examples: int, world: int) -> dict:
                  "corpus_positives": tc.corpus_positives}
     if tc.similarity_anchor:  # only when on: checkpoints from before the setting existed stay resumable
         negatives["similarity_anchor"] = tc.similarity_anchor
+    if tc.corpus_shard:
+        negatives["corpus_shard"] = True
     return {"seed": config.seed, "model": config.model.name_or_path, "loss": asdict(config.loss),
             "batch_size": tc.batch_size, "lr": tc.lr, "scheduler": tc.scheduler, "n_examples": n_examples,
             "world_size": world, "max_steps": tc.max_steps, "epochs": tc.epochs,

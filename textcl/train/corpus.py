@@ -25,6 +25,7 @@ from textcl.data.examples import load_texts
 from textcl.data.retrieval import load_corpus
 from textcl.errors import ConfigError, DataError
 from textcl.exclusion import ExclusionIndex, KnownPositives
+from textcl.shard import CorpusShard, shard_bounds
 from textcl.types import Encode, Example, normalize_text
 
 log = logging.getLogger(__name__)
@@ -40,6 +41,7 @@ class TrainingCorpus:
     ids: list[str] | None
     embeddings: torch.Tensor | None = None
     _index: ExclusionIndex = field(default_factory=ExclusionIndex, repr=False)
+    shard_start: int | None = None  # train.corpus_shard: `embeddings` are rows [shard_start, +len) only
 
     def __post_init__(self) -> None:
         self._index = ExclusionIndex.of_documents(self.texts, self.ids)
@@ -52,6 +54,20 @@ class TrainingCorpus:
 
     def __len__(self) -> int:
         return len(self.texts)
+
+    @property
+    def shard(self) -> CorpusShard | None:
+        """This rank's rows of a sharded corpus (None: `embeddings` hold every row)."""
+        if self.shard_start is None or self.embeddings is None:
+            return None
+        return CorpusShard(self.embeddings, self.shard_start, len(self))
+
+    def keep_shard(self, rank: int, world: int) -> TrainingCorpus:
+        """Keep rank `rank`'s rows of `world` (`textcl.shard.shard_bounds`) when embeddings hold every row."""
+        if self.embeddings is not None and self.shard_start is None:
+            start, stop = shard_bounds(len(self), world, rank)
+            self.embeddings, self.shard_start = self.embeddings[start:stop].clone(), start
+        return self
 
     def row_of(self, text: str, doc_id: str | None) -> int:
         """The corpus row of a positive: by id when the corpus has ids, else by (normalised) text."""
@@ -131,21 +147,28 @@ def _example_texts(examples: Sequence[Example]) -> list[str]:
     return list(dict.fromkeys(t for ex in examples for t in (*ex.positives, *ex.negatives)))
 
 
-def build_training_corpus(config: RunConfig, examples: Sequence[Example], encode: Encode | None) -> TrainingCorpus:
-    """Load the corpus texts and, when `encode` is given, embed them once (document role)."""
+def build_training_corpus(config: RunConfig, examples: Sequence[Example], encode: Encode | None,
+                          shard: tuple[int, int] | None = None) -> TrainingCorpus:
+    """Load the corpus texts and, when `encode` is given, embed them once (document role). `shard` = (rank,
+    world): embed only that rank's rows (`TrainingCorpus.keep_shard`; the texts stay whole for the exclusions)."""
     texts, ids, where = load_corpus_texts(config, examples)
     if ids is None and any(ex.positive_ids for ex in examples):
         log.info("the training corpus has no ids: positives are matched by text")
     corpus = TrainingCorpus(texts=texts, ids=ids)
     log.info("training corpus: %d documents from %s", len(corpus), where)
-    if encode is not None:
+    if encode is not None and shard is not None:
+        start, stop = shard_bounds(len(texts), shard[1], shard[0])
+        corpus.embeddings = embed_corpus(texts[start:stop], encode, config.train.corpus_dtype, total=len(texts))
+        corpus.shard_start = start
+    elif encode is not None:
         corpus.embeddings = embed_corpus(texts, encode, config.train.corpus_dtype)
     return corpus
 
 
-def embed_corpus(texts: list[str], encode: Encode, dtype_choice: str) -> torch.Tensor:
+def embed_corpus(texts: list[str], encode: Encode, dtype_choice: str, total: int | None = None) -> torch.Tensor:
+    """`texts` embedded, stored as `storage_dtype` chooses for a corpus of `total` rows (default: these)."""
     emb = np.asarray(encode(texts, "document"), dtype=np.float32)
-    dtype = storage_dtype(emb.shape[0], emb.shape[1], dtype_choice)
+    dtype = storage_dtype(total or emb.shape[0], emb.shape[1], dtype_choice)
     return torch.from_numpy(emb).to(dtype)
 
 

@@ -20,7 +20,7 @@ from accelerate.utils import set_seed
 
 from textcl import progress
 from textcl.config import RunConfig, save_config
-from textcl.distributed import freeze_unused_parameters
+from textcl.distributed import all_gather_object, freeze_unused_parameters
 from textcl.errors import ConfigError
 from textcl.models import (
     MemoEncoder,
@@ -45,6 +45,7 @@ from textcl.train.evaluation import build_evaluators, build_ood_dev
 from textcl.train.finish import finish
 from textcl.train.objective import build_loss, forward_backward
 from textcl.train.selection import evaluate, mix_with_base, select, stop_early
+from textcl.train.sharded import shard_loss
 from textcl.train.step import StepResult, train_step
 from textcl.train.trainer import Trainer, TrainResult
 
@@ -156,7 +157,8 @@ def _start_state(config: RunConfig, n_examples: int, accelerator: Any, resume_fr
                                  remove=accelerator.is_main_process)
         return ckpt.TrainerState(world_size=world, resume_settings=settings)
     model, optimizer, scheduler = restore
-    state = ckpt.load_checkpoint(resume_from, model=model, optimizer=optimizer, scheduler=scheduler)
+    state = ckpt.load_checkpoint(resume_from, model=model, optimizer=optimizer, scheduler=scheduler,
+                                 rank=accelerator.process_index)
     ckpt.check_resume_settings(state.resume_settings, settings, resume_from)
     log.info("resumed from %s at step %d (epoch %d, batch %d)", resume_from, state.step, state.epoch,
              state.batch_in_epoch)
@@ -234,11 +236,13 @@ class _LogWindow:
 
 def save_checkpoint(trainer: Trainer) -> None:
     """checkpoints/step-N (main process; older ones pruned to keep_checkpoints); every rank waits for it."""
+    rng_states = all_gather_object(ckpt.rng_state())  # each rank resumes its own dropout and draws
     if trainer.main:
         refreshed = trainer.corpus is not None and trainer.state.corpus_refreshed_at is not None
         ckpt.save_checkpoint(trainer.ckpt_root / f"step-{trainer.state.step:08d}", model=trainer.model,
                              optimizer=trainer.optimizer, scheduler=trainer.scheduler, state=trainer.state,
-                             corpus_embeddings=trainer.corpus.embeddings if refreshed else None)
+                             corpus_embeddings=trainer.corpus.embeddings if refreshed else None,
+                             rng_states=rng_states)
         ckpt.prune_checkpoints(trainer.ckpt_root, trainer.config.train.keep_checkpoints)
     trainer.accelerator.wait_for_everyone()
 
@@ -246,7 +250,7 @@ def save_checkpoint(trainer: Trainer) -> None:
 def _loss_runner(config: RunConfig, embed: Callable, corpus: TrainingCorpus | None, documents: MemoEncoder | None,
                  no_sync: Callable | None, rank: int) -> Callable[[Any, int], float]:
     """`run(batch, step) -> loss`: forward + backward of the run's loss (`build_loss`)."""
-    loss, chunk = build_loss(config, corpus, documents), config.train.gradcache_chunk_size
+    loss, chunk = shard_loss(build_loss(config, corpus, documents)), config.train.gradcache_chunk_size
 
     def run(batch: Any, step: int) -> float:
         # Uniform draws are seeded by (seed, step) and rank: a resumed run draws the same documents.
@@ -278,7 +282,9 @@ def _corpus_setup(config: RunConfig, examples: Sequence, precision: str, acceler
     base.requires_grad_(False)
     adopt_rule(base, model_rule(base, mc))  # the Router's document side carries the same prompts
     documents = MemoEncoder(encoder_for(base, mc, precision=precision, show_progress=accelerator.is_main_process))
-    corpus = build_training_corpus(config, examples, documents).to(accelerator.device)  # moved once
+    world = accelerator.num_processes  # train.corpus_shard: each process embeds and holds its 1/world of the rows
+    shard = (accelerator.process_index, world) if tc.corpus_shard and world > 1 else None
+    corpus = build_training_corpus(config, examples, documents, shard).to(accelerator.device)  # moved once
     return (documents if tc.tune == "query" else None), corpus
 
 
