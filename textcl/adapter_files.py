@@ -33,8 +33,11 @@ def save_adapter(folder: str | Path, weight: np.ndarray, bias: np.ndarray, info:
 
 
 def load_adapter(folder: str | Path) -> tuple[np.ndarray, np.ndarray, bool]:
-    """(W, b, normalize) from a folder `save_adapter` wrote."""
+    """(W, b, normalize) from a folder `save_adapter` wrote, or from a `tune: adapter` model folder (its
+    `adapter/`)."""
     folder = Path(folder)
+    if not (folder / "adapter.safetensors").is_file() and (folder / "adapter" / "adapter.safetensors").is_file():
+        folder = folder / "adapter"
     path = folder / "adapter.safetensors"
     if not path.is_file():
         raise DataError("no adapter.safetensors here (write one with `textcl adapter fit`)", str(folder))
@@ -53,6 +56,13 @@ def adapter_router(base: SentenceTransformer, weight: np.ndarray, bias: np.ndarr
     """A Router model: `encode_query` = the base model's modules + Dense(W, b, identity activation) (+ Normalize
     when `normalize`); `encode_document` and `encode` = the base model. The routes share the base modules, so
     the saved folder adds only the adapter's weights and the document side keeps the base fingerprint."""
+    return router_model(with_adapter(base, weight, bias, normalize), base)
+
+
+def with_adapter(base: SentenceTransformer, weight: np.ndarray, bias: np.ndarray | None,
+                 normalize: bool) -> SentenceTransformer:
+    """The base model's modules (shared, not copied) + Dense(W, b, identity activation) (+ Normalize when
+    `normalize`), with the base model's prompts and similarity: what `encode_query` of `adapter_router` runs."""
     # sentence-transformers >= 6 (as router_model): the rest of textcl imports on older ones
     from sentence_transformers.sentence_transformer.modules import Dense, Normalize
 
@@ -67,5 +77,6 @@ def adapter_router(base: SentenceTransformer, weight: np.ndarray, bias: np.ndarr
                       init_weight=w, init_bias=b))
     if normalize:
         head.append(Normalize())
-    query = SentenceTransformer(modules=[*modules, *head], device=str(base.device))
-    return router_model(query, base)
+    return SentenceTransformer(modules=[*modules, *head], device=str(base.device), prompts=dict(base.prompts or {}),
+                               default_prompt_name=base.default_prompt_name,
+                               similarity_fn_name=base.similarity_fn_name)

@@ -106,6 +106,17 @@ class AdapterConfig:
     bias: bool = False  # also learn b in q' = W q + b
 
 
+@dataclass(frozen=True)
+class LoraConfig:
+    """train.lora (tune: query): LoRA (peft; pip install textcl[lora]) on the query tower's transformer: only the
+    low-rank updates train; the saved query tower has them merged in (textcl.models.lora)."""
+
+    r: int = 0  # rank of each update B A; 0 = off (the whole query tower trains)
+    alpha: float = 16.0  # scale: a layer computes W x + (alpha / r) B A x
+    target_modules: list[str] = field(default_factory=lambda: ["query", "value"])  # Linear layers that get an update (by name suffix; BERT: query, key, value, dense)
+    dropout: float = 0.0  # dropout on the input of the LoRA branch
+
+
 # train.report_to values: the accelerate tracker and the textcl extra that installs its package
 TRACKERS = {"tensorboard": "tensorboard", "mlflow": "mlflow", "wandb": "wandb"}
 
@@ -148,6 +159,10 @@ class TrainConfig:
     # "adapter": no transformer trains; a linear map on the base model's query vectors (train.adapter), in seconds.
     tune: Literal["both", "query", "adapter"] = "both"
     adapter: AdapterConfig = field(default_factory=AdapterConfig)
+    lora: LoraConfig = field(default_factory=LoraConfig)  # tune=query: train LoRA updates of the query tower only
+    # tune=query: start the query tower as the base model + this linear adapter (a `tune: adapter` output or a
+    # `textcl adapter fit --out` folder), the adapter frozen; the transformer (or its LoRA updates) trains under it
+    init_adapter: str | None = _path(None)
     # "batch": in-batch + mined negatives. "corpus": every query is scored against the whole training
     # corpus (embedded once by the base model; known positives and same-text documents masked).
     negatives: Literal["batch", "corpus"] = "batch"
@@ -203,6 +218,19 @@ class TrainConfig:
                            "every known positive a target); unset it")
         return out
 
+    def _query_tower_problems(self) -> list[str]:
+        """train.lora and train.init_adapter shape the query tower: tune: query only."""
+        out = []
+        lora = self.lora
+        if lora.r < 0 or lora.alpha <= 0 or not 0 <= lora.dropout < 1 or (lora.r and not lora.target_modules):
+            out.append(f"train.lora: r must be >= 0 (0 = off), alpha > 0, 0 <= dropout < 1 and target_modules not "
+                       f"empty; got r={lora.r}, alpha={lora.alpha}, dropout={lora.dropout}, "
+                       f"target_modules={lora.target_modules}")
+        for key, used in (("lora.r", lora.r > 0), ("init_adapter", self.init_adapter is not None)):
+            if used and self.tune != "query":
+                out.append(f"train.{key} shapes the query tower, so it needs train.tune: query (got tune: {self.tune})")
+        return out
+
     @property
     def uses_corpus_negatives(self) -> bool:
         """Queries are scored against the whole training corpus (negatives: corpus; tune: query implies it)."""
@@ -222,6 +250,7 @@ class TrainConfig:
             out.append("train.similarity_anchor holds the query tower's similarities at the base model's, so it "
                        "needs train.tune: query (unset it, or set tune: query)")
         out += self._adapter_problems()
+        out += self._query_tower_problems()
         if not self.uses_corpus_negatives:
             return out + ["train.corpus_shard splits the corpus of corpus negatives across processes; set tune: query "
                           "or adapter, or negatives: corpus (or unset it)"] * self.corpus_shard

@@ -6,9 +6,11 @@ from __future__ import annotations
 
 import logging
 import shutil
+from pathlib import Path
 
 from textcl.config import save_config
 from textcl.models import load_configured_model, router_model
+from textcl.models.lora import LORA_DIR, has_lora, merged_copy, save_lora
 from textcl.train import checkpoint as ckpt
 from textcl.train.card import write_model_card
 from textcl.train.trainer import Trainer, TrainResult
@@ -50,8 +52,9 @@ def write_model(trainer: Trainer) -> None:
         ckpt.verify_folder(best_dir)
     if trainer.documents is not None:
         model = load_configured_model(trainer.config.model, best_dir, device="cpu") if best_dir.is_dir() \
-            else trainer.model
+            else merged_copy(trainer.model)
         router_model(model, trainer.documents.inner.model).save(str(out_dir), create_model_card=False)
+        _write_lora(trainer, best_dir, out_dir / LORA_DIR)
     elif best_dir.is_dir():
         for item in best_dir.iterdir():
             if item.name == ckpt.CHECKSUMS:
@@ -64,3 +67,14 @@ def write_model(trainer: Trainer) -> None:
         trainer.model.save(str(out_dir), create_model_card=False)
     if best_dir.is_dir() and state.best_step == 0:
         log.warning("training never improved the dev metric; %s holds the base model", out_dir)
+
+
+def _write_lora(trainer: Trainer, best_dir: Path, target: Path) -> None:
+    """The kept query tower's LoRA updates alone (peft's adapter folder), when it has them: a WiSE-FT mix is
+    saved merged only."""
+    shutil.rmtree(target, ignore_errors=True)
+    if best_dir.is_dir():
+        if (best_dir / LORA_DIR).is_dir():
+            shutil.copytree(best_dir / LORA_DIR, target)
+    elif has_lora(trainer.model):
+        save_lora(trainer.model, target, trainer.config.train.lora, trainer.config.model.name_or_path)

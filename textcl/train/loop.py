@@ -46,6 +46,7 @@ from textcl.train.finish import finish
 from textcl.train.objective import build_loss, forward_backward
 from textcl.train.selection import evaluate, mix_with_base, select, stop_early
 from textcl.train.sharded import shard_loss
+from textcl.train.start import start_model
 from textcl.train.step import StepResult, train_step
 from textcl.train.trainer import Trainer, TrainResult
 
@@ -94,7 +95,7 @@ def set_up(config: RunConfig, examples: Sequence | None = None, *, dev: Callable
     make_epoch, total_steps = _batches(config, examples, accelerator.num_processes)
     resume_from = ckpt.resume_path(resume, Path(tc.output_dir) / "checkpoints")
     # --- model, optimizer, schedule (state restored before accelerate wraps the model)
-    model = load_configured_model(config.model, device=str(accelerator.device))
+    model = start_model(config, device=str(accelerator.device))  # + train.init_adapter, train.lora
     adopt_rule(model, model_rule(model, config.model))  # the saved model encodes as it was trained
     if tc.gradient_checkpointing:
         enable_gradient_checkpointing(model)

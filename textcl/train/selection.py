@@ -12,10 +12,12 @@ from accelerate.utils import broadcast_object_list
 
 from textcl.eval.metrics import is_primary
 from textcl.models import load_configured_model
+from textcl.models.lora import LORA_DIR, has_lora, merge_lora, merged_copy, save_lora
 from textcl.soup import interpolate
 from textcl.train import checkpoint as ckpt
 from textcl.train import tracking
 from textcl.train.evaluation import ood_drop, pick_metric
+from textcl.train.start import start_model
 from textcl.train.trainer import Trainer
 
 log = logging.getLogger(__name__)
@@ -73,7 +75,8 @@ def mix_with_base(trainer: Trainer) -> None:
         log.info("train.interpolate_base: the base model scored best on dev; no interpolation to try")
         return
     trainer.accelerator.wait_for_everyone()  # checkpoints/best is written by the main process
-    base = load_configured_model(config.model, device="cpu").state_dict()
+    merge_lora(trainer.model)  # training is over: mix plain weights (LoRA: base + a x the low-rank updates)
+    base = start_model(config, device="cpu", lora=False).state_dict()  # with train.init_adapter: base + adapter
     tuned = load_configured_model(config.model, trainer.ckpt_root / "best", device="cpu").state_dict()
     budget = config.train.max_ood_drop if trainer.evaluate_ood_dev is not None else None
     candidates = []  # {"alpha", "dev", "ood_drop"}: the best checkpoint is alpha 1.0
@@ -143,9 +146,14 @@ def _on_main(trainer: Trainer, evaluator: Any) -> dict:
 
 
 def _save_best(trainer: Trainer) -> None:
+    """checkpoints/best: a plain model (LoRA merged), plus with LoRA the updates alone in `lora/`."""
+    def write(tmp: Any) -> None:
+        merged_copy(trainer.model).save(str(tmp), create_model_card=False)
+        if has_lora(trainer.model):
+            save_lora(trainer.model, tmp / LORA_DIR, trainer.config.train.lora, trainer.config.model.name_or_path)
+
     if trainer.main:
-        ckpt.atomic_folder(trainer.ckpt_root / "best",
-                           lambda tmp: trainer.model.save(str(tmp), create_model_card=False))
+        ckpt.atomic_folder(trainer.ckpt_root / "best", write)
 
 
 def broadcast(accelerator: Any, obj: dict) -> dict:
