@@ -4,9 +4,12 @@ dev (1e-4, 3e-4, 1e-3, or the `--lrs` given) with the first seed and kept for th
 the float vectors.
 
 Records (command, commit, machine, load) go to bench/records/compression.jsonl; `--table` prints the section
-from the records alone.
+from the records alone. `--recipe` measures the same through `textcl run recipes/nfcorpus-adapter.yaml` with
+`index.compression` (the adapter trains for the index the run builds; both evaluations search it), records in
+bench/records/compression_recipe.jsonl.
 
     python bench/bench_compression.py [--seeds 1 2 3] [--table]
+    python bench/bench_compression.py --recipe --compression binary --seeds 1 [--threads 2]
 """
 
 from __future__ import annotations
@@ -23,6 +26,8 @@ from pathlib import Path
 from common import NFCORPUS, ROOT, append_record
 
 RECORDS = ROOT / "bench" / "records" / "compression.jsonl"
+RECIPE_RECORDS = ROOT / "bench" / "records" / "compression_recipe.jsonl"
+RECIPE = ROOT / "recipes" / "nfcorpus-adapter.yaml"
 TEXTCL = str(Path(sys.executable).parent / "textcl")
 KEY = "nfcorpus/ndcg@10"
 LRS = (1e-4, 3e-4, 1e-3)
@@ -73,6 +78,49 @@ def fit(work: Path, vectors: tuple[Path, Path], compression: str, seed: int, lrs
     return append_record(RECORDS, record)
 
 
+def recipe_run(work: Path, compression: str, seed: int, threads: int) -> dict:
+    """One `textcl run` of the adapter recipe with `index.compression` (fp32, as the exported vectors above)."""
+    out = work / f"{compression}-s{seed}"
+    cmd = [TEXTCL, "run", str(RECIPE), "--no-progress", "--set", f"seed={seed}", "--set", f"output_dir={out}",
+           "--set", f"index.compression={compression}", "--set", "model.precision=fp32",
+           "--set", f"model.cache_dir={work / 'cache'}"]
+    cold = not (work / "cache").is_dir()
+    load = os.getloadavg()[0]
+    t0 = time.perf_counter()
+    subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL, env={**os.environ, "OMP_NUM_THREADS": str(threads)})
+    summary = json.loads((out / "summary.json").read_text())
+    info = json.loads((out / "model" / "adapter" / "adapter.json").read_text())
+    record = {"bench": "compression_recipe", "compression": compression, "seed": seed, "lr": info["settings"]["lr"],
+              "dev_base": info["dev_base"].get(KEY), "dev_best": info["dev_best"].get(KEY),
+              "test_base": summary["before"][KEY], "test_adapter": summary["after"][KEY],
+              "index_bytes": summary["index"]["bytes"]["index"], "float32_bytes": summary["index"]["bytes"]["float32"],
+              "stages_s": {k: round(v.get("seconds") or 0.0, 1) for k, v in summary["stages"].items()},
+              "wall_s": round(time.perf_counter() - t0, 1), "cold": cold, "threads": threads, "load_before": load,
+              "run_command": f"OMP_NUM_THREADS={threads} " + " ".join(["textcl", *cmd[1:]]).replace(str(ROOT) + "/", "")}
+    return append_record(RECIPE_RECORDS, record)
+
+
+def recipe_table(rows: list[dict]) -> list[str]:
+    """The recipe path's rows (bench/records/compression_recipe.jsonl), under the vectors path's table."""
+    lines = ["### The same through a recipe: `train.tune: adapter` + `index.compression`", "",
+             "`textcl run recipes/nfcorpus-adapter.yaml --set index.compression=C` (fp32, lr from the recipe): the "
+             "adapter trains against the training corpus as the index returns it, the index stage stores the codes, "
+             "and eval_base / eval_tuned search that index.", "",
+             "| documents stored as | index bytes | x smaller | base model on it | adapter trained for it | seeds | lr | "
+             "dev base -> adapter |", "| --- | --- | --- | --- | --- | --- | --- | --- |"]
+    for comp in dict.fromkeys(r["compression"] for r in rows):
+        rs = [r for r in rows if r["compression"] == comp]
+        lines.append(f"| {comp} | {rs[0]['index_bytes']:,} | {rs[0]['float32_bytes'] / rs[0]['index_bytes']:.1f} | "
+                     f"{100 * rs[0]['test_base']:.2f} | {_cell([r['test_adapter'] for r in rs])} | "
+                     f"{', '.join(str(r['seed']) for r in rs)} | {rs[0]['lr']:g} | "
+                     f"{_cell([r['dev_base'] for r in rs[:1]])} -> {_cell([r['dev_best'] for r in rs])} |")
+    lines += ["", "Runs (wall time, cold = corpus and queries embedded, 1-minute load average at start): "
+              + "; ".join(f"{r['compression']} s{r['seed']} {r['wall_s']:.0f} s{' cold' if r['cold'] else ''} "
+                          f"({r['load_before']:.1f}, {r['threads']} threads)" for r in rows)
+              + ". Command: `" + rows[-1]["run_command"] + "`.", ""]
+    return lines
+
+
 def _cell(values: list[float]) -> str:
     if not values:
         return "-"
@@ -80,8 +128,8 @@ def _cell(values: list[float]) -> str:
     return f"{mean:.2f} ± {100 * statistics.stdev(values):.2f}" if len(values) > 1 else f"{mean:.2f} (1 seed)"
 
 
-def table(records: list[dict]) -> list[str]:
-    """The BENCHMARKS.md section, from the records only."""
+def table(records: list[dict], recipe: list[dict] | None = None) -> list[str]:
+    """The BENCHMARKS.md section, from the records only (`recipe`: compression_recipe.jsonl's)."""
     rows = [r for r in records if r.get("bench") == "compression"]
     if not rows:
         return []
@@ -109,7 +157,7 @@ def table(records: list[dict]) -> list[str]:
     lines += ["", "Wall time per fit (lr search included for the first seed), load average at start: "
               + "; ".join(f"{r['compression']} s{r['seed']} {r['wall_s']:.0f} s ({r['load_before']:.1f})" for r in rows)
               + ".", ""]
-    return lines
+    return lines + (recipe_table(recipe) if recipe else [])
 
 
 def main() -> int:
@@ -120,9 +168,17 @@ def main() -> int:
     parser.add_argument("--lrs", type=float, nargs="+", default=list(LRS),
                         help="learning rates the first seed chooses among on dev (one: no search)")
     parser.add_argument("--table", action="store_true", help="only print the section from the records")
+    parser.add_argument("--recipe", action="store_true", help="through `textcl run` with index.compression instead")
+    parser.add_argument("--threads", type=int, default=2, help="OMP_NUM_THREADS of each recipe run")
     args = parser.parse_args()
     records = [json.loads(x) for x in RECORDS.read_text().splitlines()] if RECORDS.exists() else []
-    if not args.table:
+    recipe = [json.loads(x) for x in RECIPE_RECORDS.read_text().splitlines()] if RECIPE_RECORDS.exists() else []
+    if args.recipe and not args.table:
+        work = ROOT / "bench" / "results" / "compression-recipe"
+        for comp in args.compression:
+            for seed in args.seeds:
+                recipe.append(recipe_run(work, comp, seed, args.threads))
+    if not (args.table or args.recipe):
         args.work.mkdir(parents=True, exist_ok=True)
         vectors = export_vectors(args.work)
         for comp in args.compression:
@@ -132,7 +188,7 @@ def main() -> int:
                     continue  # resumable: a recorded (compression, seed) is not run again
                 records.append(fit(args.work, vectors, comp, seed, (chosen,) if chosen else tuple(args.lrs)))
                 chosen = records[-1]["lr"]
-    print("\n".join(table(records)))
+    print("\n".join(table(records, recipe)))
     return 0
 
 

@@ -136,7 +136,7 @@ def _adapter(records: Records) -> list[str] | None:
 
 def _compression(records: Records) -> list[str] | None:
     rows = _rows(records, "compression.jsonl")
-    return bench_compression.table(rows) if rows else None
+    return bench_compression.table(rows, _rows(records, "compression_recipe.jsonl")) if rows else None
 
 
 def _int8(records: Records) -> list[str] | None:

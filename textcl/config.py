@@ -299,6 +299,36 @@ class IndexConfig:
     corpus: str | None = _path(None)  # documents to index (BEIR folder, corpus JSONL or text file; None = the training corpus)
     factory: str = "Flat"  # exact, or a FAISS factory string: Flat, HNSW32, IVF1024,Flat|nprobe=32
     output: str | None = _path(None)  # the index folder; None = under output_dir
+    # Store the documents compressed and search the codes: none, int8 (4x smaller), binary (signs, 32x) or pq:M (M bytes a
+    # vector); cosine or dot similarity only. With train.tune: query / adapter the query side trains against the documents
+    # as this index returns them, and evaluation (base and tuned) searches them in that form
+    compression: str = "none"
+    dimensions: int | None = None  # keep the first N dimensions of each vector (Matryoshka-style, renormalised for cosine; only for models trained so); None = all
+    rescore: int | None = None  # with compression: also keep the float vectors and re-rank the codes' top-K with them (more bytes, better order)
+
+    def problems(self, similarity: str | None, sharded: bool = False) -> list[str]:
+        """Index settings that cannot run (textcl.compress.IndexForm checks the same when the index is built);
+        `sharded`: the query side trains for this index on a corpus split across processes."""
+        out = []
+        compressed = self.compression.strip().lower() != "none"
+        if not re.fullmatch(r"none|int8|binary|pq:[1-9][0-9]*", self.compression.strip().lower()):
+            out.append(f"index.compression {self.compression!r}: use one of none, int8, binary or pq:M (M bytes a vector)")
+        elif compressed and similarity not in (None, "cosine", "dot"):
+            out.append(f"index.compression {self.compression} scores by inner product; model.similarity {similarity} "
+                       "cannot be compressed: set index.compression: none or model.similarity: cosine / dot")
+        if compressed and self.factory not in ("Flat", "exact"):
+            out.append(f"index.compression {self.compression} searches its codes exhaustively; set index.factory: Flat, "
+                       f"or index.compression: none with a FAISS factory that compresses (e.g. IVF1024,PQ32)")
+        if self.dimensions is not None and self.dimensions < 1:
+            out.append(f"index.dimensions must be a positive integer (or null: all), got {self.dimensions}")
+        if self.rescore is not None and (self.rescore < 1 or not compressed):
+            out.append("index.rescore re-ranks a compressed index's top-K with float vectors: a positive integer with "
+                       "index.compression int8, binary or pq:M")
+        if sharded and self.compression.strip().lower() not in ("none", "binary"):
+            out.append(f"index.compression {self.compression} fits its quantizer on the whole corpus, but with "
+                       "train.corpus_shard each process holds only its rows; use binary (per vector) or unset one")
+        return out
+
 
 
 @dataclass(frozen=True)
@@ -319,6 +349,7 @@ class RunConfig:
         """Every combination of settings that cannot run together, each naming the keys to change. Checks
         that need the data or the process count are training's (textcl.train.loop)."""
         out, tc, loss = self.train.problems(), self.train, self.loss
+        out += self.index.problems(self.model.similarity, sharded=tc.corpus_shard and tc.tune in ("query", "adapter"))
         if tc.uses_corpus_negatives and loss.name != "infonce":
             out.append(f"train.tune=query / train.negatives=corpus train on (query, positive) rows with "
                        f"loss.name=infonce, not {loss.name}")

@@ -4,6 +4,9 @@ A folder holds `embeddings.npy` (float32, L2-normalised), `index.faiss` (absent 
 `ids.jsonl` (row -> id, title, snippet), `fingerprint.txt` (the model's weights fingerprint) and
 `config.json` (model, factory, counts, the precision the documents were encoded at with the int8 quality
 guard's numbers, and the recall of an approximate index against exact search).
+With `form` (an `IndexForm`: index.compression / dimensions / rescore) the documents are stored truncated and/or
+compressed: `codes.faiss` (textcl.compress) replaces `embeddings.npy`, which then holds the float vectors only
+when kept for rescoring; queries are truncated as the documents were, and search scores the codes.
 Search uses `textcl.knn` so results follow its layout: score desc, ties by ascending row.
 """
 
@@ -19,6 +22,7 @@ from typing import Any
 import faiss
 import numpy as np
 
+from textcl.compress import Compressed, IndexForm, compress, rescore
 from textcl.data.retrieval import load_corpus  # noqa: F401 - re-exported: `textcl.index.load_corpus` is public
 from textcl.errors import ConfigError, DataError
 from textcl.knn import build_faiss_index, exact_search, faiss_search, recall_at_k
@@ -27,6 +31,7 @@ from textcl.types import Document, Encode, encoder_identity, plan_encoding
 log = logging.getLogger(__name__)
 
 FILES = ("embeddings.npy", "ids.jsonl", "fingerprint.txt", "config.json")
+CODES = "codes.faiss"  # a compressed index's codes, in place of embeddings.npy
 SNIPPET_CHARS = 160
 
 
@@ -40,8 +45,10 @@ class Hit:
 
 def _rebuild_hint(path: Path, config: dict) -> str:
     model, corpus = config.get("model") or "MODEL", config.get("corpus") or "CORPUS"
+    form = "".join(f" --{key} {config[key]}" for key in ("compression", "dimensions", "rescore")
+                   if config.get(key) not in (None, "none"))
     return (f"rebuild it: textcl index build --model {model} --corpus {corpus} --factory "
-            f"{config.get('factory', 'Flat')} --out {path}")
+            f"{config.get('factory', 'Flat')}{form} --out {path}")
 
 
 def _read_faiss(path: Path) -> Any:
@@ -63,9 +70,11 @@ def _read_part(path: Path, read: Callable[[Path], Any], config: dict) -> Any:
 class SearchIndex:
     """Embeddings + optional FAISS index + id map for one model (identified by its fingerprint)."""
 
-    def __init__(self, path: Path, embeddings: np.ndarray, rows: list[dict], config: dict, faiss_index=None):
+    def __init__(self, path: Path, embeddings: np.ndarray | None, rows: list[dict], config: dict, faiss_index=None,
+                 compressed: Compressed | None = None):
         self.path, self.embeddings, self.rows, self.config = path, embeddings, rows, config
         self.faiss_index = faiss_index
+        self.compressed = compressed  # the codes of a compressed index (then embeddings: kept floats or None)
         self.encode: Encode | None = None
 
     # ------------------------------------------------------------ build / load
@@ -74,8 +83,9 @@ class SearchIndex:
     def build(cls, encode: Encode, corpus: Mapping[str, Document], out: str | Path, *, factory: str = "Flat",
               fingerprint: str | None = None, model: str | None = None, recall_k: int = 10,
               recall_queries: Sequence[str] | None = None, max_recall_queries: int = 200,
-              seed: int = 0) -> SearchIndex:
-        """Encode `corpus` (title + text), build the index, measure approximate recall, write `out`."""
+              seed: int = 0, form: IndexForm | None = None) -> SearchIndex:
+        """Encode `corpus` (title + text), build the index (stored as `form` says), measure approximate recall,
+        write `out`."""
         fingerprint = fingerprint or getattr(encode, "fingerprint", None)
         if fingerprint is None:
             raise ConfigError("SearchIndex.build needs the model fingerprint: pass an Encoder or fingerprint=...")
@@ -90,9 +100,10 @@ class SearchIndex:
         if getattr(encode, "int8_report", None):
             config["int8_guard"] = {k: v for k, v in encode.int8_report.items() if k != "folder"}
         index = cls(Path(out), emb, rows, config)
+        index._store(form or IndexForm())
         index.encode = encode
         index._rebuild()
-        if factory != "exact":
+        if config["factory"] != "exact":
             config["recall"] = index._measure_recall(encode, recall_queries, recall_k, max_recall_queries, seed)
         index.save()
         return index
@@ -101,24 +112,31 @@ class SearchIndex:
     def load(cls, path: str | Path, encode: Encode | None = None, *, fingerprint: str | None = None) -> SearchIndex:
         """Load a folder; with `encode`, check that it is the model the index was built with."""
         path = Path(path)
-        missing = [f for f in FILES if not (path / f).is_file()]
+        required = _required_files(path)
+        missing = [f for f in required if not (path / f).is_file()]
         if missing:
             raise DataError(f"not a textcl index folder (missing {', '.join(missing)})", str(path))
         config = _read_part(path / "config.json", lambda p: json.loads(p.read_text(encoding="utf-8")), {})
         rows = _read_part(path / "ids.jsonl", lambda p: [json.loads(line) for line in
                                                         p.read_text(encoding="utf-8").splitlines()], config)
-        emb = _read_part(path / "embeddings.npy", np.load, config)
+        emb = _read_part(path / "embeddings.npy", np.load, config) if "embeddings.npy" in required else None
+        compressed = None
+        if CODES in required:
+            compressed = _read_part(path / CODES, lambda p: Compressed.load(p, config["compression"], config["dim"]),
+                                    config)
         faiss_index = None
+
         if config.get("factory", "exact") != "exact":
             faiss_index = _read_part(path / "index.faiss", _read_faiss, config)
             _set_search_params(faiss_index, config.get("search_params", {}))
-        counts = {"embeddings.npy": len(emb), "ids.jsonl": len(rows)}
+        counts = {name: len(part) for name, part in (("embeddings.npy", emb), (CODES, compressed), ("ids.jsonl", rows))
+                  if part is not None}
         if faiss_index is not None:
             counts["index.faiss"] = faiss_index.ntotal
         if len(set(counts.values())) > 1:
             raise DataError(f"damaged index: its files disagree on the number of documents ({counts}); "
                             f"{_rebuild_hint(path, config)}", str(path))
-        index = cls(path, emb, rows, config, faiss_index)
+        index = cls(path, emb, rows, config, faiss_index, compressed)
         if encode is not None:
             index.attach(encode, fingerprint=fingerprint)
         return index
@@ -147,7 +165,11 @@ class SearchIndex:
 
     def search_embeddings(self, queries: np.ndarray, k: int = 10) -> tuple[np.ndarray, np.ndarray]:
         """Raw layout from textcl.knn: scores/rows [n, k], padded (-inf, -1)."""
+        queries = self.form.truncate(queries, self._cosine)  # as the documents were (a no-op without dimensions)
+        if self.compressed is not None:
+            return self._search_compressed(queries, k)
         if self.faiss_index is None:
+
             return exact_search(queries, self.embeddings, k)
         return faiss_search(self.faiss_index, queries, k)
 
@@ -169,8 +191,9 @@ class SearchIndex:
         if dup:
             raise DataError(f"{len(dup)} ids already in the index, e.g. '{dup[0]}'", str(self.path))
         ids = list(corpus)
-        emb = self.encode([corpus[i].full_text for i in ids], "document").astype(np.float32)
-        self.embeddings = np.concatenate([self.embeddings, emb])
+        emb = self._store_new(self.encode([corpus[i].full_text for i in ids], "document").astype(np.float32))
+        if emb is not None:
+            self.embeddings = np.concatenate([self.embeddings, emb])
         self.rows += [_row(i, corpus[i]) for i in ids]
         self.config["count"] = len(self.rows)
         if self.faiss_index is not None:
@@ -182,13 +205,73 @@ class SearchIndex:
 
     def save(self) -> None:
         self.path.mkdir(parents=True, exist_ok=True)
-        np.save(self.path / "embeddings.npy", self.embeddings)
+        if self.embeddings is not None:
+            np.save(self.path / "embeddings.npy", self.embeddings)
+        if self.compressed is not None:
+            self.compressed.save(self.path / CODES)
+        if not self.form.plain:
+            self.config["bytes"] = self._bytes()
         with (self.path / "ids.jsonl").open("w", encoding="utf-8") as f:
             f.writelines(json.dumps(r, ensure_ascii=False) + "\n" for r in self.rows)
         (self.path / "fingerprint.txt").write_text(self.config["fingerprint"] + "\n", encoding="utf-8")
         if self.faiss_index is not None:
             faiss.write_index(self.faiss_index, str(self.path / "index.faiss"))
         (self.path / "config.json").write_text(json.dumps(self.config, indent=2) + "\n", encoding="utf-8")
+
+    # ------------------------------------------------------------ truncated / compressed storage (IndexForm)
+
+    @property
+    def form(self) -> IndexForm:
+        c = self.config
+        return IndexForm(c.get("compression") or "none", c.get("dimensions"), c.get("rescore"))
+
+    @property
+    def _cosine(self) -> bool:  # truncated vectors are renormalised only for cosine
+        return self.config.get("similarity") == "cosine"
+
+    def _store(self, form: IndexForm) -> None:
+        """Keep the built float vectors as `form` says: truncated (queries then are too) and/or compressed (the
+        codes are searched; the float vectors stay only for rescoring); the config records the form."""
+        if form.plain:
+            return
+        form.check(self.config.get("similarity"), self.embeddings.shape[1])
+        if form.compressed and self.config["factory"] not in ("Flat", "exact"):
+            raise ConfigError(f"index.compression {form.compression} with factory {self.config['factory']}: a "
+                              "compressed index is searched exhaustively over its codes; set factory: Flat, or "
+                              "compression: none with a FAISS factory that compresses (e.g. IVF1024,PQ32)")
+        self.config.update(form.describe(), model_dim=self.config["dim"])
+        self.embeddings = form.truncate(self.embeddings, self._cosine)
+        self.config["dim"] = int(self.embeddings.shape[1])
+        if form.compressed:
+            self.compressed = compress(self.embeddings, form.compression, self.config.get("seed", 0))
+            self.config["factory"] = "exact"  # an exhaustive scan of the codes
+            self.embeddings = self.embeddings if form.rescore else None
+
+    def _store_new(self, emb: np.ndarray) -> np.ndarray | None:
+        """New documents' vectors in the index's form: codes appended; the float rows to keep (or None)."""
+        emb = self.form.truncate(emb, self._cosine)
+        if self.compressed is not None:
+            self.compressed.add(emb)
+        return emb if self.embeddings is not None else None
+
+    def _search_compressed(self, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+        """Top-k over the codes; with rescore and the float vectors kept, the codes' top-K re-ranked with them."""
+        depth = max(k, self.form.rescore or 0) if self.embeddings is not None else k
+        scores, rows = self.compressed.search(queries, depth)
+        if self.embeddings is not None and self.form.rescore:
+            scores, rows = rescore(queries, rows, self.embeddings)
+        out_s = np.full((len(queries), k), -np.inf, dtype=np.float32)
+        out_i = np.full((len(queries), k), -1, dtype=np.int64)
+        m = min(k, scores.shape[1])
+        out_s[:, :m], out_i[:, :m] = scores[:, :m], rows[:, :m]
+        return out_s, out_i
+
+    def _bytes(self) -> dict[str, int]:
+        """What the index searches, the float vectors kept beside it, and float32 vectors of the model's size."""
+        searched = self.compressed.nbytes if self.compressed is not None else int(self.embeddings.nbytes)
+        kept = int(self.embeddings.nbytes) if self.compressed is not None and self.embeddings is not None else 0
+        return {"index": searched, "float_kept_for_rescore": kept,
+                "float32": len(self.rows) * int(self.config.get("model_dim", self.config["dim"])) * 4}
 
     def _rebuild(self) -> None:
         if self.config["factory"] == "exact":
@@ -203,7 +286,7 @@ class SearchIndex:
         rng = np.random.default_rng(seed)
         if queries:
             texts = list(queries)[:limit]
-            q, source = encode(texts, "query"), "queries"
+            q, source = self.form.truncate(encode(texts, "query"), self._cosine), "queries"
         else:
             pick = np.sort(rng.choice(len(self.rows), min(limit, len(self.rows)), replace=False))
             q, source = self.embeddings[pick], "corpus sample"
@@ -213,6 +296,18 @@ class SearchIndex:
         recall = recall_at_k(a_i, e_i, k, exact_scores=e_s, approx_scores=a_s)
         log.info("index %s: recall@%d vs exact = %.4f on %d %s", self.config["factory"], k, recall, len(q), source)
         return {"k": k, "queries": int(len(q)), "query_source": source, "recall": round(float(recall), 4)}
+
+
+def _required_files(path: Path) -> tuple[str, ...]:
+    """The files a folder needs: a compressed index (its config.json says) has codes.faiss, and embeddings.npy
+    only when the float vectors are kept for rescoring."""
+    try:
+        config = json.loads((path / "config.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return FILES  # missing or damaged: reported by the caller
+    if config.get("compression", "none") == "none":
+        return FILES
+    return (CODES, *FILES[1:], *(("embeddings.npy",) if config.get("rescore") else ()))
 
 
 def _row(doc_id: str, doc: Document) -> dict:

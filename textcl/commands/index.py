@@ -26,6 +26,13 @@ def register(subparsers) -> None:
     b.add_argument("--output", "--out", dest="out", required=True, help="output folder for the index")
     b.add_argument("--recall-queries", help="text/JSONL file of queries for the recall check "
                    "(default: a sample of the documents)")
+    b.add_argument("--compression", default="none", metavar="none|int8|binary|pq:M",
+                   help="store the documents compressed (int8 4x, binary 32x smaller, pq:M = M bytes a vector); "
+                        "searched over the codes (with --factory Flat)")
+    b.add_argument("--dimensions", type=int, default=None,
+                   help="keep the first N dimensions (Matryoshka-style; renormalised for cosine)")
+    b.add_argument("--rescore", type=int, default=None, metavar="K",
+                   help="with --compression: keep the float vectors too and re-rank the codes' top-K with them")
     _model_options(b)
     b.set_defaults(func=build)
 
@@ -83,15 +90,17 @@ def _read_queries(path: str) -> list[tuple[str, str]]:
 
 
 def build(args: argparse.Namespace) -> int:
-    from textcl.index import SearchIndex, load_corpus  # start-up time, as in _encoder
+    from textcl.compress import IndexForm  # start-up time, as in _encoder
+    from textcl.index import SearchIndex, load_corpus
 
+    form = IndexForm(args.compression, args.dimensions, args.rescore)  # a bad form fails before the model loads
     corpus = load_corpus(args.corpus)
     enc = _encoder(args.model, args)
     queries = [t for _, t in _read_queries(args.recall_queries)] if args.recall_queries else None
     # A model folder is stored absolute so searching from any directory finds it; names stay names.
     model = str(Path(args.model).expanduser().resolve()) if Path(args.model).expanduser().exists() else args.model
     index = SearchIndex.build(enc, corpus, args.out, factory=args.factory, model=model,
-                              recall_queries=queries)
+                              recall_queries=queries, form=form)
     index.config.update(query_prompt=enc.prompts["query"], document_prompt=enc.prompts["document"],
                         corpus=str(Path(args.corpus).resolve()))
     index.save()
@@ -101,6 +110,11 @@ def build(args: argparse.Namespace) -> int:
     if guard:
         extra += (f"; int8 cosine to fp32 mean {guard['mean_cosine']:.4f}, min {guard['min_cosine']:.4f} "
                   f"on {guard['texts']} texts")
+    size = index.config.get("bytes")
+    if size:
+        extra += (f"; {form.describe()['compression']}, {index.config['dim']} dimensions: {size['index']:,} bytes "
+                  f"({size['float32'] / size['index']:.1f}x smaller than float32)"
+                  + (f" + {size['float_kept_for_rescore']:,} of float vectors for rescoring" if form.rescore else ""))
     print(f"indexed {len(index)} documents with {args.factory} into {args.out}{extra}")
     return 0
 

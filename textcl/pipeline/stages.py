@@ -13,6 +13,7 @@ import logging
 from dataclasses import asdict, replace
 from pathlib import Path
 
+from textcl.compress import IndexForm, index_view
 from textcl.config import RunConfig
 from textcl.data.beir import is_beir_folder, load_beir
 from textcl.data.diversity import diversity_report
@@ -57,8 +58,9 @@ def _eval_settings(cfg: RunConfig) -> dict:
 
 
 def _eval_inputs(cfg: RunConfig) -> dict:
+    form = IndexForm.of(cfg.index)  # retrieval is scored through the recipe's index form (when it has one)
     return {"eval": _eval_settings(cfg), "seed": cfg.seed, "data": _data_inputs(cfg),
-            "files": [file_stamp(p) for p in _eval_paths(cfg)]}
+            "files": [file_stamp(p) for p in _eval_paths(cfg)], **({} if form.plain else {"index": form.describe()})}
 
 
 def check_inputs(cfg: RunConfig) -> dict:
@@ -76,8 +78,10 @@ def mine_inputs(cfg: RunConfig) -> dict:
 def train_inputs(cfg: RunConfig) -> dict:
     train = asdict(cfg.train)
     train.pop("report_to")  # where metrics are also sent changes no number: turning a tracker on re-trains nothing
+    form = IndexForm.of(cfg.index)  # tune: query / adapter train against the documents in the index's form
+    trained_for = {} if form.plain or cfg.train.tune == "both" else {"index": form.describe()}
     return {**_data_inputs(cfg), **_model_inputs(cfg), "loss": asdict(cfg.loss), "train": train,
-            "eval": _eval_settings(cfg), "seed": cfg.seed}
+            "eval": _eval_settings(cfg), "seed": cfg.seed, **trained_for}
 
 
 def eval_tuned_inputs(cfg: RunConfig) -> dict:
@@ -152,7 +156,9 @@ def _evaluate(ctx: Context, model_path: str, tag: str) -> dict:
     """Test-split metrics (in-domain + out-of-domain) and similarity samples for one model."""
     ec = ctx.config.eval
     encode = stage_encoder(ctx, model_path, scoring=True)
-    metrics = evaluate(encode, ec, ec.split) if _eval_paths(ctx.config) else {}
+    # retrieval searches the documents as the recipe's index stores them (index.compression / dimensions)
+    view = index_view(encode, ctx.config.index, ctx.config.seed)
+    metrics = evaluate(encode, ec, ec.split, retrieval_encode=view) if _eval_paths(ctx.config) else {}
     ood_names = [dataset_name(p) for p in [*ec.ood_sts, *ec.ood_retrieval]]
     sims = _similarity(ctx, encode)
     sim_file = ctx.out / f"similarity_{tag}.json"
@@ -261,11 +267,13 @@ def run_index(ctx: Context, resume: bool) -> dict:
         raise NotApplicable("no corpus: set index.corpus (or eval.retrieval)")
     model = (ctx.results.get("train") or {}).get("model_dir") or cfg.model.name_or_path
     index = SearchIndex.build(stage_encoder(ctx, model), load_corpus(corpus_path), cfg.index.output,
-                              factory=cfg.index.factory, model=model, recall_queries=queries, seed=cfg.seed)
+                              factory=cfg.index.factory, model=model, recall_queries=queries, seed=cfg.seed,
+                              form=IndexForm.of(cfg.index))
     index.config.update(corpus=str(corpus_path))  # the prompts used are stored by build (the model's or the recipe's)
     index.save()
     return {"path": cfg.index.output, "factory": cfg.index.factory, "count": len(index), "model": model,
-            "recall": index.config.get("recall")}
+            "recall": index.config.get("recall"), "compression": index.config.get("compression", "none"),
+            "dimensions": index.config.get("dimensions"), "bytes": index.config.get("bytes")}
 
 
 def run_report(ctx: Context, resume: bool) -> dict:

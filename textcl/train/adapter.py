@@ -22,6 +22,7 @@ from textcl.adapter import (
     fit_adapter,
 )
 from textcl.adapter_files import adapter_router, save_adapter
+from textcl.compress import index_view
 from textcl.config import RunConfig, save_config
 from textcl.data.batching import whole_batch
 from textcl.eval import evaluate_sets, load_sets
@@ -78,9 +79,12 @@ def train_adapter(config: RunConfig, examples: Sequence[Example] | None = None, 
     if ec.retrieval or ec.sts:
         dev_cfg = dataclasses.replace(ec, ood_sts=[], ood_retrieval=[])
         loaded = load_sets(dev_cfg, ec.dev_split, include_ood=False)  # read once, scored at every evaluation
+        view = index_view(encode, config.index, config.seed)  # dev retrieval searches the recipe's index form
 
         def evaluate(adapter: torch.nn.Module) -> dict[str, float]:
-            results = evaluate_sets(adapted(encode, adapter), dev_cfg, ec.dev_split, loaded=loaded)
+            tuned = adapted(encode, adapter)
+            results = evaluate_sets(tuned, dev_cfg, ec.dev_split, loaded=loaded,
+                                    retrieval_encode=view.over(tuned) if view is not None else None)
             return {k: v for res in results for k, v in res.metrics.items()}
     else:
         log.warning("no evaluation sets: the adapter after the last step is kept (nothing to select on)")

@@ -18,6 +18,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from textcl.compress import IndexForm, IndexView
 from textcl.config import RunConfig
 from textcl.data.batching import Batch
 from textcl.data.beir import find_file, is_beir_folder
@@ -156,6 +157,7 @@ def build_training_corpus(config: RunConfig, examples: Sequence[Example], encode
         log.info("the training corpus has no ids: positives are matched by text")
     corpus = TrainingCorpus(texts=texts, ids=ids)
     log.info("training corpus: %d documents from %s", len(corpus), where)
+    encode = as_indexed(config, encode) if encode is not None else None
     if encode is not None and shard is not None:
         start, stop = shard_bounds(len(texts), shard[1], shard[0])
         corpus.embeddings = embed_corpus(texts[start:stop], encode, config.train.corpus_dtype, total=len(texts))
@@ -163,6 +165,18 @@ def build_training_corpus(config: RunConfig, examples: Sequence[Example], encode
     elif encode is not None:
         corpus.embeddings = embed_corpus(texts, encode, config.train.corpus_dtype)
     return corpus
+
+
+def as_indexed(config: RunConfig, encode: Encode) -> Encode:
+    """With tune: query / adapter (documents keep the frozen model) and index.compression / dimensions set, the
+    corpus the query side trains against is the documents as that index returns them (textcl.compress.IndexView:
+    dequantised, truncated dimensions zero-padded); otherwise `encode`."""
+    form = IndexForm.of(config.index)
+    if form.plain or config.train.tune not in ("query", "adapter"):
+        return encode
+    log.info("the query side trains for the index: training corpus as index.compression %s, dimensions %s return it",
+             form.compression, form.dimensions or "all")
+    return IndexView(encode, form, config.seed, training=True)
 
 
 def embed_corpus(texts: list[str], encode: Encode, dtype_choice: str, total: int | None = None) -> torch.Tensor:
