@@ -125,7 +125,6 @@ class SearchIndex:
             compressed = _read_part(path / CODES, lambda p: Compressed.load(p, config["compression"], config["dim"]),
                                     config)
         faiss_index = None
-
         if config.get("factory", "exact") != "exact":
             faiss_index = _read_part(path / "index.faiss", _read_faiss, config)
             _set_search_params(faiss_index, config.get("search_params", {}))
@@ -169,7 +168,6 @@ class SearchIndex:
         if self.compressed is not None:
             return self._search_compressed(queries, k)
         if self.faiss_index is None:
-
             return exact_search(queries, self.embeddings, k)
         return faiss_search(self.faiss_index, queries, k)
 
