@@ -7,6 +7,7 @@ score come from the run's summary.json. One record per run in bench/records/gene
     .venv/bin/python bench/bench_generalisation.py --splits new-docs --seeds 1 2 3 --threads 1   # ~10+ min per run
     .venv/bin/python bench/bench_generalisation.py --splits budget-50 budget-150 --method adapter
     .venv/bin/python bench/bench_generalisation.py --pool     # new-docs runs re-scored on the new documents only
+    .venv/bin/python bench/bench_generalisation.py --judged   # ... with relevant seen documents left out of rankings
     .venv/bin/python bench/bench_generalisation.py --table                            # from the records alone
 
 On a shared, oversubscribed machine give each run one thread (`--threads 1`, OMP_NUM_THREADS): two threads per
@@ -29,6 +30,7 @@ import time
 from pathlib import Path
 
 import splits
+import yaml
 from common import ROOT, append_record  # sets up sys.path and env (splits needs neither)
 
 RECORDS = ROOT / "bench" / "records" / "generalisation.jsonl"
@@ -36,13 +38,14 @@ METHODS = {"recipe": ROOT / "recipes" / "nfcorpus-fast.yaml", "adapter": ROOT / 
 METRIC = "nfcorpus/ndcg@10"
 OOD = "stsbenchmark/spearman_cosine"
 BUDGETS = {"budget-50": 50, "budget-150": 150, "budget-500": 500, "budget-all": None}
-SPLITS = ("new-docs", *BUDGETS)
+SPLITS = ("new-docs", "new-docs-later", *BUDGETS)
+PRECISION = "bf16"  # --judged encodes as the runs' evaluation did (their `auto` was bf16 there); checked below
 
 
 def split_folder(split: str, seed: int, work: Path) -> Path:
     """The BEIR leaf folder of `split` for `seed` (a budget's sample depends on the seed), written if missing."""
     source, out = splits.SOURCE, work / "splits"
-    if split == "new-docs":
+    if split in ("new-docs", "new-docs-later"):  # the same split; -later trains against the seen documents only
         name, make = "new-docs", lambda o: splits.new_docs_split(source, o)
     else:
         total = len(splits.train_queries(source))
@@ -53,11 +56,13 @@ def split_folder(split: str, seed: int, work: Path) -> Path:
     return out / name / "nfcorpus"
 
 
-def run_command(method: str, leaf: Path, out: Path, seed: int, cache: Path) -> list[str]:
-    """`textcl run` of the method's recipe: training data and in-domain eval set = the split, the rest as is."""
+def run_command(method: str, leaf: Path, out: Path, seed: int, cache: Path, corpus: Path | None = None) -> list[str]:
+    """`textcl run` of the method's recipe: training data and in-domain eval set = the split, the rest as is;
+    `corpus`: the training corpus (default: the split's whole corpus)."""
     return [str(Path(sys.executable).parent / "textcl"), "run", str(METHODS[method]), "--no-progress",
             "--set", f"data.train={leaf}", "--set", f"eval.retrieval=[{leaf}]", "--set", f"output_dir={out}",
-            "--set", f"seed={seed}", "--set", f"model.cache_dir={cache}", "--set", "skip=[check, index]"]
+            "--set", f"seed={seed}", "--set", f"model.cache_dir={cache}", "--set", "skip=[check, index]",
+            *(["--set", f"train.corpus={corpus}"] if corpus is not None else [])]
 
 
 def summary_row(out: Path) -> dict:
@@ -67,12 +72,21 @@ def summary_row(out: Path) -> dict:
     dev_before, dev_after = (train.get("dev_before") or {}).get("dev", {}), (train.get("dev_after") or {}).get("dev", {})
     history = json.loads((out / "history.json").read_text()) if (out / "history.json").is_file() else []
     budget = next((h for h in history if "forgetting_budget" in h), {})
+    significance = next((h["significance"] for h in history if "significance" in h), None)
     stages = {k: v.get("seconds") for k, v in s.get("stages", {}).items() if isinstance(v, dict)}
     return {"stages_total_s": round(sum(v for v in stages.values() if v), 1), "base_test": s["before"].get(METRIC), "tuned_test": s["after"].get(METRIC),
             "base_dev": dev_before.get(METRIC), "tuned_dev": dev_after.get(METRIC),
             "base_stsb": s["before"].get(OOD), "tuned_stsb": s["after"].get(OOD),
             "steps": train.get("steps"), "stopped_early": train.get("stopped_early"),
-            "chosen_alpha": budget.get("chosen"), "stages_s": stages}
+            "chosen_alpha": budget.get("chosen"), "stages_s": stages,
+            "min_gain_se": _min_gain_se(out / "config.yaml"),
+            "significance": significance}
+
+
+def _min_gain_se(config: Path) -> float:
+    """The run's resolved eval.min_gain_se (0 when its config is missing: the rule did not exist)."""
+    return ((yaml.safe_load(config.read_text()) or {}).get("eval") or {}).get("min_gain_se", 0.0) \
+        if config.is_file() else 0.0
 
 
 def _claim(out: Path) -> bool:
@@ -100,7 +114,12 @@ def run_one(method: str, split: str, seed: int, work: Path, records: Path, note:
     leaf = split_folder(split, seed, work)
     out = work / method / f"{split}-s{seed}"
     facts = json.loads((leaf.parent / "split.json").read_text())
-    cmd = run_command(method, leaf, out, seed, work / "cache")
+    corpus = None
+    if split == "new-docs-later":
+        corpus = work / "splits" / "new-docs-seen-corpus"
+        if not (corpus / "corpus.jsonl").is_file():
+            splits.seen_corpus(splits.SOURCE, corpus)
+    cmd = run_command(method, leaf, out, seed, work / "cache", corpus)
     if not _claim(out):
         print(f"skip {method} {split} seed {seed}: another process is running it in {out}", flush=True)
         return None
@@ -153,6 +172,50 @@ def pool_records(work: Path, records: Path) -> None:
         done.add((run["method"], run["seed"]))
 
 
+def judged_eval(model: str, leaf: Path, work: Path, leave_out: dict[str, set[str]]) -> float:
+    """Test nDCG@10 of `model` on the new-documents test qrels (corpus whole, as `new-docs`), with each query's
+    `leave_out` documents taken out of its ranking before the cut at 10 (neither rewarded nor penalised)."""
+    from textcl.config import ModelConfig
+    from textcl.data.beir import load_beir
+    from textcl.eval.metrics import evaluate_run, mean_metrics
+    from textcl.eval.retrieval import default_ignore_identical_ids, retrieve
+    from textcl.models import encoder_for, load_configured_model
+
+    rset = load_beir(leaf, "test")
+    mc = ModelConfig(name_or_path=model, cache_dir=str(work / "cache"), precision=PRECISION)
+    encode = encoder_for(load_configured_model(mc), mc, scoring=True, show_progress=False)
+    extra = max((len(v) for v in leave_out.values()), default=0)
+    run, _ = retrieve(encode, rset, 10 + extra, ignore_identical_ids=default_ignore_identical_ids(rset.name)[0])
+    cut = {q: dict([(d, s) for d, s in docs.items() if d not in leave_out.get(q, ())][:10]) for q, docs in run.items()}
+    return mean_metrics(evaluate_run(rset.qrels, cut, [10]))["ndcg@10"]
+
+
+def judged_records(work: Path, records: Path) -> None:
+    """Every finished new-documents run scored again with the SEEN documents that the original test qrels judge
+    relevant to a query taken out of that query's ranking (split `new-docs-judged`): ranking a relevant seen
+    document above a new one is then neither rewarded nor penalised. Self-check: with nothing left out, the
+    base model's score equals the run's recorded base score."""
+    leaf = split_folder("new-docs", 0, work)
+    seen = {q: {d for d, rel in docs.items() if rel > 0 and not splits.is_new(d)}
+            for q, docs in splits.read_qrels(splits.SOURCE, "test").items()}
+    done = {(r["method"], r["seed"]) for r in read_records(records) if r["split"] == "new-docs-judged"}
+    todo = [r for r in read_records(records) if r["split"] == "new-docs" and (r["method"], r["seed"]) not in done]
+    if not todo:
+        return
+    plain = judged_eval("all-MiniLM-L6-v2", leaf, work, {})
+    if abs(plain - todo[0]["base_test"]) > 1e-6:
+        raise AssertionError(f"self-check: base {plain} here, {todo[0]['base_test']} in the run's summary")
+    base = judged_eval("all-MiniLM-L6-v2", leaf, work, seen)
+    for run in todo:
+        t0, load_before = time.perf_counter(), [round(x, 2) for x in os.getloadavg()]
+        tuned = judged_eval(str(work / run["method"] / f"new-docs-s{run['seed']}" / "model"), leaf, work, seen)
+        append_record(records, {"method": run["method"], "split": "new-docs-judged", "seed": run["seed"],
+                                "base_test": base, "tuned_test": tuned, "base_dev": run["base_dev"],
+                                "tuned_dev": run["tuned_dev"], "wall_s": round(time.perf_counter() - t0, 1),
+                                "load_before": load_before, "left_out_per_query": statistics.mean(
+                                    len(v) for v in seen.values())})
+
+
 def read_records(path: Path) -> list[dict]:
     return [json.loads(line) for line in path.read_text().splitlines() if line.strip()] if path.is_file() else []
 
@@ -182,6 +245,12 @@ def _cell_rows(rows: list[dict], split_names: list[str], label) -> list[str]:
     return lines
 
 
+def _new_docs_label(split: str) -> str:
+    return {"new-docs": "new documents", "new-docs-pool": "new documents, pool of new documents only",
+            "new-docs-judged": "new documents, relevant seen documents left out of each ranking",
+            "new-docs-later": "new documents added after training (never training negatives)"}[split]
+
+
 HEADER = ["| split | method | seeds | base test nDCG@10 | tuned test nDCG@10 | gain | worst seed gain | "
           "dev nDCG@10 base -> tuned | median run time (s) |", "|---|---|---|---|---|---|---|---|---|"]
 
@@ -189,8 +258,10 @@ HEADER = ["| split | method | seeds | base test nDCG@10 | tuned test nDCG@10 | g
 def table(rows: list[dict]) -> list[str]:
     """Markdown tables from the records alone: new documents, then the label budget curve."""
     first: dict[tuple, dict] = {}
-    for r in rows:
-        first.setdefault((r["method"], r["split"], r["seed"]), r)
+    for r in rows:  # per (method, split, seed): the first record, unless a later one ran with eval.min_gain_se
+        key = (r["method"], r["split"], r["seed"])
+        if key not in first or (r.get("min_gain_se") and not first[key].get("min_gain_se")):
+            first[key] = r
     rows = list(first.values())
     loads = [r["load_before"][0] for r in rows]
     lines = ["## Generalisation: new documents and label budgets (`bench/bench_generalisation.py`)", "",
@@ -202,9 +273,13 @@ def table(rows: list[dict]) -> list[str]:
              "test keeps only (query, new document) pairs; the corpus stays whole (bench/splits.py). The second row "
              "(`--pool`: a diagnostic) scores the same runs' models on the same test qrels with the corpus cut to the "
              "new documents, so seen documents — relevant ones too — cannot crowd new ones out of the top 10; its dev "
-             "column repeats the run's.", "", *HEADER]
-    lines += _cell_rows(rows, ["new-docs", "new-docs-pool"],
-                        lambda s: "new documents" if s == "new-docs" else "new documents, pool of new documents only")
+             "column repeats the run's. The third (`--judged`: a diagnostic) keeps the whole corpus but takes out of "
+             "each query's ranking the seen documents that the original test qrels judge relevant to it, so ranking a "
+             "relevant seen document above a new one is neither rewarded nor penalised. The fourth (`new-docs-later`) "
+             "is a run of its own: the same split, but the training corpus (`train.corpus`) holds the seen documents "
+             "only, as when documents are added after training, so new documents are never its negatives.", "",
+             *HEADER]
+    lines += _cell_rows(rows, ["new-docs", "new-docs-pool", "new-docs-judged", "new-docs-later"], _new_docs_label)
     lines += ["", "### Label budget", "",
               "Train qrels of a seeded sample of N train queries (the sample's seed = the run's seed); dev and test "
               "unchanged.", "", *HEADER]
@@ -235,17 +310,24 @@ def main() -> int:
     parser.add_argument("--table", action="store_true", help="print the tables from the records; run nothing")
     parser.add_argument("--pool", action="store_true",
                         help="score finished new-documents runs on the new documents only (a diagnostic); run nothing else")
+    parser.add_argument("--judged", action="store_true",
+                        help="score finished new-documents runs with the seen documents judged relevant to each query "
+                             "left out of its ranking (a diagnostic); run nothing else")
     args = parser.parse_args()
     records = Path(args.records)
-    if args.pool:
+    if args.judged:
+        judged_records(Path(args.work).resolve(), records)
+    elif args.pool:
         pool_records(Path(args.work).resolve(), records)
     elif not args.table:
         if not METHODS[args.method].is_file():
             parser.error(f"{METHODS[args.method]} does not exist: method {args.method!r} is not available here")
         for split in args.splits:
             for seed in args.seeds:
+                se = (yaml.safe_load(METHODS[args.method].read_text()).get("eval") or {}).get("min_gain_se", 0.0)
                 if any(r["method"] == args.method and r["split"] == split and r["seed"] == seed
-                       for r in read_records(records)):
+                       and (r.get("min_gain_se") or not se) for r in read_records(records)):  # a rule-less record
+                    # of a recipe that now has eval.min_gain_se is run again
                     print(f"skip {args.method} {split} seed {seed}: recorded in {records}", flush=True)
                     continue
                 run_one(args.method, split, seed, Path(args.work).resolve(), records, args.note, args.threads)

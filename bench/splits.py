@@ -130,6 +130,20 @@ def new_docs_pool(source: Path, out: Path, percent: int = NEW_PERCENT) -> dict:
                          "test": {"kept": count_qrels_rows(test), "queries_kept": len(test)}})
 
 
+def seen_corpus(source: Path, out: Path, percent: int = NEW_PERCENT) -> Path:
+    """`<out>/corpus.jsonl`: the corpus without the new documents, the training corpus of a run for which new
+    documents arrive only after training (they are never its negatives either). Returns the folder."""
+    out.mkdir(parents=True, exist_ok=True)
+    corpus = load_beir_corpus(_find(source, "corpus.jsonl"))
+    tmp = out / "corpus.jsonl.tmp"
+    with open(tmp, "w", encoding="utf-8") as fh:
+        for doc_id, doc in corpus.items():
+            if not is_new(doc_id, percent):
+                fh.write(json.dumps({"_id": doc_id, "title": doc.title, "text": doc.text}) + "\n")
+    tmp.replace(out / "corpus.jsonl")
+    return out
+
+
 def train_queries(source: Path) -> list[str]:
     """Train queries with at least one qrel, in file order."""
     return list(read_qrels(source, "train"))

@@ -50,8 +50,9 @@ class ModelConfig:
     # model's own (sentence-transformers' encode_query / encode_document rule), "" = none, a string overrides
     query_prompt: str | None = None
     document_prompt: str | None = None  # see query_prompt (documents: the model's document, passage or corpus prompt)
-    # How embeddings are scored: None = the model's similarity_fn_name; cosine (unit vectors) or dot (raw)
-    similarity: Literal["cosine", "dot"] | None = None
+    # How embeddings are scored: None = the model's similarity_fn_name; cosine (unit vectors), dot (raw), euclidean
+    # or manhattan (minus the L2 / L1 distance of raw vectors), everywhere: losses, mining, evaluation, indexes
+    similarity: Literal["cosine", "dot", "euclidean", "manhattan"] | None = None
     cache_dir: str | None = _path(None)  # on-disk embedding cache (None = off)
 
 
@@ -288,9 +289,17 @@ class EvalConfig:
     ignore_identical_ids: bool | None = None  # None = per-dataset MTEB default
     factory: str = "exact"  # exact or a FAISS factory string
     metric_for_best: str | None = None  # e.g. "nfcorpus/ndcg@10"; None = first primary metric
+    # The tuned model (best checkpoint or WiSE-FT mix) replaces the model training started from only when its dev
+    # gain is at least this many standard errors of the per-query paired difference (retrieval dev sets); else the
+    # run keeps the starting model. 0 = any gain; 1.64 = one-sided 95%: few labelled queries never end below base
+    min_gain_se: float = 0.0
     forgetting_threshold: float = 1.0  # points of out-of-domain drop flagged as forgetting
     extra_corpus: str | None = _path(None)  # more documents for retrieval sets given as pairs files
     strict: bool = False  # qrels naming unknown ids or repeating a judgement are errors (default: warn, as pytrec_eval)
+
+    def __post_init__(self) -> None:
+        if self.min_gain_se < 0:
+            raise ConfigError(f"eval.min_gain_se is a number of standard errors (>= 0; 0 = off), got {self.min_gain_se!r}")
 
 
 @dataclass(frozen=True)
@@ -328,7 +337,6 @@ class IndexConfig:
             out.append(f"index.compression {self.compression} fits its quantizer on the whole corpus, but with "
                        "train.corpus_shard each process holds only its rows; use binary (per vector) or unset one")
         return out
-
 
 
 @dataclass(frozen=True)

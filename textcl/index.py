@@ -1,6 +1,6 @@
 """Semantic-search index on disk: build from a corpus with one model, reload, search, add; never mix models.
 
-A folder holds `embeddings.npy` (float32, L2-normalised), `index.faiss` (absent for factory "exact"),
+A folder holds `embeddings.npy` (float32; unit rows when the similarity is cosine), `index.faiss` (absent for factory "exact"),
 `ids.jsonl` (row -> id, title, snippet), `fingerprint.txt` (the model's weights fingerprint) and
 `config.json` (model, factory, counts, the precision the documents were encoded at with the int8 quality
 guard's numbers, and the recall of an approximate index against exact search).
@@ -168,8 +168,13 @@ class SearchIndex:
         if self.compressed is not None:
             return self._search_compressed(queries, k)
         if self.faiss_index is None:
-            return exact_search(queries, self.embeddings, k)
+            return exact_search(queries, self.embeddings, k, similarity=self.similarity)
         return faiss_search(self.faiss_index, queries, k)
+
+    @property
+    def similarity(self) -> str:
+        """How this index scores (recorded at build; indexes from before the setting: inner product)."""
+        return self.config.get("similarity") or "dot"
 
     def search(self, queries: str | Sequence[str], k: int = 10) -> list[list[Hit]]:
         """Top-k hits per query (a single string gives a list with one result list)."""
@@ -275,7 +280,7 @@ class SearchIndex:
         if self.config["factory"] == "exact":
             return
         self.faiss_index = build_faiss_index(self.embeddings, self.config["factory"], gpu=False,
-                                             seed=self.config.get("seed", 0))
+                                             seed=self.config.get("seed", 0), similarity=self.similarity)
         self.config["search_params"] = _get_search_params(self.faiss_index)
 
     def _measure_recall(self, encode: Encode, queries: Sequence[str] | None, k: int, limit: int,
@@ -289,7 +294,7 @@ class SearchIndex:
             pick = np.sort(rng.choice(len(self.rows), min(limit, len(self.rows)), replace=False))
             q, source = self.embeddings[pick], "corpus sample"
         k = min(k, len(self.rows))
-        e_s, e_i = exact_search(q, self.embeddings, k)
+        e_s, e_i = exact_search(q, self.embeddings, k, similarity=self.similarity)
         a_s, a_i = faiss_search(self.faiss_index, q, k)
         recall = recall_at_k(a_i, e_i, k, exact_scores=e_s, approx_scores=a_s)
         log.info("index %s: recall@%d vs exact = %.4f on %d %s", self.config["factory"], k, recall, len(q), source)

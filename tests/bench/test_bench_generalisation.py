@@ -22,12 +22,24 @@ def test_summary_row_reads_test_dev_and_the_kept_mix(tmp_path):
         "train": {"steps": 240, "stopped_early": True, "dev_before": {"dev": {M: 0.29}},
                   "dev_after": {"dev": {M: 0.31}, "ood": {}}},
         "stages": {"train": {"status": "done", "seconds": 500.0}, "report": {"status": "done"}}}))
+    significance = {"mean": 0.02, "se": 0.005, "n": 300, "t": 4.0, "kept": "tuned"}
     (tmp_path / "history.json").write_text(json.dumps([{"step": 0, "eval": {"dev": {M: 0.29}}},
-                                                       {"forgetting_budget": 0.5, "chosen": 0.6}]))
+                                                       {"forgetting_budget": 0.5, "chosen": 0.6},
+                                                       {"step": 240, "significance": significance}]))
+    (tmp_path / "config.yaml").write_text("seed: 1\neval:\n  min_gain_se: 1.64\n")
     row = bg.summary_row(tmp_path)
     assert row == {"base_test": 0.30, "tuned_test": 0.33, "base_dev": 0.29, "tuned_dev": 0.31,
                    "base_stsb": 0.82, "tuned_stsb": 0.815, "steps": 240, "stopped_early": True,
-                   "chosen_alpha": 0.6, "stages_s": {"train": 500.0, "report": None}, "stages_total_s": 500.0}
+                   "chosen_alpha": 0.6, "stages_s": {"train": 500.0, "report": None}, "stages_total_s": 500.0,
+                   "min_gain_se": 1.64, "significance": significance}
+    (tmp_path / "config.yaml").unlink()  # a run from before the rule
+    assert bg.summary_row(tmp_path)["min_gain_se"] == 0.0
+
+
+def test_a_record_with_the_significance_rule_replaces_an_earlier_one_without():
+    rows = [_rec("budget-50", 1, 0.31, 0.30), {**_rec("budget-50", 1, 0.31, 0.31), "min_gain_se": 1.64},
+            {**_rec("budget-50", 1, 0.31, 0.50), "min_gain_se": 1.64}]  # a third record: the first with it counts
+    assert "| N = 50 | recipe | 1 | 31.00 | 31.00 | 0.00 | +0.00 | 30.00 -> 32.00 | 601 |" in bg.table(rows)
 
 
 def _rec(split: str, seed: int, base: float, tuned: float, method: str = "recipe") -> dict:

@@ -99,3 +99,9 @@ def test_new_docs_pool_holds_the_new_documents_and_the_same_test_qrels(beir, tmp
     assert splits.read_qrels(leaf, "test") == splits.read_qrels(tmp_path / "a" / "nfcorpus", "test")
     assert json.loads((leaf / "corpus.jsonl").read_text().splitlines()[0]) == {"_id": "d0", "title": "",
                                                                                "text": "document 0"}
+
+
+def test_seen_corpus_holds_every_document_but_the_new_ones(beir, tmp_path):
+    folder = splits.seen_corpus(beir, tmp_path / "seen")
+    ids = [json.loads(line)["_id"] for line in (folder / "corpus.jsonl").read_text().splitlines()]
+    assert ids == [f"d{i}" for i in range(30) if f"d{i}" not in NEW]

@@ -10,6 +10,7 @@ from pathlib import Path
 
 from textcl.config import ModelConfig
 from textcl.data.io import get_text, iter_jsonl, iter_lines
+from textcl.scores import SIMILARITIES
 
 log = logging.getLogger(__name__)
 
@@ -63,7 +64,7 @@ def _model_options(p: argparse.ArgumentParser, required: bool = True) -> None:
     p.add_argument("--trust-remote-code", action="store_true", help="allow the model's own Python code")
     p.add_argument("--query-prompt", default=None, help="prefix for queries (build: stored in the index)")
     p.add_argument("--document-prompt", default=None, help="prefix for documents (build: stored in the index)")
-    p.add_argument("--similarity", default=None, choices=["cosine", "dot"],
+    p.add_argument("--similarity", default=None, choices=list(SIMILARITIES),
                    help="how vectors are scored (default: the model's similarity_fn_name; build: stored in the index)")
 
 

@@ -66,10 +66,11 @@ def load_sets(eval_cfg: EvalConfig, split: str | None = None, *, include_ood: bo
 
 def evaluate_sets(encode: Encode, eval_cfg: EvalConfig, split: str | None = None, *,
                   include_ood: bool = True, loaded: list[tuple] | None = None,
-                  retrieval_encode: Encode | None = None) -> list[SetResult]:
+                  retrieval_encode: Encode | None = None, per_query: dict | None = None) -> list[SetResult]:
     """Run every configured set (in-domain, then out-of-domain) and keep the conventions of each;
     `loaded` is what `load_sets` read (read here when not given). `retrieval_encode` (default `encode`) scores
-    the retrieval sets: e.g. `encode` seen through a compressed index (textcl.compress.IndexView)."""
+    the retrieval sets: e.g. `encode` seen through a compressed index (textcl.compress.IndexView). `per_query`: filled
+    with the retrieval sets' per-query values (`evaluate_retrieval`)."""
     split = split or eval_cfg.split
     results: list[SetResult] = []
     for kind, path, data, out_of_domain in loaded if loaded is not None else load_sets(eval_cfg, split,
@@ -84,16 +85,18 @@ def evaluate_sets(encode: Encode, eval_cfg: EvalConfig, split: str | None = None
         details: dict = {"path": str(path), "out_of_domain": out_of_domain, "primary": f"{data.name}/{PRIMARY_METRIC['retrieval']}",
                          "skipped_qrels": data.meta.get("skipped_qrels", {})}
         metrics = evaluate_retrieval(retrieval_encode or encode, data, eval_cfg.k_values, eval_cfg.ignore_identical_ids,
-                                     eval_cfg.factory, details=details)
+                                     eval_cfg.factory, details=details, per_query=per_query)
         results.append(SetResult("retrieval", data.name, split, metrics, details))
     return results
 
 
 def evaluate(encode: Encode, eval_cfg: EvalConfig, split: str | None = None, *,
-             include_ood: bool = True, retrieval_encode: Encode | None = None) -> dict[str, float]:
+             include_ood: bool = True, retrieval_encode: Encode | None = None,
+             per_query: dict | None = None) -> dict[str, float]:
     """Flat metrics of every configured set: "{dataset}/ndcg@10", "{dataset}/spearman_cosine", ..."""
     out: dict[str, float] = {}
-    for res in evaluate_sets(encode, eval_cfg, split, include_ood=include_ood, retrieval_encode=retrieval_encode):
+    for res in evaluate_sets(encode, eval_cfg, split, include_ood=include_ood, retrieval_encode=retrieval_encode,
+                             per_query=per_query):
         clash = set(out) & set(res.metrics)
         if clash:
             raise DataError(f"two evaluation sets share the name '{res.dataset}'; rename a folder")

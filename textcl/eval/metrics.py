@@ -108,3 +108,19 @@ def pearson(x: np.ndarray, y: np.ndarray) -> float:
 def spearman(x: np.ndarray, y: np.ndarray) -> float:
     """Spearman rank correlation (Pearson of tie-averaged ranks), as scipy.stats.spearmanr."""
     return pearson(rankdata(x), rankdata(y))
+
+
+def paired_gain(base: Mapping[str, float], new: Mapping[str, float]) -> dict[str, float]:
+    """The per-query paired difference new - base over the queries both score: its mean, standard error (sample
+    std / sqrt(n)), n, and t = mean / standard error (0 when nothing differs; +-inf when every query moves
+    the same amount)."""
+    diffs = [new[q] - base[q] for q in base if q in new]
+    n = len(diffs)
+    if n == 0:
+        return {"mean": 0.0, "se": 0.0, "n": 0, "t": 0.0}
+    mean = sum(diffs) / n
+    var = sum((d - mean) ** 2 for d in diffs) / (n - 1) if n > 1 else 0.0
+    se = math.sqrt(var / n)
+    t = mean / se if se > 0 else (math.copysign(math.inf, mean) if mean else 0.0)
+    return {"mean": mean, "se": se, "n": n, "t": t}
+

@@ -99,11 +99,12 @@ def retrieve(encode: Encode, rset: RetrievalSet, k: int, *, ignore_identical_ids
 
 def evaluate_retrieval(encode: Encode, rset: RetrievalSet, k_values: Sequence[int] = DEFAULT_K_VALUES,
                        ignore_identical_ids: bool | None = None, factory: str = "exact", *,
-                       details: dict | None = None) -> dict[str, float]:
+                       details: dict | None = None, per_query: dict | None = None) -> dict[str, float]:
     """Metrics `{name}/{metric}@{k}` for metric in ndcg, mrr, recall, map, precision.
 
     `ignore_identical_ids=None` takes the MTEB default for the set's name. When `details` is a dict,
-    the conventions used and counts (queries, warnings) are written into it.
+    the conventions used and counts (queries, warnings) are written into it; when `per_query` is a dict, each
+    metric's per-query values: {"{name}/{metric}@{k}": {query_id: value}}.
     """
     k_values = sorted(set(int(k) for k in k_values))
     if not k_values or k_values[0] < 1:
@@ -113,18 +114,20 @@ def evaluate_retrieval(encode: Encode, rset: RetrievalSet, k_values: Sequence[in
         ignore_identical_ids, source = default_ignore_identical_ids(rset.name)
     warnings = check_retrieval_set(rset)
     run, dropped = retrieve(encode, rset, max(k_values), ignore_identical_ids=ignore_identical_ids, factory=factory)
-    per_query = evaluate_run(rset.qrels, run, k_values)
-    means = mean_metrics(per_query)
+    per_query_metrics = evaluate_run(rset.qrels, run, k_values)
+    means = mean_metrics(per_query_metrics)
     out = {f"{rset.name}/{key}": value for key, value in means.items()}
+    if per_query is not None:
+        per_query.update({f"{rset.name}/{key}": {q: m[key] for q, m in per_query_metrics.items()} for key in means})
     if details is not None:
         details.update({
             "dataset": rset.name, "split": rset.split, "k_values": k_values, "candidates": max(k_values),
             "ignore_identical_ids": ignore_identical_ids, "ignore_identical_ids_source": source,
             "identical_ids_dropped": dropped, "factory": factory, "n_corpus": len(rset.corpus),
-            "n_queries_evaluated": len(per_query), "n_queries_with_qrels": len(rset.qrels),
+            "n_queries_evaluated": len(per_query_metrics), "n_queries_with_qrels": len(rset.qrels),
             "document_text": 'title + " " + text', "mean_over": "evaluated queries (pytrec_eval/MTEB)",
             **warnings,
         })
     log.debug("%s (%s): ndcg@10 %s over %d queries", rset.name, rset.split,
-             f"{means.get('ndcg@10', float('nan')):.4f}", len(per_query))
+             f"{means.get('ndcg@10', float('nan')):.4f}", len(per_query_metrics))
     return out

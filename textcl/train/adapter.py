@@ -7,9 +7,10 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
+import numpy as np
 import torch
 from accelerate import PartialState
 
@@ -17,6 +18,7 @@ from textcl import distributed as D
 from textcl.adapter import (
     AdapterFit,
     AdapterSettings,
+    LinearAdapter,
     QueryTargets,
     adapted,
     fit_adapter,
@@ -25,8 +27,11 @@ from textcl.adapter_files import adapter_router, save_adapter
 from textcl.compress import index_view
 from textcl.config import RunConfig, save_config
 from textcl.data.batching import whole_batch
+from textcl.errors import ConfigError
 from textcl.eval import evaluate_sets, load_sets
+from textcl.eval.metrics import paired_gain
 from textcl.models import MemoEncoder, adopt_rule, encoder_for, load_configured_model, model_rule
+from textcl.scores import INNER_PRODUCT
 from textcl.train import guard
 from textcl.train.corpus import TrainingCorpus, build_training_corpus
 from textcl.train.data import load_training_data
@@ -71,6 +76,9 @@ def train_adapter(config: RunConfig, examples: Sequence[Example] | None = None, 
     adopt_rule(base, model_rule(base, mc))  # the saved Router encodes with the prompts it was trained with
     # Scoring precision: the vectors the adapter trains on are those evaluation and the saved model produce.
     encode = MemoEncoder(encoder_for(base, mc, scoring=True))
+    if encode.rule.similarity not in INNER_PRODUCT:  # the adapter's Router scores q' . d (Dense [+ Normalize])
+        raise ConfigError(f"train.tune: adapter scores by inner product; the model's similarity is "
+                          f"{encode.rule.similarity}. Set model.similarity: cosine or dot, or use tune: query / full")
     corpus = build_training_corpus(config, examples, encode, shard)
     queries = torch.from_numpy(encode([ex.query for ex in examples], "query"))
     targets = example_targets(corpus, examples)
@@ -81,15 +89,17 @@ def train_adapter(config: RunConfig, examples: Sequence[Example] | None = None, 
         loaded = load_sets(dev_cfg, ec.dev_split, include_ood=False)  # read once, scored at every evaluation
         view = index_view(encode, config.index, config.seed)  # dev retrieval searches the recipe's index form
 
-        def evaluate(adapter: torch.nn.Module) -> dict[str, float]:
+        def evaluate(adapter: torch.nn.Module, per_query: dict | None = None) -> dict[str, float]:
             tuned = adapted(encode, adapter)
-            results = evaluate_sets(tuned, dev_cfg, ec.dev_split, loaded=loaded,
+            results = evaluate_sets(tuned, dev_cfg, ec.dev_split, loaded=loaded, per_query=per_query,
                                     retrieval_encode=view.over(tuned) if view is not None else None)
             return {k: v for res in results for k, v in res.metrics.items()}
     else:
         log.warning("no evaluation sets: the adapter after the last step is kept (nothing to select on)")
     fit = fit_adapter(queries, corpus.shard if corpus.shard is not None else corpus.embeddings.float(), targets,
                       settings, evaluate, ec.metric_for_best, log_every=tc.log_every)
+    if evaluate is not None and ec.min_gain_se and fit.best_step:
+        fit = keep_identity_unless_significant(fit, evaluate, ec.min_gain_se)
     _log_fit(fit)
     if D.rank() == 0:  # every rank holds the same adapter
         adapter_router(base, fit.weight, fit.bias if settings.bias else None, settings.normalize).save(
@@ -102,6 +112,35 @@ def train_adapter(config: RunConfig, examples: Sequence[Example] | None = None, 
     after = {"dev": fit.best} if fit.best else {}
     return TrainResult(output_dir=str(out), best_checkpoint=None, history=fit.history, before=before, after=after,
                        steps=fit.steps, stopped_early=fit.stopped_early)
+
+
+def keep_identity_unless_significant(fit: AdapterFit, evaluate: Callable, z: float) -> AdapterFit:
+    """`eval.min_gain_se` for the adapter: the trained adapter is kept only when its dev gain over W = I is at least
+    `z` standard errors of the per-query paired difference (see `selection.keep_base_unless_significant`)."""
+    dim = fit.weight.shape[0]
+    identity = LinearAdapter(dim, bias=True, normalize=fit.settings.normalize)
+    trained = LinearAdapter(dim, bias=True, normalize=fit.settings.normalize)
+    with torch.no_grad():
+        trained.delta.copy_(torch.from_numpy(fit.weight) - torch.eye(dim))
+        trained.bias.copy_(torch.from_numpy(fit.bias))
+    per_query = []
+    for adapter in (identity, trained):
+        values: dict = {}
+        evaluate(adapter, per_query=values)
+        per_query.append(values.get(fit.metric, {}))
+    if not per_query[0]:
+        log.warning("eval.min_gain_se: %s has no per-query values (an STS metric): the rule is not applied", fit.metric)
+        return fit
+    gain = paired_gain(per_query[0], per_query[1])
+    kept = "tuned" if gain["t"] >= z else "start"
+    log.info("eval.min_gain_se %.2f: dev %s gain %+.2f points = %.2f standard errors over %d queries: kept %s", z,
+             fit.metric, 100 * gain["mean"], gain["t"], gain["n"], "the adapter" if kept == "tuned" else "W = I")
+    history = [*fit.history, {"step": fit.steps, "significance": {**gain, "metric": fit.metric, "min_gain_se": z,
+                                                                   "kept": kept}}]
+    if kept == "tuned":
+        return dataclasses.replace(fit, history=history)
+    return dataclasses.replace(fit, weight=np.eye(dim, dtype=np.float32), bias=np.zeros(dim, dtype=np.float32),
+                               best=fit.base, best_step=0, history=history)
 
 
 def _shard(config: RunConfig) -> tuple[int, int] | None:

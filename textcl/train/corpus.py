@@ -26,6 +26,7 @@ from textcl.data.examples import load_texts
 from textcl.data.retrieval import load_corpus
 from textcl.errors import ConfigError, DataError
 from textcl.exclusion import ExclusionIndex, KnownPositives
+from textcl.scores import pairwise_scores
 from textcl.shard import CorpusShard, shard_bounds
 from textcl.types import Encode, Example, normalize_text
 
@@ -187,7 +188,8 @@ def embed_corpus(texts: list[str], encode: Encode, dtype_choice: str, total: int
 
 
 def sample_candidates(corpus: TrainingCorpus, q_emb: torch.Tensor, exclude: tuple[torch.Tensor, torch.Tensor],
-                      k: int, m: int, rng: np.random.Generator, block: int = 65536) -> dict[str, torch.Tensor]:
+                      k: int, m: int, rng: np.random.Generator, block: int = 65536,
+                      similarity: str = "dot") -> dict[str, torch.Tensor]:
     """A bounded candidate set per step: each query's top-`k` non-excluded documents by the current
     (detached) query embeddings, and `m` documents drawn uniformly with replacement, shared by the batch.
     Masks mark excluded documents and samples that are among the query's top-k (counted exactly)."""
@@ -205,7 +207,7 @@ def sample_candidates(corpus: TrainingCorpus, q_emb: torch.Tensor, exclude: tupl
     top = torch.zeros((b, 0), dtype=torch.long, device=device)
     with torch.no_grad():  # running top-k over corpus blocks: memory follows the block, not the corpus
         for start in range(0, n, block):
-            scores = q_emb.float() @ emb[start:start + block].float().T
+            scores = pairwise_scores(q_emb.float(), emb[start:start + block].float(), similarity)
             scores = scores.masked_fill(excluded[:, start:start + block], -math.inf)
             vals, idx = scores.topk(min(k, scores.shape[1]), dim=1)
             best, order = torch.cat([best, vals], 1).topk(min(k, best.shape[1] + vals.shape[1]), dim=1)

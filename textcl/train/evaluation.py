@@ -26,8 +26,8 @@ def build_evaluators(config: RunConfig, dev: Evaluator | None,
     if dev is None and (ec.sts or ec.retrieval):
         dev_cfg = dataclasses.replace(ec, ood_sts=[], ood_retrieval=[])
 
-        def dev(encode: Callable) -> dict[str, float]:
-            return evaluate(encode, dev_cfg, ec.dev_split)
+        def dev(encode: Callable, per_query: dict | None = None) -> dict[str, float]:
+            return evaluate(encode, dev_cfg, ec.dev_split, per_query=per_query)
 
     if ood is None and (ec.ood_sts or ec.ood_retrieval):
         ood_cfg = dataclasses.replace(ec, sts=list(ec.ood_sts), retrieval=list(ec.ood_retrieval),

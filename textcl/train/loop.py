@@ -44,7 +44,7 @@ from textcl.train.data import epoch_batch_maker, load_training_data
 from textcl.train.evaluation import build_evaluators, build_ood_dev
 from textcl.train.finish import finish
 from textcl.train.objective import build_loss, forward_backward
-from textcl.train.selection import evaluate, mix_with_base, select, stop_early
+from textcl.train.selection import evaluate, keep_base_unless_significant, mix_with_base, select, stop_early
 from textcl.train.sharded import shard_loss
 from textcl.train.start import start_model
 from textcl.train.step import StepResult, train_step
@@ -75,6 +75,7 @@ def train(config: RunConfig, examples: Sequence | None = None, *, dev: Callable 
     try:
         fit(trainer, callbacks, interrupt)
         mix_with_base(trainer)
+        keep_base_unless_significant(trainer)
         return finish(trainer)
     finally:
         trainer.accelerator.end_training()  # flush and close the trackers, also after an error or Ctrl-C
@@ -126,7 +127,8 @@ def set_up(config: RunConfig, examples: Sequence | None = None, *, dev: Callable
     provenance = {**(provenance or {}), "text_rule": encoder.rule.describe()}  # prompts + similarity, for the card
     return Trainer(config=config, accelerator=accelerator, model=model, optimizer=optimizer, scheduler=scheduler,
                    state=state, make_epoch=make_epoch, total_steps=total_steps,
-                   run_loss=_loss_runner(config, embed, corpus, documents, no_sync, accelerator.process_index),
+                   run_loss=_loss_runner(config, embed, corpus, documents, no_sync, accelerator.process_index,
+                                         encoder.rule.similarity),
                    encoder=encoder, evaluate_dev=evaluate_dev, evaluate_ood=evaluate_ood,
                    evaluate_ood_dev=evaluate_ood_dev, documents=documents,
                    corpus=corpus, provenance=provenance or {})
@@ -249,9 +251,9 @@ def save_checkpoint(trainer: Trainer) -> None:
 
 
 def _loss_runner(config: RunConfig, embed: Callable, corpus: TrainingCorpus | None, documents: MemoEncoder | None,
-                 no_sync: Callable | None, rank: int) -> Callable[[Any, int], float]:
+                 no_sync: Callable | None, rank: int, similarity: str) -> Callable[[Any, int], float]:
     """`run(batch, step) -> loss`: forward + backward of the run's loss (`build_loss`)."""
-    loss, chunk = shard_loss(build_loss(config, corpus, documents)), config.train.gradcache_chunk_size
+    loss, chunk = shard_loss(build_loss(config, corpus, documents, similarity)), config.train.gradcache_chunk_size
 
     def run(batch: Any, step: int) -> float:
         # Uniform draws are seeded by (seed, step) and rank: a resumed run draws the same documents.

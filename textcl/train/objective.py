@@ -132,6 +132,7 @@ class InBatchInfoNCE:
     """InfoNCE with in-batch (and gathered) negatives; `simcse` embeds queries as documents."""
 
     cfg: LossConfig
+    similarity: str = "dot"  # textcl.scores: inner product (cosine over unit vectors, dot) or minus a distance
 
     @property
     def gather(self) -> bool:
@@ -163,7 +164,8 @@ class InBatchInfoNCE:
                                              query_offset=query_offset).to(q.device)
         return Terms(local=info_nce(q, c, temperature=cfg.temperature, group_size=batch.group_size,
                                     label_offset=label_offset, mask=mask, symmetric=cfg.symmetric,
-                                    all_queries=all_queries, query_offset=query_offset, query_mask=query_mask))
+                                    all_queries=all_queries, query_offset=query_offset, query_mask=query_mask,
+                                    similarity=self.similarity))
 
 
 @dataclass(frozen=True)
@@ -212,6 +214,7 @@ class CorpusInfoNCE:
     how: CorpusNegatives
     gather: bool = True
     needs_texts: bool = False
+    similarity: str = "dot"  # textcl.scores: inner product (cosine over unit vectors, dot) or minus a distance
 
     def __call__(self, embed: EmbedFn, batch: Batch, step: Step) -> Terms:
         corpus, how = self.corpus, self.how
@@ -231,14 +234,15 @@ class CorpusInfoNCE:
         every = corpus.positive_pairs(batch) if how.all_positives else None
         if how.candidates is None:
             return Terms(local=corpus_info_nce(q, pos, emb, exclude=exclude, temperature=self.temperature,
-                                               positives=every))
+                                               positives=every, similarity=self.similarity))
         if step.rng is None:
             raise TrainingError("sampled corpus negatives need the step's random generator (forward_backward rng=)")
-        c = sample_candidates(corpus, q.detach(), exclude, how.candidates, how.samples, step.rng)  # on the device
+        c = sample_candidates(corpus, q.detach(), exclude, how.candidates, how.samples, step.rng,
+                              similarity=self.similarity)
         return Terms(local=sampled_corpus_info_nce(
             q, pos, emb[c["top"].to(q.device)], c["hard_valid"].to(q.device), emb[c["sampled"].to(q.device)],
             c["sampled_valid"].to(q.device), corpus_size=len(corpus), temperature=self.temperature, corpus=emb,
-            positives=every))
+            positives=every, similarity=self.similarity))
 
 
 @dataclass(frozen=True)
@@ -292,15 +296,11 @@ class Sum:
         return Terms(local=sum((t.local for t in terms), 0.0), shared=sum((t.shared for t in terms), 0.0))
 
 
-IN_BATCH: dict[str, Callable[[LossConfig], Loss]] = {"infonce": InBatchInfoNCE, "simcse": InBatchInfoNCE,
-                                                     "cosent": CoSENT}
-
-
-def in_batch_loss(cfg: LossConfig) -> Loss:
-    """The loss object of `loss.name` with in-batch negatives."""
-    if cfg.name not in IN_BATCH:
+def in_batch_loss(cfg: LossConfig, similarity: str = "dot") -> Loss:
+    """The loss object of `loss.name` with in-batch negatives (CoSENT ranks by cosine, as ST's CoSENTLoss)."""
+    if cfg.name not in ("infonce", "simcse", "cosent"):
         raise ConfigError(f"loss.name: unknown loss {cfg.name!r}; use infonce, simcse or cosent")
-    return IN_BATCH[cfg.name](cfg)
+    return CoSENT(cfg) if cfg.name == "cosent" else InBatchInfoNCE(cfg, similarity)
 
 
 def forward_backward(embed: EmbedFn, batch: Batch, loss: Loss | LossConfig, *, chunk_size: int | None = None,
@@ -336,15 +336,15 @@ def forward_backward(embed: EmbedFn, batch: Batch, loss: Loss | LossConfig, *, c
 
 
 def build_loss(config: RunConfig, corpus: TrainingCorpus | None,
-               base_encode: Callable[[list[str], str], np.ndarray] | None) -> Loss:
+               base_encode: Callable[[list[str], str], np.ndarray] | None, similarity: str = "dot") -> Loss:
     """The run's loss: in-batch by `loss.name`, or (with a training corpus) InfoNCE against the corpus, plus
     the similarity anchor when `train.similarity_anchor` is set and the base encoder is at hand."""
     tc = config.train
     if corpus is None:
-        return in_batch_loss(config.loss)
+        return in_batch_loss(config.loss, similarity)
     how = CorpusNegatives(query_side=tc.tune == "query", candidates=tc.corpus_candidates, samples=tc.corpus_samples,
                           all_positives=tc.tune == "query" and tc.corpus_positives != "sample")
-    loss = CorpusInfoNCE(config.loss.temperature, corpus, how)
+    loss = CorpusInfoNCE(config.loss.temperature, corpus, how, similarity=similarity)
     if tc.similarity_anchor and base_encode is not None:
         return Sum((loss, SimilarityAnchor(tc.similarity_anchor, base_encode)))
     return loss

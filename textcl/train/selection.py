@@ -10,7 +10,7 @@ from typing import Any
 
 from accelerate.utils import broadcast_object_list
 
-from textcl.eval.metrics import is_primary
+from textcl.eval.metrics import is_primary, paired_gain
 from textcl.models import load_configured_model
 from textcl.models.lora import LORA_DIR, has_lora, merge_lora, merged_copy, save_lora
 from textcl.soup import interpolate
@@ -114,6 +114,53 @@ def mix_with_base(trainer: Trainer) -> None:
     log.info("train.interpolate_base: %s", f"kept {best_alpha} x fine-tuned + {1 - best_alpha:.2f} x base"
              if best_alpha is not None else "no interpolation was chosen over the best checkpoint; it stays the model")
     trainer.accelerator.wait_for_everyone()
+
+
+def keep_base_unless_significant(trainer: Trainer) -> None:
+    """`eval.min_gain_se`: the tuned model (best checkpoint or WiSE-FT mix) stays the run's model only when its
+    dev gain over the model training started from is at least that many standard errors of the per-query paired
+    difference; otherwise checkpoints/best becomes that model again. So a run with few labelled queries, whose
+    dev gain is within noise, ends where it started instead of below it. Retrieval dev metrics only (an STS
+    score has no per-query value)."""
+    config, state = trainer.config, trainer.state
+    z = config.eval.min_gain_se
+    if not z or not state.best_step or trainer.evaluate_dev is None:
+        return
+    key = next(h["metric"] for h in state.history if "eval" in h)
+    trainer.accelerator.wait_for_everyone()  # checkpoints/best is written by the main process
+    merge_lora(trainer.model)
+    base = start_model(config, device="cpu", lora=False).state_dict()
+    tuned = load_configured_model(config.model, trainer.ckpt_root / "best", device="cpu").state_dict()
+    per_query = []
+    for weights in (base, tuned):
+        trainer.model.load_state_dict(weights)
+        per_query.append(_on_main(trainer, lambda encode: _dev_per_query(trainer, encode, key)))
+    if not per_query[0]:
+        log.warning("eval.min_gain_se: %s has no per-query values (an STS metric, or a custom dev evaluator): "
+                    "the rule is not applied", key)
+        return
+    gain = paired_gain(per_query[0], per_query[1])
+    kept = "tuned" if gain["t"] >= z else "start"
+    state.history.append({"step": state.step, "significance": {**gain, "metric": key, "min_gain_se": z,
+                                                               "kept": kept}})
+    log.info("eval.min_gain_se %.2f: dev %s gain %+.2f points = %.2f standard errors over %d queries: kept the %s "
+             "model", z, key, 100 * gain["mean"], gain["t"], gain["n"],
+             "tuned" if kept == "tuned" else "starting (base)")
+    if kept == "start":
+        state.best_step, state.best_interpolation = 0, None
+        state.best_metric = next(h for h in state.history if "eval" in h and h["step"] == 0)["eval"]["dev"][key]
+        trainer.model.load_state_dict(base)
+        _save_best(trainer)
+    trainer.accelerator.wait_for_everyone()
+
+
+def _dev_per_query(trainer: Trainer, encode: Any, key: str) -> dict[str, float]:
+    per_query: dict = {}
+    try:
+        trainer.evaluate_dev(encode, per_query=per_query)
+    except TypeError:  # a dev evaluator given by the caller, without per-query values
+        return {}
+    return per_query.get(key, {})
 
 
 def choose_mix(candidates: list[dict], budget: float) -> dict:
