@@ -25,9 +25,12 @@ lint: setup
 	$(VENV)/bin/ruff check textcl tests bench
 
 # lint-imports: the one-way layers of [tool.importlinter] in pyproject.toml.
+# pytest -n: one worker per core (tests/conftest.py gives each one torch thread); --dist loadscope keeps a
+# module on one worker, so a module-scoped fixture (a MiniLM variant set, a 2-process run) is built once.
+TEST_WORKERS ?= 2
 test: setup lint
 	$(VENV)/bin/lint-imports
-	$(VENV)/bin/pytest -q -x --durations=10
+	$(VENV)/bin/pytest -q -x -n $(TEST_WORKERS) --dist loadscope --durations=10
 
 test-slow: setup
 	$(VENV)/bin/pytest -q -m slow --durations=10

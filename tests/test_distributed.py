@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 import torch
 import torch.distributed as dist
-import torch.multiprocessing as mp
+from gloo_workers import start_workers
 
 from textcl import distributed as D
 from textcl.config import LossConfig
@@ -171,8 +171,7 @@ def _worker(rank: int, init_file: str, model_path: str, out_dir: str) -> None:
 @pytest.fixture(scope="module")
 def dist_results(tiny_model_path, tmp_path_factory):
     out = tmp_path_factory.mktemp("dist")
-    ctx = mp.start_processes(_worker, args=(str(out / "init"), str(tiny_model_path), str(out)),
-                             nprocs=WORLD, join=False, start_method="spawn")
+    ctx = start_workers(_worker, (str(out / "init"), str(tiny_model_path), str(out)), WORLD)
     deadline = time.monotonic() + TIMEOUT_S
     while not ctx.join(timeout=5):
         if time.monotonic() > deadline:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import ast
 import importlib
+import os
 import re
 from pathlib import Path
 
@@ -25,7 +26,7 @@ def test_readme_is_read_in_five_minutes():
 def test_walk_through_recipe_loads_with_existing_paths():
     walk = next(b for b in _blocks("bash") if "my-recipe.yaml" in b)
     recipe = re.search(r"<<'EOF'\n(.*?)\nEOF", walk, flags=re.S).group(1)
-    path = ROOT / "my-recipe.test.yaml"  # beside the README, as the walk-through writes it
+    path = ROOT / f"my-recipe.test-{os.getpid()}.yaml"  # beside the README, as the walk-through writes it
     path.write_text(recipe + "\n", encoding="utf-8")
     try:
         config = load_recipe(path)

@@ -8,8 +8,8 @@ import os
 from pathlib import Path
 
 import pytest
-import torch.multiprocessing as mp
 from beir_fixture import write_beir
+from gloo_workers import start_workers
 
 from textcl.config import MiningConfig
 from textcl.data.io import load_beir
@@ -61,8 +61,7 @@ def test_two_gloo_ranks_match_one_process(tmp_path, tiny_model_path):
         _mine_all(str(beir), str(tiny_model_path), str(single))
     finally:
         torch.set_num_threads(threads)
-    ctx = mp.start_processes(_worker, args=(str(tmp_path / "init"), str(beir), str(tiny_model_path), str(multi)),
-                             nprocs=WORLD, join=False, start_method="spawn")
+    ctx = start_workers(_worker, (str(tmp_path / "init"), str(beir), str(tiny_model_path), str(multi)), WORLD)
     while not ctx.join(timeout=120):
         pass
     for name in CONFIGS:

@@ -1,4 +1,6 @@
-"""Run by tests/train/test_train_distributed.py under torchrun (2 gloo processes); not a test itself."""
+"""Run by tests/train/test_train_distributed.py under torchrun (2 gloo processes); not a test itself.
+Arguments: MODEL OUT_ROOT MODE=N [MODE=N ...]: one training run per MODE (into OUT_ROOT/MODE), one after
+another in the same process group, so that one launch and one set of imports serve several runs."""
 
 from __future__ import annotations
 
@@ -17,8 +19,7 @@ from textcl.train.finish import finish  # noqa: E402
 from textcl.train.selection import mix_with_base  # noqa: E402
 
 
-def main() -> None:
-    model_path, out, mode, n = sys.argv[1], Path(sys.argv[2]), sys.argv[3], int(sys.argv[4])
+def run(model_path: str, out: Path, mode: str, n: int) -> None:
     def callback(event: dict) -> None:
         rank = distributed.rank()
         if mode == "fail" and rank == 1 and event["step"] == 2:
@@ -41,7 +42,14 @@ def main() -> None:
     loop.fit(trainer, callbacks=[callback])
     mix_with_base(trainer)
     result = finish(trainer)
-    print(f"rank {distributed.rank()} steps {result.steps} after {result.after.get('dev')}", flush=True)
+    print(f"{mode}: rank {distributed.rank()} steps {result.steps} after {result.after.get('dev')}", flush=True)
+
+
+def main() -> None:
+    model_path, root = sys.argv[1], Path(sys.argv[2])
+    for spec in sys.argv[3:]:
+        mode, n = spec.split("=")
+        run(model_path, root / mode, mode, int(n))
 
 
 if __name__ == "__main__":
