@@ -20,8 +20,8 @@ from textcl.config import LoraConfig, RunConfig, TrainConfig
 from textcl.data.beir import load_beir
 from textcl.errors import ConfigError
 from textcl.eval.retrieval import evaluate_retrieval
-from textcl.models import encoder_for, load_model
-from textcl.models.lora import LORA_DIR, add_lora, has_lora, merged_copy
+from textcl.models import Encoder, encoder_for, load_model
+from textcl.models.lora import LORA_DIR, add_lora, has_lora, merge_lora, merged_copy
 from textcl.train.adapter import train_adapter
 from textcl.train.loop import train
 
@@ -94,6 +94,23 @@ def test_only_the_lora_updates_train(tiny_model_path):
     assert has_lora(model) and not has_lora(merged) and set(merged.state_dict()) == set(before)
     np.testing.assert_allclose(merged.encode_query(x, convert_to_numpy=True), model.encode_query(x, convert_to_numpy=True),
                                atol=1e-5)
+
+
+def test_a_bf16_encoder_follows_the_model_when_its_lora_layers_are_merged(tiny_model_path):
+    """Encoding at bf16 keeps a bf16 copy of the model; merging the LoRA updates after training renames the
+    weights (WiSE-FT and the significance check merge before they score), so the copy must be rebuilt."""
+    model = load_model(tiny_model_path, device="cpu")
+    add_lora(model, LoraConfig(r=2, alpha=4.0))
+    with torch.no_grad():
+        for n, p in model.named_parameters():
+            if "lora_B" in n:
+                p.normal_()
+    encode = Encoder(model, precision="bf16", show_progress=False)
+    before = encode(["heart risk", "what is vitamin d"], "query")
+    merge_lora(model)
+    after = encode(["heart risk", "what is vitamin d"], "query")  # raised KeyError before the fix
+    assert not has_lora(model)
+    np.testing.assert_allclose(after, before, atol=2e-2)  # the same function, at bf16
 
 
 def test_chaining_starts_the_query_tower_at_the_adapter(tiny_model_path, tmp_path):

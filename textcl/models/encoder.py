@@ -191,7 +191,8 @@ class Encoder:
         if self.precision == "fp32":
             return self.model
         src = dict(self.model.named_parameters())
-        if self._shadow is None:
+        if self._shadow is None or set(src) != {name for name, _ in self._shadow.named_parameters()}:
+            # first use, or the model's modules changed (LoRA layers merged after training): a fresh copy
             self._shadow = copy.deepcopy(self.model).to(torch.bfloat16).eval()
         else:  # weights may have changed since (training): copy them in, cheap next to a forward pass
             with torch.no_grad():
