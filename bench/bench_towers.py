@@ -31,7 +31,9 @@ LORA = ["train.lora.r=8", "train.lora.alpha=16", "train.lr=1.0e-3"]  # LoRA's us
 
 
 def _bytes(folder: Path) -> int:
-    return sum(f.stat().st_size for f in folder.rglob("*") if f.is_file())
+    """Bytes of the files a user ships: everything but `checkpoints/` (training state, best copy)."""
+    return sum(f.stat().st_size for f in folder.rglob("*")
+               if f.is_file() and "checkpoints" not in f.relative_to(folder).parts)
 
 
 def _sizes(model: Path) -> dict:
@@ -104,7 +106,11 @@ def table(rows: list[dict]) -> list[str]:
     lines += ["", f"Training s: the `train` stage of `textcl run` (for the adapter: encoding the training queries "
                   "plus seconds of optimizer steps; the corpus embeddings come from a shared cache). Shared machine, "
                   f"{rows[0]['threads']} threads per run, 1-minute load average {min(loads):.1f}-{max(loads):.1f} "
-                  "while running: timings are on a loaded machine.", "", provenance(rows),
+                  "while running: timings are on a loaded machine. Output MB: the model folder a user ships, "
+                  "without `checkpoints/`" + (" (re-measured after the runs, `--resize`, for runs first recorded "
+                  "with their checkpoints counted)" if any(r.get("sizes_recomputed") for r in rows) else "")
+                  + ". A LoRA run whose kept model is a WiSE-FT mix is saved merged, without `lora/`.", "",
+              provenance(rows),
               "", "Commands (each with `--set seed=S output_dir=... model.cache_dir=... skip=[check,index]`, LoRA and "
                   "chaining with the overrides named in the table): "
               + "; ".join(f"`{c}`" for c in commands) + "."]
@@ -128,7 +134,16 @@ def main() -> int:
     p.add_argument("--table", action="store_true", help="only table the records")
     p.add_argument("--mode", choices=["quick", "full"], default=None, help="bench/run_all.py's flag (tables records)")
     p.add_argument("--out", type=Path, default=None, help="markdown section to write")
+    p.add_argument("--resize", action="store_true", help="re-measure the output bytes of recorded runs (without "
+                   "checkpoints/) and append each as a corrected record; run nothing")
     args = p.parse_args()
+    if args.resize:
+        for r in list({(r["method"], r["seed"]): r for r in load_records(args.records)}.values()):
+            model = args.work / f"{r['method']}-s{r['seed']}" / "model"
+            if model.is_dir():
+                fixed = {k: v for k, v in r.items() if k not in ("command", "commit", "machine", "written")}
+                append_record(args.records, {**fixed, **_sizes(model), "sizes_recomputed": True})
+        args.table = True
     if not (args.table or args.mode):
         expensive = set(args.expensive_seeds if args.expensive_seeds is not None else args.seeds)
         for seed in args.seeds:  # interleaved: every method of a seed before the next seed
