@@ -64,9 +64,9 @@ EOF
 echo "resident check: $(( $(date +%s) - START )) s"
 
 # 3. the two recipes, seed 42 (the CPU records' first seed)
-"$TEXTCL" run recipes/nfcorpus-fast.yaml --no-progress --overwrite --set seed=42 --set "output_dir=$OUT/fast" "${FAST[@]}"
+"$TEXTCL" run recipes/nfcorpus-fast.yaml --no-progress --set seed=42 --set "output_dir=$OUT/fast" "${FAST[@]}"
 echo "query-side recipe: $(( $(date +%s) - START )) s"
-"$TEXTCL" run recipes/nfcorpus-adapter.yaml --no-progress --overwrite --set seed=42 --set "output_dir=$OUT/adapter" \
+"$TEXTCL" run recipes/nfcorpus-adapter.yaml --no-progress --set seed=42 --set "output_dir=$OUT/adapter" \
     "${ADAPTER[@]}"
 echo "adapter recipe: $(( $(date +%s) - START )) s"
 
@@ -76,12 +76,13 @@ import json, statistics, sys
 from pathlib import Path
 sys.path.insert(0, "bench")
 from common import append_record
-from bench_fast import result_row
+from bench_fast import RECIPE_VARIANT, result_row
 out = Path(sys.argv[1])
 records = lambda name: [json.loads(x) for x in Path("bench/records", name).read_text().splitlines() if x.strip()]
 env = (out / "env.txt").read_text()
 fast = result_row(out / "fast", 42, "full")
-cpu_fast = [r for r in records("fast.jsonl") if r.get("mode") == "full" and r.get("steps")]
+cpu_fast = [r for r in records("fast.jsonl") if r.get("mode") == "full" and r.get("steps")
+            and r.get("variant") == RECIPE_VARIANT]  # the recipe as it is today, not the variants tried
 summary = json.loads((out / "adapter" / "summary.json").read_text())
 adapter = json.loads((out / "adapter" / "model" / "adapter" / "adapter.json").read_text()) \
     if (out / "adapter" / "model" / "adapter" / "adapter.json").is_file() else {}
