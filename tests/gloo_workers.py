@@ -6,8 +6,10 @@ a clean process that never ran a computation (no OpenMP pool, tokenizer threads 
 from __future__ import annotations
 
 import multiprocessing
+import time
 from collections.abc import Callable
 
+import pytest
 import torch.multiprocessing as mp
 
 # What every worker imports anyway; a name that fails to import is skipped by the server.
@@ -20,3 +22,16 @@ def start_workers(fn: Callable, args: tuple, nprocs: int) -> mp.ProcessContext:
         return mp.start_processes(fn, args=args, nprocs=nprocs, join=False, start_method="spawn")
     multiprocessing.set_forkserver_preload(PRELOAD)  # read when the server starts: the first call of a process
     return mp.start_processes(fn, args=args, nprocs=nprocs, join=False, start_method="forkserver")
+
+
+def run_workers(fn: Callable, args: tuple, nprocs: int, timeout_s: float) -> None:
+    """`start_workers`, then wait for every worker (a worker's error is raised here); after `timeout_s` the
+    workers are killed and the test fails as a hang."""
+    ctx = start_workers(fn, args, nprocs)
+    deadline = time.monotonic() + timeout_s
+    while not ctx.join(timeout=2):
+        if time.monotonic() > deadline:
+            for p in ctx.processes:
+                p.kill()
+            pytest.fail(f"{nprocs}-process run did not finish in {timeout_s}s (hang)")
+

@@ -6,14 +6,13 @@ both towers, sampled candidates, the similarity anchor), and an empty rank raise
 from __future__ import annotations
 
 import os
-import time
 from dataclasses import replace
 
 import numpy as np
 import pytest
 import torch
 import torch.distributed as dist
-from gloo_workers import start_workers
+from gloo_workers import run_workers
 
 from textcl import distributed as D
 from textcl.config import LossConfig
@@ -171,13 +170,7 @@ def _worker(rank: int, init_file: str, model_path: str, out_dir: str) -> None:
 @pytest.fixture(scope="module")
 def dist_results(tiny_model_path, tmp_path_factory):
     out = tmp_path_factory.mktemp("dist")
-    ctx = start_workers(_worker, (str(out / "init"), str(tiny_model_path), str(out)), WORLD)
-    deadline = time.monotonic() + TIMEOUT_S
-    while not ctx.join(timeout=5):
-        if time.monotonic() > deadline:
-            for p in ctx.processes:
-                p.kill()
-            pytest.fail(f"2-process run did not finish in {TIMEOUT_S}s (hang)")
+    run_workers(_worker, (str(out / "init"), str(tiny_model_path), str(out)), WORLD, TIMEOUT_S)
     return [torch.load(out / f"rank{r}.pt", weights_only=False) for r in range(WORLD)]
 
 

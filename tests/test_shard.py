@@ -6,13 +6,12 @@ One spawn runs every case; the references run in this process."""
 from __future__ import annotations
 
 import os
-import time
 
 import numpy as np
 import pytest
 import torch
 import torch.distributed as dist
-import torch.multiprocessing as mp
+from gloo_workers import run_workers
 
 from textcl.adapter import AdapterSettings, QueryTargets, fit_adapter
 from textcl.data.batching import Batch
@@ -124,14 +123,7 @@ def _worker(rank: int, init_file: str, out_dir: str) -> None:
 @pytest.fixture(scope="module")
 def sharded(tmp_path_factory):
     out = tmp_path_factory.mktemp("shard")
-    ctx = mp.start_processes(_worker, args=(str(out / "init"), str(out)), nprocs=WORLD, join=False,
-                             start_method="spawn")
-    deadline = time.monotonic() + TIMEOUT_S
-    while not ctx.join(timeout=2):
-        if time.monotonic() > deadline:
-            for p in ctx.processes:
-                p.kill()
-            pytest.fail(f"2-process run did not finish in {TIMEOUT_S}s (hang)")
+    run_workers(_worker, (str(out / "init"), str(out)), WORLD, TIMEOUT_S)
     return [torch.load(out / f"rank{r}.pt", weights_only=False) for r in range(WORLD)]
 
 
