@@ -16,7 +16,7 @@ import torch
 import torch.nn.functional as F
 
 from textcl.errors import ConfigError
-from textcl.scores import SIMILARITIES, paired_scores, pairwise_scores
+from textcl.scores import SIMILARITIES
 
 ROLES = ("query", "document")
 # sentence-transformers' encode_document takes the first of these prompt names the model has
@@ -60,14 +60,6 @@ class TextRule:
         """The model's sentence embedding as scored: float32, L2-normalised for cosine."""
         emb = emb.float()
         return F.normalize(emb, p=2, dim=-1) if self.normalize else emb
-
-    def scores(self, q: torch.Tensor, c: torch.Tensor) -> torch.Tensor:
-        """[n_q, n_c] scores of finished embeddings, as the model's `similarity` gives them."""
-        return pairwise_scores(q, c, self.similarity)
-
-    def paired(self, q: torch.Tensor, c: torch.Tensor) -> torch.Tensor:
-        """[n] scores of row i against row i, as the model's `similarity_pairwise` gives them."""
-        return paired_scores(q, c, self.similarity)
 
     def describe(self) -> dict[str, Any]:
         """JSON-ready record for run summaries, index configs, mining provenance and model cards."""

@@ -76,6 +76,7 @@ def _exact(plan: MiningPlan, q_emb: np.ndarray, encode: Encode, cfg: MiningConfi
            progress: bool) -> tuple[np.ndarray, np.ndarray, np.ndarray, float]:
     """Each rank encodes and searches its own corpus blocks; only top-k lists travel."""
     rank, world = distributed.rank(), distributed.world_size()
+    similarity = similarity_of(encode)
     _, pair_q, pair_c = plan.pairs()
     pair_scores = np.full(len(pair_c), np.nan, dtype=np.float32)
     blocks = _blocks(len(plan.corpus), cfg.corpus_chunk_size)
@@ -87,10 +88,10 @@ def _exact(plan: MiningPlan, q_emb: np.ndarray, encode: Encode, cfg: MiningConfi
         c_block = np.asarray(encode(plan.corpus[s:e], "document"), dtype=np.float32)
         encode_s += time.perf_counter() - t0
         found = exact_search(q_emb, c_block, k, query_chunk_size=cfg.query_chunk_size,
-                             corpus_chunk_size=cfg.corpus_chunk_size, offset=s, similarity=similarity_of(encode))
+                             corpus_chunk_size=cfg.corpus_chunk_size, offset=s, similarity=similarity)
         # merge as we go: memory stays one [n_queries, k] list, whatever the number of blocks
         local = [found] if not local else [_merge_all([local[0], found], k)]
-        _pair_scores(q_emb, c_block, s, pair_q, pair_c, pair_scores, similarity_of(encode))
+        _pair_scores(q_emb, c_block, s, pair_q, pair_c, pair_scores, similarity)
     gathered = distributed.all_gather_object((local, pair_scores))
     results = [r for part, _ in gathered for r in part]
     for _, ps in gathered:

@@ -29,12 +29,12 @@ from textcl.config import RunConfig, save_config
 from textcl.data.batching import whole_batch
 from textcl.errors import ConfigError
 from textcl.eval import evaluate_sets, load_sets
-from textcl.eval.metrics import paired_gain
 from textcl.models import MemoEncoder, adopt_rule, encoder_for, load_configured_model, model_rule
 from textcl.scores import INNER_PRODUCT
 from textcl.train import guard
 from textcl.train.corpus import TrainingCorpus, build_training_corpus
 from textcl.train.data import load_training_data
+from textcl.train.evaluation import significance
 from textcl.train.trainer import TrainResult
 from textcl.types import Example
 
@@ -128,16 +128,11 @@ def keep_identity_unless_significant(fit: AdapterFit, evaluate: Callable, z: flo
         values: dict = {}
         evaluate(adapter, per_query=values)
         per_query.append(values.get(fit.metric, {}))
-    if not per_query[0]:
-        log.warning("eval.min_gain_se: %s has no per-query values (an STS metric): the rule is not applied", fit.metric)
+    record = significance(per_query[0], per_query[1], fit.metric, z)
+    if record is None:
         return fit
-    gain = paired_gain(per_query[0], per_query[1])
-    kept = "tuned" if gain["t"] >= z else "start"
-    log.info("eval.min_gain_se %.2f: dev %s gain %+.2f points = %.2f standard errors over %d queries: kept %s", z,
-             fit.metric, 100 * gain["mean"], gain["t"], gain["n"], "the adapter" if kept == "tuned" else "W = I")
-    history = [*fit.history, {"step": fit.steps, "significance": {**gain, "metric": fit.metric, "min_gain_se": z,
-                                                                   "kept": kept}}]
-    if kept == "tuned":
+    history = [*fit.history, {"step": fit.steps, "significance": record}]
+    if record["kept"] == "tuned":
         return dataclasses.replace(fit, history=history)
     return dataclasses.replace(fit, weight=np.eye(dim, dtype=np.float32), bias=np.zeros(dim, dtype=np.float32),
                                best=fit.base, best_step=0, history=history)

@@ -5,18 +5,19 @@ stopping, and WiSE-FT mixing with the base model after training. Every rank take
 
 from __future__ import annotations
 
+import inspect
 import logging
 from typing import Any
 
 from accelerate.utils import broadcast_object_list
 
-from textcl.eval.metrics import is_primary, paired_gain
+from textcl.eval.metrics import is_primary
 from textcl.models import load_configured_model
 from textcl.models.lora import LORA_DIR, has_lora, merge_lora, merged_copy, save_lora
 from textcl.soup import interpolate
 from textcl.train import checkpoint as ckpt
 from textcl.train import tracking
-from textcl.train.evaluation import ood_drop, pick_metric
+from textcl.train.evaluation import ood_drop, pick_metric, significance
 from textcl.train.start import start_model
 from textcl.train.trainer import Trainer
 
@@ -74,10 +75,7 @@ def mix_with_base(trainer: Trainer) -> None:
     if not state.best_step:
         log.info("train.interpolate_base: the base model scored best on dev; no interpolation to try")
         return
-    trainer.accelerator.wait_for_everyone()  # checkpoints/best is written by the main process
-    merge_lora(trainer.model)  # training is over: mix plain weights (LoRA: base + a x the low-rank updates)
-    base = start_model(config, device="cpu", lora=False).state_dict()  # with train.init_adapter: base + adapter
-    tuned = load_configured_model(config.model, trainer.ckpt_root / "best", device="cpu").state_dict()
+    base, tuned = _start_and_best(trainer)
     budget = config.train.max_ood_drop if trainer.evaluate_ood_dev is not None else None
     candidates = []  # {"alpha", "dev", "ood_drop"}: the best checkpoint is alpha 1.0
     if budget is not None:
@@ -127,26 +125,16 @@ def keep_base_unless_significant(trainer: Trainer) -> None:
     if not z or not state.best_step or trainer.evaluate_dev is None:
         return
     key = next(h["metric"] for h in state.history if "eval" in h)
-    trainer.accelerator.wait_for_everyone()  # checkpoints/best is written by the main process
-    merge_lora(trainer.model)
-    base = start_model(config, device="cpu", lora=False).state_dict()
-    tuned = load_configured_model(config.model, trainer.ckpt_root / "best", device="cpu").state_dict()
+    base, tuned = _start_and_best(trainer)
     per_query = []
     for weights in (base, tuned):
         trainer.model.load_state_dict(weights)
         per_query.append(_on_main(trainer, lambda encode: _dev_per_query(trainer, encode, key)))
-    if not per_query[0]:
-        log.warning("eval.min_gain_se: %s has no per-query values (an STS metric, or a custom dev evaluator): "
-                    "the rule is not applied", key)
+    record = significance(per_query[0], per_query[1], key, z)
+    if record is None:
         return
-    gain = paired_gain(per_query[0], per_query[1])
-    kept = "tuned" if gain["t"] >= z else "start"
-    state.history.append({"step": state.step, "significance": {**gain, "metric": key, "min_gain_se": z,
-                                                               "kept": kept}})
-    log.info("eval.min_gain_se %.2f: dev %s gain %+.2f points = %.2f standard errors over %d queries: kept the %s "
-             "model", z, key, 100 * gain["mean"], gain["t"], gain["n"],
-             "tuned" if kept == "tuned" else "starting (base)")
-    if kept == "start":
+    state.history.append({"step": state.step, "significance": record})
+    if record["kept"] == "start":
         state.best_step, state.best_interpolation = 0, None
         state.best_metric = next(h for h in state.history if "eval" in h and h["step"] == 0)["eval"]["dev"][key]
         trainer.model.load_state_dict(base)
@@ -154,12 +142,23 @@ def keep_base_unless_significant(trainer: Trainer) -> None:
     trainer.accelerator.wait_for_everyone()
 
 
+def _start_and_best(trainer: Trainer) -> tuple[dict, dict]:
+    """State dicts of the model training started from (with train.init_adapter: base + adapter; without the LoRA
+    updates) and of checkpoints/best, after the LoRA updates of the live model are merged (training is over)."""
+    config = trainer.config
+    trainer.accelerator.wait_for_everyone()  # checkpoints/best is written by the main process
+    merge_lora(trainer.model)
+    base = start_model(config, device="cpu", lora=False).state_dict()
+    tuned = load_configured_model(config.model, trainer.ckpt_root / "best", device="cpu").state_dict()
+    return base, tuned
+
+
 def _dev_per_query(trainer: Trainer, encode: Any, key: str) -> dict[str, float]:
-    per_query: dict = {}
-    try:
-        trainer.evaluate_dev(encode, per_query=per_query)
-    except TypeError:  # a dev evaluator given by the caller, without per-query values
+    """The dev evaluator's per-query values of `key`; {} from a dev evaluator given by the caller without them."""
+    if "per_query" not in inspect.signature(trainer.evaluate_dev).parameters:
         return {}
+    per_query: dict = {}
+    trainer.evaluate_dev(encode, per_query=per_query)
     return per_query.get(key, {})
 
 

@@ -25,7 +25,7 @@ class ShardedCorpusInfoNCE(CorpusInfoNCE):
 
     def __call__(self, embed: EmbedFn, batch: Batch, step: Step) -> Terms:
         corpus, how, t = self.corpus, self.how, self.temperature
-        sim = getattr(self, "similarity", "dot")  # CorpusInfoNCE.similarity (#27), where the field exists
+        sim = self.similarity
         shard = corpus.shard
         if shard is None:
             raise TrainingError("train.corpus_shard: the training corpus holds every row; call keep_shard first")
