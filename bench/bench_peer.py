@@ -1,0 +1,328 @@
+"""textcl's query-side recipe against sentence-transformers tuned like it, in one script (issue 29, item 3).
+
+The peer: `SentenceTransformerTrainer` + MultipleNegativesRankingLoss on NFCorpus train, every qrels positive
+its own row, hard negatives from `mine_hard_negatives` with its docstring's settings, batch 32, warmup 10%
+then linear decay planned over the steps the budget holds, and dev-based checkpoint selection
+(`load_best_model_at_end` with an `InformationRetrievalEvaluator` on NFCorpus dev, 3 evaluations a run).
+Its learning rate is chosen on dev from {2e-5, 5e-5, 1e-4, 2e-4} (seed 42), as textcl's recipe was.
+
+The budget rule: one `textcl run recipes/nfcorpus-fast.yaml` (index off, an empty embedding cache, so it pays
+for embedding the corpus) is timed first; its whole wall time, its evaluations included, is the peer's budget
+for mining + training, the peer's evaluations excluded (generous to the peer). The peer's step count is that
+budget less its mining time over its step time, measured on this machine before the search. Both tools get
+the same threads (all cores) and precision (bf16 where the CPU has AMX, else fp32). Test nDCG@10 of every
+model is scored by one evaluator: textcl's exact evaluator in fp32 (what `textcl eval --precision fp32` gives).
+
+Order: textcl seed 42, the peer's search (seed 42), then textcl and the chosen peer interleaved for seeds 1
+and 2. Records (one line per run, resumable: a finished run is skipped) go to bench/records/peer.jsonl.
+
+    PYTHONPATH=$PWD .venv/bin/python bench/bench_peer.py            # about 80 min on 2 idle cores
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import shutil
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from bench_fast_peer import false_negatives, ndcg10  # first: sets up sys.path and the offline env
+from common import NFCORPUS, ROOT, append_record, provenance
+from datasets import Dataset
+from sentence_transformers import SentenceTransformer, SentenceTransformerTrainer
+from sentence_transformers.sentence_transformer import losses
+from sentence_transformers.sentence_transformer.evaluation import InformationRetrievalEvaluator
+from sentence_transformers.util import mine_hard_negatives
+from transformers import TrainerCallback, set_seed
+
+from textcl.data.io import load_beir
+from textcl.models import cpu_has_bf16, resolve_model_path
+
+RECORDS = ROOT / "bench" / "records" / "peer.jsonl"
+WORK = ROOT / "bench" / "results" / "peer"
+RECIPE = ROOT / "recipes" / "nfcorpus-fast.yaml"
+LRS = (2e-5, 5e-5, 1e-4, 2e-4)
+SEARCH_SEED, SEEDS = 42, (42, 1, 2)
+# mine_hard_negatives' docstring example (output_format left at its default, "triplet")
+MINING = {"range_min": 10, "range_max": 50, "max_score": 0.8, "relative_margin": 0.05, "num_negatives": 5,
+          "sampling_strategy": "random"}
+TRAIN = {"batch_size": 32, "warmup_ratio": 0.1, "scheduler": "linear", "max_seq_length": 256, "evaluations": 3}
+DEV_NAME = "nfcorpus-dev"
+
+
+def train_pairs(folder: Path) -> Dataset:
+    """(anchor, positive): every train qrel with a positive score, one row each (ST's docs for multi-positive data)."""
+    train = load_beir(folder, "train")
+    anchors, positives = [], []
+    for qid in sorted(train.qrels):
+        for did in sorted(d for d in train.positives(qid) if d in train.corpus):
+            anchors.append(train.queries[qid])
+            positives.append(train.corpus[did].full_text)
+    return Dataset.from_dict({"anchor": anchors, "positive": positives})
+
+
+class TimedIR(InformationRetrievalEvaluator):
+    """sentence-transformers' retrieval evaluator that adds up the seconds it spends (the peer's evaluations are
+    outside its budget), under bf16 autocast where training is (its encoding is not what is compared)."""
+
+    def __init__(self, *args, bf16: bool = False, **kw):
+        super().__init__(*args, **kw)
+        self.bf16, self.seconds = bf16, 0.0
+
+    def __call__(self, model, *args, **kw):
+        import torch
+        t = time.perf_counter()
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=self.bf16):
+            out = super().__call__(model, *args, **kw)
+        self.seconds += time.perf_counter() - t
+        return out
+
+
+def dev_evaluator(folder: Path, bf16: bool) -> TimedIR:
+    dev = load_beir(folder, "dev")
+    return TimedIR(queries={q: dev.queries[q] for q in dev.qrels},
+                   corpus={d: doc.full_text for d, doc in dev.corpus.items()},
+                   relevant_docs={q: set(dev.positives(q)) for q in dev.qrels}, name=DEV_NAME, ndcg_at_k=[10],
+                   mrr_at_k=[10], accuracy_at_k=[1], precision_recall_at_k=[10], map_at_k=[100], batch_size=64,
+                   show_progress_bar=False, bf16=bf16)
+
+
+class StepClock(TrainerCallback):
+    def __init__(self):
+        self.times: list[float] = []
+
+    def on_step_end(self, args, state, control, **kw):
+        self.times.append(time.perf_counter())
+
+
+def st_args(out: Path, seed: int, lr: float, steps: int, bf16: bool, evaluate: bool,
+            batch_size: int = TRAIN["batch_size"]):
+    from sentence_transformers import SentenceTransformerTrainingArguments
+    from sentence_transformers.sentence_transformer.training_args import BatchSamplers
+    every = max(1, steps // TRAIN["evaluations"])
+    kw = ({"eval_strategy": "steps", "eval_steps": every, "save_strategy": "steps", "save_steps": every,
+           "save_only_model": True, "load_best_model_at_end": True,
+           "metric_for_best_model": f"eval_{DEV_NAME}_cosine_ndcg@10", "greater_is_better": True}
+          if evaluate else {"save_strategy": "no"})
+    return SentenceTransformerTrainingArguments(
+        output_dir=str(out), seed=seed, max_steps=steps, per_device_train_batch_size=batch_size,
+        learning_rate=lr, warmup_steps=TRAIN["warmup_ratio"], lr_scheduler_type=TRAIN["scheduler"], bf16=bf16,
+        use_cpu=True, report_to="none", logging_steps=10_000, disable_tqdm=True,
+        batch_sampler=BatchSamplers.NO_DUPLICATES, **kw)
+
+
+def new_model(model_path: str) -> SentenceTransformer:
+    model = SentenceTransformer(model_path, device="cpu")
+    model.max_seq_length = TRAIN["max_seq_length"]
+    return model
+
+
+def mine(pairs: Dataset, model_path: str, corpus: list[str], seed: int) -> tuple[Dataset, float]:
+    set_seed(seed)  # mine_hard_negatives samples with Python's `random`
+    t = time.perf_counter()
+    mined = mine_hard_negatives(pairs, new_model(model_path), corpus=corpus, batch_size=64, use_faiss=False,
+                                verbose=False, **MINING)
+    return mined, time.perf_counter() - t
+
+
+def step_seconds(mined: Dataset, model_path: str, bf16: bool, work: Path) -> float:
+    """The median wall seconds of one training step (steps 3-8 of a throwaway run)."""
+    clock, model = StepClock(), new_model(model_path)
+    trainer = SentenceTransformerTrainer(model=model, args=st_args(work, 0, 1e-5, 8, bf16, False),
+                                         train_dataset=mined, loss=losses.MultipleNegativesRankingLoss(model),
+                                         callbacks=[clock])
+    trainer.train()
+    shutil.rmtree(work, ignore_errors=True)
+    return statistics.median(b - a for a, b in zip(clock.times[2:], clock.times[3:]))
+
+
+def train_peer(mined: Dataset, model_path: str, lr: float, seed: int, steps: int, bf16: bool, data: Path,
+               work: Path, batch_size: int = TRAIN["batch_size"]) -> tuple[SentenceTransformer, dict]:
+    model = new_model(model_path)
+    timed = dev_evaluator(data, bf16)
+    trainer = SentenceTransformerTrainer(model=model, args=st_args(work, seed, lr, steps, bf16, True, batch_size),
+                                         train_dataset=mined, loss=losses.MultipleNegativesRankingLoss(model),
+                                         evaluator=timed)
+    t = time.perf_counter()
+    trainer.train()
+    wall = time.perf_counter() - t
+    key = f"eval_{DEV_NAME}_cosine_ndcg@10"
+    dev = [(h["step"], h[key]) for h in trainer.state.log_history if key in h]
+    best = trainer.state.best_model_checkpoint
+    shutil.rmtree(work, ignore_errors=True)  # this run's own checkpoints (the kept weights are in `model`)
+    return model, {"steps": trainer.state.global_step, "dev_by_step": dev, "best_checkpoint": Path(best).name
+                   if best else None, "dev_best": max(v for _, v in dev), "train_s": round(wall - timed.seconds, 1),
+                   "dev_eval_s": round(timed.seconds, 1)}
+
+
+def run_textcl(seed: int, work: Path) -> dict:
+    """One `textcl run` of the recipe, index off, in a new folder with an empty embedding cache; its wall time."""
+    out = work / f"textcl-s{seed}-{time.strftime('%Y%m%d-%H%M%S')}"
+    cmd = [str(Path(sys.executable).parent / "textcl"), "run", str(RECIPE), "--set", f"seed={seed}",
+           "--set", f"output_dir={out}", "--set", f"train.output_dir={out / 'model'}",
+           "--set", f"model.cache_dir={out / 'cache'}", "--set", "index.enabled=false"]
+    t = time.perf_counter()
+    subprocess.run(cmd, check=True)
+    wall = time.perf_counter() - t
+    summary = json.loads((out / "summary.json").read_text())
+    dev = ((summary.get("train") or {}).get("dev_after") or {}).get("dev") or {}
+    return {"wall_s": round(wall, 1), "out": str(out), "stages_s": {k: v.get("seconds") for k, v in
+                                                                    summary.get("stages", {}).items()
+                                                                    if isinstance(v, dict)},
+            "test_own_eval": summary["after"].get("nfcorpus/ndcg@10"), "dev_best": dev.get("nfcorpus/ndcg@10")}
+
+
+def done(kind: str, seed: int, lr: float | None = None) -> dict | None:
+    for line in RECORDS.read_text().splitlines() if RECORDS.exists() else []:
+        r = json.loads(line)
+        if r["kind"] == kind and r["seed"] == seed and r.get("lr") == lr:
+            return r
+    return None
+
+
+def record(row: dict, load_before: float) -> dict:
+    rec = append_record(RECORDS, {**row, "load_before": round(load_before, 2),
+                                  "load_after": round(os.getloadavg()[0], 2)})
+    print(json.dumps({k: v for k, v in rec.items() if k not in ("dev_by_step",)}), flush=True)
+    return rec
+
+
+def main() -> int:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--model", default="all-MiniLM-L6-v2")
+    p.add_argument("--data", type=Path, default=NFCORPUS)
+    args = p.parse_args()
+    model_path = resolve_model_path(args.model)
+    bf16 = cpu_has_bf16()
+    import torch
+    print(f"AMX bf16: {bf16}; threads {torch.get_num_threads()}", flush=True)
+    test = load_beir(args.data, "test")
+    base_cache = WORK / "base-cache"
+    if not done("base", 0):
+        load = os.getloadavg()[0]
+        record({"kind": "base", "seed": 0, "test": ndcg10(new_model(model_path), test, cache=base_cache)}, load)
+
+    def textcl(seed: int) -> dict:
+        if (r := done("textcl", seed)) is None:
+            load = os.getloadavg()[0]
+            row = run_textcl(seed, WORK)
+            router = SentenceTransformer(str(Path(row["out"]) / "model"), device="cpu")
+            r = record({"kind": "textcl", "seed": seed, **row, "test": ndcg10(router, test, cache=base_cache),
+                        "precision": "bf16" if bf16 else "fp32"}, load)
+        return r
+
+    budget = textcl(SEARCH_SEED)["wall_s"]
+    pairs = train_pairs(args.data)
+    corpus = [d.full_text for d in load_beir(args.data, "train").corpus.values()]
+    mined_by_seed: dict[int, tuple[Dataset, float]] = {}
+
+    def mined(seed: int) -> tuple[Dataset, float]:
+        if seed not in mined_by_seed:
+            mined_by_seed[seed] = mine(pairs, model_path, corpus, seed)
+        return mined_by_seed[seed]
+
+    if (probe := done("probe", SEARCH_SEED)) is None:
+        load = os.getloadavg()[0]
+        data, mining_s = mined(SEARCH_SEED)
+        step_s = step_seconds(data, model_path, bf16, WORK / "probe")
+        steps = max(TRAIN["evaluations"], math.floor((budget - mining_s) / step_s) // TRAIN["evaluations"]
+                    * TRAIN["evaluations"])
+        fn, n_neg = false_negatives(data, _Positives(pairs))
+        probe = record({"kind": "probe", "seed": SEARCH_SEED, "budget_s": budget, "mining_s": round(mining_s, 1),
+                        "step_s": round(step_s, 3), "steps": steps, "pairs": len(pairs), "rows": len(data),
+                        "negatives": n_neg, "negatives_that_are_train_positives": fn, "mining": MINING,
+                        "train": TRAIN, "precision": "bf16" if bf16 else "fp32"}, load)
+
+    def peer(seed: int, lr: float) -> dict:
+        if (r := done("peer", seed, lr)) is None:
+            load = os.getloadavg()[0]
+            data, mining_s = mined(seed)
+            model, row = train_peer(data, model_path, lr, seed, probe["steps"], bf16, args.data,
+                                    WORK / f"peer-s{seed}-lr{lr:g}")
+            r = record({"kind": "peer", "seed": seed, "lr": lr, **row, "mining_s": round(mining_s, 1),
+                        "budget_s": budget, "test": ndcg10(model, test)}, load)
+        return r
+
+    search = [peer(SEARCH_SEED, lr) for lr in LRS]
+    chosen = max(search, key=lambda r: r["dev_best"])["lr"]
+    for seed in SEEDS[1:]:
+        textcl(seed)
+        peer(seed, chosen)
+    print("\n".join(table(read(RECORDS))))
+    return 0
+
+
+class _Positives:
+    """What bench_fast_peer.false_negatives reads: each anchor's train positives."""
+
+    def __init__(self, pairs: Dataset):
+        self.train_positives: dict[str, set[str]] = {}
+        for a, pos in zip(pairs["anchor"], pairs["positive"]):
+            self.train_positives.setdefault(a, set()).add(pos)
+
+
+def read(path: Path) -> list[dict]:
+    return [json.loads(x) for x in path.read_text().splitlines() if x.strip()] if path.exists() else []
+
+
+def _ms(values: list[float]) -> str:
+    return f"{statistics.mean(values):.2f} ± {statistics.stdev(values):.2f}" if len(values) > 1 else f"{values[0]:.2f}"
+
+
+def table(rows: list[dict]) -> list[str]:
+    """The BENCHMARKS.md section from the records alone: the peer's search on dev, then both tools per seed."""
+    first: dict[tuple, dict] = {}
+    for r in rows:
+        first.setdefault((r["kind"], r["seed"], r.get("lr")), r)
+    base = next((r["test"] for (k, _, _), r in first.items() if k == "base"), None)
+    probe = next((r for (k, _, _), r in first.items() if k == "probe"), None)
+    textcl = {s: r for (k, s, _), r in first.items() if k == "textcl"}
+    peers = [r for (k, _, _), r in first.items() if k == "peer"]
+    lines = ["## textcl vs sentence-transformers tuned on dev (`bench/bench_peer.py`)", ""]
+    if probe is None or SEARCH_SEED not in textcl:
+        return [*lines, "No complete search recorded yet.", ""]
+    lines += [f"NFCorpus test nDCG@10 x100, every model scored by textcl's exact evaluator in fp32; base "
+              f"all-MiniLM-L6-v2 {100 * base:.2f}. The peer's budget is textcl's whole run at seed {SEARCH_SEED} "
+              f"({probe['budget_s']:.0f} s wall, its evaluations included) for mining + training, its own dev "
+              f"evaluations excluded: {probe['steps']} steps of {probe['step_s']:.2f} s after {probe['mining_s']:.0f} s "
+              f"of mining ({probe['pairs']} train pairs, one row each -> {probe['rows']} triplets; "
+              f"{probe['negatives_that_are_train_positives']} of {probe['negatives']} mined negatives are train "
+              f"positives of their query). Precision {probe['precision']} for both tools' training.", "",
+              "Learning-rate search (seed 42, chosen on dev):", "",
+              "| peer lr | dev nDCG@10 by step | kept (best dev) | test nDCG@10 | training s | dev evaluation s |",
+              "|---|---|---|---|---|---|"]
+    search = [r for r in peers if r["seed"] == SEARCH_SEED]
+    for r in sorted(search, key=lambda r: r["lr"]):
+        steps = ", ".join(f"{s}: {100 * v:.2f}" for s, v in r["dev_by_step"])
+        lines.append(f"| {r['lr']:g} | {steps} | {100 * r['dev_best']:.2f} | {100 * r['test']:.2f} | "
+                     f"{r['train_s']:.0f} | {r['dev_eval_s']:.0f} |")
+    if len(search) < len(LRS):
+        return [*lines, "", f"Search incomplete: {len(search)} of {len(LRS)} learning rates recorded.", ""]
+    chosen = max(search, key=lambda r: r["dev_best"])["lr"]
+    mine = [r for r in peers if r["lr"] == chosen]
+    seeds = sorted(set(textcl) & {r["seed"] for r in mine})
+    ours = [100 * textcl[s]["test"] for s in seeds]
+    theirs = [100 * next(r["test"] for r in mine if r["seed"] == s) for s in seeds]
+    diffs = [a - b for a, b in zip(ours, theirs)]
+    lines += ["", f"Side by side (peer at lr {chosen:g}; textcl's `recipes/nfcorpus-fast.yaml` unchanged, its "
+              "choices made on dev in earlier benches):", "",
+              "| seed | textcl test | textcl dev | textcl wall s | peer test | peer dev (kept) | textcl - peer |",
+              "|---|---|---|---|---|---|---|"]
+    for s, a, b, d in zip(seeds, ours, theirs, diffs):
+        t, q = textcl[s], next(r for r in mine if r["seed"] == s)
+        lines.append(f"| {s} | {a:.2f} | {100 * t['dev_best']:.2f} | {t['wall_s']:.0f} | {b:.2f} | "
+                     f"{100 * q['dev_best']:.2f} | {d:+.2f} |")
+    if len(seeds) > 1:
+        lines += ["", f"Mean over {len(seeds)} seeds: textcl {_ms(ours)}, peer {_ms(theirs)}; textcl - peer "
+                  f"{_ms(diffs)} (per-seed differences; smallest {min(diffs):+.2f})."]
+    return [*lines, "", provenance(rows), ""]
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,73 @@
+"""bench/bench_peer.py: every positive is a row, the peer keeps its best dev checkpoint, and the table is computed
+from the records (worked by hand)."""
+
+from __future__ import annotations
+
+import shutil
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(ROOT / "bench"))
+
+import bench_peer as bp  # noqa: E402
+from beir_fixture import write_beir  # noqa: E402
+
+from textcl.data.io import load_beir  # noqa: E402
+
+
+def test_every_train_positive_is_its_own_row(tmp_path):
+    folder = write_beir(tmp_path / "beir", n_docs=40, n_queries=10)
+    train = load_beir(folder, "train")
+    pairs = bp.train_pairs(folder)
+    assert len(pairs) == sum(len(train.positives(q)) for q in train.qrels)
+    assert {(a, p) for a, p in zip(pairs["anchor"], pairs["positive"])} == {
+        (train.queries[q], train.corpus[d].full_text) for q in train.qrels for d in train.positives(q)}
+
+
+def test_peer_keeps_the_checkpoint_with_the_best_dev_score(tmp_path, tiny_model_path):
+    folder = write_beir(tmp_path / "beir", n_docs=90, n_queries=40)
+    shutil.copy(folder / "qrels" / "train.tsv", folder / "qrels" / "dev.tsv")
+    pairs = bp.train_pairs(folder)
+    corpus = [d.full_text for d in load_beir(folder, "train").corpus.values()]
+    # the tiny random BERT scores every pair alike, so the documented max_score drops all its mined negatives:
+    # triplets by hand instead (the mining call itself is sentence-transformers')
+    mined = pairs.add_column("negative", [corpus[(7 * i) % len(corpus)] for i in range(len(pairs))])
+    model, row = bp.train_peer(mined, str(tiny_model_path), 1e-3, 1, 6, False, folder, tmp_path / "work", batch_size=4)
+    assert row["steps"] == 6 and [s for s, _ in row["dev_by_step"]] == [2, 4, 6]
+    best_step, best = max(row["dev_by_step"], key=lambda x: x[1])
+    assert row["dev_best"] == best and row["best_checkpoint"] == f"checkpoint-{best_step}"
+    again = bp.dev_evaluator(folder, False)(model)  # the returned model is the kept checkpoint's
+    assert abs(again[f"{bp.DEV_NAME}_cosine_ndcg@10"] - best) < 1e-6
+    assert not (tmp_path / "work").exists()  # checkpoints removed once the best one is loaded
+
+
+def _records() -> list[dict]:
+    probe = {"kind": "probe", "seed": 42, "budget_s": 300.0, "step_s": 2.5, "steps": 99, "mining_s": 50.0,
+             "pairs": 10, "rows": 50, "negatives": 50, "negatives_that_are_train_positives": 0, "precision": "fp32"}
+    rows = [{"kind": "base", "seed": 0, "test": 0.30}, probe]
+    for seed, ours in ((42, 0.35), (1, 0.36), (2, 0.34)):
+        rows.append({"kind": "textcl", "seed": seed, "test": ours, "dev_best": 0.31, "wall_s": 300.0})
+    for lr, dev, test in ((2e-5, 0.30, 0.31), (5e-5, 0.32, 0.33), (1e-4, 0.31, 0.34), (2e-4, 0.29, 0.30)):
+        rows.append({"kind": "peer", "seed": 42, "lr": lr, "dev_by_step": [[33, dev]], "dev_best": dev,
+                     "test": test, "train_s": 200.0, "dev_eval_s": 30.0})
+    rows += [{"kind": "peer", "seed": 1, "lr": 5e-5, "dev_by_step": [[33, 0.3]], "dev_best": 0.3, "test": 0.32,
+              "train_s": 1.0, "dev_eval_s": 1.0},
+             {"kind": "peer", "seed": 2, "lr": 5e-5, "dev_by_step": [[33, 0.3]], "dev_best": 0.3, "test": 0.35,
+              "train_s": 1.0, "dev_eval_s": 1.0}]
+    return rows
+
+
+def test_table_picks_the_peer_lr_on_dev_not_test_and_differences_per_seed():
+    text = "\n".join(bp.table(_records()))
+    # dev picks 5e-5 (0.32) although 1e-4 has the better test score
+    assert "Side by side (peer at lr 5e-05;" in text
+    # per seed textcl - peer: 42: 35-33 = +2.00, 1: 36-32 = +4.00, 2: 34-35 = -1.00; mean 1.67, std 2.52
+    assert "| 42 | 35.00 | 31.00 | 300 | 33.00 | 32.00 | +2.00 |" in text
+    assert "| 2 | 34.00 | 31.00 | 300 | 35.00 | 30.00 | -1.00 |" in text
+    assert "textcl - peer 1.67 ± 2.52 (per-seed differences; smallest -1.00)" in text
+
+
+def test_table_says_when_the_search_is_incomplete():
+    rows = [r for r in _records() if not (r["kind"] == "peer" and r["lr"] == 2e-4)]
+    assert "Search incomplete: 3 of 4 learning rates recorded." in "\n".join(bp.table(rows))
