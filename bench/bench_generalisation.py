@@ -231,7 +231,7 @@ def _cell_rows(rows: list[dict], split_names: list[str], label) -> list[str]:
     """One table row per (split, method): base, tuned, gain (mean ± std over seeds), worst seed's gain, dev."""
     lines = []
     for split in split_names:
-        for method in METHODS:
+        for method in [*METHODS, "peer"]:
             runs = {r["seed"]: r for r in rows if r["split"] == split and r["method"] == method}  # first per seed
             runs = {s: r for s, r in runs.items() if r.get("tuned_test") is not None}
             if not runs:
@@ -267,7 +267,9 @@ def table(rows: list[dict]) -> list[str]:
     lines = ["## Generalisation: new documents and label budgets (`bench/bench_generalisation.py`)", "",
              "Points x100, mean ± std over the seeds in the `seeds` column (the first record per seed). `recipe` = "
              "`recipes/nfcorpus-fast.yaml` unchanged but for its training data and in-domain set; `adapter` = "
-             "`recipes/nfcorpus-adapter.yaml`. Dev is the split's own dev qrels (what selection saw).", "",
+             "`recipes/nfcorpus-adapter.yaml`; `peer` = sentence-transformers at the setting `bench/bench_peer.py` chose on "
+             "dev (its run time: mining + training, evaluations excluded). Dev is the split's own dev qrels (what "
+             "selection saw).", "",
              "### New documents", "",
              "NFCorpus documents with sha256(id) mod 100 < 20 are new: every train and dev qrel naming one is removed; "
              "test keeps only (query, new document) pairs; the corpus stays whole (bench/splits.py). The second row "

@@ -16,7 +16,18 @@ model is scored by one evaluator: textcl's exact evaluator in fp32 (what `textcl
 Order: textcl seed 42, the peer's search (seed 42), then textcl and the chosen peer interleaved for seeds 1
 and 2. Records (one line per run, resumable: a finished run is skipped) go to bench/records/peer.jsonl.
 
-    PYTHONPATH=$PWD .venv/bin/python bench/bench_peer.py            # about 80 min on 2 idle cores
+    MALLOC_MMAP_THRESHOLD_=4294967296 MALLOC_TRIM_THRESHOLD_=4294967296 MALLOC_TOP_PAD_=1073741824 \
+        PYTHONPATH=$PWD .venv/bin/python bench/bench_peer.py      # about 80 min on 2 idle cores
+
+The glibc settings keep freed memory in the process: without them a peer training step (32 triplets of up to 256
+tokens) spent half its time in the kernel faulting pages back in here (bf16 step 12.2 s -> 7.1 s with them).
+They apply to the peer's runs and to textcl's later seeds alike; the budget run (textcl, seed 42) ran without.
+    PYTHONPATH=$PWD .venv/bin/python bench/bench_peer.py --split new-docs --seeds 1 2 3
+
+`--split` trains the chosen peer (lr and step count from the search's records) on a bench_generalisation split
+(its train and dev qrels) and appends the run to bench/records/generalisation.jsonl as method `peer`, scored on
+the split's test qrels with the whole corpus, as that bench scores textcl's runs. Test scores in peer.jsonl are
+nDCG@10 x100; dev scores (and every score in generalisation.jsonl) are fractions.
 """
 
 from __future__ import annotations
@@ -197,7 +208,12 @@ def main() -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--model", default="all-MiniLM-L6-v2")
     p.add_argument("--data", type=Path, default=NFCORPUS)
+    p.add_argument("--split", choices=["new-docs"], default=None,
+                   help="run the chosen peer on this bench_generalisation split (records in generalisation.jsonl)")
+    p.add_argument("--seeds", type=int, nargs="+", default=[1, 2, 3], help="--split's seeds")
     args = p.parse_args()
+    if args.split:
+        return run_split(args)
     model_path = resolve_model_path(args.model)
     bf16 = cpu_has_bf16()
     import torch
@@ -237,7 +253,8 @@ def main() -> int:
         probe = record({"kind": "probe", "seed": SEARCH_SEED, "budget_s": budget, "mining_s": round(mining_s, 1),
                         "step_s": round(step_s, 3), "steps": steps, "pairs": len(pairs), "rows": len(data),
                         "negatives": n_neg, "negatives_that_are_train_positives": fn, "mining": MINING,
-                        "train": TRAIN, "precision": "bf16" if bf16 else "fp32"}, load)
+                        "train": TRAIN, "precision": "bf16" if bf16 else "fp32",
+                        "malloc_env": {k: v for k, v in os.environ.items() if k.startswith("MALLOC_")}}, load)
 
     def peer(seed: int, lr: float) -> dict:
         if (r := done("peer", seed, lr)) is None:
@@ -258,6 +275,42 @@ def main() -> int:
     return 0
 
 
+def run_split(args: argparse.Namespace) -> int:
+    """The chosen peer on a generalisation split, one record per seed in generalisation.jsonl (method `peer`)."""
+    import bench_generalisation as gen
+    sbs, probe = side_by_side(read(RECORDS)), _first(read(RECORDS)).get(("probe", SEARCH_SEED, None))
+    if sbs is None or probe is None:
+        raise SystemExit(f"{RECORDS} has no complete search: run bench_peer.py without --split first")
+    model_path, bf16 = resolve_model_path(args.model), cpu_has_bf16()
+    work = ROOT / "out" / "generalisation"
+    for seed in args.seeds:
+        if any(r["method"] == "peer" and r["split"] == args.split and r["seed"] == seed
+               for r in gen.read_records(gen.RECORDS)):
+            print(f"skip peer {args.split} seed {seed}: recorded", flush=True)
+            continue
+        leaf = gen.split_folder(args.split, seed, work)
+        load = [round(x, 2) for x in os.getloadavg()]
+        t0 = time.perf_counter()
+        pairs = train_pairs(leaf)
+        data, mining_s = mine(pairs, model_path, [d.full_text for d in load_beir(leaf, "train").corpus.values()], seed)
+        model, row = train_peer(data, model_path, sbs["lr"], seed, probe["steps"], bf16, leaf,
+                                WORK / f"{args.split}-s{seed}")
+        wall = time.perf_counter() - t0
+        test, dev = load_beir(leaf, "test"), load_beir(leaf, "dev")
+        base = new_model(model_path)
+        scores = {"base_test": ndcg10(base, test, cache=WORK / "base-cache") / 100,
+                  "base_dev": ndcg10(base, dev, cache=WORK / "base-cache") / 100,
+                  "tuned_test": ndcg10(model, test) / 100, "tuned_dev": ndcg10(model, dev) / 100}
+        rec = append_record(gen.RECORDS, {
+            "method": "peer", "split": args.split, "seed": seed, **scores, "lr": sbs["lr"], "steps": row["steps"],
+            "best_checkpoint": row["best_checkpoint"], "mining_s": round(mining_s, 1), "train_s": row["train_s"],
+            "dev_eval_s": row["dev_eval_s"], "stages_total_s": round(mining_s + row["train_s"], 1),
+            "wall_s": round(wall, 1), "load_before": load, "load_after": [round(x, 2) for x in os.getloadavg()],
+            "train_queries": len(set(pairs["anchor"])), "note": ""})
+        print(json.dumps(rec), flush=True)
+    return 0
+
+
 class _Positives:
     """What bench_fast_peer.false_negatives reads: each anchor's train positives."""
 
@@ -275,11 +328,32 @@ def _ms(values: list[float]) -> str:
     return f"{statistics.mean(values):.2f} ± {statistics.stdev(values):.2f}" if len(values) > 1 else f"{values[0]:.2f}"
 
 
-def table(rows: list[dict]) -> list[str]:
-    """The BENCHMARKS.md section from the records alone: the peer's search on dev, then both tools per seed."""
+def _first(rows: list[dict]) -> dict[tuple, dict]:
     first: dict[tuple, dict] = {}
     for r in rows:
         first.setdefault((r["kind"], r["seed"], r.get("lr")), r)
+    return first
+
+
+def side_by_side(rows: list[dict]) -> dict | None:
+    """The chosen peer lr (best dev of the seed-42 search) and, per seed both tools ran, the test scores x100 and
+    textcl - peer; None until the search is complete."""
+    first = _first(rows)
+    search = [r for (k, s, _), r in first.items() if k == "peer" and s == SEARCH_SEED]
+    if len(search) < len(LRS):
+        return None
+    chosen = max(search, key=lambda r: r["dev_best"])["lr"]
+    textcl = {s: r for (k, s, _), r in first.items() if k == "textcl"}
+    peer = {s: r for (k, s, lr), r in first.items() if k == "peer" and lr == chosen}
+    seeds = sorted(set(textcl) & set(peer), key=SEEDS.index)
+    ours, theirs = [textcl[s]["test"] for s in seeds], [peer[s]["test"] for s in seeds]  # points already
+    return {"lr": chosen, "seeds": seeds, "textcl": ours, "peer": theirs, "diff": [a - b for a, b in zip(ours, theirs)],
+            "textcl_rows": [textcl[s] for s in seeds], "peer_rows": [peer[s] for s in seeds]}
+
+
+def table(rows: list[dict]) -> list[str]:
+    """The BENCHMARKS.md section from the records alone: the peer's search on dev, then both tools per seed."""
+    first = _first(rows)
     base = next((r["test"] for (k, _, _), r in first.items() if k == "base"), None)
     probe = next((r for (k, _, _), r in first.items() if k == "probe"), None)
     textcl = {s: r for (k, s, _), r in first.items() if k == "textcl"}
@@ -288,7 +362,7 @@ def table(rows: list[dict]) -> list[str]:
     if probe is None or SEARCH_SEED not in textcl:
         return [*lines, "No complete search recorded yet.", ""]
     lines += [f"NFCorpus test nDCG@10 x100, every model scored by textcl's exact evaluator in fp32; base "
-              f"all-MiniLM-L6-v2 {100 * base:.2f}. The peer's budget is textcl's whole run at seed {SEARCH_SEED} "
+              f"all-MiniLM-L6-v2 {base:.2f}. The peer's budget is textcl's whole run at seed {SEARCH_SEED} "
               f"({probe['budget_s']:.0f} s wall, its evaluations included) for mining + training, its own dev "
               f"evaluations excluded: {probe['steps']} steps of {probe['step_s']:.2f} s after {probe['mining_s']:.0f} s "
               f"of mining ({probe['pairs']} train pairs, one row each -> {probe['rows']} triplets; "
@@ -300,27 +374,22 @@ def table(rows: list[dict]) -> list[str]:
     search = [r for r in peers if r["seed"] == SEARCH_SEED]
     for r in sorted(search, key=lambda r: r["lr"]):
         steps = ", ".join(f"{s}: {100 * v:.2f}" for s, v in r["dev_by_step"])
-        lines.append(f"| {r['lr']:g} | {steps} | {100 * r['dev_best']:.2f} | {100 * r['test']:.2f} | "
+        lines.append(f"| {r['lr']:g} | {steps} | {100 * r['dev_best']:.2f} | {r['test']:.2f} | "
                      f"{r['train_s']:.0f} | {r['dev_eval_s']:.0f} |")
     if len(search) < len(LRS):
         return [*lines, "", f"Search incomplete: {len(search)} of {len(LRS)} learning rates recorded.", ""]
-    chosen = max(search, key=lambda r: r["dev_best"])["lr"]
-    mine = [r for r in peers if r["lr"] == chosen]
-    seeds = sorted(set(textcl) & {r["seed"] for r in mine})
-    ours = [100 * textcl[s]["test"] for s in seeds]
-    theirs = [100 * next(r["test"] for r in mine if r["seed"] == s) for s in seeds]
-    diffs = [a - b for a, b in zip(ours, theirs)]
-    lines += ["", f"Side by side (peer at lr {chosen:g}; textcl's `recipes/nfcorpus-fast.yaml` unchanged, its "
+    sbs = side_by_side(rows)
+    lines += ["", f"Side by side (peer at lr {sbs['lr']:g}; textcl's `recipes/nfcorpus-fast.yaml` unchanged, its "
               "choices made on dev in earlier benches):", "",
               "| seed | textcl test | textcl dev | textcl wall s | peer test | peer dev (kept) | textcl - peer |",
               "|---|---|---|---|---|---|---|"]
-    for s, a, b, d in zip(seeds, ours, theirs, diffs):
-        t, q = textcl[s], next(r for r in mine if r["seed"] == s)
+    for s, a, b, d, t, q in zip(sbs["seeds"], sbs["textcl"], sbs["peer"], sbs["diff"], sbs["textcl_rows"],
+                                sbs["peer_rows"]):
         lines.append(f"| {s} | {a:.2f} | {100 * t['dev_best']:.2f} | {t['wall_s']:.0f} | {b:.2f} | "
                      f"{100 * q['dev_best']:.2f} | {d:+.2f} |")
-    if len(seeds) > 1:
-        lines += ["", f"Mean over {len(seeds)} seeds: textcl {_ms(ours)}, peer {_ms(theirs)}; textcl - peer "
-                  f"{_ms(diffs)} (per-seed differences; smallest {min(diffs):+.2f})."]
+    if len(sbs["seeds"]) > 1:
+        lines += ["", f"Mean over {len(sbs['seeds'])} seeds: textcl {_ms(sbs['textcl'])}, peer {_ms(sbs['peer'])}; "
+                  f"textcl - peer {_ms(sbs['diff'])} (per-seed differences; smallest {min(sbs['diff']):+.2f})."]
     return [*lines, "", provenance(rows), ""]
 
 

@@ -26,6 +26,7 @@ import bench_forgetting
 import bench_full_corpus
 import bench_generalisation
 import bench_int8
+import bench_peer
 import bench_quality
 import bench_shard_scale
 import bench_towers
@@ -115,6 +116,11 @@ def _fast_peer(records: Records) -> list[str] | None:
                                    _rows(records, "fast.jsonl"), _last_per_key(_rows(records, "fast_peer-1323cpu.jsonl")))
 
 
+def _peer(records: Records) -> list[str] | None:
+    rows = _rows(records, "peer.jsonl")
+    return bench_peer.table(rows) if rows else None
+
+
 def _quality(records: Records) -> list[str] | None:
     lines: list[str] = []
     for name in sorted(n for n in records if n.startswith("quality-") and n.endswith(".jsonl")):
@@ -162,7 +168,7 @@ def _shard_scale(records: Records) -> list[str] | None:
 
 SECTIONS: dict[str, Callable[[Records], list[str] | None]] = {
     "int8": _int8, "fast": _fast, "forgetting": _forgetting, "full_corpus": _full_corpus, "fast_peer": _fast_peer,
-    "adapter": _adapter, "compression": _compression, "towers": _towers, "generalisation": _generalisation, "any_model": _any_model, "quality": _quality,
+    "peer": _peer,     "adapter": _adapter, "compression": _compression, "towers": _towers, "generalisation": _generalisation, "any_model": _any_model, "quality": _quality,
     "shard_scale": _shard_scale}
 
 
@@ -218,8 +224,12 @@ def readme_block(records: Records) -> list[str]:
         rows.append(f"| binary index ({full / binary[0]['index_bytes']:.0f}x fewer bytes) + adapter trained for it "
                     f"(base on it: {100 * binary[0]['test_base']:.2f}) | {_ms([100 * r['test_adapter'] for r in binary])}"
                     f" | {len(binary)} |")
+    tuned = bench_peer.side_by_side(_rows(records, "peer.jsonl"))
     peer = [r for r in _last_per_key(_rows(records, "fast_peer.jsonl")) if r["row"] == "st-documented"]
-    if peer:
+    if tuned and len(tuned["seeds"]) > 1:
+        rows.append(f"| sentence-transformers tuned on dev (lr {tuned['lr']:g}, best dev checkpoint, textcl's run time "
+                    f"as budget); textcl - peer | {_ms(tuned['peer'])}; {_ms(tuned['diff'])} | {len(tuned['seeds'])} |")
+    elif peer:
         rows.append(f"| sentence-transformers, documented hard negatives, {peer[0]['budget_s']:.0f} "
                     f"{peer[0].get('clock', 'wall')}-s budget (untuned) | {_ms([r['ndcg@10'] for r in peer])} | "
                     f"{len(peer)} |")

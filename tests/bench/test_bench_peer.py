@@ -45,15 +45,15 @@ def test_peer_keeps_the_checkpoint_with_the_best_dev_score(tmp_path, tiny_model_
 def _records() -> list[dict]:
     probe = {"kind": "probe", "seed": 42, "budget_s": 300.0, "step_s": 2.5, "steps": 99, "mining_s": 50.0,
              "pairs": 10, "rows": 50, "negatives": 50, "negatives_that_are_train_positives": 0, "precision": "fp32"}
-    rows = [{"kind": "base", "seed": 0, "test": 0.30}, probe]
-    for seed, ours in ((42, 0.35), (1, 0.36), (2, 0.34)):
+    rows = [{"kind": "base", "seed": 0, "test": 30.0}, probe]  # test in points (x100), dev as fractions
+    for seed, ours in ((42, 35.0), (1, 36.0), (2, 34.0)):
         rows.append({"kind": "textcl", "seed": seed, "test": ours, "dev_best": 0.31, "wall_s": 300.0})
-    for lr, dev, test in ((2e-5, 0.30, 0.31), (5e-5, 0.32, 0.33), (1e-4, 0.31, 0.34), (2e-4, 0.29, 0.30)):
+    for lr, dev, test in ((2e-5, 0.30, 31.0), (5e-5, 0.32, 33.0), (1e-4, 0.31, 34.0), (2e-4, 0.29, 30.0)):
         rows.append({"kind": "peer", "seed": 42, "lr": lr, "dev_by_step": [[33, dev]], "dev_best": dev,
                      "test": test, "train_s": 200.0, "dev_eval_s": 30.0})
-    rows += [{"kind": "peer", "seed": 1, "lr": 5e-5, "dev_by_step": [[33, 0.3]], "dev_best": 0.3, "test": 0.32,
+    rows += [{"kind": "peer", "seed": 1, "lr": 5e-5, "dev_by_step": [[33, 0.3]], "dev_best": 0.3, "test": 32.0,
               "train_s": 1.0, "dev_eval_s": 1.0},
-             {"kind": "peer", "seed": 2, "lr": 5e-5, "dev_by_step": [[33, 0.3]], "dev_best": 0.3, "test": 0.35,
+             {"kind": "peer", "seed": 2, "lr": 5e-5, "dev_by_step": [[33, 0.3]], "dev_best": 0.3, "test": 35.0,
               "train_s": 1.0, "dev_eval_s": 1.0}]
     return rows
 
