@@ -367,9 +367,14 @@ def table(rows: list[dict]) -> list[str]:
               f"evaluations excluded: {probe['steps']} steps of {probe['step_s']:.2f} s after {probe['mining_s']:.0f} s "
               f"of mining ({probe['pairs']} train pairs, one row each -> {probe['rows']} triplets; "
               f"{probe['negatives_that_are_train_positives']} of {probe['negatives']} mined negatives are train "
-              f"positives of their query). Precision {probe['precision']} for both tools' training.", "",
+              f"positives of their query). Precision {probe['precision']} for both tools' training"
+              + (f"; the peer's process ran with glibc {', '.join(f'{k}={v}' for k, v in sorted(probe['malloc_env'].items()))}"
+                 if probe.get("malloc_env") else "") + ". Dev columns: textcl's are its own graded dev nDCG@10 "
+              "(what its selection saw), the peer's are sentence-transformers' `InformationRetrievalEvaluator` "
+              "(binary relevance: what `load_best_model_at_end` saw); compare test columns only.", "",
               "Learning-rate search (seed 42, chosen on dev):", "",
-              "| peer lr | dev nDCG@10 by step | kept (best dev) | test nDCG@10 | training s | dev evaluation s |",
+              "| peer lr | dev nDCG@10 by step | kept (best dev) | test nDCG@10 | training s (+ mining: the budget used) | "
+              "dev evaluation s (outside the budget) |",
               "|---|---|---|---|---|---|"]
     search = [r for r in peers if r["seed"] == SEARCH_SEED]
     for r in sorted(search, key=lambda r: r["lr"]):
