@@ -190,11 +190,8 @@ def run_textcl(seed: int, work: Path) -> dict:
 
 
 def done(kind: str, seed: int, lr: float | None = None) -> dict | None:
-    for line in RECORDS.read_text().splitlines() if RECORDS.exists() else []:
-        r = json.loads(line)
-        if r["kind"] == kind and r["seed"] == seed and r.get("lr") == lr:
-            return r
-    return None
+    """The first record of (kind, seed, lr), as the tables read it; None when that run is not recorded."""
+    return _first(read(RECORDS)).get((kind, seed, lr))
 
 
 def record(row: dict, load_before: float) -> dict:
@@ -266,8 +263,7 @@ def main() -> int:
                         "budget_s": budget, "test": ndcg10(model, test)}, load)
         return r
 
-    search = [peer(SEARCH_SEED, lr) for lr in LRS]
-    chosen = max(search, key=lambda r: r["dev_best"])["lr"]
+    chosen = best_on_dev([peer(SEARCH_SEED, lr) for lr in LRS])
     for seed in SEEDS[1:]:
         textcl(seed)
         peer(seed, chosen)
@@ -335,6 +331,11 @@ def _first(rows: list[dict]) -> dict[tuple, dict]:
     return first
 
 
+def best_on_dev(search: list[dict]) -> float:
+    """The peer lr whose kept checkpoint scored best on dev in the search."""
+    return max(search, key=lambda r: r["dev_best"])["lr"]
+
+
 def side_by_side(rows: list[dict]) -> dict | None:
     """The chosen peer lr (best dev of the seed-42 search) and, per seed both tools ran, the test scores x100 and
     textcl - peer; None until the search is complete."""
@@ -342,7 +343,7 @@ def side_by_side(rows: list[dict]) -> dict | None:
     search = [r for (k, s, _), r in first.items() if k == "peer" and s == SEARCH_SEED]
     if len(search) < len(LRS):
         return None
-    chosen = max(search, key=lambda r: r["dev_best"])["lr"]
+    chosen = best_on_dev(search)
     textcl = {s: r for (k, s, _), r in first.items() if k == "textcl"}
     peer = {s: r for (k, s, lr), r in first.items() if k == "peer" and lr == chosen}
     seeds = sorted(set(textcl) & set(peer), key=SEEDS.index)
