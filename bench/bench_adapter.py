@@ -22,7 +22,7 @@ import sys
 import time
 from pathlib import Path
 
-from common import ROOT, write_section  # first: sets up sys.path and env
+from common import ROOT, read_jsonl, write_section  # first: sets up sys.path and env
 
 RECIPE = ROOT / "recipes" / "nfcorpus-adapter.yaml"
 KEY = "nfcorpus/ndcg@10"
@@ -120,8 +120,7 @@ def table(rows: list[dict]) -> list[str]:
 
 def load_records(path: Path) -> list[dict]:
     """The records of a .jsonl file, or of adapter.jsonl in a folder (bench/run_all.py passes bench/records)."""
-    path = path / "adapter.jsonl" if path.is_dir() else path
-    return [json.loads(x) for x in path.read_text().splitlines() if x.strip()] if path.is_file() else []
+    return read_jsonl(path, "adapter.jsonl")
 
 
 def run_grid(args: argparse.Namespace) -> None:

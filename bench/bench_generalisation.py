@@ -31,14 +31,18 @@ from pathlib import Path
 
 import splits
 import yaml
-from common import ROOT, append_record  # sets up sys.path and env (splits needs neither)
+from common import ROOT, append_record, read_jsonl  # sets up sys.path and env (splits needs neither)
 
 RECORDS = ROOT / "bench" / "records" / "generalisation.jsonl"
 METHODS = {"recipe": ROOT / "recipes" / "nfcorpus-fast.yaml", "adapter": ROOT / "recipes" / "nfcorpus-adapter.yaml"}
 METRIC = "nfcorpus/ndcg@10"
 OOD = "stsbenchmark/spearman_cosine"
 BUDGETS = {"budget-50": 50, "budget-150": 150, "budget-500": 500, "budget-all": None}
-SPLITS = ("new-docs", "new-docs-later", *BUDGETS)
+SPLITS = ("new-docs", "new-docs-later", "new-docs-heldout", *BUDGETS)
+HELDOUT = "heldout/ndcg@10"
+# new-docs-heldout: the recipe's forgetting budget (train.max_ood_drop) also watches the held-out documents' dev
+# qrels, over finer WiSE-FT mixes; the starting model (a = 0) is always a candidate
+HELDOUT_SETS = ["train.interpolate_base=[0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9]"]
 PRECISION = "bf16"  # --judged encodes as the runs' evaluation did (their `auto` was bf16 there); checked below
 
 
@@ -47,6 +51,8 @@ def split_folder(split: str, seed: int, work: Path) -> Path:
     source, out = splits.SOURCE, work / "splits"
     if split in ("new-docs", "new-docs-later"):  # the same split; -later trains against the seen documents only
         name, make = "new-docs", lambda o: splits.new_docs_split(source, o)
+    elif split == "new-docs-heldout":
+        name, make = split, lambda o: splits.heldout_split(source, o)
     else:
         total = len(splits.train_queries(source))
         n = BUDGETS[split] or total
@@ -56,13 +62,15 @@ def split_folder(split: str, seed: int, work: Path) -> Path:
     return out / name / "nfcorpus"
 
 
-def run_command(method: str, leaf: Path, out: Path, seed: int, cache: Path, corpus: Path | None = None) -> list[str]:
+def run_command(method: str, leaf: Path, out: Path, seed: int, cache: Path, corpus: Path | None = None,
+                extra: tuple[str, ...] = ()) -> list[str]:
     """`textcl run` of the method's recipe: training data and in-domain eval set = the split, the rest as is;
-    `corpus`: the training corpus (default: the split's whole corpus)."""
+    `corpus`: the training corpus (default: the split's whole corpus); `extra`: more `--set` overrides."""
     return [str(Path(sys.executable).parent / "textcl"), "run", str(METHODS[method]), "--no-progress",
             "--set", f"data.train={leaf}", "--set", f"eval.retrieval=[{leaf}]", "--set", f"output_dir={out}",
             "--set", f"seed={seed}", "--set", f"model.cache_dir={cache}", "--set", "skip=[check, index]",
-            *(["--set", f"train.corpus={corpus}"] if corpus is not None else [])]
+            *(["--set", f"train.corpus={corpus}"] if corpus is not None else []),
+            *[x for e in extra for x in ("--set", e)]]
 
 
 def summary_row(out: Path) -> dict:
@@ -80,6 +88,8 @@ def summary_row(out: Path) -> dict:
             "steps": train.get("steps"), "stopped_early": train.get("stopped_early"),
             "chosen_alpha": budget.get("chosen"), "stages_s": stages,
             "min_gain_se": _min_gain_se(out / "config.yaml"),
+            **({"base_heldout_test": s["before"][HELDOUT], "tuned_heldout_test": s["after"].get(HELDOUT)}
+               if HELDOUT in s["before"] else {}),
             "significance": significance}
 
 
@@ -119,7 +129,12 @@ def run_one(method: str, split: str, seed: int, work: Path, records: Path, note:
         corpus = work / "splits" / "new-docs-seen-corpus"
         if not (corpus / "corpus.jsonl").is_file():
             splits.seen_corpus(splits.SOURCE, corpus)
-    cmd = run_command(method, leaf, out, seed, work / "cache", corpus)
+    extra = ()
+    if split == "new-docs-heldout":
+        ood = [str((METHODS[method].parent / o).resolve())  # the recipe's own sets, relative to it
+               for o in (yaml.safe_load(METHODS[method].read_text()).get("eval") or {}).get("ood_retrieval", [])]
+        extra = (f"eval.ood_retrieval=[{', '.join([*ood, str(leaf.parent / 'heldout')])}]", *HELDOUT_SETS)
+    cmd = run_command(method, leaf, out, seed, work / "cache", corpus, extra)
     if not _claim(out):
         print(f"skip {method} {split} seed {seed}: another process is running it in {out}", flush=True)
         return None
@@ -157,8 +172,8 @@ def pool_records(work: Path, records: Path) -> None:
     leaf = work / "splits" / "new-docs-pool" / "nfcorpus"
     if not (leaf.parent / "split.json").is_file():
         splits.new_docs_pool(splits.SOURCE, leaf.parent)
-    done = {(r["method"], r["seed"]) for r in read_records(records) if r["split"] == "new-docs-pool"}
-    for run in [r for r in read_records(records) if r["split"] == "new-docs"]:
+    done = {(r["method"], r["seed"]) for r in read_jsonl(records) if r["split"] == "new-docs-pool"}
+    for run in [r for r in read_jsonl(records) if r["split"] == "new-docs"]:
         if (run["method"], run["seed"]) in done:
             continue
         out = work / run["method"] / f"new-docs-s{run['seed']}"
@@ -198,8 +213,8 @@ def judged_records(work: Path, records: Path) -> None:
     leaf = split_folder("new-docs", 0, work)
     seen = {q: {d for d, rel in docs.items() if rel > 0 and not splits.is_new(d)}
             for q, docs in splits.read_qrels(splits.SOURCE, "test").items()}
-    done = {(r["method"], r["seed"]) for r in read_records(records) if r["split"] == "new-docs-judged"}
-    todo = [r for r in read_records(records) if r["split"] == "new-docs" and (r["method"], r["seed"]) not in done]
+    done = {(r["method"], r["seed"]) for r in read_jsonl(records) if r["split"] == "new-docs-judged"}
+    todo = [r for r in read_jsonl(records) if r["split"] == "new-docs" and (r["method"], r["seed"]) not in done]
     if not todo:
         return
     plain = judged_eval("all-MiniLM-L6-v2", leaf, work, {})
@@ -214,10 +229,6 @@ def judged_records(work: Path, records: Path) -> None:
                                 "tuned_dev": run["tuned_dev"], "wall_s": round(time.perf_counter() - t0, 1),
                                 "load_before": load_before, "left_out_per_query": statistics.mean(
                                     len(v) for v in seen.values())})
-
-
-def read_records(path: Path) -> list[dict]:
-    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()] if path.is_file() else []
 
 
 def _pts(values: list[float]) -> str:
@@ -248,7 +259,8 @@ def _cell_rows(rows: list[dict], split_names: list[str], label) -> list[str]:
 def _new_docs_label(split: str) -> str:
     return {"new-docs": "new documents", "new-docs-pool": "new documents, pool of new documents only",
             "new-docs-judged": "new documents, relevant seen documents left out of each ranking",
-            "new-docs-later": "new documents added after training (never training negatives)"}[split]
+            "new-docs-later": "new documents added after training (never training negatives)",
+            "new-docs-heldout": "new documents, model chosen watching held-out seen documents"}[split]
 
 
 HEADER = ["| split | method | seeds | base test nDCG@10 | tuned test nDCG@10 | gain | worst seed gain | "
@@ -281,7 +293,21 @@ def table(rows: list[dict]) -> list[str]:
              "is a run of its own: the same split, but the training corpus (`train.corpus`) holds the seen documents "
              "only, as when documents are added after training, so new documents are never its negatives.", "",
              *HEADER]
-    lines += _cell_rows(rows, ["new-docs", "new-docs-pool", "new-docs-judged", "new-docs-later"], _new_docs_label)
+    lines += _cell_rows(rows, ["new-docs", "new-docs-pool", "new-docs-judged", "new-docs-later", "new-docs-heldout"],
+                        _new_docs_label)
+    held = sorted((r for r in rows if r["split"] == "new-docs-heldout" and r.get("tuned_test") is not None),
+                  key=lambda r: (r["method"], r["seed"]))
+    if held:
+        lines += ["", "The fifth (`new-docs-heldout`) is a run of its own: the same split, but a further 16% of the "
+                  "documents (20% of the seen ones, the next sha256 buckets) lose their train and dev qrels too, and "
+                  "their dev qrels become an out-of-domain set (`eval.ood_retrieval`) that the recipe's forgetting "
+                  "budget (`train.max_ood_drop`, 0.5 points) watches when it picks among the WiSE-FT mixes "
+                  "a = 0.1 ... 0.9, the best checkpoint and the starting model: a proxy, chosen without looking at the "
+                  "new documents, for documents the model never trained towards. Per run, the mix kept and the "
+                  "held-out documents' test nDCG@10 base -> tuned: "
+                  + "; ".join(f"{r['method']} seed {r['seed']}: a = {r.get('chosen_alpha')}, "
+                              f"{100 * r['base_heldout_test']:.2f} -> {100 * r['tuned_heldout_test']:.2f}"
+                              for r in held if "base_heldout_test" in r) + "."]
     lines += ["", "### Label budget", "",
               "Train qrels of a seeded sample of N train queries (the sample's seed = the run's seed); dev and test "
               "unchanged. Both recipes set `eval.min_gain_se: 1.64`: a run keeps the base model unless its dev gain is "
@@ -330,12 +356,12 @@ def main() -> int:
             for seed in args.seeds:
                 se = (yaml.safe_load(METHODS[args.method].read_text()).get("eval") or {}).get("min_gain_se", 0.0)
                 if any(r["method"] == args.method and r["split"] == split and r["seed"] == seed
-                       and (r.get("min_gain_se") or not se) for r in read_records(records)):  # a rule-less record
+                       and (r.get("min_gain_se") or not se) for r in read_jsonl(records)):  # a rule-less record
                     # of a recipe that now has eval.min_gain_se is run again
                     print(f"skip {args.method} {split} seed {seed}: recorded in {records}", flush=True)
                     continue
                 run_one(args.method, split, seed, Path(args.work).resolve(), records, args.note, args.threads)
-    print("\n".join(table(read_records(records))))
+    print("\n".join(table(read_jsonl(records))))
     return 0
 
 

@@ -23,9 +23,10 @@ The glibc settings keep freed memory in the process: without them a peer trainin
 tokens) spent half its time in the kernel faulting pages back in here (bf16 step 12.2 s -> 7.1 s with them).
 They apply to the peer's runs and to textcl's later seeds alike; the budget run (textcl, seed 42) ran without.
     PYTHONPATH=$PWD .venv/bin/python bench/bench_peer.py --split new-docs --seeds 1 2 3
+    PYTHONPATH=$PWD .venv/bin/python bench/bench_peer.py --split budget-50 --seeds 1
 
-`--split` trains the chosen peer (lr and step count from the search's records) on a bench_generalisation split
-(its train and dev qrels) and appends the run to bench/records/generalisation.jsonl as method `peer`, scored on
+`--split` trains the chosen peer (lr and step count from the search's records, whatever the split's size) on a
+bench_generalisation split (its train and dev qrels) and appends the run to bench/records/generalisation.jsonl as method `peer`, scored on
 the split's test qrels with the whole corpus, as that bench scores textcl's runs. Test scores in peer.jsonl are
 nDCG@10 x100; dev scores (and every score in generalisation.jsonl) are fractions.
 """
@@ -44,7 +45,7 @@ import time
 from pathlib import Path
 
 from bench_fast_peer import false_negatives, ndcg10  # first: sets up sys.path and the offline env
-from common import NFCORPUS, ROOT, append_record, provenance
+from common import NFCORPUS, ROOT, append_record, provenance, read_jsonl
 from datasets import Dataset
 from sentence_transformers import SentenceTransformer, SentenceTransformerTrainer
 from sentence_transformers.sentence_transformer import losses
@@ -191,7 +192,7 @@ def run_textcl(seed: int, work: Path) -> dict:
 
 def done(kind: str, seed: int, lr: float | None = None) -> dict | None:
     """The first record of (kind, seed, lr), as the tables read it; None when that run is not recorded."""
-    return _first(read(RECORDS)).get((kind, seed, lr))
+    return _first(read_jsonl(RECORDS)).get((kind, seed, lr))
 
 
 def record(row: dict, load_before: float) -> dict:
@@ -205,7 +206,7 @@ def main() -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--model", default="all-MiniLM-L6-v2")
     p.add_argument("--data", type=Path, default=NFCORPUS)
-    p.add_argument("--split", choices=["new-docs"], default=None,
+    p.add_argument("--split", choices=["new-docs", "budget-50", "budget-150", "budget-500"], default=None,
                    help="run the chosen peer on this bench_generalisation split (records in generalisation.jsonl)")
     p.add_argument("--seeds", type=int, nargs="+", default=[1, 2, 3], help="--split's seeds")
     args = p.parse_args()
@@ -267,44 +268,49 @@ def main() -> int:
     for seed in SEEDS[1:]:
         textcl(seed)
         peer(seed, chosen)
-    print("\n".join(table(read(RECORDS))))
+    print("\n".join(table(read_jsonl(RECORDS))))
     return 0
 
 
 def run_split(args: argparse.Namespace) -> int:
     """The chosen peer on a generalisation split, one record per seed in generalisation.jsonl (method `peer`)."""
     import bench_generalisation as gen
-    sbs, probe = side_by_side(read(RECORDS)), _first(read(RECORDS)).get(("probe", SEARCH_SEED, None))
+    sbs, probe = side_by_side(read_jsonl(RECORDS)), _first(read_jsonl(RECORDS)).get(("probe", SEARCH_SEED, None))
     if sbs is None or probe is None:
         raise SystemExit(f"{RECORDS} has no complete search: run bench_peer.py without --split first")
     model_path, bf16 = resolve_model_path(args.model), cpu_has_bf16()
     work = ROOT / "out" / "generalisation"
     for seed in args.seeds:
         if any(r["method"] == "peer" and r["split"] == args.split and r["seed"] == seed
-               for r in gen.read_records(gen.RECORDS)):
+               for r in read_jsonl(gen.RECORDS)):
             print(f"skip peer {args.split} seed {seed}: recorded", flush=True)
             continue
-        leaf = gen.split_folder(args.split, seed, work)
-        load = [round(x, 2) for x in os.getloadavg()]
-        t0 = time.perf_counter()
-        pairs = train_pairs(leaf)
-        data, mining_s = mine(pairs, model_path, [d.full_text for d in load_beir(leaf, "train").corpus.values()], seed)
-        model, row = train_peer(data, model_path, sbs["lr"], seed, probe["steps"], bf16, leaf,
-                                WORK / f"{args.split}-s{seed}")
-        wall = time.perf_counter() - t0
-        test, dev = load_beir(leaf, "test"), load_beir(leaf, "dev")
-        base = new_model(model_path)
-        scores = {"base_test": ndcg10(base, test, cache=WORK / "base-cache") / 100,
-                  "base_dev": ndcg10(base, dev, cache=WORK / "base-cache") / 100,
-                  "tuned_test": ndcg10(model, test) / 100, "tuned_dev": ndcg10(model, dev) / 100}
-        rec = append_record(gen.RECORDS, {
-            "method": "peer", "split": args.split, "seed": seed, **scores, "lr": sbs["lr"], "steps": row["steps"],
+        row = peer_on_split(gen.split_folder(args.split, seed, work), seed, model_path, sbs["lr"], probe["steps"],
+                            bf16, WORK / f"{args.split}-s{seed}")
+        print(json.dumps(append_record(gen.RECORDS, {"split": args.split, **row})), flush=True)
+    return 0
+
+
+def peer_on_split(leaf: Path, seed: int, model_path: str, lr: float, steps: int, bf16: bool, work: Path,
+                  mine_fn=mine, batch_size: int = TRAIN["batch_size"]) -> dict:
+    """Mine and train the peer on `leaf`'s train and dev qrels; its and the base model's test and dev nDCG@10
+    (fractions) on `leaf`'s qrels with the whole corpus, as bench_generalisation scores textcl's runs."""
+    load = [round(x, 2) for x in os.getloadavg()]
+    t0 = time.perf_counter()
+    pairs = train_pairs(leaf)
+    data, mining_s = mine_fn(pairs, model_path, [d.full_text for d in load_beir(leaf, "train").corpus.values()], seed)
+    model, row = train_peer(data, model_path, lr, seed, steps, bf16, leaf, work, batch_size)
+    wall = time.perf_counter() - t0
+    test, dev = load_beir(leaf, "test"), load_beir(leaf, "dev")
+    base = new_model(model_path)
+    scores = {"base_test": ndcg10(base, test, cache=work.parent / "base-cache") / 100,
+              "base_dev": ndcg10(base, dev, cache=work.parent / "base-cache") / 100,
+              "tuned_test": ndcg10(model, test) / 100, "tuned_dev": ndcg10(model, dev) / 100}
+    return {"method": "peer", "seed": seed, **scores, "lr": lr, "steps": row["steps"],
             "best_checkpoint": row["best_checkpoint"], "mining_s": round(mining_s, 1), "train_s": row["train_s"],
             "dev_eval_s": row["dev_eval_s"], "stages_total_s": round(mining_s + row["train_s"], 1),
             "wall_s": round(wall, 1), "load_before": load, "load_after": [round(x, 2) for x in os.getloadavg()],
-            "train_queries": len(set(pairs["anchor"])), "note": ""})
-        print(json.dumps(rec), flush=True)
-    return 0
+            "train_queries": len(set(pairs["anchor"])), "note": ""}
 
 
 class _Positives:
@@ -314,10 +320,6 @@ class _Positives:
         self.train_positives: dict[str, set[str]] = {}
         for a, pos in zip(pairs["anchor"], pairs["positive"]):
             self.train_positives.setdefault(a, set()).add(pos)
-
-
-def read(path: Path) -> list[dict]:
-    return [json.loads(x) for x in path.read_text().splitlines() if x.strip()] if path.exists() else []
 
 
 def _ms(values: list[float]) -> str:

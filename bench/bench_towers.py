@@ -18,7 +18,7 @@ import sys
 import time
 from pathlib import Path
 
-from common import ROOT, append_record, provenance, write_section  # first: sets up sys.path and env
+from common import ROOT, append_record, provenance, read_jsonl, write_section  # first: sys.path, env
 
 RECIPES = {"adapter": ROOT / "recipes" / "nfcorpus-adapter.yaml", "full": ROOT / "recipes" / "nfcorpus-fast.yaml",
            "lora": ROOT / "recipes" / "nfcorpus-fast.yaml", "chain": ROOT / "recipes" / "nfcorpus-fast.yaml"}
@@ -135,8 +135,7 @@ def table(rows: list[dict]) -> list[str]:
 
 
 def load_records(path: Path) -> list[dict]:
-    path = path / "towers.jsonl" if path.is_dir() else path
-    return [json.loads(x) for x in path.read_text().splitlines() if x.strip()] if path.is_file() else []
+    return read_jsonl(path, "towers.jsonl")
 
 
 def main() -> int:
@@ -150,6 +149,8 @@ def main() -> int:
     p.add_argument("--lora-lrs", type=float, nargs="+", default=[LORA_LR],
                    help="LoRA learning rates searched at seed 42; later seeds run the one with the best dev score")
     p.add_argument("--threads", type=int, default=None, help="OMP_NUM_THREADS of each run")
+    p.add_argument("--again", action="store_true", help="run recorded (method, seed, lr) again, e.g. one first "
+                   "timed on a loaded machine; the table keeps the last record of each")
     p.add_argument("--table", action="store_true", help="only table the records")
     p.add_argument("--mode", choices=["quick", "full"], default=None, help="bench/run_all.py's flag (tables records)")
     p.add_argument("--out", type=Path, default=None, help="markdown section to write")
@@ -165,7 +166,7 @@ def main() -> int:
         args.table = True
     if not (args.table or args.mode):
         expensive = set(args.expensive_seeds if args.expensive_seeds is not None else args.seeds)
-        done = {(r["method"], r["seed"], _lr(r)) for r in load_records(args.records)}
+        done = set() if args.again else {(r["method"], r["seed"], _lr(r)) for r in load_records(args.records)}
         for seed in args.seeds:  # interleaved: every method of a seed before the next seed
             for method in args.methods:
                 if method != "adapter" and seed not in expensive:

@@ -86,6 +86,15 @@ def git_commit() -> str:
     return out.stdout.strip() + ("+dirty" if dirty else "")
 
 
+def read_jsonl(path: str | Path, name: str | None = None) -> list[dict]:
+    """The records of a .jsonl file (or of `name` in a folder, as bench/run_all.py passes bench/records); [] when
+    it does not exist yet."""
+    import json
+    path = Path(path)
+    path = path / name if name and path.is_dir() else path
+    return [json.loads(x) for x in path.read_text(encoding="utf-8").splitlines() if x.strip()] if path.is_file() else []
+
+
 def append_record(path: str | Path, record: dict) -> dict:
     """Append one measured row (JSON line) with its provenance: the command line, git commit, machine and the
     load average when it was written (`load_before` is the caller's, taken before the measurement)."""

@@ -25,12 +25,23 @@ from textcl.data.beir import count_qrels_rows, find_file, load_beir_corpus, load
 
 SOURCE = NFCORPUS  # read-only benchmark data
 NEW_PERCENT = 20
+HELDOUT_PERCENT = 16  # of all documents (20% of the seen ones): held out of training to watch new-document behaviour
 Qrels = dict[str, dict[str, int]]  # query id -> document id -> grade, as textcl reads BEIR qrels
+
+
+def _bucket(doc_id: str) -> int:
+    return int(hashlib.sha256(doc_id.encode("utf-8")).hexdigest(), 16) % 100
 
 
 def is_new(doc_id: str, percent: int = NEW_PERCENT) -> bool:
     """A stable 'new document' draw: sha256 of the id mod 100 below `percent` (no seed, no order)."""
-    return int(hashlib.sha256(doc_id.encode("utf-8")).hexdigest(), 16) % 100 < percent
+    return _bucket(doc_id) < percent
+
+
+def is_heldout(doc_id: str) -> bool:
+    """A seen document held out of training (the next HELDOUT_PERCENT buckets after the new ones): its dev qrels
+    stand in for new documents when a run chooses its model, without looking at the new documents themselves."""
+    return NEW_PERCENT <= _bucket(doc_id) < NEW_PERCENT + HELDOUT_PERCENT
 
 
 def _find(folder: Path, name: str) -> Path:
@@ -71,7 +82,10 @@ def _start(out: Path, source: Path) -> Path:
     """A fresh leaf folder `<out>/nfcorpus` with the corpus and queries linked from `source`."""
     if out.exists():
         shutil.rmtree(out)
-    leaf = out / "nfcorpus"
+    return _leaf(out / "nfcorpus", source)
+
+
+def _leaf(leaf: Path, source: Path) -> Path:
     (leaf / "qrels").mkdir(parents=True)
     _link(source, leaf, "corpus.jsonl")
     _link(source, leaf, "queries.jsonl")
@@ -101,10 +115,39 @@ def new_docs_split(source: Path, out: Path, percent: int = NEW_PERCENT) -> dict:
     return _finish(out, facts)
 
 
-def check_new_docs(leaf: Path, new: set[str]) -> None:
-    """Re-read the written folder: no train/dev qrel names a new document, every test qrel does."""
+def heldout_split(source: Path, out: Path) -> dict:
+    """The new-documents split for a run that chooses its model watching documents it never trained towards:
+    `<out>/nfcorpus` is new-docs (same test) with the held-out documents' train and dev qrels removed too;
+    `<out>/heldout` has the held-out documents' dev qrels (what selection watches: a set given to
+    `eval.ood_retrieval` with a forgetting budget) and test qrels (reported only). Corpus whole in both."""
+    leaf = _start(out, source)
+    docs = read_doc_ids(source)
+    new = {d for d in docs if is_new(d)}
+    held = {d for d in docs if is_heldout(d)}
+    watch = _leaf(out / "heldout", source)  # the set's name (its folder) keys its metrics: heldout/ndcg@10
+    facts: dict = {"kind": "new-docs-heldout", "percent": NEW_PERCENT, "heldout_percent": HELDOUT_PERCENT,
+                   "docs": len(docs), "new_docs": len(new), "heldout_docs": len(held)}
+    for split, keep in (("train", lambda d: d not in new and d not in held),
+                        ("dev", lambda d: d not in new and d not in held), ("test", new.__contains__)):
+        qrels = read_qrels(source, split)
+        kept = _keep(qrels, keep)
+        _write_qrels(leaf / "qrels" / f"{split}.tsv", kept)
+        facts[split] = {"qrels": count_qrels_rows(qrels), "kept": count_qrels_rows(kept), "queries": len(qrels),
+                        "queries_kept": len(kept)}
+    for split in ("dev", "test"):
+        kept = _keep(read_qrels(source, split), held.__contains__)
+        _write_qrels(watch / "qrels" / f"{split}.tsv", kept)
+        facts[f"heldout_{split}"] = {"kept": count_qrels_rows(kept), "queries_kept": len(kept)}
+    check_new_docs(leaf, new | held, test_docs=new)
+    return _finish(out, facts)
+
+
+def check_new_docs(leaf: Path, new: set[str], test_docs: set[str] | None = None) -> None:
+    """Re-read the written folder: no train/dev qrel names a `new` document, every test qrel a `test_docs` one
+    (default: a new one)."""
+    test_docs = new if test_docs is None else test_docs
     for split, wrong, what in (("train", new.__contains__, "new"), ("dev", new.__contains__, "new"),
-                               ("test", lambda d: d not in new, "seen")):
+                               ("test", lambda d: d not in test_docs, "seen")):
         bad = [(q, d) for q, docs in read_qrels(leaf, split).items() for d in docs if wrong(d)]
         if bad:
             raise AssertionError(f"{leaf}: {len(bad)} {split} qrels name {what} documents (e.g. {bad[0]})")
@@ -174,7 +217,7 @@ def write_all(source: Path, out: Path, budgets: list[int], seeds: list[int], for
     """Write every split not written yet (`force`: again); returns name -> counts."""
     done: dict[str, dict] = {}
     total = len(train_queries(source))
-    todo = [("new-docs", lambda o: new_docs_split(source, o))]
+    todo = [("new-docs", lambda o: new_docs_split(source, o)), ("new-docs-heldout", lambda o: heldout_split(source, o))]
     for n in budgets:
         for seed in seeds:
             todo.append((budget_name(n, seed, total), lambda o, n=n, seed=seed: budget_split(source, o, n, seed)))
@@ -188,6 +231,9 @@ def write_all(source: Path, out: Path, budgets: list[int], seeds: list[int], for
 
 
 def _summary(name: str, facts: dict) -> str:
+    if facts["kind"] == "new-docs-heldout":
+        return (f"{name}: as new-docs, and {facts['heldout_docs']} seen documents held out of train/dev: "
+                f"{facts['heldout_dev']['kept']} dev qrels ({facts['heldout_dev']['queries_kept']} queries) name them")
     if facts["kind"] == "new-docs":
         parts = [f"{s} qrels {facts[s]['kept']}/{facts[s]['qrels']} kept ({facts[s]['queries_kept']}/"
                  f"{facts[s]['queries']} queries)" for s in ("train", "dev", "test")]

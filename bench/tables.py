@@ -30,7 +30,7 @@ import bench_peer
 import bench_quality
 import bench_shard_scale
 import bench_towers
-from common import ROOT
+from common import ROOT, read_jsonl
 
 RECORDS = ROOT / "bench" / "records"
 BENCHMARKS = ROOT / "BENCHMARKS.md"
@@ -71,7 +71,7 @@ def read_records(folder: Path) -> Records:
     out: Records = {}
     for path in sorted(folder.iterdir()):
         if path.suffix == ".jsonl":
-            out[path.name] = [json.loads(x) for x in path.read_text(encoding="utf-8").splitlines() if x.strip()]
+            out[path.name] = read_jsonl(path)
         elif path.suffix == ".json":
             out[path.name] = json.loads(path.read_text(encoding="utf-8"))
     return out

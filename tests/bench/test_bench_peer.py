@@ -71,3 +71,28 @@ def test_table_picks_the_peer_lr_on_dev_not_test_and_differences_per_seed():
 def test_table_says_when_the_search_is_incomplete():
     rows = [r for r in _records() if not (r["kind"] == "peer" and r["lr"] == 2e-4)]
     assert "Search incomplete: 3 of 4 learning rates recorded." in "\n".join(bp.table(rows))
+
+
+def test_peer_on_a_split_trains_on_its_train_qrels_and_scores_its_test_qrels(tmp_path, tiny_model_path):
+    folder = write_beir(tmp_path / "beir", n_docs=90, n_queries=40)
+    lines = (folder / "qrels" / "train.tsv").read_text().splitlines()
+    (folder / "qrels" / "dev.tsv").write_text("\n".join(lines[:1] + lines[-30:]) + "\n")
+    (folder / "qrels" / "test.tsv").write_text("\n".join(lines[:1] + lines[-60:-30]) + "\n")
+    (folder / "qrels" / "train.tsv").write_text("\n".join(lines[:-60]) + "\n")
+    seen = []
+
+    def hand_mined(pairs, model_path, corpus, seed):  # the tiny random BERT mines nothing (see above)
+        seen.append((len(pairs), len(corpus), seed))
+        return pairs.add_column("negative", [corpus[(7 * i) % len(corpus)] for i in range(len(pairs))]), 0.5
+
+    row = bp.peer_on_split(folder, 3, str(tiny_model_path), 1e-3, 6, False, tmp_path / "work" / "run",
+                           mine_fn=hand_mined, batch_size=4)
+    train = load_beir(folder, "train")
+    assert seen == [(sum(len(train.positives(q)) for q in train.qrels), 90, 3)]
+    assert row["train_queries"] == len({train.queries[q] for q in train.qrels}) and row["steps"] == 6
+    base = bp.new_model(str(tiny_model_path))
+    for split in ("test", "dev"):  # fractions, by the one evaluator, on the split's own qrels
+        assert row[f"base_{split}"] == bp.ndcg10(base, load_beir(folder, split)) / 100
+    assert row["best_checkpoint"] in {"checkpoint-2", "checkpoint-4", "checkpoint-6"}  # dev-selected, 3 evaluations
+    assert row["stages_total_s"] == round(0.5 + row["train_s"], 1)  # mining + training: the budgeted time
+    assert (row["method"], row["seed"], row["lr"]) == ("peer", 3, 1e-3)

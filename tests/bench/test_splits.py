@@ -60,6 +60,28 @@ def test_new_docs_split_keeps_new_documents_out_of_training_and_in_test(beir, tm
     assert (leaf / "queries.jsonl").read_bytes() == (beir / "queries.jsonl").read_bytes()
 
 
+HELD = {"d5", "d6", "d15", "d17", "d19"}  # the next 16 buckets: 20 <= sha256(id) mod 100 < 36
+
+
+def test_heldout_split_holds_seen_documents_out_of_training_for_selection_to_watch(beir, tmp_path):
+    with open(beir / "qrels" / "dev.tsv", "a") as fh:
+        fh.write("q9\td5\t1\r\nq8\td19\t2\r\n")
+    with open(beir / "qrels" / "test.tsv", "a") as fh:
+        fh.write("q10\td6\t1\r\n")
+    facts = splits.heldout_split(beir, tmp_path / "h")
+    assert {d for d in splits.read_doc_ids(beir) if splits.is_heldout(d)} == HELD
+    leaf, watch = tmp_path / "h" / "nfcorpus", tmp_path / "h" / "heldout"
+    source_train = splits.read_qrels(beir, "train")
+    assert splits.read_qrels(leaf, "train") == {
+        q: {d: g for d, g in docs.items() if d not in NEW | HELD} for q, docs in source_train.items()}
+    assert splits.read_qrels(leaf, "dev") == {"q8": {"d1": 1}}
+    assert splits.read_qrels(leaf, "test") == {"q11": {"d12": 2, "d22": 0}}  # the new documents, as new-docs
+    assert splits.read_qrels(watch, "dev") == {"q9": {"d5": 1}, "q8": {"d19": 2}}
+    assert splits.read_qrels(watch, "test") == {"q10": {"d6": 1}}
+    assert facts["heldout_docs"] == len(HELD) and facts["heldout_dev"] == {"kept": 2, "queries_kept": 2}
+    assert (watch / "corpus.jsonl.gz").read_bytes() == (beir / "corpus.jsonl.gz").read_bytes()
+
+
 def test_new_docs_split_is_deterministic_and_its_check_catches_a_leak(beir, tmp_path):
     splits.new_docs_split(beir, tmp_path / "a")
     splits.new_docs_split(beir, tmp_path / "b")

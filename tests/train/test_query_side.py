@@ -316,15 +316,18 @@ def test_forgetting_budget_keeps_the_best_dev_mix_within_the_budget(tiny_model_p
     result = train(config, None)
     decision = next(h for h in result.history if "forgetting_budget" in h)
     candidates = decision["candidates"]
-    assert [c["alpha"] for c in candidates] == [1.0, 0.3, 0.6] and decision["forgetting_budget"] == budget
-    within = [c for c in candidates if c["ood_drop"] <= budget]
-    expect = max(within, key=lambda c: (c["dev"], c["alpha"])) if within else min(candidates,
-                                                                                     key=lambda c: c["ood_drop"])
+    # the model training started from is a candidate (a = 0, no drop): a budget nothing else meets keeps it
+    assert [c["alpha"] for c in candidates] == [0.0, 1.0, 0.3, 0.6] and decision["forgetting_budget"] == budget
+    first = result.history[0]
+    assert candidates[0] == {"alpha": 0.0, "dev": first["eval"]["dev"][first["metric"]], "ood_drop": 0.0}
+    expect = max((c for c in candidates if c["ood_drop"] <= budget), key=lambda c: (c["dev"], c["alpha"]))
     assert decision["chosen"] == expect["alpha"]
+    if expect["alpha"] == 0.0:  # the reported dev scores are the starting model's
+        assert result.after == result.before
     if budget == 1000.0:  # every mix is within it: plain best-on-dev
         assert expect["dev"] == max(c["dev"] for c in candidates)
     trials = {h["interpolation"]: h for h in result.history if "interpolation" in h}
-    for c in candidates[1:]:  # each mix's drop was measured on the out-of-domain DEV split and recorded
+    for c in candidates[2:]:  # each mix's drop was measured on the out-of-domain DEV split and recorded
         assert trials[c["alpha"]]["ood_drop_dev"] == c["ood_drop"]
     card = (tmp_path / "out" / "README.md").read_text()
     if decision["chosen"] < 1.0:
@@ -337,6 +340,8 @@ def test_choose_mix_prefers_dev_within_the_budget_and_otherwise_forgets_least(ca
     assert choose_mix(cands, 0.5)["alpha"] == 0.7
     assert choose_mix(cands, 2.0)["alpha"] == 1.0
     assert choose_mix(cands, 0.05)["alpha"] == 0.5 and "no mix stays within" in caplog.text
+    start = {"alpha": 0.0, "dev": 0.30, "ood_drop": 0.0}  # mix_with_base always offers the starting model
+    assert choose_mix([start, *cands], 0.05) == start and choose_mix([start, *cands], 0.5)["alpha"] == 0.7
     tie = [{"alpha": 0.5, "dev": 0.3, "ood_drop": 0.0}, {"alpha": 0.9, "dev": 0.3, "ood_drop": 0.0}]
     assert choose_mix(tie, 0.5)["alpha"] == 0.9
 

@@ -88,6 +88,9 @@ def render_model_card(*, config: RunConfig, state: Any, before: dict, after: dic
            + (f" within a forgetting budget of {tc.max_ood_drop} points on the out-of-domain sets)" if tc.max_ood_drop is not None
               else ")")
            if state.best_interpolation is not None else "")
+        + (f" (the starting model: neither the best checkpoint nor a mix stayed within a forgetting budget of "
+           f"{tc.max_ood_drop} points on the out-of-domain sets)"
+           if any(h.get("chosen") == 0.0 for h in state.history if "forgetting_budget" in h) else "")
         if state.best_step is not None else "- selected checkpoint: the last step (no dev evaluator)",
         f"- written: {datetime.datetime.now(datetime.timezone.utc).strftime('%Y-%m-%d %H:%M UTC')}",
         "",

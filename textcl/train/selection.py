@@ -65,7 +65,8 @@ def mix_with_base(trainer: Trainer) -> None:
     """WiSE-FT (Wortsman et al., 2022) for each a in train.interpolate_base: score (1 - a) * base + a * best
     checkpoint on dev like any checkpoint; the best mix replaces checkpoints/best if it beats it. With a
     forgetting budget (train.max_ood_drop) the choice is `choose_mix`'s instead: the best on dev among the
-    best checkpoint and the mixes within the budget on the out-of-domain sets' dev split."""
+    best checkpoint and the mixes within the budget on the out-of-domain sets' dev split, and the model training
+    started from (a = 0, no drop), which is kept when nothing else is within the budget."""
     config, state = trainer.config, trainer.state
     if not config.train.interpolate_base:
         return
@@ -82,6 +83,7 @@ def mix_with_base(trainer: Trainer) -> None:
         trainer.model.load_state_dict(base)
         base_ood = _ood_dev(trainer)
         trainer.model.load_state_dict(tuned)
+        candidates.append({"alpha": 0.0, "dev": _start_dev(trainer), "ood_drop": 0.0})
         candidates.append({"alpha": 1.0, "dev": state.best_metric, "ood_drop": ood_drop(_ood_dev(trainer), base_ood)})
     best_alpha = None
     for alpha in sorted(set(config.train.interpolate_base)):
@@ -102,12 +104,18 @@ def mix_with_base(trainer: Trainer) -> None:
             _save_best(trainer)
     if budget is not None:
         chosen = choose_mix(candidates, budget)
+        state.history.append({"step": state.best_step, "forgetting_budget": budget, "candidates": candidates,
+                              "chosen": chosen["alpha"]})
+        if chosen["alpha"] == 0.0:
+            log.warning("train.max_ood_drop=%s: neither the best checkpoint nor any mix stays within the forgetting "
+                        "budget: the run keeps the model training started from", budget)
+            _keep_start(trainer, base)
+            trainer.accelerator.wait_for_everyone()
+            return
         if chosen["alpha"] < 1.0:
             best_alpha, state.best_metric = chosen["alpha"], chosen["dev"]
             trainer.model.load_state_dict(interpolate(base, tuned, best_alpha))
             _save_best(trainer)
-        state.history.append({"step": state.best_step, "forgetting_budget": budget, "candidates": candidates,
-                              "chosen": chosen["alpha"]})
     state.best_interpolation = best_alpha
     log.info("train.interpolate_base: %s", f"kept {best_alpha} x fine-tuned + {1 - best_alpha:.2f} x base"
              if best_alpha is not None else "no interpolation was chosen over the best checkpoint; it stays the model")
@@ -135,11 +143,23 @@ def keep_base_unless_significant(trainer: Trainer) -> None:
         return
     state.history.append({"step": state.step, "significance": record})
     if record["kept"] == "start":
-        state.best_step, state.best_interpolation = 0, None
-        state.best_metric = next(h for h in state.history if "eval" in h and h["step"] == 0)["eval"]["dev"][key]
-        trainer.model.load_state_dict(base)
-        _save_best(trainer)
+        _keep_start(trainer, base)
     trainer.accelerator.wait_for_everyone()
+
+
+def _start_dev(trainer: Trainer) -> float:
+    """The dev metric of the model training started from (its step-0 evaluation)."""
+    first = next(h for h in trainer.state.history if "eval" in h and h["step"] == 0)
+    return first["eval"]["dev"][first["metric"]]
+
+
+def _keep_start(trainer: Trainer, start: dict) -> None:
+    """checkpoints/best becomes the model training started from again."""
+    state = trainer.state
+    state.best_metric = _start_dev(trainer)
+    state.best_step, state.best_interpolation = 0, None
+    trainer.model.load_state_dict(start)
+    _save_best(trainer)
 
 
 def _start_and_best(trainer: Trainer) -> tuple[dict, dict]:
@@ -164,8 +184,8 @@ def _dev_per_query(trainer: Trainer, encode: Any, key: str) -> dict[str, float]:
 
 def choose_mix(candidates: list[dict], budget: float) -> dict:
     """The candidate ({"alpha", "dev", "ood_drop"}) with the best dev score among those whose out-of-domain
-    drop (points) is within `budget`, the larger alpha on a tie; when none is, the one that forgets least
-    (warned): the budget is the user's limit, and dev scores cannot buy it back."""
+    drop (points) is within `budget`, the larger alpha on a tie; when none is (no a = 0 candidate), the one that
+    forgets least (warned): the budget is the user's limit, and dev scores cannot buy it back."""
     within = [c for c in candidates if c["ood_drop"] <= budget]
     if within:
         return max(within, key=lambda c: (c["dev"], c["alpha"]))
