@@ -149,7 +149,8 @@ class TrainConfig:
     interpolate_base: list[float] = field(default_factory=list)
     # Forgetting budget (points, e.g. 0.5): the WiSE-FT mix kept is the best on dev among the best checkpoint
     # and its interpolate_base mixes whose out-of-domain scores (eval.ood_*, on their DEV split) are at most
-    # this far below the base model's, even if a less-mixed model scores higher on dev. None = off.
+    # this far below the base model's, even if a less-mixed model scores higher on dev; when none is, the
+    # model training started from. None = off.
     max_ood_drop: float | None = None
     nan_policy: Literal["stop", "skip"] = "stop"  # a non-finite loss: stop the run, or skip that step (counted)
     log_every: int = 10  # steps between loss/lr/throughput log lines
