@@ -114,12 +114,13 @@ def ndcg10(model: SentenceTransformer, test: RetrievalSet, cache: Path | None = 
     return 100 * evaluate_retrieval(enc, test, [10])[f"{test.name}/ndcg@10"]
 
 
-def false_negatives(mined: Dataset, data: Data) -> tuple[int, int]:
-    """(negatives that are train positives of their query, all negatives): the false-negative count."""
+def false_negatives(mined: Dataset, train_positives: dict[str, set[str]]) -> tuple[int, int]:
+    """(negatives that are train positives of their query, all negatives): the false-negative count;
+    `train_positives`: query text -> its positives' texts."""
     cols = [c for c in mined.column_names if c.startswith("negative")]
     bad = total = 0
     for row in mined:
-        pos = data.train_positives.get(row["anchor"], set())
+        pos = train_positives.get(row["anchor"], set())
         for c in cols:
             total += 1
             bad += row[c] in pos
@@ -155,7 +156,7 @@ def run_row(row: str, seed: int, data: Data, args: argparse.Namespace) -> dict:
     model.save(str(args.work / f"{row}-s{seed}" / "model"))  # kept (git-ignored) so it can be re-scored
     score = ndcg10(model, data.test)
     t_eval = time.perf_counter()
-    fn, n_neg = false_negatives(mined, data)
+    fn, n_neg = false_negatives(mined, data.train_positives)
     return {"row": row, "seed": seed, "quick": args.quick, "ndcg@10": round(score, 4),
             "steps": trainer.state.global_step, "steps_per_epoch": planned, "stopped_by_budget": budget.stopped_by_budget,
             "lr_at_stop": lr_last, "mining_s": round(t_mined - t0, 1), "training_s": round(t_trained - t_mined, 1),

@@ -247,7 +247,10 @@ def main() -> int:
         step_s = step_seconds(data, model_path, bf16, WORK / "probe")
         steps = max(TRAIN["evaluations"], math.floor((budget - mining_s) / step_s) // TRAIN["evaluations"]
                     * TRAIN["evaluations"])
-        fn, n_neg = false_negatives(data, _Positives(pairs))
+        positives: dict[str, set[str]] = {}
+        for a, pos in zip(pairs["anchor"], pairs["positive"]):
+            positives.setdefault(a, set()).add(pos)
+        fn, n_neg = false_negatives(data, positives)
         probe = record({"kind": "probe", "seed": SEARCH_SEED, "budget_s": budget, "mining_s": round(mining_s, 1),
                         "step_s": round(step_s, 3), "steps": steps, "pairs": len(pairs), "rows": len(data),
                         "negatives": n_neg, "negatives_that_are_train_positives": fn, "mining": MINING,
@@ -311,15 +314,6 @@ def peer_on_split(leaf: Path, seed: int, model_path: str, lr: float, steps: int,
             "dev_eval_s": row["dev_eval_s"], "stages_total_s": round(mining_s + row["train_s"], 1),
             "wall_s": round(wall, 1), "load_before": load, "load_after": [round(x, 2) for x in os.getloadavg()],
             "train_queries": len(set(pairs["anchor"])), "note": ""}
-
-
-class _Positives:
-    """What bench_fast_peer.false_negatives reads: each anchor's train positives."""
-
-    def __init__(self, pairs: Dataset):
-        self.train_positives: dict[str, set[str]] = {}
-        for a, pos in zip(pairs["anchor"], pairs["positive"]):
-            self.train_positives.setdefault(a, set()).add(pos)
 
 
 def _ms(values: list[float]) -> str:
