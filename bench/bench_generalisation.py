@@ -73,6 +73,14 @@ def run_command(method: str, leaf: Path, out: Path, seed: int, cache: Path, corp
             *[x for e in extra for x in ("--set", e)]]
 
 
+def heldout_overrides(recipe: Path, leaf: Path) -> tuple[str, ...]:
+    """new-docs-heldout's `--set`s: the split's held-out set joins the recipe's out-of-domain retrieval sets (the
+    recipe's own paths resolved against the recipe), which its forgetting budget watches, with finer mixes."""
+    ood = [str((recipe.parent / o).resolve())
+           for o in (yaml.safe_load(recipe.read_text()).get("eval") or {}).get("ood_retrieval", [])]
+    return (f"eval.ood_retrieval=[{', '.join([*ood, str(leaf.parent / 'heldout')])}]", *HELDOUT_SETS)
+
+
 def summary_row(out: Path) -> dict:
     """Base / tuned test and dev scores, the out-of-domain STS-B score and what training kept, from summary.json."""
     s = json.loads((out / "summary.json").read_text())
@@ -129,11 +137,7 @@ def run_one(method: str, split: str, seed: int, work: Path, records: Path, note:
         corpus = work / "splits" / "new-docs-seen-corpus"
         if not (corpus / "corpus.jsonl").is_file():
             splits.seen_corpus(splits.SOURCE, corpus)
-    extra = ()
-    if split == "new-docs-heldout":
-        ood = [str((METHODS[method].parent / o).resolve())  # the recipe's own sets, relative to it
-               for o in (yaml.safe_load(METHODS[method].read_text()).get("eval") or {}).get("ood_retrieval", [])]
-        extra = (f"eval.ood_retrieval=[{', '.join([*ood, str(leaf.parent / 'heldout')])}]", *HELDOUT_SETS)
+    extra = heldout_overrides(METHODS[method], leaf) if split == "new-docs-heldout" else ()
     cmd = run_command(method, leaf, out, seed, work / "cache", corpus, extra)
     if not _claim(out):
         print(f"skip {method} {split} seed {seed}: another process is running it in {out}", flush=True)

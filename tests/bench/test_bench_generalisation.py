@@ -59,3 +59,15 @@ def test_table_gives_mean_std_gain_and_worst_seed_per_cell():
     assert "1-minute load average 4.0-6.0" in lines[-1]
     noted = bg.table([{**rows[0], "note": "resumed"}, {**rows[1], "note": "resumed"}])
     assert noted[-1] == "recipe new-docs seed 1, recipe new-docs seed 2: resumed."
+
+
+def test_heldout_runs_add_the_held_out_set_to_the_recipes_own_out_of_domain_sets(tmp_path):
+    recipe = tmp_path / "recipes" / "r.yaml"
+    recipe.parent.mkdir()
+    recipe.write_text("train:\n  max_ood_drop: 0.5\neval:\n  ood_retrieval: [../data/general]\n")
+    leaf = tmp_path / "splits" / "new-docs-heldout" / "nfcorpus"
+    sets, mixes = bg.heldout_overrides(recipe, leaf)
+    assert sets == f"eval.ood_retrieval=[{tmp_path / 'data' / 'general'}, {leaf.parent / 'heldout'}]"
+    assert mixes == "train.interpolate_base=[0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9]"
+    assert bg.heldout_overrides(bg.METHODS["recipe"], leaf)[0] == f"eval.ood_retrieval=[{leaf.parent / 'heldout'}]"
+    assert "max_ood_drop: 0.5" in bg.METHODS["recipe"].read_text()  # the budget that watches the held-out set
