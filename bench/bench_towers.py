@@ -96,7 +96,8 @@ def lora_choice(rows: list[dict]) -> tuple[float, dict[float, float]]:
 def table(rows: list[dict]) -> list[str]:
     """Markdown: per method, test and dev nDCG@10 (mean ± std over seeds; one seed is labelled a hint), training
     seconds, output bytes and bytes beyond one copy of the base model. LoRA: the lr with the best seed-42 dev."""
-    rows = list({(r["method"], r["seed"], _lr(r)): r for r in rows}.values())  # a rerun counts once: its last record
+    rows = list({(r["method"], r["seed"], _lr(r)): r for r in rows}.values())  # a rerun (--again) counts once: its
+    # last record
     chosen, searched = lora_choice(rows)
     rows = [r for r in rows if r["method"] != "lora" or _lr(r) == chosen]
     base = [r["test_before"] for r in rows if r["method"] == "adapter"] or [rows[0]["test_before"]]
@@ -115,15 +116,24 @@ def table(rows: list[dict]) -> list[str]:
         lines.append(f"| {LABELS[method].format(lr=chosen)} | {seeds} | {_pts([r['test_after'] for r in rs])} | "
                      f"{_pts([r['dev_after'] for r in rs])} | {statistics.mean(r['train_s'] for r in rs):.0f} | "
                      f"{statistics.mean(r['output_bytes'] for r in rs) / 1e6:.1f} | {beyond} |")
+    chain = [r for r in rows if r["method"] == "chain"]
+    kept_start = [r["seed"] for r in chain if r["dev_after"] == r["dev_before"]]
+    if chain:
+        lines += ["", f"Chaining kept its starting model (base + that seed's adapter: its dev score before training "
+                  f"equals the kept model's) at {len(kept_start)} of {len(chain)} seeds"
+                  + (": query-tower training from the adapter never beat the adapter on dev." if len(kept_start) ==
+                     len(chain) else ".")]
     if len(searched) > 1:
         lines += ["", "LoRA learning rate, searched at seed 42 on dev (nDCG@10 of the kept model): "
                   + ", ".join(f"{lr:g}: {100 * v:.2f}" for lr, v in sorted(searched.items())) + "."]
     loads = [x for r in rows for x in r["load_avg_1m"]]
     commands = list(dict.fromkeys(r["run_command"].split(" --set seed=")[0] for r in rows))
     lines += ["", f"Training s: the `train` stage of `textcl run` (for the adapter: encoding the training queries "
-                  "plus seconds of optimizer steps; the corpus embeddings come from a shared cache). Shared machine, "
+                  "plus seconds of optimizer steps; the corpus embeddings come from a shared cache). "
                   f"{rows[0]['threads']} threads per run, 1-minute load average {min(loads):.1f}-{max(loads):.1f} "
-                  "while running: timings are on a loaded machine. Output MB: the model folder a user ships, "
+                  "before and after the runs" + (" (at most the run's own threads: an otherwise idle machine)"
+                                                 if max(loads) <= rows[0]["threads"] + 0.5 else
+                                                 ": timings are on a loaded machine") + ". Output MB: the model folder a user ships, "
                   "without `checkpoints/`" + (" (re-measured after the runs, `--resize`, for runs first recorded "
                   "with their checkpoints counted)" if any(r.get("sizes_recomputed") for r in rows) else "")
                   + ". A LoRA run whose kept model is a WiSE-FT mix is saved merged, without `lora/`.", "",
