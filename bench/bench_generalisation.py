@@ -8,6 +8,7 @@ score come from the run's summary.json. One record per run in bench/records/gene
     .venv/bin/python bench/bench_generalisation.py --splits budget-50 budget-150 --method adapter
     .venv/bin/python bench/bench_generalisation.py --pool     # new-docs runs re-scored on the new documents only
     .venv/bin/python bench/bench_generalisation.py --judged   # ... with relevant seen documents left out of rankings
+    .venv/bin/python bench/bench_generalisation.py --whole    # ... on the unchanged test set, every document
     .venv/bin/python bench/bench_generalisation.py --table                            # from the records alone
 
 On a shared, oversubscribed machine give each run one thread (`--threads 1`, OMP_NUM_THREADS): two threads per
@@ -161,7 +162,7 @@ def run_one(method: str, split: str, seed: int, work: Path, records: Path, note:
 
 
 def pool_eval(model: str, leaf: Path, work: Path, report: Path) -> float:
-    """Test nDCG@10 of `model` on the new-documents pool (`textcl eval`; documents by the base tower, cached)."""
+    """Test nDCG@10 of `model` on `leaf` (`textcl eval`; documents by the base tower, cached)."""
     if not report.is_file():
         subprocess.run([str(Path(sys.executable).parent / "textcl"), "eval", "--model", model, "--retrieval", str(leaf),
                         "--split", "test", "--k", "10", "--cache-dir", str(work / "cache"), "--output", str(report),
@@ -189,6 +190,48 @@ def pool_records(work: Path, records: Path) -> None:
                                 "tuned_dev": run["tuned_dev"], "wall_s": round(time.perf_counter() - t0, 1),
                                 "load_before": run["load_before"], "model": str(out / "model")})
         done.add((run["method"], run["seed"]))
+
+
+def kept_records(rows: list[dict]) -> list[dict]:
+    """Per (method, split, seed), the record the tables show: the first, unless a later one ran with
+    eval.min_gain_se and it did not."""
+    first: dict[tuple, dict] = {}
+    for r in rows:
+        key = (r["method"], r["split"], r["seed"])
+        if key not in first or (r.get("min_gain_se") and not first[key].get("min_gain_se")):
+            first[key] = r
+    return list(first.values())
+
+
+def run_folder(run: dict, work: Path) -> Path:
+    """A recorded run's output folder: its command's output_dir (runs went to several work folders)."""
+    for part in run.get("run_command", "").split(" "):
+        if part.startswith("output_dir="):
+            return Path(part.removeprefix("output_dir="))
+    return work / run["method"] / f"{run['split']}-s{run['seed']}"
+
+
+WHOLE_OF = ("new-docs", "new-docs-later", "new-docs-heldout")  # runs --whole scores on the whole test
+
+
+def whole_records(work: Path, records: Path) -> None:
+    """Every finished new-documents run (in the corpus, added later, chosen watching held-out documents) scored
+    again on the unchanged NFCorpus test qrels, every document: what the split's training costs or gains where
+    most relevant documents are seen ones. One record per run, split `<split>-whole`, dev scores copied."""
+    done = {(r["method"], r["split"], r["seed"]) for r in read_jsonl(records)}
+    for run in [r for r in kept_records(read_jsonl(records)) if r["split"] in WHOLE_OF and r["method"] in METHODS]:
+        split = f"{run['split']}-whole"
+        if (run["method"], split, run["seed"]) in done:
+            continue
+        out = run_folder(run, work)
+        t0, load_before = time.perf_counter(), [round(x, 2) for x in os.getloadavg()]
+        base = pool_eval("all-MiniLM-L6-v2", splits.SOURCE, work, work / "whole-base.json")
+        tuned = pool_eval(str(out / "model"), splits.SOURCE, work, out / "whole-eval.json")
+        append_record(records, {"method": run["method"], "split": split, "seed": run["seed"], "base_test": base,
+                                "tuned_test": tuned, "base_dev": run["base_dev"], "tuned_dev": run["tuned_dev"],
+                                "wall_s": round(time.perf_counter() - t0, 1), "load_before": load_before,
+                                "model": str(out / "model")})
+        done.add((run["method"], split, run["seed"]))
 
 
 def judged_eval(model: str, leaf: Path, work: Path, leave_out: dict[str, set[str]]) -> float:
@@ -273,12 +316,7 @@ HEADER = ["| split | method | seeds | base test nDCG@10 | tuned test nDCG@10 | g
 
 def table(rows: list[dict]) -> list[str]:
     """Markdown tables from the records alone: new documents, then the label budget curve."""
-    first: dict[tuple, dict] = {}
-    for r in rows:  # per (method, split, seed): the first record, unless a later one ran with eval.min_gain_se
-        key = (r["method"], r["split"], r["seed"])
-        if key not in first or (r.get("min_gain_se") and not first[key].get("min_gain_se")):
-            first[key] = r
-    rows = list(first.values())
+    rows = kept_records(rows)
     loads = [r["load_before"][0] for r in rows]
     lines = ["## Generalisation: new documents and label budgets (`bench/bench_generalisation.py`)", "",
              "Points x100, mean ± std over the seeds in the `seeds` column (the first record per seed). `recipe` = "
@@ -312,6 +350,12 @@ def table(rows: list[dict]) -> list[str]:
                   + "; ".join(f"{r['method']} seed {r['seed']}: a = {r.get('chosen_alpha')}, "
                               f"{100 * r['base_heldout_test']:.2f} -> {100 * r['tuned_heldout_test']:.2f}"
                               for r in held if "base_heldout_test" in r) + "."]
+    whole = [f"{w}-whole" for w in WHOLE_OF]
+    if any(r["split"] in whole for r in rows):
+        lines += ["", "The same runs' models on the unchanged NFCorpus test qrels, every document (`--whole`; most "
+                  "relevant documents are seen ones): what each way of training on the split does where the corpus "
+                  "did not change. Dev: the run's own.", "", *HEADER]
+        lines += _cell_rows(rows, whole, lambda s: _new_docs_label(s.removesuffix("-whole")) + ": whole test")
     lines += ["", "### Label budget", "",
               "Train qrels of a seeded sample of N train queries (the sample's seed = the run's seed); dev and test "
               "unchanged. Both recipes set `eval.min_gain_se: 1.64`: a run keeps the base model unless its dev gain is "
@@ -344,6 +388,9 @@ def main() -> int:
     parser.add_argument("--table", action="store_true", help="print the tables from the records; run nothing")
     parser.add_argument("--pool", action="store_true",
                         help="score finished new-documents runs on the new documents only (a diagnostic); run nothing else")
+    parser.add_argument("--whole", action="store_true",
+                        help="score finished new-documents runs on the whole, unchanged test set (what the split's "
+                             "training does to seen documents); run nothing else")
     parser.add_argument("--judged", action="store_true",
                         help="score finished new-documents runs with the seen documents judged relevant to each query "
                              "left out of its ranking (a diagnostic); run nothing else")
@@ -353,6 +400,8 @@ def main() -> int:
         judged_records(Path(args.work).resolve(), records)
     elif args.pool:
         pool_records(Path(args.work).resolve(), records)
+    elif args.whole:
+        whole_records(Path(args.work).resolve(), records)
     elif not args.table:
         if not METHODS[args.method].is_file():
             parser.error(f"{METHODS[args.method]} does not exist: method {args.method!r} is not available here")

@@ -71,3 +71,10 @@ def test_heldout_runs_add_the_held_out_set_to_the_recipes_own_out_of_domain_sets
     assert mixes == "train.interpolate_base=[0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9]"
     assert bg.heldout_overrides(bg.METHODS["recipe"], leaf)[0] == f"eval.ood_retrieval=[{leaf.parent / 'heldout'}]"
     assert "max_ood_drop: 0.5" in bg.METHODS["recipe"].read_text()  # the budget that watches the held-out set
+
+
+def test_a_recorded_runs_folder_comes_from_its_command(tmp_path):
+    run = {"method": "recipe", "split": "new-docs", "seed": 2,
+           "run_command": "run recipes/nfcorpus-fast.yaml --set output_dir=/x/gen-se/recipe/new-docs-s2 --set seed=2"}
+    assert bg.run_folder(run, tmp_path) == Path("/x/gen-se/recipe/new-docs-s2")
+    assert bg.run_folder({**run, "run_command": ""}, tmp_path) == tmp_path / "recipe" / "new-docs-s2"
