@@ -39,7 +39,7 @@ METHODS = {"recipe": ROOT / "recipes" / "nfcorpus-fast.yaml", "adapter": ROOT / 
 METRIC = "nfcorpus/ndcg@10"
 OOD = "stsbenchmark/spearman_cosine"
 BUDGETS = {"budget-50": 50, "budget-150": 150, "budget-500": 500, "budget-all": None}
-SPLITS = ("new-docs", "new-docs-later", "new-docs-heldout", *BUDGETS)
+SPLITS = ("new-docs", "new-docs-later", "new-docs-heldout", "new-docs-labelled", *BUDGETS)
 HELDOUT = "heldout/ndcg@10"
 # new-docs-heldout: the recipe's forgetting budget (train.max_ood_drop) also watches the held-out documents' dev
 # qrels, over finer WiSE-FT mixes; the starting model (a = 0) is always a candidate
@@ -50,7 +50,8 @@ PRECISION = "bf16"  # --judged encodes as the runs' evaluation did (their `auto`
 def split_folder(split: str, seed: int, work: Path) -> Path:
     """The BEIR leaf folder of `split` for `seed` (a budget's sample depends on the seed), written if missing."""
     source, out = splits.SOURCE, work / "splits"
-    if split in ("new-docs", "new-docs-later"):  # the same split; -later trains against the seen documents only
+    if split in ("new-docs", "new-docs-later", "new-docs-labelled"):  # one split; -later trains against the seen
+        # documents only, -labelled against those a training qrel names (train.corpus_scope: labelled)
         name, make = "new-docs", lambda o: splits.new_docs_split(source, o)
     elif split == "new-docs-heldout":
         name, make = split, lambda o: splits.heldout_split(source, o)
@@ -138,7 +139,8 @@ def run_one(method: str, split: str, seed: int, work: Path, records: Path, note:
         corpus = work / "splits" / "new-docs-seen-corpus"
         if not (corpus / "corpus.jsonl").is_file():
             splits.seen_corpus(splits.SOURCE, corpus)
-    extra = heldout_overrides(METHODS[method], leaf) if split == "new-docs-heldout" else ()
+    extra = heldout_overrides(METHODS[method], leaf) if split == "new-docs-heldout" else \
+        ("train.corpus_scope=labelled",) if split == "new-docs-labelled" else ()
     cmd = run_command(method, leaf, out, seed, work / "cache", corpus, extra)
     if not _claim(out):
         print(f"skip {method} {split} seed {seed}: another process is running it in {out}", flush=True)
@@ -211,7 +213,7 @@ def run_folder(run: dict, work: Path) -> Path:
     return work / run["method"] / f"{run['split']}-s{run['seed']}"
 
 
-WHOLE_OF = ("new-docs", "new-docs-later", "new-docs-heldout")  # runs --whole scores on the whole test
+WHOLE_OF = ("new-docs", "new-docs-later", "new-docs-heldout", "new-docs-labelled")  # runs --whole scores on the whole test
 
 
 def whole_records(work: Path, records: Path) -> None:
@@ -307,7 +309,8 @@ def _new_docs_label(split: str) -> str:
     return {"new-docs": "new documents", "new-docs-pool": "new documents, pool of new documents only",
             "new-docs-judged": "new documents, relevant seen documents left out of each ranking",
             "new-docs-later": "new documents added after training (never training negatives)",
-            "new-docs-heldout": "new documents, model chosen watching held-out seen documents"}[split]
+            "new-docs-heldout": "new documents, model chosen watching held-out seen documents",
+            "new-docs-labelled": "new documents, trained against labelled documents only (`corpus_scope`)"}[split]
 
 
 HEADER = ["| split | method | seeds | base test nDCG@10 | tuned test nDCG@10 | gain | worst seed gain | "
@@ -335,8 +338,8 @@ def table(rows: list[dict]) -> list[str]:
              "is a run of its own: the same split, but the training corpus (`train.corpus`) holds the seen documents "
              "only, as when documents are added after training, so new documents are never its negatives.", "",
              *HEADER]
-    lines += _cell_rows(rows, ["new-docs", "new-docs-pool", "new-docs-judged", "new-docs-later", "new-docs-heldout"],
-                        _new_docs_label)
+    lines += _cell_rows(rows, ["new-docs", "new-docs-pool", "new-docs-judged", "new-docs-later", "new-docs-heldout",
+                               "new-docs-labelled"], _new_docs_label)
     held = sorted((r for r in rows if r["split"] == "new-docs-heldout" and r.get("tuned_test") is not None),
                   key=lambda r: (r["method"], r["seed"]))
     if held:
@@ -350,6 +353,11 @@ def table(rows: list[dict]) -> list[str]:
                   + "; ".join(f"{r['method']} seed {r['seed']}: a = {r.get('chosen_alpha')}, "
                               f"{100 * r['base_heldout_test']:.2f} -> {100 * r['tuned_heldout_test']:.2f}"
                               for r in held if "base_heldout_test" in r) + "."]
+    if any(r["split"] == "new-docs-labelled" for r in rows):
+        lines += ["", "The sixth (`new-docs-labelled`) is a run of its own: the same split and corpus, with "
+                  "`train.corpus_scope: labelled`: the query side trains against the documents a training qrel "
+                  "names, so documents no training query is labelled with (the new ones among them) are not its "
+                  "negatives, while evaluation searches the whole corpus."]
     whole = [f"{w}-whole" for w in WHOLE_OF]
     if any(r["split"] in whole for r in rows):
         lines += ["", "The same runs' models on the unchanged NFCorpus test qrels, every document (`--whole`; most "

@@ -169,6 +169,10 @@ class TrainConfig:
     # corpus (embedded once by the base model; known positives and same-text documents masked).
     negatives: Literal["batch", "corpus"] = "batch"
     corpus: str | None = _path(None)  # documents for corpus negatives (default: data.train's BEIR corpus)
+    # Which documents of that corpus train: "all", or "labelled": only those a training row names (its positives
+    # and negatives, by id or text). Every other document is a negative of every query, so training learns to rank
+    # unlabelled documents low, and documents added to a growing corpus later are unlabelled ones too.
+    corpus_scope: Literal["all", "labelled"] = "all"
     corpus_dtype: Literal["auto", "fp32", "fp16"] = "auto"  # storage of the cached corpus embeddings
     corpus_candidates: int | None = None  # None: exact softmax over the corpus; K: top-K + corpus_samples
     corpus_samples: int = 0  # uniform draws per step that estimate the rest of the corpus (with top-K)
@@ -254,6 +258,8 @@ class TrainConfig:
         out += self._adapter_problems()
         out += self._query_tower_problems()
         if not self.uses_corpus_negatives:
+            out += ["train.corpus_scope chooses documents of the corpus of corpus negatives; set tune: query or "
+                    "adapter, or negatives: corpus (or unset it)"] * (self.corpus_scope != "all")
             return out + ["train.corpus_shard splits the corpus of corpus negatives across processes; set tune: query "
                           "or adapter, or negatives: corpus (or unset it)"] * self.corpus_shard
         if self.gradcache_chunk_size:

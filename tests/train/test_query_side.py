@@ -375,3 +375,22 @@ def test_forgetting_budget_leaves_out_sets_without_a_dev_split(tiny_model_path, 
                                       f"eval.ood_retrieval=[{with_dev}, {no_dev}]"), None)
     assert f"out-of-domain set {no_dev} has no usable 'dev' split" in caplog.text
     assert any("forgetting_budget" in h for h in result.history)
+
+
+def test_labelled_corpus_scope_keeps_only_the_documents_a_training_row_names(beir, tiny_model_path, tmp_path, caplog):
+    caplog.set_level("INFO")
+    examples, _ = load_examples(beir, format="beir", split="train")
+    named = {i for ex in examples for i in ex.positive_ids}
+    assert 0 < len(named) < 40, "the fixture must leave documents unlabelled for this test to say anything"
+    cfg = load_recipe(None, [f"data.train={beir}", "data.format=beir", "train.tune=query",
+                             "train.corpus_scope=labelled"])
+    texts, ids, where = load_corpus_texts(cfg, examples)
+    all_texts, all_ids, _ = load_corpus_texts(load_recipe(None, [f"data.train={beir}", "train.tune=query"]), examples)
+    assert ids == [i for i in all_ids if i in named]  # corpus order kept
+    assert texts == [t for t, i in zip(all_texts, all_ids) if i in named] and where.endswith("(labelled documents only)")
+    assert f"{len(named)} of the 40 corpus documents" in caplog.text
+    result = train(_query_side_config(tiny_model_path, tmp_path / "out", beir, "train.corpus_scope=labelled",
+                                      "train.max_steps=2"), None)
+    assert result.steps == 2
+    with pytest.raises(ConfigError, match="train.corpus_scope chooses documents of the corpus of corpus negatives"):
+        load_recipe(None, ["train.corpus_scope=labelled"])

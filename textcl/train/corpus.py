@@ -132,7 +132,21 @@ def storage_dtype(n: int, dim: int, choice: str) -> torch.dtype:
 
 def load_corpus_texts(config: RunConfig, examples: Sequence[Example]) -> tuple[list[str], list[str] | None, str]:
     """(texts, ids or None, where they came from): `train.corpus` (a BEIR folder or a text file), else
-    the BEIR corpus of `data.train`, else every positive and negative text of the training rows."""
+    the BEIR corpus of `data.train`, else every positive and negative text of the training rows; with
+    `train.corpus_scope: labelled`, only the documents a training row names."""
+    texts, ids, where = _corpus_texts(config, examples)
+    if config.train.corpus_scope == "labelled":
+        named_ids = {i for ex in examples for i in (*ex.positive_ids, *ex.negative_ids)}
+        named = set(_example_texts(examples))
+        keep = [k for k, t in enumerate(texts) if t in named or (ids is not None and ids[k] in named_ids)]
+        log.info("train.corpus_scope labelled: %d of the %d corpus documents are named by a training row; the rest "
+                 "are left out of training", len(keep), len(texts))
+        texts, ids = [texts[k] for k in keep], ([ids[k] for k in keep] if ids is not None else None)
+        where = f"{where} (labelled documents only)"
+    return texts, ids, where
+
+
+def _corpus_texts(config: RunConfig, examples: Sequence[Example]) -> tuple[list[str], list[str] | None, str]:
     source = config.train.corpus or config.data.train
     if source is not None and is_beir_folder(source):
         docs = load_corpus(source)
