@@ -233,13 +233,11 @@ def readme_block(records: Records) -> list[str]:
         rows.append(f"| sentence-transformers, documented hard negatives, {peer[0]['budget_s']:.0f} "
                     f"{peer[0].get('clock', 'wall')}-s budget (untuned) | {_ms([r['ndcg@10'] for r in peer])} | "
                     f"{len(peer)} |")
-    cells = [_new_docs_gains(records, split)
-             for split in ("new-docs", "new-docs-later", "new-docs-heldout", "new-docs-labelled")]
+    cells = [_new_docs_gains(records, split) for split in ("new-docs", "new-docs-later", "new-docs-labelled")]
     if cells[0]:  # one row: the README keeps to 10 lines
         label = f"new documents, gain over base: in the training corpus ({' / '.join(cells[0])})"
         values, seeds = " / ".join(_ms(g) for g in cells[0].values()), " / ".join(str(len(g)) for g in cells[0].values())
-        for what, cell in (("added after training", cells[1]), ("model chosen watching held-out documents", cells[2]),
-                           ("`train.corpus_scope: labelled`", cells[3])):
+        for what, cell in (("trained with `train.corpus_scope: labelled`", cells[2]), ("added after training", cells[1])):
             if cell:
                 label += f"; {what} ({' / '.join(cell)})"
                 values += "; " + " / ".join(_ms(g) for g in cell.values())
