@@ -187,13 +187,24 @@ def _ms(points: list[float]) -> str:
 
 
 def _new_docs_gains(records: Records, split: str) -> dict[str, list[float]]:
-    """{method: test gains in points, the first record per seed} of a generalisation split."""
-    first: dict[tuple, dict] = {}
-    for r in _rows(records, "generalisation.jsonl"):
-        if r["split"] == split and r.get("tuned_test") is not None:
-            first.setdefault((r["method"], r["seed"]), r)
-    methods = list(dict.fromkeys(m for m, _ in first))
-    return {m: [100 * (r["tuned_test"] - r["base_test"]) for (k, _), r in first.items() if k == m] for m in methods}
+    """{method: test gains in points} of a generalisation split, from the records its table shows."""
+    kept = [r for r in bench_generalisation.kept_records(_rows(records, "generalisation.jsonl"))
+            if r["split"] == split and r.get("tuned_test") is not None]
+    methods = list(dict.fromkeys(r["method"] for r in kept))
+    return {m: [100 * (r["tuned_test"] - r["base_test"]) for r in kept if r["method"] == m] for m in methods}
+
+
+def _budget_row(records: Records) -> str | None:
+    """The label-budget curve in one README row: the recipe's and the peer's gain per budget."""
+    budgets = [b for b in bench_generalisation.BUDGETS if bench_generalisation.BUDGETS[b]]
+    cells = {b: _new_docs_gains(records, b) for b in budgets}
+    methods = [m for m in ("recipe", "peer") if any(m in c for c in cells.values())]
+    if not methods:
+        return None
+    values = "; ".join(" / ".join(_ms(cells[b][m]) if m in cells[b] else "-" for b in budgets) for m in methods)
+    seeds = "; ".join(" / ".join(str(len(cells[b].get(m, []))) for b in budgets) for m in methods)
+    return (f"| label budget, gain over base with N = {' / '.join(b.split('-')[1] for b in budgets)} train queries "
+            f"({'; '.join(methods)}) | {values} | {seeds} |")
 
 
 def readme_block(records: Records) -> list[str]:
@@ -216,14 +227,15 @@ def readme_block(records: Records) -> list[str]:
         for r in adapter:
             by_lr.setdefault(r["lr"], []).append(r)
         chosen = max(by_lr.values(), key=lambda rs: statistics.mean(r["dev_best"] for r in rs))
-        rows.append(f"| linear query adapter (`nfcorpus-adapter.yaml`, lr {chosen[0]['lr']:g} chosen on dev) | "
-                    f"{_ms([100 * r['test_after'] for r in chosen])} | {len(chosen)} |")
-    binary = [r for r in _rows(records, "compression.jsonl") if r["compression"] == "binary"]
-    full = next((r["index_bytes"] for r in _rows(records, "compression.jsonl") if r["compression"] == "none"), None)
-    if binary and full:
-        rows.append(f"| binary index ({full / binary[0]['index_bytes']:.0f}x fewer bytes) + adapter trained for it "
-                    f"(base on it: {100 * binary[0]['test_base']:.2f}) | {_ms([100 * r['test_adapter'] for r in binary])}"
-                    f" | {len(binary)} |")
+        row = [f"linear query adapter (`nfcorpus-adapter.yaml`, lr {chosen[0]['lr']:g} chosen on dev)",
+               _ms([100 * r['test_after'] for r in chosen]), str(len(chosen))]
+        binary = [r for r in _rows(records, "compression.jsonl") if r["compression"] == "binary"]
+        full = next((r["index_bytes"] for r in _rows(records, "compression.jsonl") if r["compression"] == "none"), None)
+        if binary and full:
+            row = [f"{row[0]}; on a binary index ({full / binary[0]['index_bytes']:.0f}x fewer bytes; base on it "
+                   f"{100 * binary[0]['test_base']:.2f}) it was trained for", f"{row[1]}; "
+                   f"{_ms([100 * r['test_adapter'] for r in binary])}", f"{row[2]}; {len(binary)}"]
+        rows.append(f"| {' | '.join(row)} |")
     tuned = bench_peer.side_by_side(_rows(records, "peer.jsonl"))
     peer = [r for r in _last_per_key(_rows(records, "fast_peer.jsonl")) if r["row"] == "st-documented"]
     if tuned and len(tuned["seeds"]) > 1:
@@ -243,6 +255,8 @@ def readme_block(records: Records) -> list[str]:
                 values += "; " + " / ".join(_ms(g) for g in cell.values())
                 seeds += "; " + " / ".join(str(len(g)) for g in cell.values())
         rows.append(f"| {label} | {values} | {seeds} |")
+    if (budget := _budget_row(records)) is not None:
+        rows.append(budget)
     lines = ["| NFCorpus test nDCG@10 x100 | mean ± std | seeds |", "|---|---|---|", *rows] if rows else []
     prompted = [r for r in _rows(records, "any_model.jsonl") if r["row"].startswith("prompted")]
     tail = "Details, machines and commands: [BENCHMARKS.md](BENCHMARKS.md)."

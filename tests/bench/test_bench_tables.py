@@ -103,7 +103,13 @@ def test_readme_block_from_small_records_matches_values_worked_by_hand():
         # gains 0.12 - 0.10 = 2 points and 0.13 - 0.10 = 3 points -> 2.50 ± 0.71; added after training: 0.11 -> 1.00
         "generalisation.jsonl": [{"split": "new-docs", "method": "recipe", "seed": s, "base_test": 0.10, "tuned_test": t}
                                  for s, t in ((1, 0.12), (2, 0.13))]
-        + [{"split": "new-docs-later", "method": "adapter", "seed": 1, "base_test": 0.10, "tuned_test": 0.11}],
+        + [{"split": "new-docs-later", "method": "adapter", "seed": 1, "base_test": 0.10, "tuned_test": 0.11}]
+        # label budget: N = 50, recipe gains 0 and 1 point -> 0.50 ± 0.71, peer -1 point; N = 150, recipe +2, no
+        # peer; N = 500 not run: "-"; the seeds column counts them per budget
+        + [{"split": "budget-50", "method": "recipe", "seed": s, "base_test": 0.30, "tuned_test": t}
+           for s, t in ((1, 0.30), (2, 0.31))]
+        + [{"split": "budget-50", "method": "peer", "seed": 1, "base_test": 0.30, "tuned_test": 0.29},
+           {"split": "budget-150", "method": "recipe", "seed": 1, "base_test": 0.30, "tuned_test": 0.32}],
         "any_model.jsonl": [{"row": "prompted MiniLM", "textcl": 0.3, "reference": 0.3, "diff_points": 0.0}],
     }
     assert tables.readme_block(records) == [
@@ -114,6 +120,8 @@ def test_readme_block_from_small_records_matches_values_worked_by_hand():
         "| sentence-transformers, documented hard negatives, 1200 cpu-s budget (untuned) | 22.00 ± 2.83 | 2 |",
         "| new documents, gain over base: in the training corpus (recipe); added after training (adapter) | "
         "2.50 ± 0.71; 1.00 | 2; 1 |",
+        "| label budget, gain over base with N = 50 / 150 / 500 train queries (recipe; peer) | "
+        "0.50 ± 0.71 / 2.00 / -; -1.00 / - / - | 2 / 1 / 0; 1 / 0 / 0 |",
         "",
         "A prompted model through `textcl eval` scores 30.00, sentence-transformers + pytrec_eval 30.00 "
         "(+0.0000 points). Details, machines and commands: [BENCHMARKS.md](BENCHMARKS.md)."]
