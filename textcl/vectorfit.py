@@ -115,10 +115,22 @@ def score_rescored(vs: VectorSet, qrels: dict[str, dict[str, int]], depth: int, 
 
 def fit_vectors(vs: VectorSet, train: dict[str, dict[str, int]], dev: dict[str, dict[str, int]] | None,
                 settings: AdapterSettings, *, k_values: Sequence[int] = DEFAULT_K_VALUES,
-                ignore_identical_ids: bool | None = None, metric: str | None = None) -> AdapterFit:
-    """Train an adapter on the training judgements, evaluated (and selected) on `dev` when given."""
+                ignore_identical_ids: bool | None = None, metric: str | None = None,
+                labelled_only: bool = False) -> AdapterFit:
+    """Train an adapter on the training judgements, evaluated (and selected) on `dev` when given;
+    `labelled_only`: against the documents a training judgement names only (as `train.corpus_scope: labelled`)."""
     ids, targets = targets_from_judgements(train, vs)
     queries = torch.from_numpy(vs.queries.matrix[[vs.queries.row[q] for q in ids]])
+    documents = torch.from_numpy(vs.documents.matrix)
+    if labelled_only:
+        cols = torch.unique(targets.positives[1])
+        remap = torch.full((len(documents),), -1, dtype=torch.long)
+        remap[cols] = torch.arange(len(cols))
+        targets = QueryTargets(n=targets.n, positives=(targets.positives[0], remap[targets.positives[1]]),
+                               exclude=(targets.exclude[0], remap[targets.exclude[1]]))
+        log.info("corpus scope labelled: training against the %d of %d documents a training judgement names",
+                 len(cols), len(documents))
+        documents = documents[cols]
     evaluate = None
     if dev:
         rset, lookup = vector_retrieval_set(vs.queries, vs.documents, dev, vs.name, "dev")
@@ -127,8 +139,7 @@ def fit_vectors(vs: VectorSet, train: dict[str, dict[str, int]], dev: dict[str, 
             return evaluate_retrieval(adapted(lookup, adapter), rset, k_values, ignore_identical_ids)
     log.info("adapter from vectors: %d training queries, %d documents of dim %d%s", len(ids),
              len(vs.documents.ids), vs.documents.dim, f", {len(dev)} dev queries" if dev else ", no dev set")
-    return fit_adapter(queries, torch.from_numpy(vs.documents.matrix), targets,
-                       settings, evaluate, metric or (f"{vs.name}/ndcg@10" if dev else None))
+    return fit_adapter(queries, documents, targets, settings, evaluate, metric or (f"{vs.name}/ndcg@10" if dev else None))
 
 
 def read_qrels(path: str, vs: VectorSet, *, training: bool) -> dict[str, dict[str, int]]:

@@ -66,3 +66,24 @@ def test_fit_refuses_to_replace_an_adapter_without_overwrite(vector_files, caplo
     assert "already holds an adapter; replace it with --overwrite" in caplog.text
     assert (folder / "fit" / "W.npy").read_bytes() == before  # untouched
     assert _fit(folder, folder / "d.npy", folder / "fit", "--seed", "3", "--overwrite") == 0
+
+
+def test_labelled_corpus_scope_trains_as_if_only_the_labelled_documents_existed(vector_files):
+    from textcl.adapter import AdapterSettings
+    from textcl.vectorfit import VectorSet, fit_vectors, read_qrels
+
+    folder, docs = vector_files
+    named = [f"d{i}" for i in range(24)]  # the documents train.tsv names (query i -> document i)
+    write_vectors(folder / "named.npy", named, docs[:24])
+    settings = AdapterSettings(lr=0.01, batch_size=8, epochs=3, normalize=True)
+
+    def fit(documents: str, labelled: bool):
+        vs = VectorSet.read(str(folder / "q.npy"), str(folder / documents), "toy", True)
+        return fit_vectors(vs, read_qrels(str(folder / "train.tsv"), vs, training=True), None, settings,
+                           labelled_only=labelled)
+
+    scoped, only_named, whole = fit("d.npy", True), fit("named.npy", False), fit("d.npy", False)
+    np.testing.assert_array_equal(scoped.weight, only_named.weight)
+    assert not np.allclose(scoped.weight, whole.weight)  # the 40 unlabelled documents did shape plain training
+    assert _fit(folder, folder / "d.npy", folder / "cli", "--corpus-scope", "labelled") == 0
+    assert json.loads((folder / "cli" / "adapter.json").read_text())["corpus_scope"] == "labelled"

@@ -54,6 +54,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     fit.add_argument("--epochs", type=int, default=30, help="passes over the training queries (default 30)")
     fit.add_argument("--rank", type=int, default=None, help="W = I + U V^T of this rank (default: full d x d)")
     fit.add_argument("--bias", action="store_true", help="learn b too")
+    fit.add_argument("--corpus-scope", choices=["all", "labelled"], default="all",
+                     help="train against every document vector (default) or only those a training judgement names: "
+                          "unlabelled documents, like those a growing collection adds later, are then not ranked low")
     fit.add_argument("--weight-decay", type=float, default=0.0, help="AdamW decay on W - I (towards the identity)")
     fit.add_argument("--temperature", type=float, default=0.05, help="softmax temperature of the loss (default 0.05)")
     fit.add_argument("--eval-every", type=int, default=None, help="steps between dev evaluations (default: a "
@@ -111,13 +114,15 @@ def run_fit(args: argparse.Namespace) -> int:
                                    bias=args.bias, weight_decay=args.weight_decay, temperature=args.temperature,
                                    eval_every=args.eval_every, patience=args.patience if dev else None,
                                    seed=args.seed, normalize=vs.normalize)
-        fit = fit_vectors(vs, train, dev, settings, k_values=_k(args), ignore_identical_ids=_identical(args))
+        fit = fit_vectors(vs, train, dev, settings, k_values=_k(args), ignore_identical_ids=_identical(args),
+                          labelled_only=args.corpus_scope == "labelled")
         if fit.metric:
             log.info("lr %g: dev %s %.4f at step %s (identity %.4f); %.1f s of training", lr, fit.metric,
                      fit.best[fit.metric], fit.best_step, fit.base[fit.metric], fit.train_s)
         fits.append(fit)
     best = max(fits, key=lambda f: f.best.get(f.metric, 0.0)) if dev else fits[0]
     extra: dict = {"queries": args.queries, "documents": args.documents, "qrels": args.qrels,
+                   "corpus_scope": args.corpus_scope,
                    "dev_qrels": args.dev_qrels, "similarity": args.similarity, "dataset": vs.name,
                    "compression": args.compression, "index_bytes": compressed.nbytes if compressed else
                    int(vs.documents.matrix.nbytes),
