@@ -368,7 +368,9 @@ def table(rows: list[dict]) -> list[str]:
               "Train qrels of a seeded sample of N train queries (the sample's seed = the run's seed); dev and test "
               "unchanged. Both recipes set `eval.min_gain_se: 1.64`: a run keeps the base model unless its dev gain is "
               "at least 1.64 standard errors of the per-query paired difference; a cell's record from before the rule "
-              "stays in the record file but is superseded by its run with the rule.", "", *HEADER]
+              "stays in the record file but is superseded by its run with the rule. The peer has no such rule: it "
+              "keeps its best dev checkpoint, trained for the same number of steps as on every train query "
+              "(`bench_peer.py --split budget-N`).", "", *HEADER]
     lines += _cell_rows(rows, [s for s in BUDGETS], lambda s: f"N = {s.split('-')[1]}")
     if loads:
         lines += ["", f"Run times are the sum of a `textcl run`'s stage times (data check and index skipped) on a 2-core machine shared "
