@@ -22,9 +22,18 @@ import sys
 import time
 from pathlib import Path
 
-from common import ROOT, read_jsonl, write_section  # first: sets up sys.path and env
+from common import (  # first: sets up sys.path and env
+    ROOT,
+    read_jsonl,
+    recipe_scope,
+    run_corpus_scope,
+    scope_note,
+    shown_runs,
+    write_section,
+)
 
 RECIPE = ROOT / "recipes" / "nfcorpus-adapter.yaml"
+SCOPE = recipe_scope(RECIPE)  # train.corpus_scope the recipe sets today: the runs the table shows
 KEY = "nfcorpus/ndcg@10"
 
 
@@ -66,6 +75,7 @@ def run_one(seed: int, lr: float, work: Path, extra: list[str], threads: int | N
             "best_step": adapter["best_step"], "steps": adapter["steps"], "steps_per_epoch": adapter["steps_per_epoch"],
             "train_s": adapter["train_s"], "eval_s": adapter["eval_s"], "stages_s": stages, "wall_s": round(wall, 1),
             "cold": cold, "precision": _precision(extra, resolve_precision("auto", "cpu")),
+            "corpus_scope": run_corpus_scope(out),
             "threads": threads or os.cpu_count(),
             "command": ("" if threads is None else f"OMP_NUM_THREADS={threads} ")
             + " ".join(["textcl", *cmd[1:]]).replace(str(ROOT) + "/", ""), "commit": commit(), "machine": machine(),
@@ -88,7 +98,8 @@ def table(rows: list[dict]) -> list[str]:
     """Markdown: per lr, dev and test nDCG@10 (mean ± std over seeds), steps to the best, training seconds; the lr
     best on dev is marked; then the runs' wall times (every run; a (seed, lr) run more than once, e.g. again with a
     cold cache, counts once for quality: its last record)."""
-    runs, rows = rows, list({(r["seed"], r["lr"]): r for r in rows}.values())
+    runs = shown_runs(rows, SCOPE)
+    rows = list({(r["seed"], r["lr"]): r for r in runs}.values())
     lrs = sorted({r["lr"] for r in rows})
     dev_mean = {lr: statistics.mean(r["dev_best"] for r in rows if r["lr"] == lr) for lr in lrs}
     chosen = max(lrs, key=lambda lr: dev_mean[lr])
@@ -114,7 +125,7 @@ def table(rows: list[dict]) -> list[str]:
                   f"({rows[0]['machine']}, {rows[0].get('threads', '?')} thread(s) per run), 1-minute load average {min(loads):.1f}-{max(loads):.1f}: timings are on a "
                   "loaded machine.", "",
               f"Precision: {rows[0]['precision']}. Commands: " + "; ".join(f"`{c}`" for c in commands[:2])
-              + f"{' ...' if len(commands) > 2 else ''}; commit {rows[-1]['commit']}."]
+              + f"{' ...' if len(commands) > 2 else ''}; commit {rows[-1]['commit']}.", *scope_note(rows, "recipes/nfcorpus-adapter.yaml")]
     return lines
 
 

@@ -23,11 +23,12 @@ import sys
 import time
 from pathlib import Path
 
-from common import NFCORPUS, ROOT, append_record
+from common import NFCORPUS, ROOT, append_record, recipe_scope, run_corpus_scope, scope_note, shown_runs
 
 RECORDS = ROOT / "bench" / "records" / "compression.jsonl"
 RECIPE_RECORDS = ROOT / "bench" / "records" / "compression_recipe.jsonl"
 RECIPE = ROOT / "recipes" / "nfcorpus-adapter.yaml"
+SCOPE = recipe_scope(RECIPE)  # train.corpus_scope the recipe sets today: the runs the table shows
 TEXTCL = str(Path(sys.executable).parent / "textcl")
 KEY = "nfcorpus/ndcg@10"
 LRS = (1e-4, 3e-4, 1e-3)
@@ -96,12 +97,14 @@ def recipe_run(work: Path, compression: str, seed: int, threads: int) -> dict:
               "index_bytes": summary["index"]["bytes"]["index"], "float32_bytes": summary["index"]["bytes"]["float32"],
               "stages_s": {k: round(v.get("seconds") or 0.0, 1) for k, v in summary["stages"].items()},
               "wall_s": round(time.perf_counter() - t0, 1), "cold": cold, "threads": threads, "load_before": load,
+              "corpus_scope": run_corpus_scope(out),
               "run_command": f"OMP_NUM_THREADS={threads} " + " ".join(["textcl", *cmd[1:]]).replace(str(ROOT) + "/", "")}
     return append_record(RECIPE_RECORDS, record)
 
 
 def recipe_table(rows: list[dict]) -> list[str]:
     """The recipe path's rows (bench/records/compression_recipe.jsonl), under the vectors path's table."""
+    rows = shown_runs(rows, SCOPE)
     lines = ["### The same through a recipe: `train.tune: adapter` + `index.compression`", "",
              "`textcl run recipes/nfcorpus-adapter.yaml --set index.compression=C` (fp32, lr from the recipe): the "
              "adapter trains against the training corpus as the index returns it, the index stage stores the codes, "
@@ -117,7 +120,7 @@ def recipe_table(rows: list[dict]) -> list[str]:
     lines += ["", "Runs (wall time, cold = corpus and queries embedded, 1-minute load average at start): "
               + "; ".join(f"{r['compression']} s{r['seed']} {r['wall_s']:.0f} s{' cold' if r['cold'] else ''} "
                           f"({r['load_before']:.1f}, {r['threads']} threads)" for r in rows)
-              + ". Command: `" + rows[-1]["run_command"] + "`.", ""]
+              + ". Command: `" + rows[-1]["run_command"] + "`.", *scope_note(rows, "recipes/nfcorpus-adapter.yaml"), ""]
     return lines
 
 

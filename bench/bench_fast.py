@@ -23,7 +23,14 @@ import sys
 import time
 from pathlib import Path
 
-from common import DATA, ROOT, append_record, provenance, write_section  # first: sets up sys.path and env
+from common import (  # first: sets up sys.path and env
+    DATA,
+    ROOT,
+    append_record,
+    provenance,
+    run_corpus_scope,
+    write_section,
+)
 
 from textcl.eval import load_sts_set
 
@@ -86,7 +93,8 @@ def result_row(out: Path, seed: int, mode: str) -> dict:
     summary = json.loads((out / "summary.json").read_text())
     stages = {k: v.get("seconds") for k, v in summary.get("stages", {}).items() if isinstance(v, dict)}
     row = {"seed": seed, "mode": mode, "wall_s": round(sum(v for v in stages.values() if v), 1),
-           "stages_s": stages, "steps": (summary.get("train") or {}).get("steps"), "best_step": _best_step(out)}
+           "stages_s": stages, "steps": (summary.get("train") or {}).get("steps"), "best_step": _best_step(out),
+           "corpus_scope": run_corpus_scope(out)}
     for name, key in KEYS.items():
         row[f"{name}_before"] = summary["before"].get(key)
         row[f"{name}_after"] = summary["after"].get(key)
@@ -129,8 +137,9 @@ VARIANTS = {"sample": "one positive sampled per step (`corpus_positives: sample`
             "anchor2": "all + `similarity_anchor: 2`, WiSE-FT best on dev",
             "anchor5": "all + `similarity_anchor: 5`, WiSE-FT best on dev",
             "anchor2-budget": "all + `similarity_anchor: 2`, WiSE-FT within `max_ood_drop: 0.5`",
-            "anchor5-budget": "all + `similarity_anchor: 5`, WiSE-FT within `max_ood_drop: 0.5`"}
-RECIPE_VARIANT = "anchor5-budget"  # what recipes/nfcorpus-fast.yaml trains today
+            "anchor5-budget": "all + `similarity_anchor: 5`, WiSE-FT within `max_ood_drop: 0.5`",
+            "anchor5-budget-labelled": "anchor5-budget + `corpus_scope: labelled`"}
+RECIPE_VARIANT = "anchor5-budget-labelled"  # what recipes/nfcorpus-fast.yaml trains today
 SETS = (("nfcorpus", "NFCorpus test nDCG@10"), ("stsb", "STS-B test Spearman (query tower)"),
         ("stsb_qd", "STS-B test Spearman (query x document tower)"),
         ("stsb-retrieval", "STS-B paraphrase retrieval nDCG@10 (out of domain)"))

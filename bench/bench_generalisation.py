@@ -32,10 +32,17 @@ from pathlib import Path
 
 import splits
 import yaml
-from common import ROOT, append_record, read_jsonl  # sets up sys.path and env (splits needs neither)
+from common import (  # sets up sys.path and env (splits needs neither)
+    ROOT,
+    append_record,
+    read_jsonl,
+    recipe_scope,
+    run_corpus_scope,
+)
 
 RECORDS = ROOT / "bench" / "records" / "generalisation.jsonl"
 METHODS = {"recipe": ROOT / "recipes" / "nfcorpus-fast.yaml", "adapter": ROOT / "recipes" / "nfcorpus-adapter.yaml"}
+SCOPES = {m: recipe_scope(p) for m, p in METHODS.items()}  # train.corpus_scope the recipes set today
 METRIC = "nfcorpus/ndcg@10"
 OOD = "stsbenchmark/spearman_cosine"
 BUDGETS = {"budget-50": 50, "budget-150": 150, "budget-500": 500, "budget-all": None}
@@ -45,6 +52,25 @@ HELDOUT = "heldout/ndcg@10"
 # qrels, over finer WiSE-FT mixes; the starting model (a = 0) is always a candidate
 HELDOUT_SETS = ["train.interpolate_base=[0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9]"]
 PRECISION = "bf16"  # --judged encodes as the runs' evaluation did (their `auto` was bf16 there); checked below
+
+
+def scope_of(method: str, extra: tuple[str, ...] = ()) -> str:
+    """The train.corpus_scope a run of `method`'s recipe with the `--set`s `extra` trains with."""
+    for e in extra:
+        if e.startswith("train.corpus_scope="):
+            return e.split("=", 1)[1]
+    return SCOPES[method]
+
+
+def corpus_scope(r: dict) -> str | None:
+    """A record's train.corpus_scope (None for the peer): recorded since the recipes set it, else read off its
+    command or split (records from before: `all` unless a `--set` or the `new-docs-labelled` split said so)."""
+    if r["method"] not in METHODS:
+        return None
+    if "corpus_scope" in r:
+        return r["corpus_scope"]
+    return "labelled" if "train.corpus_scope=labelled" in r.get("run_command", "") \
+        or r["split"].startswith("new-docs-labelled") else "all"
 
 
 def split_folder(split: str, seed: int, work: Path) -> Path:
@@ -97,7 +123,7 @@ def summary_row(out: Path) -> dict:
             "base_stsb": s["before"].get(OOD), "tuned_stsb": s["after"].get(OOD),
             "steps": train.get("steps"), "stopped_early": train.get("stopped_early"),
             "chosen_alpha": budget.get("chosen"), "stages_s": stages,
-            "min_gain_se": _min_gain_se(out / "config.yaml"),
+            "min_gain_se": _min_gain_se(out / "config.yaml"), "corpus_scope": run_corpus_scope(out),
             **({"base_heldout_test": s["before"][HELDOUT], "tuned_heldout_test": s["after"].get(HELDOUT)}
                if HELDOUT in s["before"] else {}),
             "significance": significance}
@@ -132,15 +158,18 @@ def run_one(method: str, split: str, seed: int, work: Path, records: Path, note:
             threads: int | None = None) -> dict | None:
     """One `textcl run` and its record; None when another process is running it."""
     leaf = split_folder(split, seed, work)
-    out = work / method / f"{split}-s{seed}"
+    extra = heldout_overrides(METHODS[method], leaf) if split == "new-docs-heldout" else \
+        ("train.corpus_scope=labelled",) if split == "new-docs-labelled" else ()
+    scope = scope_of(method, extra)
+    # runs from before the recipes set corpus_scope: labelled keep their folders; later ones get their own
+    out = work / method / (f"{split}-s{seed}" if scope == "all" or split == "new-docs-labelled"
+                           else f"{split}-{scope}-s{seed}")
     facts = json.loads((leaf.parent / "split.json").read_text())
     corpus = None
     if split == "new-docs-later":
         corpus = work / "splits" / "new-docs-seen-corpus"
         if not (corpus / "corpus.jsonl").is_file():
             splits.seen_corpus(splits.SOURCE, corpus)
-    extra = heldout_overrides(METHODS[method], leaf) if split == "new-docs-heldout" else \
-        ("train.corpus_scope=labelled",) if split == "new-docs-labelled" else ()
     cmd = run_command(method, leaf, out, seed, work / "cache", corpus, extra)
     if not _claim(out):
         print(f"skip {method} {split} seed {seed}: another process is running it in {out}", flush=True)
@@ -195,14 +224,29 @@ def pool_records(work: Path, records: Path) -> None:
 
 
 def kept_records(rows: list[dict]) -> list[dict]:
-    """Per (method, split, seed), the record the tables show: the first, unless a later one ran with
+    """Per (method, split, seed, corpus scope), the record the tables show: the first, unless a later one ran with
     eval.min_gain_se and it did not."""
     first: dict[tuple, dict] = {}
     for r in rows:
-        key = (r["method"], r["split"], r["seed"])
+        key = (r["method"], r["split"], r["seed"], corpus_scope(r))
         if key not in first or (r.get("min_gain_se") and not first[key].get("min_gain_se")):
             first[key] = r
     return list(first.values())
+
+
+def cells(rows: list[dict]) -> list[dict]:
+    """The kept records as the tables show them: a run of a recipe whose corpus scope is not the recipe's own today
+    is its own method (`recipe, corpus_scope: all`), and `new-docs-labelled` (the recipes' setting now) is
+    `new-docs`."""
+    shown = []
+    for r in kept_records(rows):
+        scope, method, split = corpus_scope(r), r["method"], r["split"]
+        if scope is not None and scope != scope_of(method):
+            method = f"{method}, corpus_scope: {scope}"
+        if split.startswith("new-docs-labelled"):
+            split = "new-docs" + split.removeprefix("new-docs-labelled")
+        shown.append({**r, "method": method, "split": split})
+    return shown
 
 
 def run_folder(run: dict, work: Path) -> Path:
@@ -290,8 +334,10 @@ def _pts(values: list[float]) -> str:
 def _cell_rows(rows: list[dict], split_names: list[str], label) -> list[str]:
     """One table row per (split, method): base, tuned, gain (mean ± std over seeds), worst seed's gain, dev."""
     lines = []
+    order = [*METHODS, "peer"]
+    methods = sorted({r["method"] for r in rows}, key=lambda m: (order.index(m.split(",")[0]), m))
     for split in split_names:
-        for method in [*METHODS, "peer"]:
+        for method in methods:
             runs = {r["seed"]: r for r in rows if r["split"] == split and r["method"] == method}  # first per seed
             runs = {s: r for s, r in runs.items() if r.get("tuned_test") is not None}
             if not runs:
@@ -309,8 +355,7 @@ def _new_docs_label(split: str) -> str:
     return {"new-docs": "new documents", "new-docs-pool": "new documents, pool of new documents only",
             "new-docs-judged": "new documents, relevant seen documents left out of each ranking",
             "new-docs-later": "new documents added after training (never training negatives)",
-            "new-docs-heldout": "new documents, model chosen watching held-out seen documents",
-            "new-docs-labelled": "new documents, trained against labelled documents only (`corpus_scope`)"}[split]
+            "new-docs-heldout": "new documents, model chosen watching held-out seen documents"}[split]
 
 
 HEADER = ["| split | method | seeds | base test nDCG@10 | tuned test nDCG@10 | gain | worst seed gain | "
@@ -319,14 +364,18 @@ HEADER = ["| split | method | seeds | base test nDCG@10 | tuned test nDCG@10 | g
 
 def table(rows: list[dict]) -> list[str]:
     """Markdown tables from the records alone: new documents, then the label budget curve."""
-    rows = kept_records(rows)
+    rows = cells(rows)
     loads = [r["load_before"][0] for r in rows]
     lines = ["## Generalisation: new documents and label budgets (`bench/bench_generalisation.py`)", "",
              "Points x100, mean ± std over the seeds in the `seeds` column (the first record per seed). `recipe` = "
              "`recipes/nfcorpus-fast.yaml` unchanged but for its training data and in-domain set; `adapter` = "
              "`recipes/nfcorpus-adapter.yaml`; `peer` = sentence-transformers at the setting `bench/bench_peer.py` chose on "
              "dev (its run time: mining + training, evaluations excluded). Dev is the split's own dev qrels (what "
-             "selection saw).", "",
+             "selection saw). Both recipes set `train.corpus_scope: labelled`: the query side (or adapter) trains "
+             "against the documents a training qrel names, so documents no training query is labelled with (the new "
+             "ones among them) are not its negatives, while evaluation searches the whole corpus. Rows "
+             "`recipe, corpus_scope: all` and `adapter, corpus_scope: all` are runs from before the recipes set it "
+             "(every corpus document a negative of every query).", "",
              "### New documents", "",
              "NFCorpus documents with sha256(id) mod 100 < 20 are new: every train and dev qrel naming one is removed; "
              "test keeps only (query, new document) pairs; the corpus stays whole (bench/splits.py). The second row "
@@ -338,8 +387,8 @@ def table(rows: list[dict]) -> list[str]:
              "is a run of its own: the same split, but the training corpus (`train.corpus`) holds the seen documents "
              "only, as when documents are added after training, so new documents are never its negatives.", "",
              *HEADER]
-    lines += _cell_rows(rows, ["new-docs", "new-docs-pool", "new-docs-judged", "new-docs-later", "new-docs-heldout",
-                               "new-docs-labelled"], _new_docs_label)
+    lines += _cell_rows(rows, ["new-docs", "new-docs-pool", "new-docs-judged", "new-docs-later", "new-docs-heldout"],
+                        _new_docs_label)
     held = sorted((r for r in rows if r["split"] == "new-docs-heldout" and r.get("tuned_test") is not None),
                   key=lambda r: (r["method"], r["seed"]))
     if held:
@@ -353,12 +402,7 @@ def table(rows: list[dict]) -> list[str]:
                   + "; ".join(f"{r['method']} seed {r['seed']}: a = {r.get('chosen_alpha')}, "
                               f"{100 * r['base_heldout_test']:.2f} -> {100 * r['tuned_heldout_test']:.2f}"
                               for r in held if "base_heldout_test" in r) + "."]
-    if any(r["split"] == "new-docs-labelled" for r in rows):
-        lines += ["", "The sixth (`new-docs-labelled`) is a run of its own: the same split and corpus, with "
-                  "`train.corpus_scope: labelled`: the query side trains against the documents a training qrel "
-                  "names, so documents no training query is labelled with (the new ones among them) are not its "
-                  "negatives, while evaluation searches the whole corpus."]
-    whole = [f"{w}-whole" for w in WHOLE_OF]
+    whole = [f"{w}-whole" for w in WHOLE_OF if w != "new-docs-labelled"]  # shown as new-docs (`cells`)
     if any(r["split"] in whole for r in rows):
         lines += ["", "The same runs' models on the unchanged NFCorpus test qrels, every document (`--whole`; most "
                   "relevant documents are seen ones): what each way of training on the split does where the corpus "
@@ -418,8 +462,9 @@ def main() -> int:
         for split in args.splits:
             for seed in args.seeds:
                 se = (yaml.safe_load(METHODS[args.method].read_text()).get("eval") or {}).get("min_gain_se", 0.0)
+                scope = scope_of(args.method, ("train.corpus_scope=labelled",) if split == "new-docs-labelled" else ())
                 if any(r["method"] == args.method and r["split"] == split and r["seed"] == seed
-                       and (r.get("min_gain_se") or not se) for r in read_jsonl(records)):  # a rule-less record
+                       and corpus_scope(r) == scope and (r.get("min_gain_se") or not se) for r in read_jsonl(records)):  # a rule-less record
                     # of a recipe that now has eval.min_gain_se is run again
                     print(f"skip {args.method} {split} seed {seed}: recorded in {records}", flush=True)
                     continue

@@ -45,7 +45,7 @@ import time
 from pathlib import Path
 
 from bench_fast_peer import false_negatives, ndcg10  # first: sets up sys.path and the offline env
-from common import NFCORPUS, ROOT, append_record, provenance, read_jsonl
+from common import NFCORPUS, ROOT, append_record, provenance, read_jsonl, run_corpus_scope, scope_note
 from datasets import Dataset
 from sentence_transformers import SentenceTransformer, SentenceTransformerTrainer
 from sentence_transformers.sentence_transformer import losses
@@ -187,7 +187,8 @@ def run_textcl(seed: int, work: Path) -> dict:
     return {"wall_s": round(wall, 1), "out": str(out), "stages_s": {k: v.get("seconds") for k, v in
                                                                     summary.get("stages", {}).items()
                                                                     if isinstance(v, dict)},
-            "test_own_eval": summary["after"].get("nfcorpus/ndcg@10"), "dev_best": dev.get("nfcorpus/ndcg@10")}
+            "test_own_eval": summary["after"].get("nfcorpus/ndcg@10"), "dev_best": dev.get("nfcorpus/ndcg@10"),
+            "corpus_scope": run_corpus_scope(out)}
 
 
 def done(kind: str, seed: int, lr: float | None = None) -> dict | None:
@@ -392,7 +393,7 @@ def table(rows: list[dict]) -> list[str]:
     if len(sbs["seeds"]) > 1:
         lines += ["", f"Mean over {len(sbs['seeds'])} seeds: textcl {_ms(sbs['textcl'])}, peer {_ms(sbs['peer'])}; "
                   f"textcl - peer {_ms(sbs['diff'])} (per-seed differences; smallest {min(sbs['diff']):+.2f})."]
-    return [*lines, "", provenance(rows), ""]
+    return [*lines, *scope_note(sbs["textcl_rows"], "recipes/nfcorpus-fast.yaml"), "", provenance(rows), ""]
 
 
 if __name__ == "__main__":

@@ -18,7 +18,15 @@ import sys
 import time
 from pathlib import Path
 
-from common import ROOT, append_record, provenance, read_jsonl, write_section  # first: sys.path, env
+from common import (  # first: sys.path, env
+    ROOT,
+    append_record,
+    provenance,
+    read_jsonl,
+    run_corpus_scope,
+    scope_note,
+    write_section,
+)
 
 RECIPES = {"adapter": ROOT / "recipes" / "nfcorpus-adapter.yaml", "full": ROOT / "recipes" / "nfcorpus-fast.yaml",
            "lora": ROOT / "recipes" / "nfcorpus-fast.yaml", "chain": ROOT / "recipes" / "nfcorpus-fast.yaml"}
@@ -71,6 +79,7 @@ def run_one(method: str, seed: int, work: Path, threads: int | None, lora_lr: fl
     return {"method": method, "seed": seed, **({"lora_lr": lora_lr} if method == "lora" else {}), "test_before": summary["before"][KEY], "test_after": summary["after"][KEY],
             "dev_before": dev_before, "dev_after": dev_after, "train_s": stages.get("train"), "stages_s": stages,
             "wall_s": round(wall, 1), **_sizes(out / "model"), "threads": threads or os.cpu_count(),
+            "corpus_scope": run_corpus_scope(out),
             "load_avg_1m": [round(load, 2), round(os.getloadavg()[0], 2)],
             "run_command": ("" if threads is None else f"OMP_NUM_THREADS={threads} ")
             + " ".join(["textcl", *cmd[1:]]).replace(str(ROOT) + "/", "")}
@@ -140,7 +149,7 @@ def table(rows: list[dict]) -> list[str]:
               provenance(rows),
               "", "Commands (each with `--set seed=S output_dir=... model.cache_dir=... skip=[check,index]`, LoRA and "
                   "chaining with the overrides named in the table): "
-              + "; ".join(f"`{c}`" for c in commands) + "."]
+              + "; ".join(f"`{c}`" for c in commands) + ".", *scope_note(rows, "recipes/nfcorpus-fast.yaml (and -adapter)")]
     return lines
 
 

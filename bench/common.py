@@ -144,3 +144,35 @@ def _loads(record: dict) -> list[float]:
     if not out and isinstance(m, dict) and m.get("load_avg"):
         out.append(float(m["load_avg"][0]))
     return out
+
+
+def run_corpus_scope(out: str | Path) -> str:
+    """A finished `textcl run` folder's resolved train.corpus_scope (`all` when its config predates the key)."""
+    import yaml
+    config = Path(out) / "config.yaml"
+    if not config.is_file():
+        return "all"
+    return ((yaml.safe_load(config.read_text(encoding="utf-8")) or {}).get("train") or {}).get("corpus_scope", "all")
+
+
+def recipe_scope(recipe: str | Path) -> str:
+    """The train.corpus_scope a recipe file sets (`all` when it sets none)."""
+    import yaml
+    return ((yaml.safe_load(Path(recipe).read_text(encoding="utf-8")) or {}).get("train") or {}).get("corpus_scope", "all")
+
+
+def shown_runs(rows: list[dict], scope: str) -> list[dict]:
+    """The runs a section shows: those trained with `scope`, the corpus scope their recipe sets today, or every run
+    when none was (`scope_note` then says so)."""
+    return [r for r in rows if r.get("corpus_scope", "all") == scope] or rows
+
+
+def scope_note(rows: list[dict], recipe: str) -> list[str]:
+    """A section's sentence on its runs from before `recipe` set `train.corpus_scope: labelled` (records without the
+    key ran before it existed: every corpus document was a negative)."""
+    old = sum(1 for r in rows if r.get("corpus_scope", "all") == "all")
+    if not old:
+        return []
+    return ["", f"{old} of the {len(rows)} runs here trained with `train.corpus_scope: all`, before `{recipe}` set "
+                "`labelled` (every corpus document a negative, not only those a train qrel names; nearly every "
+                "NFCorpus document is named by one)."]

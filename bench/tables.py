@@ -30,7 +30,7 @@ import bench_peer
 import bench_quality
 import bench_shard_scale
 import bench_towers
-from common import ROOT, read_jsonl
+from common import ROOT, read_jsonl, shown_runs
 
 RECORDS = ROOT / "bench" / "records"
 BENCHMARKS = ROOT / "BENCHMARKS.md"
@@ -188,17 +188,34 @@ def _ms(points: list[float]) -> str:
 
 def _new_docs_gains(records: Records, split: str) -> dict[str, list[float]]:
     """{method: test gains in points} of a generalisation split, from the records its table shows."""
-    kept = [r for r in bench_generalisation.kept_records(_rows(records, "generalisation.jsonl"))
+    kept = [r for r in bench_generalisation.cells(_rows(records, "generalisation.jsonl"))
             if r["split"] == split and r.get("tuned_test") is not None]
     methods = list(dict.fromkeys(r["method"] for r in kept))
     return {m: [100 * (r["tuned_test"] - r["base_test"]) for r in kept if r["method"] == m] for m in methods}
+
+
+def _new_docs_row(records: Records) -> str | None:
+    """New documents in one README row: the recipes' and the peer's gain, then the recipes before they set
+    `corpus_scope: labelled`."""
+    gains = _new_docs_gains(records, "new-docs")
+    now = [m for m in ("recipe", "adapter", "peer") if m in gains]
+    before = [m for m in ("recipe", "adapter") if f"{m}, corpus_scope: all" in gains]
+    if not now:
+        return None
+    label = f"new documents (added to the corpus, never labelled), gain over base ({' / '.join(now)})"
+    values, seeds = " / ".join(_ms(gains[m]) for m in now), " / ".join(str(len(gains[m])) for m in now)
+    if before:
+        label += f"; before the recipes set `train.corpus_scope: labelled` ({' / '.join(before)})"
+        values += "; " + " / ".join(_ms(gains[f"{m}, corpus_scope: all"]) for m in before)
+        seeds += "; " + " / ".join(str(len(gains[f"{m}, corpus_scope: all"])) for m in before)
+    return f"| {label} | {values} | {seeds} |"
 
 
 def _budget_row(records: Records) -> str | None:
     """The label-budget curve in one README row: the recipe's and the peer's gain per budget."""
     budgets = [b for b in bench_generalisation.BUDGETS if bench_generalisation.BUDGETS[b]]
     cells = {b: _new_docs_gains(records, b) for b in budgets}
-    methods = [m for m in ("recipe", "peer") if any(m in c for c in cells.values())]
+    methods = [m for m in ("recipe", "adapter", "peer") if any(m in c for c in cells.values())]
     if not methods:
         return None
     values = "; ".join(" / ".join(_ms(cells[b][m]) if m in cells[b] else "-" for b in budgets) for m in methods)
@@ -224,7 +241,7 @@ def readme_block(records: Records) -> list[str]:
     adapter = _rows(records, "adapter.jsonl")
     if adapter:  # the lr bench_adapter.table marks: best mean dev over seeds
         by_lr: dict[float, list[dict]] = {}
-        for r in adapter:
+        for r in shown_runs(adapter, bench_adapter.SCOPE):
             by_lr.setdefault(r["lr"], []).append(r)
         chosen = max(by_lr.values(), key=lambda rs: statistics.mean(r["dev_best"] for r in rs))
         row = [f"linear query adapter (`nfcorpus-adapter.yaml`, lr {chosen[0]['lr']:g} chosen on dev)",
@@ -245,16 +262,8 @@ def readme_block(records: Records) -> list[str]:
         rows.append(f"| sentence-transformers, documented hard negatives, {peer[0]['budget_s']:.0f} "
                     f"{peer[0].get('clock', 'wall')}-s budget (untuned) | {_ms([r['ndcg@10'] for r in peer])} | "
                     f"{len(peer)} |")
-    cells = [_new_docs_gains(records, split) for split in ("new-docs", "new-docs-later", "new-docs-labelled")]
-    if cells[0]:  # one row: the README keeps to 10 lines
-        label = f"new documents, gain over base: in the training corpus ({' / '.join(cells[0])})"
-        values, seeds = " / ".join(_ms(g) for g in cells[0].values()), " / ".join(str(len(g)) for g in cells[0].values())
-        for what, cell in (("trained with `train.corpus_scope: labelled`", cells[2]), ("added after training", cells[1])):
-            if cell:
-                label += f"; {what} ({' / '.join(cell)})"
-                values += "; " + " / ".join(_ms(g) for g in cell.values())
-                seeds += "; " + " / ".join(str(len(g)) for g in cell.values())
-        rows.append(f"| {label} | {values} | {seeds} |")
+    if (new_docs := _new_docs_row(records)) is not None:
+        rows.append(new_docs)
     if (budget := _budget_row(records)) is not None:
         rows.append(budget)
     lines = ["| NFCorpus test nDCG@10 x100 | mean ± std | seeds |", "|---|---|---|", *rows] if rows else []

@@ -26,14 +26,14 @@ def test_summary_row_reads_test_dev_and_the_kept_mix(tmp_path):
     (tmp_path / "history.json").write_text(json.dumps([{"step": 0, "eval": {"dev": {M: 0.29}}},
                                                        {"forgetting_budget": 0.5, "chosen": 0.6},
                                                        {"step": 240, "significance": significance}]))
-    (tmp_path / "config.yaml").write_text("seed: 1\neval:\n  min_gain_se: 1.64\n")
+    (tmp_path / "config.yaml").write_text("seed: 1\ntrain:\n  corpus_scope: labelled\neval:\n  min_gain_se: 1.64\n")
     row = bg.summary_row(tmp_path)
     assert row == {"base_test": 0.30, "tuned_test": 0.33, "base_dev": 0.29, "tuned_dev": 0.31,
                    "base_stsb": 0.82, "tuned_stsb": 0.815, "steps": 240, "stopped_early": True,
                    "chosen_alpha": 0.6, "stages_s": {"train": 500.0, "report": None}, "stages_total_s": 500.0,
-                   "min_gain_se": 1.64, "significance": significance}
-    (tmp_path / "config.yaml").unlink()  # a run from before the rule
-    assert bg.summary_row(tmp_path)["min_gain_se"] == 0.0
+                   "min_gain_se": 1.64, "corpus_scope": "labelled", "significance": significance}
+    (tmp_path / "config.yaml").unlink()  # a run from before the rule and the key
+    assert (bg.summary_row(tmp_path)["min_gain_se"], bg.summary_row(tmp_path)["corpus_scope"]) == (0.0, "all")
 
 
 def test_a_record_with_the_significance_rule_replaces_an_earlier_one_without():
@@ -43,8 +43,15 @@ def test_a_record_with_the_significance_rule_replaces_an_earlier_one_without():
 
 
 def _rec(split: str, seed: int, base: float, tuned: float, method: str = "recipe") -> dict:
+    """A record of a run; a recipe's trained with the corpus scope the recipe sets today."""
     return {"method": method, "split": split, "seed": seed, "base_test": base, "tuned_test": tuned,
-            "base_dev": 0.30, "tuned_dev": 0.32, "wall_s": 600.0 + seed, "load_before": [3.0 + seed, 2.0, 1.0]}
+            "base_dev": 0.30, "tuned_dev": 0.32, "wall_s": 600.0 + seed, "load_before": [3.0 + seed, 2.0, 1.0],
+            **({"corpus_scope": bg.SCOPES[method]} if method in bg.SCOPES else {})}
+
+
+def _old(record: dict) -> dict:
+    """`record` as written before runs recorded their corpus scope."""
+    return {k: v for k, v in record.items() if k != "corpus_scope"}
 
 
 def test_table_gives_mean_std_gain_and_worst_seed_per_cell():
@@ -78,3 +85,28 @@ def test_a_recorded_runs_folder_comes_from_its_command(tmp_path):
            "run_command": "run recipes/nfcorpus-fast.yaml --set output_dir=/x/gen-se/recipe/new-docs-s2 --set seed=2"}
     assert bg.run_folder(run, tmp_path) == Path("/x/gen-se/recipe/new-docs-s2")
     assert bg.run_folder({**run, "run_command": ""}, tmp_path) == tmp_path / "recipe" / "new-docs-s2"
+
+
+def test_runs_of_another_corpus_scope_than_the_recipes_today_are_shown_as_their_own_method(monkeypatch):
+    monkeypatch.setitem(bg.SCOPES, "recipe", "labelled")
+    rows = [_old(_rec("new-docs", 1, 0.30, 0.28)),  # before the key: scope all, read off the missing --set
+            {**_old(_rec("new-docs-labelled", 1, 0.30, 0.31)),
+             "run_command": "run r.yaml --set train.corpus_scope=labelled"},
+            _old(_rec("new-docs-labelled-whole", 1, 0.30, 0.33)),  # a --whole record of that run: its split says so
+            {**_rec("budget-50", 1, 0.30, 0.30), "corpus_scope": "labelled"},
+            _old(_rec("budget-50", 1, 0.30, 0.29)),  # the same (split, seed) trained with scope all: kept beside it
+            _rec("budget-50", 1, 0.30, 0.25, method="peer")]
+    shown = {(r["method"], r["split"]): r["tuned_test"] for r in bg.cells(rows)}
+    assert shown == {("recipe, corpus_scope: all", "new-docs"): 0.28, ("recipe", "new-docs"): 0.31,
+                     ("recipe", "new-docs-whole"): 0.33, ("recipe", "budget-50"): 0.30,
+                     ("recipe, corpus_scope: all", "budget-50"): 0.29, ("peer", "budget-50"): 0.25}
+    lines = bg.table(rows)
+    assert lines.index(next(x for x in lines if x.startswith("| new documents | recipe |"))) < \
+        lines.index(next(x for x in lines if x.startswith("| new documents | recipe, corpus_scope: all |")))
+    assert bg.scope_of("recipe") == "labelled" and bg.scope_of("recipe", ("train.corpus_scope=all",)) == "all"
+
+
+def test_the_recipes_scopes_are_read_from_the_recipe_files():
+    import yaml
+    for method, recipe in bg.METHODS.items():
+        assert bg.SCOPES[method] == yaml.safe_load(recipe.read_text())["train"].get("corpus_scope", "all")

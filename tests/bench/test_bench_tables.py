@@ -81,7 +81,7 @@ def test_every_table_function_is_pure(records, monkeypatch):
     assert all(lines for lines in first.values() if lines is not None)
 
 
-def _fast(seed, before, after, variant="anchor5-budget"):
+def _fast(seed, before, after, variant=tables.bench_fast.RECIPE_VARIANT):
     keys = ("nfcorpus", "stsb", "stsb_qd", "stsb-retrieval")
     return {"seed": seed, "variant": variant, "wall_s": 100.0, "steps": 10, "best_step": 5,
             **{f"{k}_before": before for k in keys}, **{f"{k}_after": after for k in keys}}
@@ -92,6 +92,8 @@ def _peer(seed, ndcg):
 
 
 def test_readme_block_from_small_records_matches_values_worked_by_hand():
+    scope = tables.bench_generalisation.SCOPES["recipe"]
+    assert scope == "labelled"  # else the "before" cell below is the recipe as it is today
     records = {
         # recipe test 0.30 and 0.32 -> 31.00 ± 1.41 (stdev of 30, 32 = sqrt(2)); a second record of seed 1 is ignored
         "fast.jsonl": [_fast(1, 0.25, 0.30), _fast(2, 0.25, 0.32), _fast(1, 0.25, 0.99), _fast(3, 0.25, 0.5, "all")],
@@ -100,16 +102,20 @@ def test_readme_block_from_small_records_matches_values_worked_by_hand():
         # lr 1e-3 has the better mean dev (0.5 vs 0.4): its test 0.40, 0.42 -> 41.00 ± 1.41
         "adapter.jsonl": [{"lr": 1e-4, "dev_best": 0.4, "test_after": 0.9}, {"lr": 1e-3, "dev_best": 0.6, "test_after": 0.40},
                           {"lr": 1e-3, "dev_best": 0.4, "test_after": 0.42}],
-        # gains 0.12 - 0.10 = 2 points and 0.13 - 0.10 = 3 points -> 2.50 ± 0.71; added after training: 0.11 -> 1.00
-        "generalisation.jsonl": [{"split": "new-docs", "method": "recipe", "seed": s, "base_test": 0.10, "tuned_test": t}
-                                 for s, t in ((1, 0.12), (2, 0.13))]
-        + [{"split": "new-docs-later", "method": "adapter", "seed": 1, "base_test": 0.10, "tuned_test": 0.11}]
+        # new documents, the recipe as it is today (its corpus scope): gains 0.12 - 0.10 = 2 points and 0.13 - 0.10 =
+        # 3 points -> 2.50 ± 0.71; the recipe before it set corpus_scope: labelled (a record without the key): -1.00;
+        # added after training (new-docs-later): not in the README
+        "generalisation.jsonl": [{"split": "new-docs", "method": "recipe", "seed": s, "base_test": 0.10, "tuned_test": t,
+                                  "corpus_scope": scope} for s, t in ((1, 0.12), (2, 0.13))]
+        + [{"split": "new-docs", "method": "recipe", "seed": 1, "base_test": 0.10, "tuned_test": 0.09},
+           {"split": "new-docs-later", "method": "adapter", "seed": 1, "base_test": 0.10, "tuned_test": 0.11}]
         # label budget: N = 50, recipe gains 0 and 1 point -> 0.50 ± 0.71, peer -1 point; N = 150, recipe +2, no
         # peer; N = 500 not run: "-"; the seeds column counts them per budget
-        + [{"split": "budget-50", "method": "recipe", "seed": s, "base_test": 0.30, "tuned_test": t}
-           for s, t in ((1, 0.30), (2, 0.31))]
+        + [{"split": "budget-50", "method": "recipe", "seed": s, "base_test": 0.30, "tuned_test": t,
+            "corpus_scope": scope} for s, t in ((1, 0.30), (2, 0.31))]
         + [{"split": "budget-50", "method": "peer", "seed": 1, "base_test": 0.30, "tuned_test": 0.29},
-           {"split": "budget-150", "method": "recipe", "seed": 1, "base_test": 0.30, "tuned_test": 0.32}],
+           {"split": "budget-150", "method": "recipe", "seed": 1, "base_test": 0.30, "tuned_test": 0.32,
+            "corpus_scope": scope}],
         "any_model.jsonl": [{"row": "prompted MiniLM", "textcl": 0.3, "reference": 0.3, "diff_points": 0.0}],
     }
     assert tables.readme_block(records) == [
@@ -118,8 +124,8 @@ def test_readme_block_from_small_records_matches_values_worked_by_hand():
         "| query-side recipe (`nfcorpus-fast.yaml`) | 31.00 ± 1.41 | 2 |",
         "| linear query adapter (`nfcorpus-adapter.yaml`, lr 0.001 chosen on dev) | 41.00 ± 1.41 | 2 |",
         "| sentence-transformers, documented hard negatives, 1200 cpu-s budget (untuned) | 22.00 ± 2.83 | 2 |",
-        "| new documents, gain over base: in the training corpus (recipe); added after training (adapter) | "
-        "2.50 ± 0.71; 1.00 | 2; 1 |",
+        "| new documents (added to the corpus, never labelled), gain over base (recipe); before the recipes set "
+        "`train.corpus_scope: labelled` (recipe) | 2.50 ± 0.71; -1.00 | 2; 1 |",
         "| label budget, gain over base with N = 50 / 150 / 500 train queries (recipe; peer) | "
         "0.50 ± 0.71 / 2.00 / -; -1.00 / - / - | 2 / 1 / 0; 1 / 0 / 0 |",
         "",
@@ -138,3 +144,12 @@ def test_sections_leave_out_benches_without_records():
     text = tables.benchmarks_md({"fast.jsonl": [_fast(1, 0.25, 0.30)]})
     assert text.count("<!-- bench: ") == 1 and "<!-- bench: fast -->" in text
     assert "Query-side fine-tuning on NFCorpus" in text and "| NFCorpus test nDCG@10 | 25.00 | 30.00 (1 seed) |" in text
+
+
+def test_a_section_shows_the_runs_of_the_recipes_scope_today_or_says_its_runs_are_older():
+    from common import scope_note, shown_runs
+    old, new = {"seed": 1}, {"seed": 2, "corpus_scope": "labelled"}  # `old`: recorded before the key existed
+    assert shown_runs([old, new], "labelled") == [new] and shown_runs([old], "labelled") == [old]
+    assert scope_note([new], "r.yaml") == []
+    assert scope_note([old, new], "r.yaml")[1].startswith("1 of the 2 runs here trained with `train.corpus_scope: all`, "
+                                                         "before `r.yaml` set `labelled`")
