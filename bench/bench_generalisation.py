@@ -223,13 +223,23 @@ def pool_records(work: Path, records: Path) -> None:
         done.add((run["method"], run["seed"]))
 
 
+def rule(r: dict) -> int:
+    """Which eval.min_gain_se rule a record's run had: 0 none; 1 the plain test of the kept model's dev gain; 2 the
+    test that accounts for its choice among every model evaluated on dev (its record names the threshold), or a
+    run whose start stayed best on dev (no test: the same result under either)."""
+    if not r.get("min_gain_se"):
+        return 0
+    significance = r.get("significance")
+    return 2 if significance is None or "threshold" in significance else 1
+
+
 def kept_records(rows: list[dict]) -> list[dict]:
-    """Per (method, split, seed, corpus scope), the record the tables show: the first, unless a later one ran with
-    eval.min_gain_se and it did not."""
+    """Per (method, split, seed, corpus scope), the record the tables show: the first of those with the newest
+    eval.min_gain_se rule (`rule`); the others stay in the record file."""
     first: dict[tuple, dict] = {}
     for r in rows:
         key = (r["method"], r["split"], r["seed"], corpus_scope(r))
-        if key not in first or (r.get("min_gain_se") and not first[key].get("min_gain_se")):
+        if key not in first or rule(r) > rule(first[key]):
             first[key] = r
     return list(first.values())
 
@@ -411,8 +421,10 @@ def table(rows: list[dict]) -> list[str]:
     lines += ["", "### Label budget", "",
               "Train qrels of a seeded sample of N train queries (the sample's seed = the run's seed); dev and test "
               "unchanged. Both recipes set `eval.min_gain_se: 1.64`: a run keeps the base model unless its dev gain is "
-              "at least 1.64 standard errors of the per-query paired difference; a cell's record from before the rule "
-              "stays in the record file but is superseded by its run with the rule. The peer has no such rule: it "
+              "at least 1.64 standard errors of the per-query paired difference, raised for having been chosen among "
+              "every checkpoint and mix evaluated on the same dev queries (max-T: the 95% quantile of the best "
+              "candidate's t under random sign flips of each query's differences); a cell's record from before the "
+              "rule, or from before it accounted for the choice, stays in the record file but is superseded. The peer has no such rule: it "
               "keeps its best dev checkpoint, trained for the same number of steps as on every train query "
               "(`bench_peer.py --split budget-N`).", "", *HEADER]
     lines += _cell_rows(rows, [s for s in BUDGETS], lambda s: f"N = {s.split('-')[1]}")
@@ -464,8 +476,8 @@ def main() -> int:
                 se = (yaml.safe_load(METHODS[args.method].read_text()).get("eval") or {}).get("min_gain_se", 0.0)
                 scope = scope_of(args.method, ("train.corpus_scope=labelled",) if split == "new-docs-labelled" else ())
                 if any(r["method"] == args.method and r["split"] == split and r["seed"] == seed
-                       and corpus_scope(r) == scope and (r.get("min_gain_se") or not se) for r in read_jsonl(records)):  # a rule-less record
-                    # of a recipe that now has eval.min_gain_se is run again
+                       and corpus_scope(r) == scope and (rule(r) == 2 or not se) for r in read_jsonl(records)):  # a record of an
+                    # older eval.min_gain_se rule is run again (move its run folder aside first: its stages are reused)
                     print(f"skip {args.method} {split} seed {seed}: recorded in {records}", flush=True)
                     continue
                 run_one(args.method, split, seed, Path(args.work).resolve(), records, args.note, args.threads)

@@ -8,6 +8,7 @@ Its files and the Router model that applies it: `textcl.adapter_files`.
 from __future__ import annotations
 
 import copy
+import inspect
 import logging
 import math
 import time
@@ -199,6 +200,9 @@ class AdapterFit:
     train_s: float = 0.0  # optimizer steps only
     eval_s: float = 0.0
     parameters: int = 0
+    # per-query dev values of `metric` of every adapter evaluated after step 0 (when `evaluate` takes `per_query`):
+    # the candidates eval.min_gain_se's test accounts for having chosen among; not saved
+    dev_per_query: list[dict[str, float]] = field(default_factory=list, repr=False)
 
     def summary(self) -> dict[str, Any]:
         """JSON-ready: settings, shapes, dev scores and timings (no weights)."""
@@ -234,6 +238,8 @@ class _Selection:
         self.base: dict[str, float] = {}
         self.best_state = copy.deepcopy(adapter.state_dict())
         self.bad, self.seconds, self.history = 0, 0.0, []
+        self.per_query: list[dict[str, float]] = []  # of every evaluation after step 0 (AdapterFit.dev_per_query)
+        self.wants_per_query = evaluate is not None and "per_query" in inspect.signature(evaluate).parameters
 
     def check(self, step: int, epoch: int) -> bool:
         """Evaluate at `step`; keep the adapter when it improved. True = stop (patience ran out)."""
@@ -241,11 +247,15 @@ class _Selection:
             return False
         t0 = time.perf_counter()
         self.adapter.eval()
+        values: dict = {}
         with torch.no_grad():
-            metrics = self.evaluate(self.adapter)
+            metrics = self.evaluate(self.adapter, per_query=values) if self.wants_per_query else \
+                self.evaluate(self.adapter)
         self.seconds += time.perf_counter() - t0
         key, value = _pick(metrics, self.metric)
         self.metric = key
+        if step and values.get(key):
+            self.per_query.append(values[key])
         self.history.append({"step": step, "epoch": epoch, "eval": {"dev": metrics}, "metric": key})
         if step == 0:
             self.base = metrics
@@ -343,6 +353,7 @@ def fit_adapter(queries: torch.Tensor, corpus: torch.Tensor | CorpusShard, targe
     if stop:
         history.append({"step": step, "early_stopped": True})
     return AdapterFit(weight=weight, bias=bias, settings=s, history=history, metric=sel.metric,
+                      dev_per_query=sel.per_query,
                       best_step=sel.best_step, best=sel.best_metrics, base=sel.base, steps=step,
                       steps_per_epoch=steps_per_epoch, eval_every=eval_every, stopped_early=stop, train_s=train_s,
                       eval_s=sel.seconds, parameters=sum(p.numel() for p in adapter.parameters()))

@@ -124,3 +124,23 @@ def paired_gain(base: Mapping[str, float], new: Mapping[str, float]) -> dict[str
     t = mean / se if se > 0 else (math.copysign(math.inf, mean) if mean else 0.0)
     return {"mean": mean, "se": se, "n": n, "t": t}
 
+
+
+def max_t_threshold(base: Mapping[str, float], candidates: list[Mapping[str, float]], z: float,
+                    draws: int = 4000, seed: int = 0) -> float:
+    """The t (of `paired_gain`) that the best of `candidates` must reach over `base` for a one-sided test at the level
+    z stands for (1 - Phi(z)) when that candidate was CHOSEN among them on the same queries (Westfall and Young's
+    max-T): the (1 - level) quantile of max_k t_k under random sign flips of every query's differences, one flip per
+    query shared by all candidates (so their correlation is kept). Never below z; z with no candidates."""
+    queries = [q for q in base if all(q in c for c in candidates)]
+    n = len(queries)
+    if not candidates or n < 2:
+        return z
+    diffs = np.array([[c[q] - base[q] for q in queries] for c in candidates], dtype=np.float64)  # K x n
+    signs = np.random.default_rng(seed).choice([-1.0, 1.0], size=(draws, n))
+    means = signs @ diffs.T / n  # draws x K; sum of squares is the same under any flip
+    var = np.maximum((np.square(diffs).sum(axis=1) - n * np.square(means)) / (n - 1), 0.0)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        t = np.where(var > 0, means / np.sqrt(var / n), 0.0)
+    level = 1.0 - float(scipy.stats.norm.cdf(z))
+    return max(z, float(np.quantile(t.max(axis=1), 1.0 - level)))

@@ -116,7 +116,8 @@ def train_adapter(config: RunConfig, examples: Sequence[Example] | None = None, 
 
 def keep_identity_unless_significant(fit: AdapterFit, evaluate: Callable, z: float) -> AdapterFit:
     """`eval.min_gain_se` for the adapter: the trained adapter is kept only when its dev gain over W = I is at least
-    `z` standard errors of the per-query paired difference (see `selection.keep_base_unless_significant`)."""
+    `z` standard errors of the per-query paired difference, raised for having chosen it among every adapter
+    evaluated on dev (see `selection.keep_base_unless_significant`)."""
     dim = fit.weight.shape[0]
     identity = LinearAdapter(dim, bias=True, normalize=fit.settings.normalize)
     trained = LinearAdapter(dim, bias=True, normalize=fit.settings.normalize)
@@ -128,7 +129,7 @@ def keep_identity_unless_significant(fit: AdapterFit, evaluate: Callable, z: flo
         values: dict = {}
         evaluate(adapter, per_query=values)
         per_query.append(values.get(fit.metric, {}))
-    record = significance(per_query[0], per_query[1], fit.metric, z)
+    record = significance(per_query[0], per_query[1], fit.metric, z, fit.dev_per_query)
     if record is None:
         return fit
     history = [*fit.history, {"step": fit.steps, "significance": record}]

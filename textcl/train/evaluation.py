@@ -6,12 +6,12 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 
 from textcl.config import RunConfig
 from textcl.errors import ConfigError, DataError
 from textcl.eval import evaluate, evaluate_sets, load_sets
-from textcl.eval.metrics import is_primary, paired_gain
+from textcl.eval.metrics import is_primary, max_t_threshold, paired_gain
 
 log = logging.getLogger(__name__)
 
@@ -88,17 +88,24 @@ def pick_metric(metrics: dict[str, float], name: str | None) -> tuple[str, float
     return key, float(metrics[key])
 
 
-def significance(start: Mapping[str, float], tuned: Mapping[str, float], metric: str, z: float) -> dict | None:
+def significance(start: Mapping[str, float], tuned: Mapping[str, float], metric: str, z: float,
+                 candidates: Sequence[Mapping[str, float]] = ()) -> dict | None:
     """`eval.min_gain_se`'s judgement from the per-query dev values of the starting and the tuned model: the
-    history record (the paired gain, the metric, z and which model is "kept": "tuned" when the gain is at least
-    z standard errors, else "start"), or None when there are no per-query values (the rule does not apply)."""
+    history record (the paired gain, the metric, z, the threshold and which model is "kept": "tuned" when the gain
+    is at least `threshold` standard errors, else "start"), or None when there are no per-query values (the rule
+    does not apply). `candidates`: the per-query dev values of every model the tuned one was chosen among on the
+    same queries (checkpoints, WiSE-FT mixes); the best of many scores high on dev by luck alone, so the threshold
+    is `max_t_threshold`'s (z for one candidate; higher the more, and the less alike, the candidates)."""
     if not start:
         log.warning("eval.min_gain_se: %s has no per-query values (an STS metric, or a custom dev evaluator): "
                     "the rule is not applied", metric)
         return None
     gain = paired_gain(start, tuned)
-    kept = "tuned" if gain["t"] >= z else "start"
-    log.info("eval.min_gain_se %.2f: dev %s gain %+.2f points = %.2f standard errors over %d queries: kept the %s "
-             "model", z, metric, 100 * gain["mean"], gain["t"], gain["n"], "tuned" if kept == "tuned" else "starting")
-    return {**gain, "metric": metric, "min_gain_se": z, "kept": kept}
+    threshold = max_t_threshold(start, list(candidates), z)
+    kept = "tuned" if gain["t"] >= threshold else "start"
+    log.info("eval.min_gain_se %.2f: dev %s gain %+.2f points = %.2f standard errors over %d queries (needed %.2f, "
+             "the best of %d candidates): kept the %s model", z, metric, 100 * gain["mean"], gain["t"], gain["n"],
+             threshold, max(len(candidates), 1), "tuned" if kept == "tuned" else "starting")
+    return {**gain, "metric": metric, "min_gain_se": z, "threshold": threshold, "candidates": len(candidates),
+            "kept": kept}
 

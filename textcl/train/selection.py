@@ -25,14 +25,29 @@ log = logging.getLogger(__name__)
 
 
 def evaluate(trainer: Trainer, step: int) -> dict:
-    """{"dev": metrics, "ood": metrics} of the current weights ({} without a dev evaluator)."""
+    """{"dev": metrics, "ood": metrics} of the current weights ({} without a dev evaluator); with eval.min_gain_se
+    and a dev evaluator that gives them, also "dev_per_query": {metric: {query id: value}} (`per_query_entry`)."""
     metrics: dict = {}
     if trainer.evaluate_dev is not None:
-        metrics = _on_main(trainer, lambda encode: {
-            "dev": trainer.evaluate_dev(encode), "ood": trainer.evaluate_ood(encode) if trainer.evaluate_ood else {}})
+        per_query = trainer.config.eval.min_gain_se and "per_query" in inspect.signature(trainer.evaluate_dev).parameters
+
+        def run(encode: Any) -> dict:
+            values: dict = {}
+            dev = trainer.evaluate_dev(encode, per_query=values) if per_query else trainer.evaluate_dev(encode)
+            return {"dev": dev, "ood": trainer.evaluate_ood(encode) if trainer.evaluate_ood else {},
+                    **({"dev_per_query": values} if values else {})}
+
+        metrics = _on_main(trainer, run)
     if metrics:
-        log.info("eval at step %d: %s", step, short(metrics))
+        log.info("eval at step %d: %s", step, short({k: v for k, v in metrics.items() if k != "dev_per_query"}))
     return metrics
+
+
+def per_query_entry(metrics: dict, key: str) -> dict:
+    """Pops `evaluate`'s per-query values from `metrics`: {"dev_per_query": {query id: value of key}} for a history
+    entry (the candidates eval.min_gain_se's test accounts for), or {}."""
+    values = metrics.pop("dev_per_query", {}).get(key)
+    return {"dev_per_query": values} if values else {}
 
 
 def select(trainer: Trainer, step: int, metrics: dict) -> None:
@@ -40,7 +55,7 @@ def select(trainer: Trainer, step: int, metrics: dict) -> None:
     one more evaluation without improvement."""
     state = trainer.state
     key, value = pick_metric(metrics["dev"], trainer.config.eval.metric_for_best)
-    state.history.append({"step": step, "eval": metrics, "metric": key})
+    state.history.append({"step": step, **per_query_entry(metrics, key), "eval": metrics, "metric": key})
     tracking.log_evaluation(trainer.accelerator, step, metrics)
     if state.best_metric is None or value > state.best_metric:
         state.best_metric, state.best_step, state.evals_without_improvement = value, step, 0
@@ -90,7 +105,8 @@ def mix_with_base(trainer: Trainer) -> None:
         trainer.model.load_state_dict(interpolate(base, tuned, alpha))
         metrics = evaluate(trainer, state.step)
         key, value = pick_metric(metrics["dev"], config.eval.metric_for_best)
-        entry = {"step": state.best_step, "interpolation": alpha, "eval": metrics, "metric": key}
+        entry = {"step": state.best_step, "interpolation": alpha, **per_query_entry(metrics, key), "eval": metrics,
+                 "metric": key}
         if budget is not None:
             entry["ood_drop_dev"] = ood_drop(_ood_dev(trainer), base_ood)
             candidates.append({"alpha": alpha, "dev": value, "ood_drop": entry["ood_drop_dev"]})
@@ -125,7 +141,8 @@ def mix_with_base(trainer: Trainer) -> None:
 def keep_base_unless_significant(trainer: Trainer) -> None:
     """`eval.min_gain_se`: the tuned model (best checkpoint or WiSE-FT mix) stays the run's model only when its
     dev gain over the model training started from is at least that many standard errors of the per-query paired
-    difference; otherwise checkpoints/best becomes that model again. So a run with few labelled queries, whose
+    difference, raised for having been chosen on the same dev queries among every checkpoint and mix evaluated
+    (`max_t_threshold`); otherwise checkpoints/best becomes that model again. So a run with few labelled queries, whose
     dev gain is within noise, ends where it started instead of below it. Retrieval dev metrics only (an STS
     score has no per-query value)."""
     config, state = trainer.config, trainer.state
@@ -138,7 +155,9 @@ def keep_base_unless_significant(trainer: Trainer) -> None:
     for weights in (base, tuned):
         trainer.model.load_state_dict(weights)
         per_query.append(_on_main(trainer, lambda encode: _dev_per_query(trainer, encode, key)))
-    record = significance(per_query[0], per_query[1], key, z)
+    candidates = [h["dev_per_query"] for h in state.history if "dev_per_query" in h and h.get("metric") == key
+                  and (h["step"] != 0 or "interpolation" in h)]  # every model after the start, and the mixes
+    record = significance(per_query[0], per_query[1], key, z, candidates)
     if record is None:
         return
     state.history.append({"step": state.step, "significance": record})
