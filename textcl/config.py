@@ -297,8 +297,9 @@ class EvalConfig:
     factory: str = "exact"  # exact or a FAISS factory string
     metric_for_best: str | None = None  # e.g. "nfcorpus/ndcg@10"; None = first primary metric
     # The tuned model (best checkpoint or WiSE-FT mix) replaces the model training started from only when its dev
-    # gain is at least this many standard errors of the per-query paired difference (retrieval dev sets); else the
-    # run keeps the starting model. 0 = any gain; 1.64 = one-sided 95%: few labelled queries never end below base
+    # gain is at least this many standard errors of the per-query paired difference (retrieval dev sets), raised for
+    # having been chosen on the same dev queries among every model evaluated (max-T); else the run keeps the
+    # starting model. 0 = any gain; 1.64 = one-sided 95%: with few labelled queries a run keeps base unless it is clear
     min_gain_se: float = 0.0
     forgetting_threshold: float = 1.0  # points of out-of-domain drop flagged as forgetting
     extra_corpus: str | None = _path(None)  # more documents for retrieval sets given as pairs files
