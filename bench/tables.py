@@ -256,8 +256,10 @@ def readme_block(records: Records) -> list[str]:
     tuned = bench_peer.side_by_side(_rows(records, "peer.jsonl"))
     peer = [r for r in _last_per_key(_rows(records, "fast_peer.jsonl")) if r["row"] == "st-documented"]
     if tuned and len(tuned["seeds"]) > 1:
+        before = any(r.get("corpus_scope", "all") != bench_generalisation.SCOPES["recipe"] for r in tuned["textcl_rows"])
+        ours = "textcl (the recipe before `corpus_scope: labelled`)" if before else "textcl"
         rows.append(f"| sentence-transformers tuned on dev (lr {tuned['lr']:g}, best dev checkpoint, textcl's run time "
-                    f"as budget); textcl - peer | {_ms(tuned['peer'])}; {_ms(tuned['diff'])} | {len(tuned['seeds'])} |")
+                    f"as budget); {ours} - peer | {_ms(tuned['peer'])}; {_ms(tuned['diff'])} | {len(tuned['seeds'])} |")
     elif peer:
         rows.append(f"| sentence-transformers, documented hard negatives, {peer[0]['budget_s']:.0f} "
                     f"{peer[0].get('clock', 'wall')}-s budget (untuned) | {_ms([r['ndcg@10'] for r in peer])} | "
