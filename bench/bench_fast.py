@@ -155,7 +155,7 @@ def section(all_rows: list[dict], command: str) -> list[str]:
     first = next(iter(by_variant[variants[0]].values()))
     lines = ["## Query-side fine-tuning on NFCorpus (`recipes/nfcorpus-fast.yaml`)", "",
              f"Command: `{command}`. One `textcl run` per seed: check, base evaluation, train (query tower only, "
-             "softmax over every corpus document), evaluation, index, report. Points x100, mean ± std over seeds.", "",
+             "softmax over the corpus: every document, or with `corpus_scope: labelled` those a train qrel names), evaluation, index, report. Points x100, mean ± std over seeds.", "",
              "| set | base | " + " | ".join(f"{VARIANTS[v]}, {_seeds(len(by_variant[v]))}" for v in variants) + " |",
              "|---|---|" + "---|" * len(variants)]
     for name, label in SETS:

@@ -45,7 +45,16 @@ import time
 from pathlib import Path
 
 from bench_fast_peer import false_negatives, ndcg10  # first: sets up sys.path and the offline env
-from common import NFCORPUS, ROOT, append_record, provenance, read_jsonl, run_corpus_scope, scope_note
+from common import (
+    NFCORPUS,
+    ROOT,
+    append_record,
+    provenance,
+    read_jsonl,
+    recipe_scope,
+    run_corpus_scope,
+    scope_note,
+)
 from datasets import Dataset
 from sentence_transformers import SentenceTransformer, SentenceTransformerTrainer
 from sentence_transformers.sentence_transformer import losses
@@ -59,6 +68,7 @@ from textcl.models import cpu_has_bf16, resolve_model_path
 RECORDS = ROOT / "bench" / "records" / "peer.jsonl"
 WORK = ROOT / "bench" / "results" / "peer"
 RECIPE = ROOT / "recipes" / "nfcorpus-fast.yaml"
+SCOPE = recipe_scope(RECIPE)  # the train.corpus_scope the recipe sets today
 LRS = (2e-5, 5e-5, 1e-4, 2e-4)
 SEARCH_SEED, SEEDS = 42, (42, 1, 2)
 # mine_hard_negatives' docstring example (output_format left at its default, "triplet")
@@ -192,8 +202,10 @@ def run_textcl(seed: int, work: Path) -> dict:
 
 
 def done(kind: str, seed: int, lr: float | None = None) -> dict | None:
-    """The first record of (kind, seed, lr), as the tables read it; None when that run is not recorded."""
-    return _first(read_jsonl(RECORDS)).get((kind, seed, lr))
+    """The first record of (kind, seed, lr), as the tables read it; None when that run is not recorded (a textcl
+    run of the recipe before it set today's corpus scope counts as not recorded)."""
+    r = _first(read_jsonl(RECORDS)).get((kind, seed, lr))
+    return None if r is not None and kind == "textcl" and r.get("corpus_scope", "all") != SCOPE else r
 
 
 def record(row: dict, load_before: float) -> dict:
@@ -322,9 +334,14 @@ def _ms(values: list[float]) -> str:
 
 
 def _first(rows: list[dict]) -> dict[tuple, dict]:
+    """The first record per (kind, seed, lr); for textcl's runs the first trained with the corpus scope its recipe
+    sets today when there is one (older runs stay in the record file)."""
     first: dict[tuple, dict] = {}
     for r in rows:
-        first.setdefault((r["kind"], r["seed"], r.get("lr")), r)
+        key = (r["kind"], r["seed"], r.get("lr"))
+        if key not in first or (r["kind"] == "textcl" and r.get("corpus_scope", "all") == SCOPE
+                                and first[key].get("corpus_scope", "all") != SCOPE):
+            first[key] = r
     return first
 
 

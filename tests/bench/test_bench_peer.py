@@ -68,6 +68,18 @@ def test_table_picks_the_peer_lr_on_dev_not_test_and_differences_per_seed():
     assert "textcl - peer 1.67 ± 2.52 (per-seed differences; smallest -1.00)" in text
 
 
+def test_a_textcl_run_of_the_recipe_as_it_is_today_replaces_an_older_one_side_by_side(monkeypatch):
+    monkeypatch.setattr(bp, "SCOPE", "labelled")
+    rows = _records()  # textcl's runs from before the recipe set corpus_scope (no key): shown, with a note
+    assert "| 42 | 35.00 | 31.00 | 300 | 33.00 | 32.00 | +2.00 |" in bp.table(rows)
+    assert any("trained with `train.corpus_scope: all`" in line for line in bp.table(rows))
+    old42 = next(r for r in rows if r["kind"] == "textcl" and r["seed"] == 42)
+    rows.append({**old42, "test": 36.0, "corpus_scope": "labelled"})  # seed 42 again with today's recipe
+    text = "\n".join(bp.table(rows))
+    assert "| 42 | 36.00 | 31.00 | 300 | 33.00 | 32.00 | +3.00 |" in text
+    assert "2 of the 3 runs here trained with `train.corpus_scope: all`" in text
+
+
 def test_table_says_when_the_search_is_incomplete():
     rows = [r for r in _records() if not (r["kind"] == "peer" and r["lr"] == 2e-4)]
     assert "Search incomplete: 3 of 4 learning rates recorded." in "\n".join(bp.table(rows))
