@@ -125,7 +125,6 @@ def paired_gain(base: Mapping[str, float], new: Mapping[str, float]) -> dict[str
     return {"mean": mean, "se": se, "n": n, "t": t}
 
 
-
 def max_t_threshold(base: Mapping[str, float], candidates: list[Mapping[str, float]], z: float,
                     draws: int = 4000, seed: int = 0) -> float:
     """The t (of `paired_gain`) that the best of `candidates` must reach over `base` for a one-sided test at the level
