@@ -432,6 +432,15 @@ def table(rows: list[dict]) -> list[str]:
         lines += ["", f"Run times are the sum of a `textcl run`'s stage times (data check and index skipped) on a 2-core machine shared "
                       f"with other jobs (1-minute load average {min(loads):.1f}-{max(loads):.1f} at the start of the "
                       "runs): read them as loaded-machine times, not a speed result."]
+    plain = {}
+    for r in rows:
+        if rule(r) == 1:
+            plain.setdefault(f"{r['method']} {r['split']}", []).append(str(r["seed"]))
+    if plain:
+        lines += ["", "Runs whose `eval.min_gain_se` test did not yet account for the choice among checkpoints and mixes "
+                  "(a dev t of at least 1.64 kept the tuned model): " + "; ".join(
+                      f"{cell} seed{'s' if len(seeds) > 1 else ''} {', '.join(seeds)}" for cell, seeds in plain.items())
+                  + ". Their t values are in the records (`significance`)."]
     noted: dict[str, list[str]] = {}
     for r in rows:
         if r.get("note"):

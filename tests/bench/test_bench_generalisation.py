@@ -110,3 +110,16 @@ def test_the_recipes_scopes_are_read_from_the_recipe_files():
     import yaml
     for method, recipe in bg.METHODS.items():
         assert bg.SCOPES[method] == yaml.safe_load(recipe.read_text())["train"].get("corpus_scope", "all")
+
+
+def test_the_newest_significance_rule_wins_and_older_ones_are_named():
+    plain = {**_rec("budget-50", 1, 0.31, 0.30), "min_gain_se": 1.64, "significance": {"t": 1.7, "kept": "tuned"}}
+    assert bg.rule(plain) == 1 and bg.rule(_rec("budget-50", 1, 0.31, 0.31)) == 0
+    maxt = {**plain, "tuned_test": 0.31, "significance": {"t": 1.7, "threshold": 2.3, "kept": "start"}}
+    no_test = {**plain, "significance": None}  # the start stayed best on dev: no test under either rule
+    assert bg.rule(maxt) == 2 and bg.rule(no_test) == 2
+    assert [r["tuned_test"] for r in bg.kept_records([plain, maxt])] == [0.31]
+    lines = bg.table([plain])
+    assert any(x.startswith("Runs whose `eval.min_gain_se` test did not yet account") and "budget-50 seed 1." in x
+               for x in lines)
+    assert not any("did not yet account" in x for x in bg.table([maxt]))
