@@ -10,7 +10,8 @@ import pytest
 import torch
 from numeric import finite_differences
 
-from textcl.adapter import AdapterSettings, LinearAdapter, QueryTargets, apply_adapter, fit_adapter
+from textcl.adapter import AdapterSettings, LinearAdapter, QueryTargets, fit_adapter
+from textcl.adapter_files import apply_adapter
 from textcl.errors import ConfigError, DataError
 from textcl.losses import corpus_info_nce
 

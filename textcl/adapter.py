@@ -2,7 +2,7 @@
 documents keep their vectors. W = I + delta (full d x d) or I + U V^T (rank r, V zero-initialised), trained with
 the whole-corpus multi-positive InfoNCE of query-side training (`losses.corpus_info_nce`); no transformer runs.
 
-Its files and the Router model that applies it: `textcl.adapter_files`.
+Its files, the Router model and the encoders that apply it: `textcl.adapter_files`.
 """
 
 from __future__ import annotations
@@ -101,46 +101,6 @@ class LinearAdapter(torch.nn.Module):
         with torch.no_grad():
             b = self.bias if self.bias is not None else torch.zeros(self.dim)
             return self.weight().numpy().copy(), b.numpy().copy()
-
-
-def apply_adapter(q: np.ndarray, weight: np.ndarray, bias: np.ndarray | None, normalize: bool) -> np.ndarray:
-    """The adapter on query vectors [n, d] (what `encode_query` of the saved Router model computes)."""
-    out = np.asarray(q, dtype=np.float32) @ np.asarray(weight, dtype=np.float32).T
-    if bias is not None:
-        out = out + np.asarray(bias, dtype=np.float32)
-    if normalize:
-        out = out / np.maximum(np.linalg.norm(out, axis=1, keepdims=True), 1e-12)
-    return out.astype(np.float32)
-
-
-class AdaptedEncode:
-    """An Encode whose query vectors go through `adapt` (e.g. an adapter); documents, the fingerprint (the
-    document side's, as a RoutedEncoder's) and the text rule are `encode`'s."""
-
-    routed = True  # queries and documents differ: STS also reports the query-document score
-
-    def __init__(self, encode: Callable, adapt: Callable[[np.ndarray], np.ndarray]):
-        self.inner, self.adapt = encode, adapt
-        self.fingerprint = getattr(encode, "fingerprint", None)
-        self.rule = getattr(encode, "rule", None)
-
-    def prepare(self, texts: dict) -> None:
-        prepare = getattr(self.inner, "prepare", None)
-        if prepare is not None:
-            prepare(texts)
-
-    def __call__(self, texts: list[str], role: str = "document") -> np.ndarray:
-        out = self.inner(texts, role)
-        return self.adapt(out) if role == "query" else out
-
-
-def adapted(encode: Callable, adapter: LinearAdapter) -> AdaptedEncode:
-    """`encode` with `adapter` on its queries (no gradient)."""
-    def adapt(q: np.ndarray) -> np.ndarray:
-        with torch.no_grad():
-            return adapter(torch.from_numpy(np.asarray(q, np.float32))).numpy()
-
-    return AdaptedEncode(encode, adapt)
 
 
 @dataclass(frozen=True)

@@ -1,11 +1,12 @@
-"""What carries a linear query adapter (`textcl.adapter`) out of textcl: its files (`adapter.safetensors`, `W.npy`,
-`b.npy`, `adapter.json`) and the sentence-transformers Router whose query route is the base model + `Dense` (W, b,
+"""What carries a linear query adapter (`textcl.adapter`) out of textcl: the function and encoders that apply it,
+its files (`adapter.safetensors`, `W.npy`, `b.npy`, `adapter.json`) and the sentence-transformers Router whose query route is the base model + `Dense` (W, b,
 identity activation) + `Normalize`, so that `encode_query` applies it and `encode_document` stays the base model.
 """
 
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -13,10 +14,51 @@ import torch
 from safetensors.torch import load_file, save_file
 from sentence_transformers import SentenceTransformer
 
+from textcl.adapter import LinearAdapter
 from textcl.errors import DataError
 from textcl.models import router_model
 
 ADAPTER_FILES = ("adapter.safetensors", "W.npy", "b.npy", "adapter.json")
+
+
+def apply_adapter(q: np.ndarray, weight: np.ndarray, bias: np.ndarray | None, normalize: bool) -> np.ndarray:
+    """The adapter on query vectors [n, d] (what `encode_query` of the saved Router model computes)."""
+    out = np.asarray(q, dtype=np.float32) @ np.asarray(weight, dtype=np.float32).T
+    if bias is not None:
+        out = out + np.asarray(bias, dtype=np.float32)
+    if normalize:
+        out = out / np.maximum(np.linalg.norm(out, axis=1, keepdims=True), 1e-12)
+    return out.astype(np.float32)
+
+
+class AdaptedEncode:
+    """An Encode whose query vectors go through `adapt` (e.g. an adapter); documents, the fingerprint (the
+    document side's, as a RoutedEncoder's) and the text rule are `encode`'s."""
+
+    routed = True  # queries and documents differ: STS also reports the query-document score
+
+    def __init__(self, encode: Callable, adapt: Callable[[np.ndarray], np.ndarray]):
+        self.inner, self.adapt = encode, adapt
+        self.fingerprint = getattr(encode, "fingerprint", None)
+        self.rule = getattr(encode, "rule", None)
+
+    def prepare(self, texts: dict) -> None:
+        prepare = getattr(self.inner, "prepare", None)
+        if prepare is not None:
+            prepare(texts)
+
+    def __call__(self, texts: list[str], role: str = "document") -> np.ndarray:
+        out = self.inner(texts, role)
+        return self.adapt(out) if role == "query" else out
+
+
+def adapted(encode: Callable, adapter: LinearAdapter) -> AdaptedEncode:
+    """`encode` with `adapter` on its queries (no gradient)."""
+    def adapt(q: np.ndarray) -> np.ndarray:
+        with torch.no_grad():
+            return adapter(torch.from_numpy(np.asarray(q, np.float32))).numpy()
+
+    return AdaptedEncode(encode, adapt)
 
 
 def save_adapter(folder: str | Path, weight: np.ndarray, bias: np.ndarray, info: dict) -> Path:

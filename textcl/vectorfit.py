@@ -13,15 +13,8 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from textcl.adapter import (
-    AdaptedEncode,
-    AdapterFit,
-    AdapterSettings,
-    QueryTargets,
-    adapted,
-    apply_adapter,
-    fit_adapter,
-)
+from textcl.adapter import AdapterFit, AdapterSettings, QueryTargets, fit_adapter
+from textcl.adapter_files import AdaptedEncode, adapted, apply_adapter
 from textcl.compress import Compressed, compress, rescore
 from textcl.data.vectors import Vectors, read_judgements, read_vectors, vector_retrieval_set
 from textcl.errors import DataError

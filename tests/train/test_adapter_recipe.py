@@ -11,8 +11,7 @@ import numpy as np
 import pytest
 from sentence_transformers import SentenceTransformer
 
-from textcl.adapter import apply_adapter
-from textcl.adapter_files import load_adapter
+from textcl.adapter_files import apply_adapter, load_adapter
 from textcl.cli import main
 from textcl.config import (
     AdapterConfig,

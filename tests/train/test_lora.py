@@ -14,8 +14,7 @@ from sentence_transformers import SentenceTransformer
 from test_adapter_recipe import _beir, _config
 from train_helpers import tiny_config
 
-from textcl.adapter import apply_adapter
-from textcl.adapter_files import load_adapter
+from textcl.adapter_files import apply_adapter, load_adapter
 from textcl.config import LoraConfig, RunConfig, TrainConfig
 from textcl.data.beir import load_beir
 from textcl.errors import ConfigError

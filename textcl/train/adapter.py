@@ -20,10 +20,9 @@ from textcl.adapter import (
     AdapterSettings,
     LinearAdapter,
     QueryTargets,
-    adapted,
     fit_adapter,
 )
-from textcl.adapter_files import adapter_router, save_adapter
+from textcl.adapter_files import adapted, adapter_router, save_adapter
 from textcl.compress import index_view
 from textcl.config import RunConfig, save_config
 from textcl.data.batching import whole_batch
