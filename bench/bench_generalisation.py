@@ -273,11 +273,16 @@ WHOLE_OF = ("new-docs", "new-docs-later", "new-docs-heldout", "new-docs-labelled
 def whole_records(work: Path, records: Path) -> None:
     """Every finished new-documents run (in the corpus, added later, chosen watching held-out documents) scored
     again on the unchanged NFCorpus test qrels, every document: what the split's training costs or gains where
-    most relevant documents are seen ones. One record per run, split `<split>-whole`, dev scores copied."""
-    done = {(r["method"], r["split"], r["seed"]) for r in read_jsonl(records)}
+    most relevant documents are seen ones. One record per run, split `<split>-whole`, dev scores and the run's
+    eval.min_gain_se rule and corpus scope copied: a run recorded after its cell's last whole record (a rerun under a
+    newer rule, in the same folder) is scored again, and its record is the one shown."""
+    scored: dict[tuple, str] = {}  # cell -> when its newest whole record was written
+    for r in read_jsonl(records):
+        key = (r["method"], r["split"], r["seed"], corpus_scope(r))
+        scored[key] = max(scored.get(key, ""), r.get("written", ""))
     for run in [r for r in kept_records(read_jsonl(records)) if r["split"] in WHOLE_OF and r["method"] in METHODS]:
         split = f"{run['split']}-whole"
-        if (run["method"], split, run["seed"]) in done:
+        if scored.get((run["method"], split, run["seed"], corpus_scope(run)), "") >= run.get("written", ""):
             continue
         out = run_folder(run, work)
         t0, load_before = time.perf_counter(), [round(x, 2) for x in os.getloadavg()]
@@ -286,8 +291,8 @@ def whole_records(work: Path, records: Path) -> None:
         append_record(records, {"method": run["method"], "split": split, "seed": run["seed"], "base_test": base,
                                 "tuned_test": tuned, "base_dev": run["base_dev"], "tuned_dev": run["tuned_dev"],
                                 "wall_s": round(time.perf_counter() - t0, 1), "load_before": load_before,
-                                "model": str(out / "model")})
-        done.add((run["method"], split, run["seed"]))
+                                "model": str(out / "model"),
+                                **{k: run[k] for k in ("min_gain_se", "significance", "corpus_scope") if k in run}})
 
 
 def judged_eval(model: str, leaf: Path, work: Path, leave_out: dict[str, set[str]]) -> float:
@@ -334,11 +339,12 @@ def judged_records(work: Path, records: Path) -> None:
                                     len(v) for v in seen.values())})
 
 
-def _pts(values: list[float]) -> str:
+def _pts(values: list[float], sign: str = "") -> str:
+    """Points x100: the value, or mean ± std; `sign="+"` for gains."""
     vals = [100 * v for v in values]
     if len(vals) == 1:
-        return f"{vals[0]:.2f}"
-    return f"{statistics.mean(vals):.2f} ± {statistics.stdev(vals):.2f}"
+        return f"{vals[0]:{sign}.2f}"
+    return f"{statistics.mean(vals):{sign}.2f} ± {statistics.stdev(vals):.2f}"
 
 
 def _cell_rows(rows: list[dict], split_names: list[str], label) -> list[str]:
@@ -355,7 +361,7 @@ def _cell_rows(rows: list[dict], split_names: list[str], label) -> list[str]:
             rs = list(runs.values())
             gains = [r["tuned_test"] - r["base_test"] for r in rs]
             lines.append(f"| {label(split)} | {method} | {len(rs)} | {_pts([r['base_test'] for r in rs])} | "
-                         f"{_pts([r['tuned_test'] for r in rs])} | {_pts(gains)} | {100 * min(gains):+.2f} | "
+                         f"{_pts([r['tuned_test'] for r in rs])} | {_pts(gains, '+')} | {100 * min(gains):+.2f} | "
                          f"{_pts([r['base_dev'] for r in rs])} -> {_pts([r['tuned_dev'] for r in rs])} | "
                          f"{statistics.median(r.get('stages_total_s', r['wall_s']) for r in rs):.0f} |")
     return lines

@@ -182,8 +182,10 @@ def benchmarks_md(records: Records) -> str:
     return "\n".join(parts)
 
 
-def _ms(points: list[float]) -> str:
-    return f"{statistics.mean(points):.2f} ± {statistics.stdev(points):.2f}" if len(points) > 1 else f"{points[0]:.2f}"
+def _ms(points: list[float], sign: str = "") -> str:
+    """mean ± std (a single value as it is); `sign="+"` for gains."""
+    mean = statistics.mean(points)
+    return f"{mean:{sign}.2f} ± {statistics.stdev(points):.2f}" if len(points) > 1 else f"{mean:{sign}.2f}"
 
 
 def _new_docs_gains(records: Records, split: str) -> dict[str, list[float]]:
@@ -203,10 +205,10 @@ def _new_docs_row(records: Records) -> str | None:
     if not now:
         return None
     label = f"new documents (added to the corpus, never labelled), gain over base ({' / '.join(now)})"
-    values, seeds = " / ".join(_ms(gains[m]) for m in now), " / ".join(str(len(gains[m])) for m in now)
+    values, seeds = " / ".join(_ms(gains[m], "+") for m in now), " / ".join(str(len(gains[m])) for m in now)
     if before:
         label += f"; before the recipes set `train.corpus_scope: labelled` ({' / '.join(before)})"
-        values += "; " + " / ".join(_ms(gains[f"{m}, corpus_scope: all"]) for m in before)
+        values += "; " + " / ".join(_ms(gains[f"{m}, corpus_scope: all"], "+") for m in before)
         seeds += "; " + " / ".join(str(len(gains[f"{m}, corpus_scope: all"])) for m in before)
     return f"| {label} | {values} | {seeds} |"
 
@@ -218,7 +220,7 @@ def _budget_row(records: Records) -> str | None:
     methods = [m for m in ("recipe", "adapter", "peer") if any(m in c for c in cells.values())]
     if not methods:
         return None
-    values = "; ".join(" / ".join(_ms(cells[b][m]) if m in cells[b] else "-" for b in budgets) for m in methods)
+    values = "; ".join(" / ".join(_ms(cells[b][m], "+") if m in cells[b] else "-" for b in budgets) for m in methods)
     seeds = "; ".join(" / ".join(str(len(cells[b].get(m, []))) for b in budgets) for m in methods)
     return (f"| label budget, gain over base with N = {' / '.join(b.split('-')[1] for b in budgets)} train queries "
             f"({'; '.join(methods)}) | {values} | {seeds} |")
@@ -259,7 +261,7 @@ def readme_block(records: Records) -> list[str]:
         before = any(r.get("corpus_scope", "all") != bench_generalisation.SCOPES["recipe"] for r in tuned["textcl_rows"])
         ours = "textcl (the recipe before `corpus_scope: labelled`)" if before else "textcl"
         rows.append(f"| sentence-transformers tuned on dev (lr {tuned['lr']:g}, best dev checkpoint, textcl's run time "
-                    f"as budget); {ours} - peer | {_ms(tuned['peer'])}; {_ms(tuned['diff'])} | {len(tuned['seeds'])} |")
+                    f"as budget); {ours} - peer | {_ms(tuned['peer'])}; {_ms(tuned['diff'], '+')} | {len(tuned['seeds'])} |")
     elif peer:
         rows.append(f"| sentence-transformers, documented hard negatives, {peer[0]['budget_s']:.0f} "
                     f"{peer[0].get('clock', 'wall')}-s budget (untuned) | {_ms([r['ndcg@10'] for r in peer])} | "

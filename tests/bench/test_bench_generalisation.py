@@ -39,7 +39,7 @@ def test_summary_row_reads_test_dev_and_the_kept_mix(tmp_path):
 def test_a_record_with_the_significance_rule_replaces_an_earlier_one_without():
     rows = [_rec("budget-50", 1, 0.31, 0.30), {**_rec("budget-50", 1, 0.31, 0.31), "min_gain_se": 1.64},
             {**_rec("budget-50", 1, 0.31, 0.50), "min_gain_se": 1.64}]  # a third record: the first with it counts
-    assert "| N = 50 | recipe | 1 | 31.00 | 31.00 | 0.00 | +0.00 | 30.00 -> 32.00 | 601 |" in bg.table(rows)
+    assert "| N = 50 | recipe | 1 | 31.00 | 31.00 | +0.00 | +0.00 | 30.00 -> 32.00 | 601 |" in bg.table(rows)
 
 
 def _rec(split: str, seed: int, base: float, tuned: float, method: str = "recipe") -> dict:
@@ -59,10 +59,10 @@ def test_table_gives_mean_std_gain_and_worst_seed_per_cell():
             _rec("new-docs", 1, 0.30, 0.99),  # a second record of seed 1: the first one counts
             _rec("budget-50", 1, 0.31, 0.30), _rec("budget-50", 1, 0.31, 0.35, method="adapter")]
     lines = bg.table(rows)
-    assert "| new documents | recipe | 3 | 30.00 ± 0.00 | 32.00 ± 1.00 | 2.00 ± 1.00 | +1.00 | " \
+    assert "| new documents | recipe | 3 | 30.00 ± 0.00 | 32.00 ± 1.00 | +2.00 ± 1.00 | +1.00 | " \
            "30.00 ± 0.00 -> 32.00 ± 0.00 | 602 |" in lines
     assert "| N = 50 | recipe | 1 | 31.00 | 30.00 | -1.00 | -1.00 | 30.00 -> 32.00 | 601 |" in lines
-    assert "| N = 50 | adapter | 1 | 31.00 | 35.00 | 4.00 | +4.00 | 30.00 -> 32.00 | 601 |" in lines
+    assert "| N = 50 | adapter | 1 | 31.00 | 35.00 | +4.00 | +4.00 | 30.00 -> 32.00 | 601 |" in lines
     assert "1-minute load average 4.0-6.0" in lines[-1]
     noted = bg.table([{**rows[0], "note": "resumed"}, {**rows[1], "note": "resumed"}])
     assert noted[-1] == "recipe new-docs seed 1, recipe new-docs seed 2: resumed."
@@ -123,3 +123,26 @@ def test_the_newest_significance_rule_wins_and_older_ones_are_named():
     assert any(x.startswith("Runs whose `eval.min_gain_se` test did not yet account") and "budget-50 seed 1." in x
                for x in lines)
     assert not any("did not yet account" in x for x in bg.table([maxt]))
+
+
+def test_whole_scores_a_run_recorded_after_its_cells_last_whole_record_and_shows_that_one(tmp_path, monkeypatch):
+    records = tmp_path / "generalisation.jsonl"
+    rule2 = {"min_gain_se": 1.64, "significance": {"t": 3.0, "threshold": 2.3, "kept": "tuned"}}
+    rows = [{**_rec("new-docs-labelled", 1, 0.30, 0.31), "written": "2026-12-03T10:00:00Z"},  # rule 0, scored
+            {**_rec("new-docs-labelled-whole", 1, 0.30, 0.33), "written": "2026-12-03T11:00:00Z"},
+            {**_rec("new-docs-labelled", 1, 0.30, 0.32), **rule2, "written": "2026-12-03T20:00:00Z"},  # a rerun
+            {**_rec("new-docs-labelled", 2, 0.30, 0.31), **rule2, "written": "2026-12-03T10:00:00Z"},
+            {**_rec("new-docs-labelled-whole", 2, 0.30, 0.34), "written": "2026-12-03T11:00:00Z"}]
+    records.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    scored = []
+    monkeypatch.setattr(bg, "pool_eval", lambda model, leaf, work, report: scored.append(model) or
+                        (0.30 if model == "all-MiniLM-L6-v2" else 0.35))
+    bg.whole_records(tmp_path, records)
+    assert scored == ["all-MiniLM-L6-v2", str(tmp_path / "recipe" / "new-docs-labelled-s1" / "model")]
+    new = bg.read_jsonl(records)[-1]
+    assert (new["split"], new["seed"], new["tuned_test"], new["significance"]) == \
+        ("new-docs-labelled-whole", 1, 0.35, rule2["significance"])
+    shown = {(r["split"], r["seed"]): r["tuned_test"] for r in bg.cells(bg.read_jsonl(records))}
+    assert shown[("new-docs-whole", 1)] == 0.35 and shown[("new-docs-whole", 2)] == 0.34
+    bg.whole_records(tmp_path, records)  # nothing left to score
+    assert len(scored) == 2

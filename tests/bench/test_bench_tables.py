@@ -125,9 +125,9 @@ def test_readme_block_from_small_records_matches_values_worked_by_hand():
         "| linear query adapter (`nfcorpus-adapter.yaml`, lr 0.001 chosen on dev) | 41.00 ± 1.41 | 2 |",
         "| sentence-transformers, documented hard negatives, 1200 cpu-s budget (untuned) | 22.00 ± 2.83 | 2 |",
         "| new documents (added to the corpus, never labelled), gain over base (recipe); before the recipes set "
-        "`train.corpus_scope: labelled` (recipe) | 2.50 ± 0.71; -1.00 | 2; 1 |",
+        "`train.corpus_scope: labelled` (recipe) | +2.50 ± 0.71; -1.00 | 2; 1 |",
         "| label budget, gain over base with N = 50 / 150 / 500 train queries (recipe; peer) | "
-        "0.50 ± 0.71 / 2.00 / -; -1.00 / - / - | 2 / 1 / 0; 1 / 0 / 0 |",
+        "+0.50 ± 0.71 / +2.00 / -; -1.00 / - / - | 2 / 1 / 0; 1 / 0 / 0 |",
         "",
         "A prompted model through `textcl eval` scores 30.00, sentence-transformers + pytrec_eval 30.00 "
         "(+0.0000 points). Details, machines and commands: [BENCHMARKS.md](BENCHMARKS.md)."]
