@@ -202,25 +202,32 @@ def pool_eval(model: str, leaf: Path, work: Path, report: Path) -> float:
     return next(r["value"] for r in results if r["key"] == METRIC)
 
 
+DIAGNOSED = ("new-docs", "new-docs-labelled")  # the new-documents runs --pool and --judged score again
+
+
+def _undiagnosed(records: Path, suffix: str) -> list[dict]:
+    """The shown runs of the `DIAGNOSED` splits that have no `<split>-<suffix>` record yet."""
+    rows = read_jsonl(records)
+    done = {(r["method"], r["split"], r["seed"]) for r in rows}
+    return [r for r in kept_records(rows) if r["split"] in DIAGNOSED and r["method"] in METHODS
+            and (r["method"], f"{r['split']}-{suffix}", r["seed"]) not in done]
+
+
 def pool_records(work: Path, records: Path) -> None:
     """Every finished new-documents run, scored again with the corpus cut to the new documents only
-    (splits.new_docs_pool): one record per run, split `new-docs-pool`, dev scores copied from the run's."""
+    (splits.new_docs_pool): one record per run, split `<split>-pool`, dev scores copied from the run's."""
     leaf = work / "splits" / "new-docs-pool" / "nfcorpus"
     if not (leaf.parent / "split.json").is_file():
         splits.new_docs_pool(splits.SOURCE, leaf.parent)
-    done = {(r["method"], r["seed"]) for r in read_jsonl(records) if r["split"] == "new-docs-pool"}
-    for run in [r for r in read_jsonl(records) if r["split"] == "new-docs"]:
-        if (run["method"], run["seed"]) in done:
-            continue
-        out = work / run["method"] / f"new-docs-s{run['seed']}"
+    for run in _undiagnosed(records, "pool"):
+        out = run_folder(run, work)
         t0 = time.perf_counter()
         base = pool_eval("all-MiniLM-L6-v2", leaf, work, work / "pool-base.json")
         tuned = pool_eval(str(out / "model"), leaf, work, out / "pool-eval.json")
-        append_record(records, {"method": run["method"], "split": "new-docs-pool", "seed": run["seed"],
+        append_record(records, {"method": run["method"], "split": f"{run['split']}-pool", "seed": run["seed"],
                                 "base_test": base, "tuned_test": tuned, "base_dev": run["base_dev"],
                                 "tuned_dev": run["tuned_dev"], "wall_s": round(time.perf_counter() - t0, 1),
                                 "load_before": run["load_before"], "model": str(out / "model")})
-        done.add((run["method"], run["seed"]))
 
 
 def rule(r: dict) -> int:
@@ -321,8 +328,7 @@ def judged_records(work: Path, records: Path) -> None:
     leaf = split_folder("new-docs", 0, work)
     seen = {q: {d for d, rel in docs.items() if rel > 0 and not splits.is_new(d)}
             for q, docs in splits.read_qrels(splits.SOURCE, "test").items()}
-    done = {(r["method"], r["seed"]) for r in read_jsonl(records) if r["split"] == "new-docs-judged"}
-    todo = [r for r in read_jsonl(records) if r["split"] == "new-docs" and (r["method"], r["seed"]) not in done]
+    todo = _undiagnosed(records, "judged")
     if not todo:
         return
     plain = judged_eval("all-MiniLM-L6-v2", leaf, work, {})
@@ -331,8 +337,8 @@ def judged_records(work: Path, records: Path) -> None:
     base = judged_eval("all-MiniLM-L6-v2", leaf, work, seen)
     for run in todo:
         t0, load_before = time.perf_counter(), [round(x, 2) for x in os.getloadavg()]
-        tuned = judged_eval(str(work / run["method"] / f"new-docs-s{run['seed']}" / "model"), leaf, work, seen)
-        append_record(records, {"method": run["method"], "split": "new-docs-judged", "seed": run["seed"],
+        tuned = judged_eval(str(run_folder(run, work) / "model"), leaf, work, seen)
+        append_record(records, {"method": run["method"], "split": f"{run['split']}-judged", "seed": run["seed"],
                                 "base_test": base, "tuned_test": tuned, "base_dev": run["base_dev"],
                                 "tuned_dev": run["tuned_dev"], "wall_s": round(time.perf_counter() - t0, 1),
                                 "load_before": load_before, "left_out_per_query": statistics.mean(
@@ -394,13 +400,14 @@ def table(rows: list[dict]) -> list[str]:
              "(every corpus document a negative of every query).", "",
              "### New documents", "",
              "NFCorpus documents with sha256(id) mod 100 < 20 are new: every train and dev qrel naming one is removed; "
-             "test keeps only (query, new document) pairs; the corpus stays whole (bench/splits.py). The second row "
-             "(`--pool`: a diagnostic) scores the same runs' models on the same test qrels with the corpus cut to the "
-             "new documents, so seen documents — relevant ones too — cannot crowd new ones out of the top 10; its dev "
-             "column repeats the run's. The third (`--judged`: a diagnostic) keeps the whole corpus but takes out of "
+             "test keeps only (query, new document) pairs; the corpus stays whole (bench/splits.py). The rows "
+             "`pool of new documents only` (`--pool`: a diagnostic) score the same runs' models on the same test qrels with the corpus cut to the "
+             "new documents, so seen documents — relevant ones too — cannot crowd new ones out of the top 10; their dev "
+             "column repeats the run's. The rows `relevant seen documents left out` (`--judged`: a diagnostic) keep the "
+             "whole corpus but take out of "
              "each query's ranking the seen documents that the original test qrels judge relevant to it, so ranking a "
-             "relevant seen document above a new one is neither rewarded nor penalised. The fourth (`new-docs-later`) "
-             "is a run of its own: the same split, but the training corpus (`train.corpus`) holds the seen documents "
+             "relevant seen document above a new one is neither rewarded nor penalised. The rows `added after training` (`new-docs-later`) "
+             "are runs of their own: the same split, but the training corpus (`train.corpus`) holds the seen documents "
              "only, as when documents are added after training, so new documents are never its negatives.", "",
              *HEADER]
     lines += _cell_rows(rows, ["new-docs", "new-docs-pool", "new-docs-judged", "new-docs-later", "new-docs-heldout"],
@@ -408,7 +415,8 @@ def table(rows: list[dict]) -> list[str]:
     held = sorted((r for r in rows if r["split"] == "new-docs-heldout" and r.get("tuned_test") is not None),
                   key=lambda r: (r["method"], r["seed"]))
     if held:
-        lines += ["", "The fifth (`new-docs-heldout`) is a run of its own: the same split, but a further 16% of the "
+        lines += ["", "The rows `model chosen watching held-out seen documents` (`new-docs-heldout`) are runs of their "
+                  "own: the same split, but a further 16% of the "
                   "documents (20% of the seen ones, the next sha256 buckets) lose their train and dev qrels too, and "
                   "their dev qrels become an out-of-domain set (`eval.ood_retrieval`) that the recipe's forgetting "
                   "budget (`train.max_ood_drop`, 0.5 points) watches when it picks among the WiSE-FT mixes "

@@ -146,3 +146,15 @@ def test_whole_scores_a_run_recorded_after_its_cells_last_whole_record_and_shows
     assert shown[("new-docs-whole", 1)] == 0.35 and shown[("new-docs-whole", 2)] == 0.34
     bg.whole_records(tmp_path, records)  # nothing left to score
     assert len(scored) == 2
+
+
+def test_pool_and_judged_score_each_shown_new_documents_run_once(tmp_path):
+    records = tmp_path / "generalisation.jsonl"
+    rows = [_rec("new-docs-labelled", 1, 0.30, 0.31), _rec("new-docs-labelled", 2, 0.30, 0.31),
+            _rec("new-docs-labelled-pool", 1, 0.25, 0.26), _rec("new-docs", 1, 0.30, 0.29, method="peer"),
+            _rec("budget-50", 1, 0.30, 0.31)]
+    records.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    assert [(r["split"], r["seed"]) for r in bg._undiagnosed(records, "pool")] == [("new-docs-labelled", 2)]
+    assert len(bg._undiagnosed(records, "judged")) == 2
+    shown = {(r["method"], r["split"], r["seed"]) for r in bg.cells(rows)}
+    assert ("recipe", "new-docs-pool", 1) in shown  # the recipes' scope today: shown under new-docs
