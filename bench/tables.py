@@ -213,16 +213,21 @@ def _new_docs_row(records: Records) -> str | None:
     return f"| {label} | {values} | {seeds} |"
 
 
-def _budget_row(records: Records) -> str | None:
-    """The label-budget curve in one README row: the recipe's and the peer's gain per budget."""
+def _budget_row(records: Records, full: dict[str, list[float]]) -> str | None:
+    """The label-budget curve in one README row: each method's gain per budget, then with every train query
+    (`full`: {method: gains in points} of the rows above, when every method has them)."""
     budgets = [b for b in bench_generalisation.BUDGETS if bench_generalisation.BUDGETS[b]]
     cells = {b: _new_docs_gains(records, b) for b in budgets}
     methods = [m for m in ("recipe", "adapter", "peer") if any(m in c for c in cells.values())]
     if not methods:
         return None
+    names = [b.split("-")[1] for b in budgets]
+    if all(full.get(m) for m in methods):
+        cells["all"], names = full, [*names, "all"]
+        budgets = [*budgets, "all"]
     values = "; ".join(" / ".join(_ms(cells[b][m], "+") if m in cells[b] else "-" for b in budgets) for m in methods)
     seeds = "; ".join(" / ".join(str(len(cells[b].get(m, []))) for b in budgets) for m in methods)
-    return (f"| label budget, gain over base with N = {' / '.join(b.split('-')[1] for b in budgets)} train queries "
+    return (f"| label budget, gain over base with N = {' / '.join(names)} train queries "
             f"({'; '.join(methods)}) | {values} | {seeds} |")
 
 
@@ -230,6 +235,7 @@ def readme_block(records: Records) -> list[str]:
     """The README's results (at most 10 lines, between the markers): NFCorpus base, the query-side recipe, the
     adapter and the peer, mean ± std over seeds; the new-documents gain; the prompted-model parity row."""
     rows: list[str] = []
+    every: dict[str, list[float]] = {}  # gains in points with every train query, for the label-budget row
     fast = _rows(records, "fast.jsonl")
     recipe: dict[int, dict] = {}
     for r in fast:
@@ -238,6 +244,7 @@ def readme_block(records: Records) -> list[str]:
     if recipe:
         base = next(iter(recipe.values()))["nfcorpus_before"]
         rows.append(f"| base all-MiniLM-L6-v2 | {100 * base:.2f} | - |")
+        every["recipe"] = [100 * (r["nfcorpus_after"] - r["nfcorpus_before"]) for r in recipe.values()]
         rows.append(f"| query-side recipe (`nfcorpus-fast.yaml`) | {_ms([100 * r['nfcorpus_after'] for r in recipe.values()])}"
                     f" | {len(recipe)} |")
     adapter = _rows(records, "adapter.jsonl")
@@ -248,6 +255,7 @@ def readme_block(records: Records) -> list[str]:
         chosen = max(by_lr.values(), key=lambda rs: statistics.mean(r["dev_best"] for r in rs))
         row = [f"linear query adapter (`nfcorpus-adapter.yaml`, lr {chosen[0]['lr']:g} chosen on dev)",
                _ms([100 * r['test_after'] for r in chosen]), str(len(chosen))]
+        every["adapter"] = [100 * (r["test_after"] - r["test_before"]) for r in chosen]
         binary = [r for r in _rows(records, "compression.jsonl") if r["compression"] == "binary"]
         full = next((r["index_bytes"] for r in _rows(records, "compression.jsonl") if r["compression"] == "none"), None)
         if binary and full:
@@ -260,6 +268,9 @@ def readme_block(records: Records) -> list[str]:
     if tuned and len(tuned["seeds"]) > 1:
         before = any(r.get("corpus_scope", "all") != bench_generalisation.SCOPES["recipe"] for r in tuned["textcl_rows"])
         ours = "textcl (the recipe before `corpus_scope: labelled`)" if before else "textcl"
+        peer_base = next((r["test"] for r in _rows(records, "peer.jsonl") if r["kind"] == "base"), None)
+        if peer_base is not None:
+            every["peer"] = [p - peer_base for p in tuned["peer"]]
         rows.append(f"| sentence-transformers tuned on dev (lr {tuned['lr']:g}, best dev checkpoint, textcl's run time "
                     f"as budget); {ours} - peer | {_ms(tuned['peer'])}; {_ms(tuned['diff'], '+')} | {len(tuned['seeds'])} |")
     elif peer:
@@ -268,7 +279,7 @@ def readme_block(records: Records) -> list[str]:
                     f"{len(peer)} |")
     if (new_docs := _new_docs_row(records)) is not None:
         rows.append(new_docs)
-    if (budget := _budget_row(records)) is not None:
+    if (budget := _budget_row(records, every)) is not None:
         rows.append(budget)
     lines = ["| NFCorpus test nDCG@10 x100 | mean ± std | seeds |", "|---|---|---|", *rows] if rows else []
     prompted = [r for r in _rows(records, "any_model.jsonl") if r["row"].startswith("prompted")]

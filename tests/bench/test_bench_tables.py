@@ -100,8 +100,9 @@ def test_readme_block_from_small_records_matches_values_worked_by_hand():
         # the last record per seed counts: 20 and 24 -> 22.00 ± 2.83
         "fast_peer.jsonl": [_peer(1, 99.0), _peer(1, 20.0), _peer(2, 24.0)],
         # lr 1e-3 has the better mean dev (0.5 vs 0.4): its test 0.40, 0.42 -> 41.00 ± 1.41
-        "adapter.jsonl": [{"lr": 1e-4, "dev_best": 0.4, "test_after": 0.9}, {"lr": 1e-3, "dev_best": 0.6, "test_after": 0.40},
-                          {"lr": 1e-3, "dev_best": 0.4, "test_after": 0.42}],
+        "adapter.jsonl": [{"lr": 1e-4, "dev_best": 0.4, "test_after": 0.9, "test_before": 0.25},
+                          {"lr": 1e-3, "dev_best": 0.6, "test_after": 0.40, "test_before": 0.25},
+                          {"lr": 1e-3, "dev_best": 0.4, "test_after": 0.42, "test_before": 0.25}],
         # new documents, the recipe as it is today (its corpus scope): gains 0.12 - 0.10 = 2 points and 0.13 - 0.10 =
         # 3 points -> 2.50 ± 0.71; the recipe before it set corpus_scope: labelled (a record without the key): -1.00;
         # added after training (new-docs-later): not in the README
@@ -131,6 +132,19 @@ def test_readme_block_from_small_records_matches_values_worked_by_hand():
         "",
         "A prompted model through `textcl eval` scores 30.00, sentence-transformers + pytrec_eval 30.00 "
         "(+0.0000 points). Details, machines and commands: [BENCHMARKS.md](BENCHMARKS.md)."]
+
+
+def test_label_budget_row_ends_with_every_train_query_when_each_method_has_that_cell():
+    scope = tables.bench_generalisation.SCOPES["recipe"]
+    records = {"generalisation.jsonl": [
+        {"split": "budget-50", "method": m, "seed": 1, "base_test": 0.30, "tuned_test": 0.31, "corpus_scope": scope}
+        for m in ("recipe", "peer")]}
+    # budget-50 gains +1 each; every train query: recipe 3 and 5 points -> 4.00 ± 1.41, peer 1 point
+    assert tables._budget_row(records, {"recipe": [3.0, 5.0], "peer": [1.0]}) == (
+        "| label budget, gain over base with N = 50 / 150 / 500 / all train queries (recipe; peer) | "
+        "+1.00 / - / - / +4.00 ± 1.41; +1.00 / - / - / +1.00 | 1 / 0 / 0 / 2; 1 / 0 / 0 / 1 |")
+    # a method without the whole-data cell: no "all" column
+    assert "/ all train" not in tables._budget_row(records, {"recipe": [3.0]})
 
 
 def test_replace_block_rewrites_between_the_markers_or_adds_them_under_a_results_heading():
