@@ -17,17 +17,19 @@ def _row(variant: str, seed: int, dev: float | None) -> dict:
     return {"variant": variant, "seed": seed, "nfcorpus_dev_after": dev}
 
 
-def test_the_anchor_weight_is_compared_on_dev_once_both_weights_have_dev_records():
+def test_each_alternative_is_compared_with_the_recipe_on_dev_once_both_have_dev_records():
     old = [_row("anchor2-budget", 42, None), _row("anchor5-budget", 42, None)]
     five = [_row("anchor5-budget-labelled", s, d) for s, d in ((42, 0.34), (1, 0.36))]
     two = [_row("anchor2-budget-labelled", s, d) for s, d in ((42, 0.33), (1, 0.33), (42, 0.99))]  # first per seed
     note = " ".join(bf._dev_note(old + five + two))
-    assert "`similarity_anchor: 5` 35.00 ± 1.41 (2 seeds); `similarity_anchor: 2` 33.00 ± 0.00 (2 seeds)" in note
-    assert "the recipe's weight is the one dev prefers" in note
-    assert "2 of 7 runs were recorded before" in note and "superseded for the anchor weight" in note
-    flipped = " ".join(bf._dev_note(five + [_row("anchor2-budget-labelled", s, 0.40) for s in (42, 1)]))
-    assert "dev prefers `similarity_anchor: 2`, not the recipe's" in flipped and "recorded before" not in flipped
-    only_old = " ".join(bf._dev_note(old + five))  # one weight re-run: no comparison yet
+    assert "`similarity_anchor: 2` (the recipe: 5): 33.00 ± 0.00 vs 35.00 ± 1.41 (2 and 2 seeds; dev prefers the " \
+           "recipe's)" in note and "corpus_positives" not in note  # the sample variant has no records yet
+    assert "2 of 7 runs were recorded before" in note and "superseded by the dev comparisons" in note
+    sample = [_row("sample-budget-labelled", s, 0.40) for s in (42, 1)]
+    flipped = " ".join(bf._dev_note(five + sample))
+    assert "`corpus_positives: sample` (the recipe: all): 40.00 ± 0.00 vs 35.00 ± 1.41 (2 and 2 seeds; dev prefers " \
+           "the alternative)" in flipped and "recorded before" not in flipped
+    only_old = " ".join(bf._dev_note(old + five))  # no alternative re-run: no comparison yet
     assert "which is test selection" in only_old and "superseded" not in only_old
 
 
@@ -36,4 +38,4 @@ def test_only_the_recipe_and_its_listed_variants_can_be_run(monkeypatch, tmp_pat
     with pytest.raises(SystemExit):
         bf.main()
     assert not (tmp_path / "r").exists()
-    assert bf.VARIANT_SETS[bf.RECIPE_VARIANT] == () and set(bf.ANCHORS) <= set(bf.VARIANTS)
+    assert bf.VARIANT_SETS[bf.RECIPE_VARIANT] == () and set(bf.ALTERNATIVES) <= set(bf.VARIANT_SETS) <= set(bf.VARIANTS)
