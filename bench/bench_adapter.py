@@ -121,9 +121,12 @@ def table(rows: list[dict]) -> list[str]:
     commands = list(dict.fromkeys(r["command"] for r in rows))
     lines += ["", f"Whole `textcl run` wall time: {cold_s} cold (corpus and "
                   f"queries embedded), {statistics.mean(warm) if warm else float('nan'):.0f} s mean with "
-                  f"the embedding cache; all {len(runs)} runs: {sum(r['wall_s'] for r in runs):.0f} s. Shared machine "
-                  f"({rows[0]['machine']}, {rows[0].get('threads', '?')} thread(s) per run), 1-minute load average {min(loads):.1f}-{max(loads):.1f}: timings are on a "
-                  "loaded machine.", "",
+                  f"the embedding cache; all {len(runs)} runs: {sum(r['wall_s'] for r in runs):.0f} s. "
+                  f"{rows[0]['machine']}, {rows[0].get('threads', '?')} thread(s) per run, 1-minute load average "
+                  f"{min(loads):.1f}-{max(loads):.1f} before and after the runs"
+                  + (" (at most the run's own threads: an otherwise idle machine)."
+                     if max(loads) <= (rows[0].get("threads") or 0) + 0.5 else ": timings are on a loaded machine."),
+                  "",
               f"Precision: {rows[0]['precision']}. Commands: " + "; ".join(f"`{c}`" for c in commands[:2])
               + f"{' ...' if len(commands) > 2 else ''}; commit {rows[-1]['commit']}.", *scope_note(rows, "recipes/nfcorpus-adapter.yaml")]
     return lines
