@@ -23,13 +23,16 @@ from common import (  # first: sys.path, env
     append_record,
     provenance,
     read_jsonl,
+    recipe_scope,
     run_corpus_scope,
     scope_note,
+    shown_runs,
     write_section,
 )
 
 RECIPES = {"adapter": ROOT / "recipes" / "nfcorpus-adapter.yaml", "full": ROOT / "recipes" / "nfcorpus-fast.yaml",
            "lora": ROOT / "recipes" / "nfcorpus-fast.yaml", "chain": ROOT / "recipes" / "nfcorpus-fast.yaml"}
+SCOPE = recipe_scope(RECIPES["full"])  # train.corpus_scope both recipes set today: the runs the table shows
 KEY = "nfcorpus/ndcg@10"
 LABELS = {"adapter": "linear adapter (`tune: adapter`, lr 3e-4)",
           "lora": "LoRA query tower (`tune: query` + `lora: {{r: 8, alpha: 16, query/value}}`, lr {lr:g} chosen on dev)",
@@ -105,6 +108,7 @@ def lora_choice(rows: list[dict]) -> tuple[float, dict[float, float]]:
 def table(rows: list[dict]) -> list[str]:
     """Markdown: per method, test and dev nDCG@10 (mean ± std over seeds; one seed is labelled a hint), training
     seconds, output bytes and bytes beyond one copy of the base model. LoRA: the lr with the best seed-42 dev."""
+    rows = shown_runs(rows, SCOPE)  # runs of the recipes as they are today, when there are any
     rows = list({(r["method"], r["seed"], _lr(r)): r for r in rows}.values())  # a rerun (--again) counts once: its
     # last record
     chosen, searched = lora_choice(rows)
@@ -185,13 +189,14 @@ def main() -> int:
         args.table = True
     if not (args.table or args.mode):
         expensive = set(args.expensive_seeds if args.expensive_seeds is not None else args.seeds)
-        done = set() if args.again else {(r["method"], r["seed"], _lr(r)) for r in load_records(args.records)}
+        done = set() if args.again else {(r["method"], r["seed"], _lr(r)) for r in load_records(args.records)
+                                         if r.get("corpus_scope", "all") == SCOPE}  # runs of an earlier recipe: again
         for seed in args.seeds:  # interleaved: every method of a seed before the next seed
             for method in args.methods:
                 if method != "adapter" and seed not in expensive:
                     continue
                 lrs = [None] if method != "lora" else args.lora_lrs if seed == 42 else \
-                    [lora_choice(load_records(args.records))[0]]
+                    [lora_choice(shown_runs(load_records(args.records), SCOPE))[0]]
                 for lr in lrs:
                     if (method, seed, lr) in done:  # resumable: a recorded run is not run again
                         continue
