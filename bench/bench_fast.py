@@ -153,12 +153,17 @@ SETS = (("nfcorpus", "NFCorpus test nDCG@10"), ("stsb", "STS-B test Spearman (qu
         ("stsb-retrieval", "STS-B paraphrase retrieval nDCG@10 (out of domain)"))
 
 
-def section(all_rows: list[dict], command: str) -> list[str]:
-    """Mean ± std per variant (rows without a `variant` were recorded before the key existed: `sample`),
-    one row per seed and variant (the first recorded), then every run's wall time."""
+def _by_variant(rows: list[dict]) -> dict[str, dict[int, dict]]:
+    """{variant: {seed: its first record}} (rows without a `variant` were recorded before the key existed: `sample`)."""
     by_variant: dict[str, dict[int, dict]] = {}
-    for r in all_rows:
+    for r in rows:
         by_variant.setdefault(r.get("variant", "sample"), {}).setdefault(r["seed"], r)
+    return by_variant
+
+
+def section(all_rows: list[dict], command: str) -> list[str]:
+    """Mean ± std per variant, one row per seed and variant (the first recorded), then every run's wall time."""
+    by_variant = _by_variant(all_rows)
     variants = [v for v in VARIANTS if v in by_variant]
     first = next(iter(by_variant[variants[0]].values()))
     lines = ["## Query-side fine-tuning on NFCorpus (`recipes/nfcorpus-fast.yaml`)", "",
@@ -204,22 +209,15 @@ ALTERNATIVES = {"anchor2-budget-labelled": "`similarity_anchor: 2` (the recipe: 
                 "sample-budget-labelled": "`corpus_positives: sample` (the recipe: all)"}
 
 
-def _dev_of(rows: list[dict], variant: str) -> list[float]:
-    """The kept model's dev score of each seed's first run of `variant` that recorded it."""
-    firsts: dict[int, dict] = {}
-    for r in rows:
-        if r.get("variant") == variant:
-            firsts.setdefault(r["seed"], r)
-    return [r["nfcorpus_dev_after"] for r in firsts.values() if r.get("nfcorpus_dev_after") is not None]
-
-
 def _dev_note(rows: list[dict]) -> list[str]:
     """What the records say about the dev scores behind the recipe's choices (issue 29, item 4): each of
     `ALTERNATIVES` against the recipe on dev once both have 2+ seeds, and which runs were recorded without dev."""
-    ours = _dev_of(rows, RECIPE_VARIANT)
+    dev = {v: [r["nfcorpus_dev_after"] for r in firsts.values() if r.get("nfcorpus_dev_after") is not None]
+           for v, firsts in _by_variant(rows).items()}  # the kept model's dev score of each seed's first run
+    ours = dev.get(RECIPE_VARIANT, [])
     compared = []
     for variant, what in ALTERNATIVES.items():
-        theirs = _dev_of(rows, variant)
+        theirs = dev.get(variant, [])
         if len(ours) > 1 and len(theirs) > 1:
             verdict = "the recipe's" if statistics.mean(ours) >= statistics.mean(theirs) else "the alternative"
             compared.append(f"{what}: {_pts(theirs)} vs {_pts(ours)} ({len(theirs)} and {len(ours)} seeds; dev "

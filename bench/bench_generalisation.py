@@ -283,11 +283,12 @@ def whole_records(work: Path, records: Path) -> None:
     most relevant documents are seen ones. One record per run, split `<split>-whole`, dev scores and the run's
     eval.min_gain_se rule and corpus scope copied: a run recorded after its cell's last whole record (a rerun under a
     newer rule, in the same folder) is scored again, and its record is the one shown."""
+    rows = read_jsonl(records)
     scored: dict[tuple, str] = {}  # cell -> when its newest whole record was written
-    for r in read_jsonl(records):
+    for r in rows:
         key = (r["method"], r["split"], r["seed"], corpus_scope(r))
         scored[key] = max(scored.get(key, ""), r.get("written", ""))
-    for run in [r for r in kept_records(read_jsonl(records)) if r["split"] in WHOLE_OF and r["method"] in METHODS]:
+    for run in [r for r in kept_records(rows) if r["split"] in WHOLE_OF and r["method"] in METHODS]:
         split = f"{run['split']}-whole"
         if scored.get((run["method"], split, run["seed"], corpus_scope(run)), "") >= run.get("written", ""):
             continue

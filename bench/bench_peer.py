@@ -345,6 +345,11 @@ def _first(rows: list[dict]) -> dict[tuple, dict]:
     return first
 
 
+def _base_test(first: dict[tuple, dict]) -> float | None:
+    """The base model's test nDCG@10 (points) from the records `_first` keeps."""
+    return next((r["test"] for (k, _, _), r in first.items() if k == "base"), None)
+
+
 def best_on_dev(search: list[dict]) -> float:
     """The peer lr whose kept checkpoint scored best on dev in the search."""
     return max(search, key=lambda r: r["dev_best"])["lr"]
@@ -362,14 +367,14 @@ def side_by_side(rows: list[dict]) -> dict | None:
     peer = {s: r for (k, s, lr), r in first.items() if k == "peer" and lr == chosen}
     seeds = sorted(set(textcl) & set(peer), key=SEEDS.index)
     ours, theirs = [textcl[s]["test"] for s in seeds], [peer[s]["test"] for s in seeds]  # points already
-    return {"lr": chosen, "seeds": seeds, "textcl": ours, "peer": theirs, "diff": [a - b for a, b in zip(ours, theirs)],
+    return {"lr": chosen, "seeds": seeds, "base": _base_test(first), "textcl": ours, "peer": theirs, "diff": [a - b for a, b in zip(ours, theirs)],
             "textcl_rows": [textcl[s] for s in seeds], "peer_rows": [peer[s] for s in seeds]}
 
 
 def table(rows: list[dict]) -> list[str]:
     """The BENCHMARKS.md section from the records alone: the peer's search on dev, then both tools per seed."""
     first = _first(rows)
-    base = next((r["test"] for (k, _, _), r in first.items() if k == "base"), None)
+    base = _base_test(first)
     probe = next((r for (k, _, _), r in first.items() if k == "probe"), None)
     textcl = {s: r for (k, s, _), r in first.items() if k == "textcl"}
     peers = [r for (k, _, _), r in first.items() if k == "peer"]

@@ -213,17 +213,17 @@ def _new_docs_row(records: Records) -> str | None:
     return f"| {label} | {values} | {seeds} |"
 
 
-def _budget_row(records: Records, full: dict[str, list[float]]) -> str | None:
+def _budget_row(records: Records, every: dict[str, list[float]]) -> str | None:
     """The label-budget curve in one README row: each method's gain per budget, then with every train query
-    (`full`: {method: gains in points} of the rows above, when every method has them)."""
+    (`every`: {method: gains in points} of the rows above, when every method has them)."""
     budgets = [b for b in bench_generalisation.BUDGETS if bench_generalisation.BUDGETS[b]]
     cells = {b: _new_docs_gains(records, b) for b in budgets}
     methods = [m for m in ("recipe", "adapter", "peer") if any(m in c for c in cells.values())]
     if not methods:
         return None
     names = [b.split("-")[1] for b in budgets]
-    if all(full.get(m) for m in methods):
-        cells["all"], names = full, [*names, "all"]
+    if all(every.get(m) for m in methods):
+        cells["all"], names = every, [*names, "all"]
         budgets = [*budgets, "all"]
     values = "; ".join(" / ".join(_ms(cells[b][m], "+") if m in cells[b] else "-" for b in budgets) for m in methods)
     seeds = "; ".join(" / ".join(str(len(cells[b].get(m, []))) for b in budgets) for m in methods)
@@ -268,9 +268,8 @@ def readme_block(records: Records) -> list[str]:
     if tuned and len(tuned["seeds"]) > 1:
         before = any(r.get("corpus_scope", "all") != bench_generalisation.SCOPES["recipe"] for r in tuned["textcl_rows"])
         ours = "textcl (the recipe before `corpus_scope: labelled`)" if before else "textcl"
-        peer_base = next((r["test"] for r in _rows(records, "peer.jsonl") if r["kind"] == "base"), None)
-        if peer_base is not None:
-            every["peer"] = [p - peer_base for p in tuned["peer"]]
+        if tuned["base"] is not None:
+            every["peer"] = [p - tuned["base"] for p in tuned["peer"]]
         rows.append(f"| sentence-transformers tuned on dev (lr {tuned['lr']:g}, best dev checkpoint, textcl's run time "
                     f"as budget); {ours} - peer | {_ms(tuned['peer'])}; {_ms(tuned['diff'], '+')} | {len(tuned['seeds'])} |")
     elif peer:

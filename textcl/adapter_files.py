@@ -1,6 +1,7 @@
 """What carries a linear query adapter (`textcl.adapter`) out of textcl: the function and encoders that apply it,
-its files (`adapter.safetensors`, `W.npy`, `b.npy`, `adapter.json`) and the sentence-transformers Router whose query route is the base model + `Dense` (W, b,
-identity activation) + `Normalize`, so that `encode_query` applies it and `encode_document` stays the base model.
+its files (`adapter.safetensors`, `W.npy`, `b.npy`, `adapter.json`) and the sentence-transformers Router whose query
+route is the base model + `Dense` (W, b, identity activation) + `Normalize`, so that `encode_query` applies it and
+`encode_document` stays the base model.
 """
 
 from __future__ import annotations
